@@ -1,0 +1,55 @@
+"""The evidence chain: canonical bytes and hashes of audit events.
+
+Canonical bytes of an event = the UTF-8 JSON of every schema field except `hash`, keys
+sorted, no whitespace, integers as integers, null as null, enums as their symbol, the
+`attributes` map with sorted keys (RFC 8785 / JCS for these value types).
+`hash = sha256(ascii(prev_hash) || canonical bytes)`, hex. Documented in schemas/README.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import Enum
+from typing import Any
+
+from streams.models import AuditEvent
+
+HASHED_FIELDS = (
+    "event_id",
+    "type",
+    "connector_id",
+    "tenant_id",
+    "sequence",
+    "occurred_at",
+    "incident_id",
+    "attempt",
+    "mode",
+    "actor",
+    "failure",
+    "attributes",
+    "prev_hash",
+)
+
+
+def canonical_bytes(fields: dict[str, Any]) -> bytes:
+    """Canonical JSON of the hashed fields of an event given as a plain mapping."""
+    body = {name: _plain(fields.get(name)) for name in HASHED_FIELDS}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def chain_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical_bytes(fields)).hexdigest()
+
+
+def event_hash(event: AuditEvent) -> str:
+    """Recompute the hash an event should carry."""
+    return chain_hash(event.prev_hash, event.model_dump())

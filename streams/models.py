@@ -1,0 +1,216 @@
+"""Wire and input models. Field names mirror `schemas/*.avsc` exactly.
+
+Inputs reach the decider; outputs are audit events (`AuditEvent`) and commands
+(`RecoveryRequest`, `NotificationRequest`). All are immutable.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from streams.timefmt import ms_from_iso
+
+# Timestamps outside [2000-01-01, 2100-01-01) are rejected as invalid input: they are
+# almost always seconds-vs-milliseconds mistakes, and they would poison MTTR.
+MIN_TIMESTAMP_MS = ms_from_iso("2000-01-01T00:00:00Z")
+MAX_TIMESTAMP_MS = ms_from_iso("2100-01-01T00:00:00Z")
+
+EpochMillis = Annotated[int, Field(ge=MIN_TIMESTAMP_MS, lt=MAX_TIMESTAMP_MS)]
+ConnectorId = Annotated[str, Field(min_length=1, max_length=249)]
+
+GENESIS_HASH = "0" * 64
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HealthStatus(StrEnum):
+    HEALTHY = "HEALTHY"
+    UNHEALTHY = "UNHEALTHY"
+
+
+class RecoveryMode(StrEnum):
+    AUTO = "AUTO"
+    MANUAL = "MANUAL"
+
+
+class HealthPing(_Frozen):
+    """`schemas/health_ping.avsc`."""
+
+    connector_id: ConnectorId
+    tenant_id: str | None = None
+    status: HealthStatus
+    failure: str | None = None
+    retryable: bool = True
+    checked_at: EpochMillis
+    latency_ms: int | None = None
+    message: str | None = None
+    position: str | None = None
+
+    @field_validator("connector_id")
+    @classmethod
+    def _no_blank_id(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("connector_id is blank")
+        return value
+
+    @property
+    def healthy(self) -> bool:
+        return self.status is HealthStatus.HEALTHY
+
+
+class Tick(_Frozen):
+    """Time passes for one connector: fire every deadline at or before `now`."""
+
+    connector_id: ConnectorId
+    now: EpochMillis
+
+
+class Watch(_Frozen):
+    """Start (or resume, after a restart or rebalance) the heartbeat watch of a connector.
+
+    The heartbeat deadline becomes at least `at + heartbeat_timeout`: an expected connector
+    that never pings is detected, and a restart never produces a wave of false misses.
+    """
+
+    connector_id: ConnectorId
+    tenant_id: str | None = None
+    at: EpochMillis
+
+
+class AdminAction(StrEnum):
+    ACKNOWLEDGE = "ACKNOWLEDGE"
+    RECOVER = "RECOVER"
+    RESOLVE = "RESOLVE"
+    SILENCE = "SILENCE"
+    RETIRE = "RETIRE"
+
+
+class AdminCommand(_Frozen):
+    """A Platform Admin's command (`schemas/admin_command.avsc`)."""
+
+    command_id: str = Field(min_length=1)
+    action: AdminAction
+    connector_id: ConnectorId
+    incident_id: str | None = None
+    actor: str = Field(min_length=1)
+    reason: str | None = None
+    until: EpochMillis | None = None
+    issued_at: EpochMillis
+
+
+class RecoveryResult(_Frozen):
+    """What a recovery executor reported (`schemas/recovery_result.avsc`).
+
+    `ok` means the action was accepted by the runtime; only a healthy ping completes a
+    recovery.
+    """
+
+    request_id: str
+    connector_id: ConnectorId
+    incident_id: str
+    attempt: int
+    ok: bool
+    detail: str | None = None
+    finished_at: EpochMillis
+
+
+class NotificationResult(_Frozen):
+    """What the notifier reported after its own bounded retries."""
+
+    dedup_key: str
+    connector_id: ConnectorId
+    incident_id: str
+    target: str
+    level: int
+    delivered: bool
+    detail: str | None = None
+    finished_at: EpochMillis
+
+
+DeciderInput = HealthPing | Tick | Watch | AdminCommand | RecoveryResult | NotificationResult
+
+
+class EventType(StrEnum):
+    FAILURE_DETECTED = "connector.failure.detected"
+    FLAPPING_STARTED = "connector.flapping.started"
+    FLAPPING_STOPPED = "connector.flapping.stopped"
+    RECOVERY_STARTED = "connector.recovery.started"
+    RECOVERY_ACTION_ACCEPTED = "connector.recovery.action_accepted"
+    RECOVERY_FAILED = "connector.recovery.failed"
+    RECOVERY_COMPLETED = "connector.recovery.completed"
+    RETRIES_EXHAUSTED = "connector.retries.exhausted"
+    SILENCED = "connector.silenced"
+    RETIRED = "connector.retired"
+    INCIDENT_OPENED = "incident.opened"
+    INCIDENT_ACKNOWLEDGED = "incident.acknowledged"
+    INCIDENT_ESCALATED = "incident.escalated"
+    INCIDENT_RESOLVED = "incident.resolved"
+    NOTIFICATION_SENT = "notification.sent"
+    NOTIFICATION_FAILED = "notification.failed"
+    NOTIFICATION_SUPPRESSED = "notification.suppressed"
+    COMMAND_REJECTED = "command.rejected"
+
+
+class AuditEvent(_Frozen):
+    """`schemas/audit_event.avsc`: one link of a connector's evidence chain."""
+
+    event_id: str
+    type: EventType
+    connector_id: ConnectorId
+    tenant_id: str | None = None
+    sequence: int = Field(ge=1)
+    occurred_at: int
+    incident_id: str | None = None
+    attempt: int | None = None
+    mode: RecoveryMode | None = None
+    actor: str | None = None
+    failure: str | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+    prev_hash: str
+    hash: str
+
+
+class RecoveryRequest(_Frozen):
+    """Command to a recovery executor (`schemas/recovery_request.avsc`).
+
+    `request_id` is the id of the `connector.recovery.started` event: executors dedupe on it.
+    """
+
+    request_id: str
+    connector_id: str
+    tenant_id: str | None
+    incident_id: str
+    attempt: int
+    mode: RecoveryMode
+    actor: str | None
+    requested_at: int
+    deadline: int
+
+
+class NotificationRequest(_Frozen):
+    """Command to the notifier (`schemas/notification.avsc`).
+
+    `dedup_key` = incident + kind + audience, so a re-derived request is delivered once.
+    `level` is the escalation level of `target` (-1 = tenant admin, 0 = Platform Admin,
+    1.. = escalation steps).
+    """
+
+    dedup_key: str
+    notification_kind: str
+    target: str
+    level: int
+    connector_id: str
+    tenant_id: str | None
+    incident_id: str
+    failure: str | None
+    cause_event_id: str
+    occurred_at: int
+    summary: str
+
+
+Command = RecoveryRequest | NotificationRequest

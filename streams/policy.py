@@ -1,0 +1,184 @@
+"""The retry/escalation policy: a validated, immutable value.
+
+Parsing YAML text is pure; reading the file is the shell's job. Unknown keys and wrong
+types are rejected with the key's path, at start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class PolicyError(ValueError):
+    """The policy is invalid; the message names each offending key path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class Backoff(_Strict):
+    base_s: Seconds = 1.0
+    cap_s: Seconds = 60.0
+
+
+class CommandTopicAction(_Strict):
+    type: Literal["command_topic"] = "command_topic"
+
+
+class WebhookAction(_Strict):
+    type: Literal["webhook"]
+    url: str = Field(pattern=r"^https?://")
+    timeout_s: Seconds = 5.0
+    secret_env: str | None = None
+
+
+class KafkaConnectAction(_Strict):
+    type: Literal["kafka_connect"]
+    url: str = Field(pattern=r"^https?://")
+    connector: str = Field(min_length=1)
+    timeout_s: Seconds = 5.0
+
+
+RecoveryAction = Annotated[
+    CommandTopicAction | WebhookAction | KafkaConnectAction, Field(discriminator="type")
+]
+
+
+class ConnectorPolicy(_Strict):
+    """The effective policy for one connector (defaults merged with its overrides)."""
+
+    failure_threshold: int = Field(default=1, ge=1)
+    heartbeat_timeout_s: Seconds = 60.0
+    max_retries: int = Field(default=3, ge=0)
+    attempt_timeout_s: Seconds = 30.0
+    backoff: Backoff = Backoff()
+    flap_window: int = Field(default=21, ge=3, le=200)
+    flap_high: float = Field(default=0.20, gt=0, le=1)
+    flap_low: float = Field(default=0.05, ge=0, lt=1)
+    recovery_action: RecoveryAction = CommandTopicAction()
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> ConnectorPolicy:
+        if self.flap_low >= self.flap_high:
+            raise ValueError("flap_low must be below flap_high")
+        return self
+
+    @property
+    def heartbeat_timeout_ms(self) -> int:
+        return round(self.heartbeat_timeout_s * 1000)
+
+    @property
+    def attempt_timeout_ms(self) -> int:
+        return round(self.attempt_timeout_s * 1000)
+
+    @cached_property
+    def sha256(self) -> str:
+        """Hash of the canonical JSON of this effective policy (recorded at detection)."""
+        canonical = json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class NotifyTarget(_Strict):
+    """Where a notification goes. No webhook: the `connector.notifications` topic."""
+
+    webhook: str | None = Field(default=None, pattern=r"^https?://")
+    secret_env: str | None = None
+
+
+class EscalationStep(_Strict):
+    after_s: Seconds
+    target: NotifyTarget
+
+
+class Policy(_Strict):
+    defaults: ConnectorPolicy = ConnectorPolicy()
+    connectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    tenants: dict[str, NotifyTarget] = Field(default_factory=dict)
+    platform_admin: NotifyTarget = NotifyTarget()
+    escalation: tuple[EscalationStep, ...] = ()
+    admins: tuple[str, ...] = ()
+
+    def problems(self) -> list[str]:
+        """Errors that need the whole document: per-connector overrides, step order."""
+        errors: list[str] = []
+        for connector_id, overrides in self.connectors.items():
+            try:
+                self._merge(overrides or {})
+            except ValidationError as error:
+                errors.extend(_paths(error, prefix=("connectors", connector_id)))
+        previous = 0.0
+        for index, step in enumerate(self.escalation):
+            if step.after_s <= previous:
+                errors.append(f"escalation.{index}.after_s: must grow from step to step")
+            previous = step.after_s
+        return errors
+
+    def _merge(self, overrides: dict[str, Any]) -> ConnectorPolicy:
+        merged = self.defaults.model_dump()
+        for key, value in overrides.items():
+            if key == "backoff" and isinstance(value, dict):
+                merged["backoff"] = {**merged["backoff"], **value}
+            else:
+                merged[key] = value
+        return ConnectorPolicy.model_validate(merged)
+
+    @cached_property
+    def _effective(self) -> dict[str, ConnectorPolicy]:
+        return {cid: self._merge(o or {}) for cid, o in self.connectors.items()}
+
+    def for_connector(self, connector_id: str) -> ConnectorPolicy:
+        return self._effective.get(connector_id, self.defaults)
+
+    @property
+    def expected_connectors(self) -> tuple[str, ...]:
+        return tuple(self.connectors)
+
+    def may_act(self, actor: str) -> bool:
+        return not self.admins or actor in self.admins
+
+    def escalation_after_ms(self, step_index: int) -> int | None:
+        if step_index >= len(self.escalation):
+            return None
+        return round(self.escalation[step_index].after_s * 1000)
+
+
+def _paths(error: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
+    return [
+        ".".join(str(part) for part in (*prefix, *item["loc"])) + f": {item['msg']}"
+        for item in error.errors()
+    ]
+
+
+def parse_policy(document: Any) -> Policy:
+    """Validate a policy document (already parsed YAML/JSON) or raise PolicyError."""
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise PolicyError("policy: must be a mapping")
+    try:
+        policy = Policy.model_validate(document)
+    except ValidationError as error:
+        raise PolicyError("; ".join(_paths(error))) from None
+    problems = policy.problems()
+    if problems:
+        raise PolicyError("; ".join(problems))
+    return policy
+
+
+def policy_from_yaml(text: str) -> Policy:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise PolicyError(f"policy: not valid YAML: {error}") from None
+    return parse_policy(document)

@@ -1,0 +1,20 @@
+"""Conversions between epoch milliseconds and ISO-8601 text. Pure: no clock is read."""
+
+from datetime import UTC, datetime
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def iso_from_ms(epoch_ms: int) -> str:
+    """`2025-09-29T12:30:00.000Z`: UTC, millisecond precision, `Z` suffix."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+def ms_from_iso(text: str) -> int:
+    """Parse ISO-8601; a time without offset is taken as UTC."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
