@@ -43,6 +43,7 @@ TENANT_LEVEL = -1
 # follows carries the notification.
 _SILENT_OPEN_REASONS = frozenset({"tenant_notification_failed", "notification_failed"})
 _MAX_DEADLINES_PER_TICK = 10_000
+_INPUT_TYPES = (HealthPing, Tick, Watch, AdminCommand, RecoveryResult, NotificationResult)
 
 
 class DeciderError(RuntimeError):
@@ -677,6 +678,8 @@ def decide(
 ) -> Decision:
     """Judge one input. `source` (topic/partition/offset of the input) is recorded in every
     event it causes, so a crashed step can be matched with its outputs."""
+    if not isinstance(message, _INPUT_TYPES):
+        raise TypeError(f"unknown decider input {type(message).__name__}")
     if message.connector_id != state.record.connector_id:
         raise DeciderError(
             f"input for {message.connector_id!r} given to state of {state.record.connector_id!r}"

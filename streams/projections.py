@@ -1,0 +1,199 @@
+"""Projections: folds over audit events only. The live `/metrics` agent, `replay` and
+`report` all use these, so there is one implementation of MTTR.
+
+Definitions (per failure episode, keyed by `incident_id`):
+* MTTR = `recovery.completed.occurred_at - failure.detected.occurred_at`
+* MTTD = `failure.detected.occurred_at - attributes.first_failing_at`
+* MTTA = `incident.acknowledged.occurred_at - incident.opened.occurred_at`
+
+Percentiles use the **nearest-rank** method: p-th percentile of n sorted values is the
+value at rank ceil(p/100 * n) (1-based). Tenant key for platform-scoped connectors:
+`_platform`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from streams.evolve import evolve
+from streams.models import AuditEvent, EventType
+from streams.state import Record
+from streams.timefmt import ms_from_iso
+
+PLATFORM_TENANT = "_platform"
+
+
+def tenant_key(tenant_id: str | None) -> str:
+    return tenant_id if tenant_id is not None else PLATFORM_TENANT
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    count: int
+    mean: float | None
+    p50: float | None
+    p90: float | None
+    p99: float | None
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {"count": self.count, "mean": self.mean, "p50": self.p50, "p90": self.p90,
+                "p99": self.p99}
+
+
+def nearest_rank(sorted_values: list[float], percentile: float) -> float:
+    rank = max(1, math.ceil(percentile / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def summarize(values: Iterable[float]) -> Summary:
+    ordered = sorted(values)
+    if not ordered:
+        return Summary(0, None, None, None, None)
+    return Summary(
+        count=len(ordered),
+        mean=sum(ordered) / len(ordered),
+        p50=nearest_rank(ordered, 50),
+        p90=nearest_rank(ordered, 90),
+        p99=nearest_rank(ordered, 99),
+    )
+
+
+@dataclass(slots=True)
+class Episode:
+    """One failure episode and, if it needed a human, its incident."""
+
+    incident_id: str
+    connector_id: str
+    tenant_id: str | None
+    failure: str | None
+    detected_at: int
+    first_failing_at: int
+    recovered_at: int | None = None
+    opened_at: int | None = None
+    acknowledged_at: int | None = None
+    resolved_at: int | None = None
+    mode: str | None = None
+    retries: int | None = None
+    receipt: dict[str, str] | None = None
+    timeline: list[tuple[int, str, int]] = field(default_factory=list)
+
+    @property
+    def mttr_ms(self) -> int | None:
+        return None if self.recovered_at is None else self.recovered_at - self.detected_at
+
+    @property
+    def mttd_ms(self) -> int:
+        return self.detected_at - self.first_failing_at
+
+    @property
+    def mtta_ms(self) -> int | None:
+        if self.opened_at is None or self.acknowledged_at is None:
+            return None
+        return self.acknowledged_at - self.opened_at
+
+    @property
+    def incident_open(self) -> bool:
+        return self.opened_at is not None and self.resolved_at is None
+
+
+class Projection:
+    """Accumulates episodes and per-connector records from audit events, in log order.
+
+    Feed each event once (`apply`); duplicates must be filtered by the caller (the verify
+    fold says which ones are benign re-sends).
+    """
+
+    __slots__ = ("episodes", "records")
+
+    def __init__(self) -> None:
+        self.episodes: dict[str, Episode] = {}
+        self.records: dict[str, Record] = {}
+
+    def apply(self, event: AuditEvent) -> None:
+        record = self.records.get(event.connector_id) or Record(event.connector_id)
+        self.records[event.connector_id] = evolve(record, event)
+        kind = event.type
+        if kind is EventType.FAILURE_DETECTED and event.incident_id is not None:
+            first = event.attributes.get("first_failing_at")
+            self.episodes[event.incident_id] = Episode(
+                incident_id=event.incident_id,
+                connector_id=event.connector_id,
+                tenant_id=event.tenant_id,
+                failure=event.failure,
+                detected_at=event.occurred_at,
+                first_failing_at=ms_from_iso(first) if first else event.occurred_at,
+            )
+        episode = self.episodes.get(event.incident_id or "")
+        if episode is None:
+            return
+        episode.timeline.append((event.occurred_at, kind.value, event.sequence))
+        if kind is EventType.RECOVERY_COMPLETED:
+            episode.recovered_at = event.occurred_at
+            episode.mode = event.mode.value if event.mode else None
+            episode.retries = int(event.attributes.get("retries", "0"))
+            episode.receipt = dict(event.attributes)
+        elif kind is EventType.INCIDENT_OPENED:
+            episode.opened_at = event.occurred_at
+        elif kind is EventType.INCIDENT_ACKNOWLEDGED:
+            episode.acknowledged_at = event.occurred_at
+        elif kind is EventType.INCIDENT_RESOLVED:
+            episode.resolved_at = event.occurred_at
+
+    def apply_all(self, events: Iterable[AuditEvent]) -> Projection:
+        for event in events:
+            self.apply(event)
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    failure_count: int
+    recovered_count: int
+    open_incidents: int
+    mttr_seconds: Summary
+    mttd_seconds: Summary
+    mtta_seconds: Summary
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "failure_count": self.failure_count,
+            "recovered_count": self.recovered_count,
+            "open_incidents": self.open_incidents,
+            "mttr_seconds": self.mttr_seconds.as_dict(),
+            "mttd_seconds": self.mttd_seconds.as_dict(),
+            "mtta_seconds": self.mtta_seconds.as_dict(),
+        }
+
+
+def totals(episodes: Iterable[Episode]) -> Totals:
+    chosen = list(episodes)
+    mttr = [e.mttr_ms / 1000 for e in chosen if e.mttr_ms is not None]
+    mtta = [e.mtta_ms / 1000 for e in chosen if e.mtta_ms is not None]
+    return Totals(
+        failure_count=len(chosen),
+        recovered_count=len(mttr),
+        open_incidents=sum(1 for e in chosen if e.incident_open),
+        mttr_seconds=summarize(mttr),
+        mttd_seconds=summarize(e.mttd_ms / 1000 for e in chosen),
+        mtta_seconds=summarize(mtta),
+    )
+
+
+def group_totals(episodes: Iterable[Episode], by: str) -> dict[str, Totals]:
+    """Totals per `connector` or per `tenant`."""
+    groups: dict[str, list[Episode]] = {}
+    for episode in episodes:
+        key = episode.connector_id if by == "connector" else tenant_key(episode.tenant_id)
+        groups.setdefault(key, []).append(episode)
+    return {key: totals(members) for key, members in sorted(groups.items())}
+
+
+def windowed_totals(episodes: Iterable[Episode], width_ms: int) -> dict[int, Totals]:
+    """Totals per time window of `width_ms`, keyed by the window's start (by detection)."""
+    groups: dict[int, list[Episode]] = {}
+    for episode in episodes:
+        start = episode.detected_at - episode.detected_at % width_ms
+        groups.setdefault(start, []).append(episode)
+    return {start: totals(members) for start, members in sorted(groups.items())}

@@ -1,0 +1,158 @@
+"""The verify fold: checks a log of audit events needing nothing but the events.
+
+Findings:
+* `hash_mismatch` — the event's hash is not sha256(prev_hash || canonical bytes): altered.
+* `chain_break` — prev_hash is not the hash of the connector's previous event.
+* `sequence_gap` — sequences missing (dropped events).
+* `out_of_order` — a sequence arrived after a later one.
+* `conflicting_duplicate` — the same sequence twice with different content (tampering).
+* `benign_duplicate` — an identical re-send (at-least-once delivery); informational.
+* `bad_event_id` — event_id is not `{connector_id}:{sequence}`.
+* compliance gaps (spec: "Evidence missing: compliance gap"): `deadline_missed` (a recorded
+  deadline passed with no follow-up, judged against the newest time in the log with a
+  grace), `completed_without_detection`, `incident_without_notification`,
+  `receipt_incomplete`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from streams.chain import event_hash
+from streams.decider import next_deadline
+from streams.evolve import evolve
+from streams.models import GENESIS_HASH, AuditEvent, EventType
+from streams.state import DetectorMemory, Phase, Record
+from streams.timefmt import iso_from_ms
+
+RECEIPT_FIELDS = ("retries", "status", "timestamp", "detected_at", "recovered_at", "duration_ms")
+INFORMATIONAL = frozenset({"benign_duplicate"})
+DEFAULT_GRACE_MS = 60_000
+_NO_MEMORY = DetectorMemory()
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: str
+    connector_id: str
+    sequence: int | None
+    position: str | None  # where the event was read: "partition/offset" or archive index
+    detail: str
+
+    @property
+    def benign(self) -> bool:
+        return self.kind in INFORMATIONAL
+
+    def as_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "connector_id": self.connector_id, "sequence": self.sequence,
+                "position": self.position, "detail": self.detail}
+
+
+@dataclass(slots=True)
+class _Chain:
+    record: Record
+    hashes: dict[int, str] = field(default_factory=dict)
+    missing: set[int] = field(default_factory=set)
+    # incident id -> (opened at, position) for incidents still lacking a notification outcome
+    unnotified: dict[str, tuple[int, int, str | None]] = field(default_factory=dict)
+
+
+class Verifier:
+    """Feed events in log order with `check`; `finish` returns every finding."""
+
+    def __init__(self, grace_ms: int = DEFAULT_GRACE_MS) -> None:
+        self.grace_ms = grace_ms
+        self.chains: dict[str, _Chain] = {}
+        self.findings: list[Finding] = []
+        self.newest_at = 0
+        self.count = 0
+
+    def _find(self, kind: str, event: AuditEvent, position: str | None, detail: str) -> None:
+        self.findings.append(Finding(kind, event.connector_id, event.sequence, position, detail))
+
+    def check(self, event: AuditEvent, position: str | None = None) -> bool:
+        """Check one event; True when it is new evidence (not a duplicate) and was folded."""
+        self.count += 1
+        chain = self.chains.get(event.connector_id)
+        if chain is None:
+            chain = self.chains[event.connector_id] = _Chain(Record(event.connector_id))
+        expected_id = f"{event.connector_id}:{event.sequence}"
+        if event.event_id != expected_id:
+            self._find("bad_event_id", event, position, f"event_id {event.event_id!r}")
+        recomputed = event_hash(event)
+        if recomputed != event.hash:
+            self._find("hash_mismatch", event, position,
+                       f"content does not match its hash (recomputed {recomputed[:12]}…)")
+        seen = chain.hashes.get(event.sequence)
+        if seen is not None:
+            if seen == event.hash and recomputed == event.hash:
+                self._find("benign_duplicate", event, position, "identical re-send")
+            else:
+                self._find("conflicting_duplicate", event, position,
+                           "same sequence as an earlier event, different content")
+            return False
+        record = chain.record
+        expected = record.sequence + 1
+        if event.sequence > expected:
+            gap = range(expected, event.sequence)
+            chain.missing.update(gap)
+            self._find("sequence_gap", event, position,
+                       f"sequences {gap.start}..{gap.stop - 1} missing before this event")
+        elif event.sequence < expected:
+            chain.missing.discard(event.sequence)
+            self._find("out_of_order", event, position,
+                       f"sequence {event.sequence} arrived after {record.sequence}")
+            chain.hashes[event.sequence] = event.hash
+            return False
+        else:
+            previous = record.head_hash if record.sequence else GENESIS_HASH
+            if event.prev_hash != previous:
+                self._find("chain_break", event, position,
+                           "prev_hash is not the hash of the previous event")
+        self._compliance(chain, event, position)
+        chain.hashes[event.sequence] = event.hash
+        chain.record = evolve(record, event)
+        self.newest_at = max(self.newest_at, event.occurred_at)
+        return True
+
+    def _compliance(self, chain: _Chain, event: AuditEvent, position: str | None) -> None:
+        kind = event.type
+        if kind is EventType.RECOVERY_COMPLETED:
+            if chain.record.phase is not Phase.FAILED:
+                self._find("completed_without_detection", event, position,
+                           "recovery completed with no open failure episode")
+            absent = [name for name in RECEIPT_FIELDS if name not in event.attributes]
+            if absent:
+                self._find("receipt_incomplete", event, position,
+                           f"receipt lacks {', '.join(absent)}")
+        elif kind is EventType.INCIDENT_OPENED and event.incident_id is not None:
+            chain.unnotified[event.incident_id] = (event.occurred_at, event.sequence, position)
+        elif kind in (EventType.NOTIFICATION_SENT, EventType.NOTIFICATION_SUPPRESSED):
+            chain.unnotified.pop(event.incident_id or "", None)
+
+    def finish(self) -> list[Finding]:
+        """All findings, including those judged at the end of the log."""
+        cutoff = self.newest_at - self.grace_ms
+        findings = list(self.findings)
+        for connector_id, chain in self.chains.items():
+            due = next_deadline(chain.record, _NO_MEMORY)
+            if due is not None and due[0] < cutoff:
+                findings.append(Finding(
+                    "deadline_missed", connector_id, chain.record.sequence, None,
+                    f"{due[1]} deadline {iso_from_ms(due[0])} passed with no follow-up "
+                    f"(log ends {iso_from_ms(self.newest_at)})",
+                ))
+            for incident_id, (opened_at, sequence, position) in chain.unnotified.items():
+                if opened_at < cutoff:
+                    findings.append(Finding(
+                        "incident_without_notification", connector_id, sequence, position,
+                        f"incident {incident_id} has no notification.sent",
+                    ))
+        return findings
+
+
+def verify_events(events: list[AuditEvent], grace_ms: int = DEFAULT_GRACE_MS) -> list[Finding]:
+    verifier = Verifier(grace_ms)
+    for index, event in enumerate(events):
+        verifier.check(event, str(index))
+    return verifier.finish()

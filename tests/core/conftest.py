@@ -1,0 +1,8 @@
+import pytest
+
+from tests.core.driver import Driver
+
+
+@pytest.fixture
+def driver() -> Driver:
+    return Driver()
