@@ -1,0 +1,131 @@
+"""`connector-recovery` — the command line of every persona."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from streams.policy import PolicyError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from agents.settings import Settings  # noqa: PLC0415 - keep `--help` fast
+
+    settings = Settings.from_env()
+    changes = {}
+    if getattr(args, "policy", None):
+        changes["policy_path"] = Path(args.policy)
+    if getattr(args, "web_port", None):
+        changes["web_port"] = args.web_port
+    if getattr(args, "data_dir", None):
+        changes["data_dir"] = Path(args.data_dir)
+    return settings.but(**changes) if changes else settings
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from agents import localkafka  # noqa: PLC0415
+
+    argv = [args.action] + (["--port", str(args.port)] if args.port else [])
+    return localkafka.main(argv)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import faust  # noqa: PLC0415
+
+    from agents.app import Pipeline  # noqa: PLC0415
+    from agents.policyfile import load_policy  # noqa: PLC0415
+    from agents.topics import AuditTopicMisconfigured, ensure_topics  # noqa: PLC0415
+
+    settings = _settings(args)
+    try:
+        policy = load_policy(settings.policy_path)
+    except PolicyError as error:
+        print(f"error: invalid policy: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        asyncio.run(ensure_topics(settings))
+    except AuditTopicMisconfigured as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as error:  # connection failures: say what and where, not a traceback
+        print(f"error: cannot prepare topics on {settings.bootstrap_servers}: "
+              f"{type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    pipeline = Pipeline(settings, policy)
+    worker = faust.Worker(pipeline.app, loglevel=args.loglevel, quiet=True,
+                          redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return EXIT_OK
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from agents.producer import ping_from_fields, pings_from_jsonl, publish_pings  # noqa: PLC0415
+
+    settings = _settings(args)
+    try:
+        if args.file:
+            pings = pings_from_jsonl(Path(args.file))
+        else:
+            if not args.connector or not args.status:
+                print("error: --connector and --status (or --file) are required",
+                      file=sys.stderr)
+                return EXIT_ERROR
+            fields = {"connector_id": args.connector, "status": args.status,
+                      "tenant_id": args.tenant, "failure": args.failure,
+                      "retryable": not args.not_retryable, "position": args.position}
+            if args.status.lower() == "unhealthy" and not args.failure:
+                fields["failure"] = "unknown"
+            pings = [ping_from_fields(fields)]
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    sent = asyncio.run(publish_pings(settings.bootstrap_servers, settings.topics.health, pings))
+    print(f"published {sent} ping(s) to {settings.topics.health}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="connector-recovery",
+        description="Detect and recover failing data connectors, with evidence.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    kafka = sub.add_parser("kafka", help="local single-node Apache Kafka (KRaft)")
+    kafka.add_argument("action", choices=["up", "down", "status"])
+    kafka.add_argument("--port", type=int, default=None)
+    kafka.set_defaults(func=cmd_kafka)
+
+    worker = sub.add_parser("worker", help="run the Faust worker")
+    worker.add_argument("--policy", help="policy YAML (see examples/policy.yaml)")
+    worker.add_argument("--web-port", type=int)
+    worker.add_argument("--data-dir")
+    worker.add_argument("--loglevel", default="warning")
+    worker.set_defaults(func=cmd_worker)
+
+    publish = sub.add_parser("publish", help="publish health pings")
+    publish.add_argument("--connector")
+    publish.add_argument("--status", choices=["healthy", "unhealthy", "HEALTHY", "UNHEALTHY"])
+    publish.add_argument("--failure")
+    publish.add_argument("--tenant")
+    publish.add_argument("--position")
+    publish.add_argument("--not-retryable", action="store_true")
+    publish.add_argument("--file", help="JSON lines, one ping per line")
+    publish.set_defaults(func=cmd_publish)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

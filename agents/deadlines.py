@@ -1,0 +1,63 @@
+"""In-memory index of the next deadline of each connector this worker owns.
+
+A lazy min-heap: an entry is pushed only when a connector's deadline moves *earlier* than
+what is scheduled; when a stale entry pops, the true deadline is re-pushed. So the common
+case (a healthy ping moving a heartbeat deadline later) costs one dict write, and a clock
+tick costs O(due · log n) — never a scan of every connector.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+
+class DeadlineIndex:
+    def __init__(self) -> None:
+        self._deadline: dict[str, int] = {}
+        self._scheduled: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._deadline)
+
+    def set(self, connector_id: str, deadline: int | None) -> None:
+        if deadline is None:
+            self._deadline.pop(connector_id, None)
+            return
+        self._deadline[connector_id] = deadline
+        scheduled = self._scheduled.get(connector_id)
+        if scheduled is None or deadline < scheduled:
+            self._scheduled[connector_id] = deadline
+            heapq.heappush(self._heap, (deadline, connector_id))
+
+    def forget(self, keep: set[str] | None = None) -> None:
+        """Drop every connector (or all but `keep`), e.g. when partitions are revoked."""
+        if keep is None:
+            self._deadline.clear()
+            self._scheduled.clear()
+            self._heap.clear()
+            return
+        for connector_id in list(self._deadline):
+            if connector_id not in keep:
+                del self._deadline[connector_id]
+
+    def pop_due(self, now: int) -> list[str]:
+        """Connectors whose deadline is at or before `now` (each once)."""
+        due: list[str] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            at, connector_id = heapq.heappop(heap)
+            if self._scheduled.get(connector_id) != at:
+                continue  # superseded by an earlier entry
+            del self._scheduled[connector_id]
+            deadline = self._deadline.get(connector_id)
+            if deadline is None:
+                continue
+            if deadline <= now:
+                due.append(connector_id)
+                # Until the tick is processed and re-indexes it, don't fire it again.
+                del self._deadline[connector_id]
+            else:
+                self._scheduled[connector_id] = deadline
+                heapq.heappush(heap, (deadline, connector_id))
+        return due

@@ -1,0 +1,249 @@
+"""A single-node Apache Kafka (KRaft) on 127.0.0.1, started from Maven Central jars.
+
+`up` resolves `org.apache.kafka:kafka_2.13` with `mvn` from `scripts/kafka/pom.xml` into
+`.local/kafka/jars-<version>/` (ignored by git, reused afterwards), formats the storage with
+`kafka.tools.StorageTool`, starts `kafka.Kafka` with a generated `server.properties` and
+waits until the broker answers a metadata request. `down` stops only the broker it started
+(pid file + command line check). No Docker engine needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+POM = REPO / "scripts" / "kafka" / "pom.xml"
+HOME = Path(os.environ.get("CR_LOCAL_DIR", REPO / ".local"))
+HEAP = os.environ.get("CR_KAFKA_HEAP", "512m")
+
+SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={data}
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.recovery.threads.per.data.dir=1
+log.cleaner.dedupe.buffer.size=1048577
+# A stray client must never create the audit topic with default (7-day) retention.
+auto.create.topics.enable=false
+"""
+
+LOG4J = """\
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File={log}
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.org.apache.kafka=WARN
+log4j.logger.kafka.request.logger=WARN
+"""
+
+
+class LocalKafkaError(RuntimeError):
+    pass
+
+
+def kafka_version() -> str:
+    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
+    if match is None:
+        raise LocalKafkaError(f"no <kafka.version> in {POM}")
+    return match.group(1)
+
+
+@dataclass(frozen=True)
+class Broker:
+    port: int
+
+    @property
+    def root(self) -> Path:
+        return HOME / "kafka"
+
+    @property
+    def jars(self) -> Path:
+        return self.root / f"jars-{kafka_version()}"
+
+    @property
+    def data(self) -> Path:
+        return self.root / f"data-{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / f"broker-{self.port}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / f"broker-{self.port}.log"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / f"server-{self.port}.properties"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    # -- jars -----------------------------------------------------------------------------
+    def resolve_jars(self) -> Path:
+        marker = self.jars / ".complete"
+        if marker.exists():
+            return self.jars
+        self.jars.mkdir(parents=True, exist_ok=True)
+        command = [
+            "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+            "-DincludeScope=runtime", f"-DoutputDirectory={self.jars}",
+        ]
+        print(f"resolving Apache Kafka {kafka_version()} jars from Maven Central ...",
+              file=sys.stderr)
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise LocalKafkaError(f"mvn failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        marker.write_text(kafka_version())
+        return self.jars
+
+    def _java(self, *args: str, heap: str | None = None) -> list[str]:
+        command = ["java"]
+        if heap:
+            command += [f"-Xmx{heap}", f"-Xms{heap}"]
+        return [*command, f"-Dlog4j.configuration=file:{self.root / 'log4j.properties'}",
+                "-cp", f"{self.jars}/*", *args]
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            return None
+        return pid if "kafka.Kafka" in cmdline and str(self.config_file) in cmdline else None
+
+    def up(self, timeout_s: float = 120.0) -> str:
+        if self.pid() is not None:
+            wait_until_ready(self.bootstrap, timeout_s)
+            return f"already running (pid {self.pid()}) on {self.bootstrap}"
+        self.resolve_jars()
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "log4j.properties").write_text(LOG4J.format(log=self.log_file))
+        self.config_file.write_text(SERVER_PROPERTIES.format(
+            port=self.port, controller_port=self.port + 1, data=self.data))
+        if not (self.data / "meta.properties").exists():
+            formatted = subprocess.run(
+                self._java("kafka.tools.StorageTool", "format", "-t", _cluster_id(),
+                           "-c", str(self.config_file)),
+                capture_output=True, text=True, check=False)
+            if formatted.returncode != 0:
+                raise LocalKafkaError(f"StorageTool format failed: {formatted.stderr[-2000:]}")
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                self._java("kafka.Kafka", str(self.config_file), heap=HEAP),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(str(process.pid))
+        started = time.monotonic()
+        try:
+            wait_until_ready(self.bootstrap, timeout_s, process=process)
+        except LocalKafkaError:
+            self.down()
+            raise
+        return (f"started Apache Kafka {kafka_version()} (KRaft) on {self.bootstrap} "
+                f"in {time.monotonic() - started:.1f}s (pid {process.pid}, log {self.log_file})")
+
+    def down(self, timeout_s: float = 30.0) -> str:
+        pid = self.pid()
+        if pid is None:
+            return f"no broker started by this project on port {self.port}"
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.pid() is not None:
+            time.sleep(0.2)
+        if self.pid() is not None:
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return f"stopped broker pid {pid}"
+
+    def status(self) -> str:
+        pid = self.pid()
+        if pid is None:
+            return f"down (port {self.port})"
+        ready = _answers_metadata(self.bootstrap)
+        return f"{'up' if ready else 'starting'}: pid {pid} on {self.bootstrap}, log {self.log_file}"
+
+
+def _cluster_id() -> str:
+    # A KRaft cluster id is 16 random bytes, base64url without padding (as `random-uuid`).
+    import base64  # noqa: PLC0415 - only needed when formatting
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _answers_metadata(bootstrap: str) -> bool:
+    async def probe() -> bool:
+        from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415 - keep CLI start fast
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        try:
+            await admin.start()
+            await admin.describe_cluster()
+            return True
+        except Exception:  # any failure means "not ready yet"
+            return False
+        finally:
+            await admin.close()
+
+    return asyncio.run(probe())
+
+
+def wait_until_ready(bootstrap: str, timeout_s: float,
+                     process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise LocalKafkaError(f"broker exited with {process.returncode}; see its log")
+        if _answers_metadata(bootstrap):
+            return
+        time.sleep(0.5)
+    raise LocalKafkaError(f"broker on {bootstrap} did not answer within {timeout_s:.0f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="connector-recovery kafka",
+                                     description="Local single-node Apache Kafka (KRaft).")
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("KAFKA_PORT", "9092")))
+    args = parser.parse_args(argv)
+    broker = Broker(args.port)
+    try:
+        print(getattr(broker, args.action)())
+    except LocalKafkaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

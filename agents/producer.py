@@ -1,0 +1,62 @@
+"""Publishing Avro single-object encoded records from the CLI (`publish`, admin commands)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from agents.codec import registry
+from streams.models import HealthPing, HealthStatus
+
+
+def ping_from_fields(fields: dict[str, Any]) -> HealthPing:
+    """A ping from loose CLI/JSONL fields: status in any case, checked_at defaults to now."""
+    values = dict(fields)
+    values["status"] = str(values.get("status", "")).upper()
+    values.setdefault("checked_at", time.time_ns() // 1_000_000)
+    if values["status"] == HealthStatus.HEALTHY:
+        values.setdefault("failure", None)
+    return HealthPing.model_validate(values)
+
+
+def pings_from_jsonl(path: Path) -> list[HealthPing]:
+    pings = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            pings.append(ping_from_fields(json.loads(line)))
+        except ValueError as error:
+            raise ValueError(f"{path}:{number}: {error}") from None
+    return pings
+
+
+async def publish_records(bootstrap: str, topic: str, schema: str,
+                          records: Iterable[tuple[str, dict[str, Any]]]) -> int:
+    codec = registry().codec(schema)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    sent = 0
+    try:
+        futures = []
+        for key, record in records:
+            futures.append(await producer.send(topic, key=key.encode(),
+                                               value=codec.encode(record)))
+            sent += 1
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def publish_pings(bootstrap: str, topic: str, pings: Iterable[HealthPing]) -> int:
+    return await publish_records(
+        bootstrap, topic, "HealthPing",
+        ((p.connector_id, p.model_dump(mode="json")) for p in pings))

@@ -1,0 +1,69 @@
+"""Runtime settings of the shell, from the environment (`CR_*`, `KAFKA_BOOTSTRAP_SERVERS`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Topics:
+    health: str = "connector.health"
+    audit: str = "connector.audit"
+    dlq: str = "connector.health.dlq"
+    admin: str = "connector.admin.commands"
+    recovery_requests: str = "connector.recovery.requests"
+    recovery_results: str = "connector.recovery.results"
+    notifications: str = "connector.notifications"
+
+    def with_prefix(self, prefix: str) -> Topics:
+        """Fresh topic names (tests use one prefix per test so they never share data)."""
+        if not prefix:
+            return self
+        return Topics(**{name: f"{prefix}{value}" for name, value in vars(self).items()})
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    app_id: str = "connector-recovery"
+    topics: Topics = field(default_factory=Topics)
+    partitions: int = 4
+    data_dir: Path = Path(".local/worker-data")
+    web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    store: str = "rocksdb://"
+    policy_path: Path | None = None
+    session_timeout_s: float = 30.0
+    tick_interval_s: float = 1.0
+
+    @property
+    def inputs_topic(self) -> str:
+        """The internal topic every decider input is repartitioned onto, by connector."""
+        return f"{self.app_id}-inputs"
+
+    @staticmethod
+    def from_env() -> Settings:
+        prefix = _env("CR_TOPIC_PREFIX", "")
+        port = _env("KAFKA_PORT", "9092")
+        policy = os.environ.get("CR_POLICY")
+        return Settings(
+            bootstrap_servers=_env("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}"),
+            app_id=_env("CR_APP_ID", "connector-recovery"),
+            topics=Topics().with_prefix(prefix),
+            partitions=int(_env("CR_PARTITIONS", "4")),
+            data_dir=Path(_env("CR_DATA_DIR", ".local/worker-data")),
+            web_port=int(_env("CR_WEB_PORT", "6066")),
+            store=_env("CR_STORE", "rocksdb://"),
+            policy_path=Path(policy) if policy else None,
+            session_timeout_s=float(_env("CR_SESSION_TIMEOUT_S", "30")),
+            tick_interval_s=float(_env("CR_TICK_INTERVAL_S", "1.0")),
+        )
+
+    def but(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]  # dataclass replace is untyped

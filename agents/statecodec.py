@@ -1,0 +1,50 @@
+"""Compact bytes for the per-connector state table (JSON arrays in dataclass field order).
+
+The table is a cache of the state of record (rebuildable from the audit log) plus the
+transient detector memory; its format is private to the worker, versioned by `FORMAT`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import astuple, fields
+from typing import Any
+
+from streams.models import RecoveryMode
+from streams.state import ConnectorState, DetectorMemory, Phase, Record
+
+FORMAT = 1
+_RECORD_FIELDS = [f.name for f in fields(Record)]
+_MEMORY_FIELDS = [f.name for f in fields(DetectorMemory)]
+
+
+class StateFormatError(ValueError):
+    pass
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, frozenset):
+        return sorted(value)
+    return value
+
+
+def dump_state(state: ConnectorState) -> bytes:
+    record = [_plain(v) for v in astuple(state.record)]
+    memory = list(astuple(state.memory))
+    return json.dumps([FORMAT, record, memory], separators=(",", ":")).encode()
+
+
+def load_state(data: bytes) -> ConnectorState:
+    try:
+        version, record, memory = json.loads(data)
+    except (ValueError, TypeError) as error:
+        raise StateFormatError(f"unreadable state: {error}") from None
+    if version != FORMAT:
+        raise StateFormatError(f"state format {version} (this worker reads {FORMAT})")
+    values = dict(zip(_RECORD_FIELDS, record, strict=True))
+    values["phase"] = Phase(values["phase"])
+    values["notified"] = frozenset(values["notified"])
+    if values["attempt_mode"] is not None:
+        values["attempt_mode"] = RecoveryMode(values["attempt_mode"])
+    return ConnectorState(Record(**values), DetectorMemory(**dict(zip(_MEMORY_FIELDS, memory,
+                                                                        strict=True))))

@@ -1,0 +1,100 @@
+"""The topics the worker owns: created at start-up with their configuration, and the audit
+topic's configuration verified (append-only, never compacted, kept forever)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from agents.settings import Settings
+
+log = logging.getLogger(__name__)
+
+AUDIT_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
+TOPIC_ALREADY_EXISTS = 36
+
+
+class AuditTopicMisconfigured(RuntimeError):
+    """The audit topic exists but could lose evidence (compaction or finite retention)."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def owned_topics(settings: Settings) -> list[TopicSpec]:
+    t = settings.topics
+    n = settings.partitions
+    week = str(7 * 24 * 3600 * 1000)
+    return [
+        TopicSpec(t.health, n, {}),
+        # The audit topic is co-partitioned with the internal inputs topic (same count).
+        TopicSpec(t.audit, n, dict(AUDIT_CONFIG)),
+        TopicSpec(settings.inputs_topic, n, {"retention.ms": week}),
+        TopicSpec(t.dlq, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(t.admin, n, {}),
+        TopicSpec(t.recovery_requests, n, {}),
+        TopicSpec(t.recovery_results, n, {}),
+        TopicSpec(t.notifications, n, {}),
+    ]
+
+
+def _kafka_config(settings: Settings) -> dict[str, object]:
+    return {"bootstrap_servers": settings.bootstrap_servers, "request_timeout_ms": 15000}
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create every owned topic that is missing; then verify the audit topic's config.
+
+    Returns the names created. Raises AuditTopicMisconfigured before any processing starts.
+    """
+    admin = AIOKafkaAdminClient(**_kafka_config(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in owned_topics(settings) if s.name not in existing]
+        created: list[str] = []
+        if missing:
+            response = await admin.create_topics(
+                [NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing])
+            for topic, code, message in response.topic_errors:
+                if code not in (0, TOPIC_ALREADY_EXISTS):
+                    raise RuntimeError(f"cannot create topic {topic}: {message} (error {code})")
+                if code == 0:
+                    created.append(topic)
+        await verify_audit_topic(admin, settings.topics.audit)
+        return created
+    finally:
+        await admin.close()
+
+
+async def topic_config(admin: AIOKafkaAdminClient, topic: str) -> dict[str, str]:
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    config: dict[str, str] = {}
+    for response in responses:
+        for resource in response.resources:
+            error_code, error_message = resource[0], resource[1]
+            if error_code:
+                raise RuntimeError(f"describe configs of {topic}: {error_message}")
+            for entry in resource[4]:
+                config[entry[0]] = entry[1]
+    return config
+
+
+async def verify_audit_topic(admin: AIOKafkaAdminClient, topic: str) -> None:
+    config = await topic_config(admin, topic)
+    problems = [
+        f"{key}={config.get(key)!r} (must be {want!r})"
+        for key, want in AUDIT_CONFIG.items()
+        if config.get(key) != want
+    ]
+    if problems:
+        raise AuditTopicMisconfigured(
+            f"audit topic {topic!r} could lose evidence: {', '.join(problems)}. "
+            "Fix it with kafka-configs --alter, or point the worker at another topic.")

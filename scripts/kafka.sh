@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Start/stop/inspect the project's local single-node Apache Kafka (KRaft, from Maven Central).
+#   scripts/kafka.sh up|down|status   (port: $KAFKA_PORT, default 9092)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec python -m agents.localkafka "$@"
