@@ -1,0 +1,223 @@
+"""Helpers for tests on the real broker: a worker subprocess, topic readers, waits on
+conditions with timeouts (never sleep-and-hope)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from agents.codec import registry
+from agents.settings import Settings, Topics
+from agents.wire import decode_audit
+from streams.models import AuditEvent
+
+T = TypeVar("T")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x1f]")
+
+
+def wait_for(condition: Callable[[], T | None], timeout_s: float, what: str,
+              interval_s: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Namespace:
+    """Fresh topic names and app id for one test, so tests never see each other's data."""
+
+    bootstrap: str
+    tmp: Path
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    @property
+    def prefix(self) -> str:
+        return f"t{self.tag}."
+
+    @property
+    def topics(self) -> Topics:
+        return Topics().with_prefix(self.prefix)
+
+    @property
+    def app_id(self) -> str:
+        return f"cr-{self.tag}"
+
+    def settings(self) -> Settings:
+        return Settings(bootstrap_servers=self.bootstrap, app_id=self.app_id,
+                        topics=self.topics, partitions=4)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "CR_TOPIC_PREFIX": self.prefix,
+            "CR_APP_ID": self.app_id,
+            "CR_PARTITIONS": "4",
+            "CR_SESSION_TIMEOUT_S": "6",
+            "CR_TICK_INTERVAL_S": "0.2",
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(extra)
+        return env
+
+    def cli(self, *args: str, timeout_s: float = 60, **env: str
+            ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "agents.cli", *args], env=self.env(**env),
+            capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+class Worker:
+    """`connector-recovery worker` as a subprocess with its own data dir and web port."""
+
+    def __init__(self, ns: Namespace, name: str = "w1", policy: Path | None = None) -> None:
+        self.ns = ns
+        self.name = name
+        self.data_dir = ns.tmp / f"{name}-data"
+        self.web_port = free_port()
+        self.policy = policy
+        self.lines: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self, ready_timeout_s: float = 90) -> Worker:
+        args = [sys.executable, "-m", "agents.cli", "worker", "--loglevel", "warning",
+                "--web-port", str(self.web_port), "--data-dir", str(self.data_dir)]
+        if self.policy is not None:
+            args += ["--policy", str(self.policy)]
+        self.lines = []
+        self.process = subprocess.Popen(args, env=self.ns.env(), stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
+        threading.Thread(target=self._pump, daemon=True).start()
+        try:
+            wait_for(lambda: "ready" in self.lines or self._died(), ready_timeout_s,
+                     f"worker {self.name} to log 'ready'")
+        except TimeoutError as error:
+            self.kill()
+            raise TimeoutError(f"{error}; its output:\n" + self.output()[-4000:]) from None
+        if self._died():
+            raise RuntimeError(f"worker {self.name} exited:\n" + "\n".join(self.lines[-40:]))
+        return self
+
+    def _pump(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            # faust draws a spinner with ANSI escapes even on a pipe
+            self.lines.append(_ANSI.sub("", line))
+
+    def _died(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def stop(self, timeout_s: float = 30) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _read_all(bootstrap: str, topic: str, min_count: int, timeout_s: float
+                    ) -> list[Any]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        deadline = time.monotonic() + timeout_s
+        while not partitions and time.monotonic() < deadline:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[Any] = []
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for messages in batch.values():
+                records.extend(messages)
+            if len(records) >= min_count and not batch:
+                break
+        return records
+    finally:
+        await consumer.stop()
+
+
+def read_records(bootstrap: str, topic: str, min_count: int = 0, timeout_s: float = 5
+                 ) -> list[Any]:
+    """Every record on `topic` (waits until at least min_count arrived, or the timeout)."""
+    result: list[Any] = run(_read_all(bootstrap, topic, min_count, timeout_s))
+    return result
+
+
+def read_audit(bootstrap: str, topic: str, min_count: int = 0, timeout_s: float = 5
+               ) -> list[AuditEvent]:
+    reg = registry()
+    return [decode_audit(reg, r.value) for r in read_records(bootstrap, topic, min_count,
+                                                             timeout_s)]
+
+
+def wait_for_audit(ns: Namespace, predicate: Callable[[list[AuditEvent]], bool],
+                   timeout_s: float, what: str) -> list[AuditEvent]:
+    def poll() -> list[AuditEvent] | None:
+        events = read_audit(ns.bootstrap, ns.topics.audit, timeout_s=1)
+        return events if predicate(events) else None
+
+    return wait_for(poll, timeout_s, what, interval_s=0.3)
+
+
+async def _produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes | None]]
+                   ) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in items:
+            await producer.send_and_wait(topic, key=key, value=value)
+    finally:
+        await producer.stop()
+
+
+def produce_raw(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes | None]]
+                ) -> None:
+    run(_produce(bootstrap, topic, items))

@@ -1,0 +1,179 @@
+"""Wire contracts: every model round-trips through its .avsc, fingerprints are distinct, and
+every kept schema version can be read by the current one (BACKWARD_TRANSITIVE, checked with
+Avro's own checker from the `avro` package)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import avro.compatibility
+import avro.schema
+import fastavro
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.codec import AvroCodecError, SchemaRegistry, crc64_avro, registry
+from agents.statecodec import dump_state, load_state
+from agents.wire import BadInput, decode_input
+from schemas import HISTORY_DIR, SCHEMA_DIR
+from streams.models import (
+    AdminAction,
+    AdminCommand,
+    AuditEvent,
+    EventType,
+    HealthPing,
+    HealthStatus,
+    NotificationRequest,
+    NotificationResult,
+    RecoveryMode,
+    RecoveryRequest,
+    RecoveryResult,
+    Tick,
+    Watch,
+)
+from tests.core.driver import T0, Driver
+
+SAMPLES: dict[str, Any] = {
+    "HealthPing": HealthPing(connector_id="SAP-AR", tenant_id="acme",
+                             status=HealthStatus.UNHEALTHY, failure="timeout", retryable=False,
+                             checked_at=T0, latency_ms=1200, message="read timed out",
+                             position="lsn:0/16B3748"),
+    "Tick": Tick(connector_id="SAP-AR", now=T0),
+    "Watch": Watch(connector_id="SAP-AR", tenant_id=None, at=T0),
+    "AdminCommand": AdminCommand(command_id="c-1", action=AdminAction.SILENCE,
+                                 connector_id="SAP-AR", incident_id="SAP-AR:3", actor="alice",
+                                 reason="maintenance", until=T0 + 1, issued_at=T0),
+    "RecoveryResult": RecoveryResult(request_id="SAP-AR:2", connector_id="SAP-AR",
+                                     incident_id="SAP-AR:1", attempt=1, ok=False,
+                                     detail="HTTP 500", finished_at=T0),
+    "NotificationResult": NotificationResult(dedup_key="k", connector_id="SAP-AR",
+                                             incident_id="SAP-AR:1", target="tenant:acme",
+                                             level=-1, delivered=True, finished_at=T0),
+    "RecoveryRequest": RecoveryRequest(request_id="SAP-AR:2", connector_id="SAP-AR",
+                                       tenant_id="acme", incident_id="SAP-AR:1", attempt=1,
+                                       mode=RecoveryMode.AUTO, actor=None, requested_at=T0,
+                                       deadline=T0 + 30_000),
+    "NotificationRequest": NotificationRequest(
+        dedup_key="SAP-AR:1:failure_detected:tenant:acme", notification_kind="failure_detected",
+        target="tenant:acme", level=-1, connector_id="SAP-AR", tenant_id="acme",
+        incident_id="SAP-AR:1", failure="timeout", cause_event_id="SAP-AR:1", occurred_at=T0,
+        summary="Connector SAP-AR failed (timeout)"),
+}
+
+
+def _audit_sample() -> AuditEvent:
+    d = Driver()
+    d.ping(False)
+    return d.events[0]
+
+
+@pytest.mark.parametrize("name", [*SAMPLES, "AuditEvent"])
+def test_every_model_round_trips_through_its_schema(name: str) -> None:
+    model = _audit_sample() if name == "AuditEvent" else SAMPLES[name]
+    codec = registry().codec(name)
+    data = codec.encode(model.model_dump(mode="json"))
+    assert data[:2] == b"\xc3\x01"
+    assert type(model).model_validate(codec.decode(data)) == model
+
+
+def test_models_and_schemas_have_the_same_fields() -> None:
+    for name, model in [*SAMPLES.items(), ("AuditEvent", _audit_sample())]:
+        schema = registry().current[name].document
+        assert [f["name"] for f in schema["fields"]] == list(type(model).model_fields), name
+
+
+def test_every_schema_file_has_its_own_fingerprint() -> None:
+    reg = registry()
+    assert len(reg.by_fingerprint) == len(reg.versions) >= 10
+
+
+def test_a_new_version_that_only_changes_defaults_is_refused(tmp_path: Path) -> None:
+    current = tmp_path / "current"
+    history = tmp_path / "history"
+    current.mkdir()
+    history.mkdir()
+    document = json.loads((SCHEMA_DIR / "health_ping.avsc").read_text())
+    (current / "health_ping.avsc").write_text(json.dumps(document))
+    document["doc"] = "only the doc changed: Parsing Canonical Form drops it"
+    (history / "health_ping.v0.avsc").write_text(json.dumps(document))
+    with pytest.raises(AvroCodecError, match="share fingerprint"):
+        SchemaRegistry(current, history)
+
+
+def test_fingerprint_is_the_avro_specs_crc64() -> None:
+    for version in registry().versions:
+        canonical = fastavro.schema.to_parsing_canonical_form(version.document)
+        assert version.fingerprint.hex() == fastavro.schema.fingerprint(canonical, "CRC-64-AVRO")
+    assert crc64_avro(b"") == 0xC15D213AA4D7A795
+
+
+def test_current_schemas_read_every_kept_version_backward_transitive() -> None:
+    checker = avro.compatibility.ReaderWriterCompatibilityChecker()
+    current = {p.name: avro.schema.parse(p.read_text()) for p in SCHEMA_DIR.glob("*.avsc")}
+    kept = sorted(HISTORY_DIR.glob("*.avsc"))
+    assert kept, "the history holds at least the first HealthPing"
+    for old in kept:
+        base = old.name.split(".v")[0] + ".avsc"
+        result = checker.get_compatibility(current[base], avro.schema.parse(old.read_text()))
+        assert result.compatibility is avro.compatibility.SchemaCompatibilityType.compatible, (
+            old.name, result.messages)
+
+
+def test_the_compatibility_check_can_fail() -> None:
+    checker = avro.compatibility.ReaderWriterCompatibilityChecker()
+    old = avro.schema.parse((HISTORY_DIR / "health_ping.v1.avsc").read_text())
+    document = json.loads((SCHEMA_DIR / "health_ping.avsc").read_text())
+    document["fields"].append({"name": "required_without_default", "type": "string"})
+    newer = avro.schema.parse(json.dumps(document))
+    result = checker.get_compatibility(newer, old)
+    assert result.compatibility is avro.compatibility.SchemaCompatibilityType.incompatible
+
+
+def test_a_v1_ping_decodes_with_the_current_schema() -> None:
+    v1 = json.loads((HISTORY_DIR / "health_ping.v1.avsc").read_text())
+    reg = registry()
+    writer = next(v for v in reg.versions if v.path.name == "health_ping.v1.avsc")
+    import io  # noqa: PLC0415
+
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(v1), {
+        "connector_id": "SAP-AR", "tenant_id": None, "status": "HEALTHY", "failure": None,
+        "retryable": True, "checked_at": T0})
+    ping = decode_input(reg, b"\xc3\x01" + writer.fingerprint + body.getvalue())
+    assert isinstance(ping, HealthPing)
+    assert ping.position is None and ping.checked_at == T0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_the_codec_never_crashes_on_random_bytes(data: bytes) -> None:
+    try:
+        decode_input(registry(), data)
+    except BadInput:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 80), st.integers(0, 255))
+def test_a_corrupted_ping_is_rejected_or_still_valid(index: int, byte: int) -> None:
+    data = bytearray(registry().codec("HealthPing").encode(
+        SAMPLES["HealthPing"].model_dump(mode="json")))
+    if index < len(data):
+        data[index] = byte
+    try:
+        ping = decode_input(registry(), bytes(data))
+    except BadInput:
+        return
+    assert isinstance(ping, HealthPing)
+
+
+def test_state_table_format_round_trips() -> None:
+    d = Driver.with_policy({"defaults": {"max_retries": 0}})
+    d.ping(False, position="p1")
+    d.deliver_pending()
+    assert load_state(dump_state(d.state)) == d.state
+    assert d.state.record.notified
+    assert EventType.INCIDENT_OPENED in {e.type for e in d.events}
