@@ -51,7 +51,7 @@ def now_ms() -> int:
 
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition aiokafka's default (Java-compatible murmur2) partitioner picks."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return (int(murmur2(key)) & 0x7FFFFFFF) % partitions
 
 
 class Pipeline:
@@ -84,8 +84,13 @@ class Pipeline:
             table_standby_replicas=0,
             web_in_thread=False,
         )
-        raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-                               "value_serializer": "raw", "allow_empty": True}
+        raw: dict[str, Any] = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+            "allow_empty": True,
+        }
         t = s.topics
         self.health_topic = self.app.topic(t.health, **raw)
         self.admin_topic = self.app.topic(t.admin, **raw)
@@ -96,13 +101,15 @@ class Pipeline:
         self.requests_topic = self.app.topic(t.recovery_requests, **raw)
         self.notifications_topic = self.app.topic(t.notifications, **raw)
         self.table = self.app.Table(
-            STATE_TABLE, default=None, partitions=s.partitions,
-            key_type=bytes, value_type=bytes,  # faust picks the "raw" serializer for bytes
+            STATE_TABLE,
+            default=None,
+            partitions=s.partitions,
+            key_type=bytes,
+            value_type=bytes,  # faust picks the "raw" serializer for bytes
         )
         self.app.agent(self.health_topic, name="route-health")(self._route_stream(HealthPing))
         self.app.agent(self.admin_topic, name="route-admin")(self._route_stream(AdminCommand))
-        self.app.agent(self.results_topic, name="route-results")(
-            self._route_stream(RecoveryResult))
+        self.app.agent(self.results_topic, name="route-results")(self._route_stream(RecoveryResult))
         self.app.agent(self.inputs_topic, name="decide")(self._decide_stream)
         self.app.timer(s.tick_interval_s, name="clock")(self._clock)
         self.app.task(self._announce_ready)
@@ -165,18 +172,21 @@ class Pipeline:
         if decision.state != state:
             self.table[key] = dump_state(decision.state)
         for audit_event in decision.events:
-            await self.audit_topic.send(key=key, value=self.audit_codec.encode(
-                audit_record(audit_event)))
+            await self.audit_topic.send(
+                key=key, value=self.audit_codec.encode(audit_record(audit_event))
+            )
         self.counters["events"] += len(decision.events)
         for command in decision.commands:
             if isinstance(command, RecoveryRequest):
                 await self.requests_topic.send(
-                    key=key, value=self.request_codec.encode(command.model_dump(mode="json")))
+                    key=key, value=self.request_codec.encode(command.model_dump(mode="json"))
+                )
             elif isinstance(command, NotificationRequest):
                 await self.notifications_topic.send(
-                    key=key, value=self.notification_codec.encode(command.model_dump(mode="json")))
+                    key=key, value=self.notification_codec.encode(command.model_dump(mode="json"))
+                )
         due = next_deadline(decision.state.record, decision.state.memory)
-        self.deadlines.set(connector_id, None if due is None else due[0])
+        self.deadlines.schedule(connector_id, None if due is None else due[0])
         return decision
 
     # -- time ---------------------------------------------------------------------------------
@@ -187,14 +197,15 @@ class Pipeline:
 
     async def _send_input(self, message: Tick | Watch) -> None:
         codec = self.input_codecs[type(message).__name__]
-        await self.inputs_topic.send(key=message.connector_id.encode(),
-                                     value=codec.encode(input_record(message)))
+        await self.inputs_topic.send(
+            key=message.connector_id.encode(), value=codec.encode(input_record(message))
+        )
 
     def _owned_partitions(self) -> set[int]:
         assignment = self.app.consumer.assignment()
         return {tp.partition for tp in assignment if tp.topic == self.settings.inputs_topic}
 
-    async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
+    async def _on_rebalance_complete(self, *_signal: Any, **_details: Any) -> None:
         """Rebuild the deadline index and give every owned connector a heartbeat grace."""
         owned = self._owned_partitions()
         partitions = self.settings.partitions
@@ -208,8 +219,7 @@ class Pipeline:
         at = now_ms()
         for connector_id in sorted(connectors):
             await self._send_input(Watch(connector_id=connector_id, at=at))
-        log.info("partitions %s assigned: watching %d connectors", sorted(owned),
-                 len(connectors))
+        log.info("partitions %s assigned: watching %d connectors", sorted(owned), len(connectors))
         self.ready.set()
 
     async def _announce_ready(self) -> None:

@@ -53,13 +53,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as error:  # connection failures: say what and where, not a traceback
-        print(f"error: cannot prepare topics on {settings.bootstrap_servers}: "
-              f"{type(error).__name__}: {error}", file=sys.stderr)
+        print(
+            f"error: cannot prepare topics on {settings.bootstrap_servers}: "
+            f"{type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     asyncio.set_event_loop(asyncio.new_event_loop())
     pipeline = Pipeline(settings, policy)
-    worker = faust.Worker(pipeline.app, loglevel=args.loglevel, quiet=True,
-                          redirect_stdouts=False)
+    worker = faust.Worker(pipeline.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return EXIT_OK
 
@@ -73,12 +75,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
             pings = pings_from_jsonl(Path(args.file))
         else:
             if not args.connector or not args.status:
-                print("error: --connector and --status (or --file) are required",
-                      file=sys.stderr)
+                print("error: --connector and --status (or --file) are required", file=sys.stderr)
                 return EXIT_ERROR
-            fields = {"connector_id": args.connector, "status": args.status,
-                      "tenant_id": args.tenant, "failure": args.failure,
-                      "retryable": not args.not_retryable, "position": args.position}
+            fields = {
+                "connector_id": args.connector,
+                "status": args.status,
+                "tenant_id": args.tenant,
+                "failure": args.failure,
+                "retryable": not args.not_retryable,
+                "position": args.position,
+            }
             if args.status.lower() == "unhealthy" and not args.failure:
                 fields["failure"] = "unknown"
             pings = [ping_from_fields(fields)]
@@ -93,7 +99,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="connector-recovery",
-        description="Detect and recover failing data connectors, with evidence.")
+        description="Detect and recover failing data connectors, with evidence.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     kafka = sub.add_parser("kafka", help="local single-node Apache Kafka (KRaft)")

@@ -100,9 +100,7 @@ class SchemaRegistry:
                     f"{version.fingerprint.hex()}: a new version must change the canonical form"
                 )
             self.by_fingerprint[version.fingerprint] = version
-        self.current: dict[str, SchemaVersion] = {
-            v.short_name: v for v in versions if v.current
-        }
+        self.current: dict[str, SchemaVersion] = {v.short_name: v for v in versions if v.current}
 
     def codec(self, short_name: str) -> SingleObjectCodec:
         return SingleObjectCodec(self, self.current[short_name])
@@ -133,11 +131,13 @@ def _read(data: bytes, writer: SchemaVersion, reader: SchemaVersion) -> dict[str
         else:
             record = fastavro.schemaless_reader(buffer, writer.parsed, reader.parsed)
     except Exception as error:  # fastavro raises many kinds on corrupt input
-        raise AvroCodecError(f"corrupt {writer.short_name} body: {type(error).__name__}: "
-                             f"{error}") from None
+        raise AvroCodecError(
+            f"corrupt {writer.short_name} body: {type(error).__name__}: {error}"
+        ) from None
     if buffer.tell() != len(data):
         raise AvroCodecError(
-            f"{len(data) - buffer.tell()} trailing bytes after the {writer.short_name} record")
+            f"{len(data) - buffer.tell()} trailing bytes after the {writer.short_name} record"
+        )
     if not isinstance(record, dict):
         raise AvroCodecError(f"{writer.short_name} body is not a record")
     return record

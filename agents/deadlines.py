@@ -20,7 +20,7 @@ class DeadlineIndex:
     def __len__(self) -> int:
         return len(self._deadline)
 
-    def set(self, connector_id: str, deadline: int | None) -> None:
+    def schedule(self, connector_id: str, deadline: int | None) -> None:
         if deadline is None:
             self._deadline.pop(connector_id, None)
             return

@@ -111,11 +111,18 @@ class Broker:
             return self.jars
         self.jars.mkdir(parents=True, exist_ok=True)
         command = [
-            "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-            "-DincludeScope=runtime", f"-DoutputDirectory={self.jars}",
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={self.jars}",
         ]
-        print(f"resolving Apache Kafka {kafka_version()} jars from Maven Central ...",
-              file=sys.stderr)
+        print(
+            f"resolving Apache Kafka {kafka_version()} jars from Maven Central ...", file=sys.stderr
+        )
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise LocalKafkaError(f"mvn failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
@@ -126,8 +133,13 @@ class Broker:
         command = ["java"]
         if heap:
             command += [f"-Xmx{heap}", f"-Xms{heap}"]
-        return [*command, f"-Dlog4j.configuration=file:{self.root / 'log4j.properties'}",
-                "-cp", f"{self.jars}/*", *args]
+        return [
+            *command,
+            f"-Dlog4j.configuration=file:{self.root / 'log4j.properties'}",
+            "-cp",
+            f"{self.jars}/*",
+            *args,
+        ]
 
     # -- lifecycle ------------------------------------------------------------------------
     def pid(self) -> int | None:
@@ -148,19 +160,31 @@ class Broker:
         self.resolve_jars()
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "log4j.properties").write_text(LOG4J.format(log=self.log_file))
-        self.config_file.write_text(SERVER_PROPERTIES.format(
-            port=self.port, controller_port=self.port + 1, data=self.data))
+        self.config_file.write_text(
+            SERVER_PROPERTIES.format(port=self.port, controller_port=self.port + 1, data=self.data)
+        )
         if not (self.data / "meta.properties").exists():
             formatted = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", _cluster_id(),
-                           "-c", str(self.config_file)),
-                capture_output=True, text=True, check=False)
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    _cluster_id(),
+                    "-c",
+                    str(self.config_file),
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if formatted.returncode != 0:
                 raise LocalKafkaError(f"StorageTool format failed: {formatted.stderr[-2000:]}")
         with self.log_file.open("ab") as log:
             process = subprocess.Popen(
                 self._java("kafka.Kafka", str(self.config_file), heap=HEAP),
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         self.pid_file.write_text(str(process.pid))
@@ -170,8 +194,10 @@ class Broker:
         except LocalKafkaError:
             self.down()
             raise
-        return (f"started Apache Kafka {kafka_version()} (KRaft) on {self.bootstrap} "
-                f"in {time.monotonic() - started:.1f}s (pid {process.pid}, log {self.log_file})")
+        return (
+            f"started Apache Kafka {kafka_version()} (KRaft) on {self.bootstrap} "
+            f"in {time.monotonic() - started:.1f}s (pid {process.pid}, log {self.log_file})"
+        )
 
     def down(self, timeout_s: float = 30.0) -> str:
         pid = self.pid()
@@ -191,7 +217,8 @@ class Broker:
         if pid is None:
             return f"down (port {self.port})"
         ready = _answers_metadata(self.bootstrap)
-        return f"{'up' if ready else 'starting'}: pid {pid} on {self.bootstrap}, log {self.log_file}"
+        state = "up" if ready else "starting"
+        return f"{state}: pid {pid} on {self.bootstrap}, log {self.log_file}"
 
 
 def _cluster_id() -> str:
@@ -218,8 +245,9 @@ def _answers_metadata(bootstrap: str) -> bool:
     return asyncio.run(probe())
 
 
-def wait_until_ready(bootstrap: str, timeout_s: float,
-                     process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_until_ready(
+    bootstrap: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -231,8 +259,9 @@ def wait_until_ready(bootstrap: str, timeout_s: float,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="connector-recovery kafka",
-                                     description="Local single-node Apache Kafka (KRaft).")
+    parser = argparse.ArgumentParser(
+        prog="connector-recovery kafka", description="Local single-node Apache Kafka (KRaft)."
+    )
     parser.add_argument("action", choices=["up", "down", "status"])
     parser.add_argument("--port", type=int, default=int(os.environ.get("KAFKA_PORT", "9092")))
     args = parser.parse_args(argv)

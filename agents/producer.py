@@ -36,18 +36,19 @@ def pings_from_jsonl(path: Path) -> list[HealthPing]:
     return pings
 
 
-async def publish_records(bootstrap: str, topic: str, schema: str,
-                          records: Iterable[tuple[str, dict[str, Any]]]) -> int:
+async def publish_records(
+    bootstrap: str, topic: str, schema: str, records: Iterable[tuple[str, dict[str, Any]]]
+) -> int:
     codec = registry().codec(schema)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
     await producer.start()
     sent = 0
     try:
         futures = []
         for key, record in records:
-            futures.append(await producer.send(topic, key=key.encode(),
-                                               value=codec.encode(record)))
+            futures.append(await producer.send(topic, key=key.encode(), value=codec.encode(record)))
             sent += 1
         for future in futures:
             await future
@@ -58,5 +59,5 @@ async def publish_records(bootstrap: str, topic: str, schema: str,
 
 async def publish_pings(bootstrap: str, topic: str, pings: Iterable[HealthPing]) -> int:
     return await publish_records(
-        bootstrap, topic, "HealthPing",
-        ((p.connector_id, p.model_dump(mode="json")) for p in pings))
+        bootstrap, topic, "HealthPing", ((p.connector_id, p.model_dump(mode="json")) for p in pings)
+    )

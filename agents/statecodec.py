@@ -46,5 +46,6 @@ def load_state(data: bytes) -> ConnectorState:
     values["notified"] = frozenset(values["notified"])
     if values["attempt_mode"] is not None:
         values["attempt_mode"] = RecoveryMode(values["attempt_mode"])
-    return ConnectorState(Record(**values), DetectorMemory(**dict(zip(_MEMORY_FIELDS, memory,
-                                                                        strict=True))))
+    return ConnectorState(
+        Record(**values), DetectorMemory(**dict(zip(_MEMORY_FIELDS, memory, strict=True)))
+    )

@@ -62,7 +62,8 @@ async def ensure_topics(settings: Settings) -> list[str]:
         created: list[str] = []
         if missing:
             response = await admin.create_topics(
-                [NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing])
+                [NewTopic(s.name, s.partitions, 1, topic_configs=s.config) for s in missing]
+            )
             for topic, code, message in response.topic_errors:
                 if code not in (0, TOPIC_ALREADY_EXISTS):
                     raise RuntimeError(f"cannot create topic {topic}: {message} (error {code})")
@@ -97,4 +98,5 @@ async def verify_audit_topic(admin: AIOKafkaAdminClient, topic: str) -> None:
     if problems:
         raise AuditTopicMisconfigured(
             f"audit topic {topic!r} could lose evidence: {', '.join(problems)}. "
-            "Fix it with kafka-configs --alter, or point the worker at another topic.")
+            "Fix it with kafka-configs --alter, or point the worker at another topic."
+        )

@@ -46,7 +46,8 @@ def decode_input(registry: SchemaRegistry, data: bytes | None) -> DeciderInput:
         return model.model_validate(record)
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
         raise BadInput(f"invalid {name}: {problems}") from None
 
 

@@ -11,7 +11,7 @@ Rule numbers in comments refer to the core issue's behaviour list.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import assert_never
+from typing import Any, assert_never
 
 from streams import flapping
 from streams.backoff import backoff_delay_ms
@@ -99,7 +99,7 @@ class _Emitter:
         if self.source is not None:
             attrs["source"] = self.source
             attrs["source_index"] = str(len(self.events))
-        fields = {
+        fields: dict[str, Any] = {
             "event_id": f"{record.connector_id}:{sequence}",
             "type": kind,
             "connector_id": record.connector_id,
@@ -189,9 +189,7 @@ def _summary(kind: str, event: AuditEvent) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _detect(
-    out: _Emitter, at: int, failure: str, retryable: bool, first_failing_at: int
-) -> None:
+def _detect(out: _Emitter, at: int, failure: str, retryable: bool, first_failing_at: int) -> None:
     """Rule 1 (+3, 5, 6): open a failure episode and decide what comes next."""
     rules = out.rules
     sequence = out.record.sequence + 1
@@ -295,8 +293,9 @@ def _attempt_failed(out: _Emitter, at: int, reason: str) -> None:
         _exhausted(out, failed.occurred_at)
 
 
-def _start_attempt(out: _Emitter, at: int, mode: RecoveryMode, actor: str | None,
-                   reason: str | None = None) -> None:
+def _start_attempt(
+    out: _Emitter, at: int, mode: RecoveryMode, actor: str | None, reason: str | None = None
+) -> None:
     """Rule 3 (AUTO) and rule 7 (MANUAL)."""
     record = out.record
     assert record.incident_id is not None  # noqa: S101 - only called inside an episode
@@ -379,8 +378,9 @@ def _complete(out: _Emitter, at: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _on_ping(state: ConnectorState, ping: HealthPing, policy: Policy, source: str | None
-             ) -> Decision:
+def _on_ping(
+    state: ConnectorState, ping: HealthPing, policy: Policy, source: str | None
+) -> Decision:
     record, memory = state.record, state.memory
     rules = policy.for_connector(record.connector_id)
     healthy = ping.healthy
@@ -418,9 +418,9 @@ def _on_ping(state: ConnectorState, ping: HealthPing, policy: Policy, source: st
         last_checked_at=ping.checked_at,
         heartbeat_deadline=heartbeat_deadline,
         consecutive_unhealthy=consecutive,
-        first_failing_at=None if healthy else (
-            memory.first_failing_at if consecutive > 1 else ping.checked_at
-        ),
+        first_failing_at=None
+        if healthy
+        else (memory.first_failing_at if consecutive > 1 else ping.checked_at),
         last_failure=None if healthy else (ping.failure or "unknown"),
         last_retryable=ping.retryable,
         last_position=ping.position,
@@ -436,7 +436,9 @@ def _on_ping(state: ConnectorState, ping: HealthPing, policy: Policy, source: st
         if out.record.phase is Phase.OK:
             _detect_flapping(out, at)
         started = out.emit(
-            EventType.FLAPPING_STARTED, at, failure=out.record.failure,
+            EventType.FLAPPING_STARTED,
+            at,
+            failure=out.record.failure,
             attributes={"state_change": f"{ratio:.3f}", "threshold": str(rules.flap_high)},
         )
         out.notify(started, "flapping_started", out.audiences(tenant=False))
@@ -452,7 +454,10 @@ def _on_ping(state: ConnectorState, ping: HealthPing, policy: Policy, source: st
             _complete(out, at)
     elif out.record.phase is Phase.OK and consecutive >= rules.failure_threshold:
         _detect(
-            out, at, ping.failure or "unknown", ping.retryable,
+            out,
+            at,
+            ping.failure or "unknown",
+            ping.retryable,
             memory.first_failing_at or at,
         )
     return out.decision()
@@ -468,7 +473,10 @@ def _detect_flapping(out: _Emitter, at: int) -> None:
         "policy_sha256": out.rules.sha256,
     }
     out.emit(
-        EventType.FAILURE_DETECTED, at, incident_id=incident_id, failure="flapping",
+        EventType.FAILURE_DETECTED,
+        at,
+        incident_id=incident_id,
+        failure="flapping",
         attributes=attrs,
     )
 
@@ -476,8 +484,8 @@ def _detect_flapping(out: _Emitter, at: int) -> None:
 def _stop_flapping(out: _Emitter, at: int, ratio: float, healthy: bool) -> None:
     record = out.record
     attrs = {"state_change": f"{ratio:.3f}", "threshold": str(out.rules.flap_low)}
-    resume_retries = not healthy and record.retryable and (
-        record.auto_attempts < out.rules.max_retries
+    resume_retries = (
+        not healthy and record.retryable and (record.auto_attempts < out.rules.max_retries)
     )
     if resume_retries:
         assert record.incident_id is not None  # noqa: S101 - flapping implies an episode
@@ -608,8 +616,9 @@ def _on_notification_result(
     return out.decision()
 
 
-def _on_admin(state: ConnectorState, command: AdminCommand, policy: Policy, source: str | None
-              ) -> Decision:
+def _on_admin(
+    state: ConnectorState, command: AdminCommand, policy: Policy, source: str | None
+) -> Decision:
     out = _Emitter(state, policy, source)
     record = out.record
     at = command.issued_at
@@ -619,7 +628,10 @@ def _on_admin(state: ConnectorState, command: AdminCommand, policy: Policy, sour
 
     def reject(why: str) -> Decision:
         out.emit(
-            EventType.COMMAND_REJECTED, at, incident_id=command.incident_id, actor=command.actor,
+            EventType.COMMAND_REJECTED,
+            at,
+            incident_id=command.incident_id,
+            actor=command.actor,
             attributes={**base, "action": command.action.value, "rejection": why},
         )
         return out.decision()
@@ -641,11 +653,14 @@ def _on_admin(state: ConnectorState, command: AdminCommand, policy: Policy, sour
             if action is AdminAction.ACKNOWLEDGE:
                 if record.acknowledged:
                     return reject(f"incident {command.incident_id!r} is already acknowledged")
-                out.emit(EventType.INCIDENT_ACKNOWLEDGED, at, actor=command.actor,
-                         attributes=base)
+                out.emit(EventType.INCIDENT_ACKNOWLEDGED, at, actor=command.actor, attributes=base)
             else:
-                out.emit(EventType.INCIDENT_RESOLVED, at, actor=command.actor,
-                         attributes={**base, "resolution": "manual"})
+                out.emit(
+                    EventType.INCIDENT_RESOLVED,
+                    at,
+                    actor=command.actor,
+                    attributes={**base, "resolution": "manual"},
+                )
         case AdminAction.RECOVER:
             if record.phase is not Phase.FAILED:
                 return reject(f"connector {record.connector_id!r} is not failed")
@@ -658,12 +673,20 @@ def _on_admin(state: ConnectorState, command: AdminCommand, policy: Policy, sour
         case AdminAction.SILENCE:
             if command.until is None or command.until <= at:
                 return reject("silence needs an 'until' later than the command")
-            out.emit(EventType.SILENCED, at, actor=command.actor,
-                     attributes={**base, "until": iso_from_ms(command.until)})
+            out.emit(
+                EventType.SILENCED,
+                at,
+                actor=command.actor,
+                attributes={**base, "until": iso_from_ms(command.until)},
+            )
         case AdminAction.RETIRE:
             if record.incident_open:
-                out.emit(EventType.INCIDENT_RESOLVED, at, actor=command.actor,
-                         attributes={**base, "resolution": "retired"})
+                out.emit(
+                    EventType.INCIDENT_RESOLVED,
+                    at,
+                    actor=command.actor,
+                    attributes={**base, "resolution": "retired"},
+                )
             out.emit(EventType.RETIRED, at, actor=command.actor, attributes=base)
         case _:
             assert_never(action)

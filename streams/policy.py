@@ -83,9 +83,7 @@ class ConnectorPolicy(_Strict):
     @cached_property
     def sha256(self) -> str:
         """Hash of the canonical JSON of this effective policy (recorded at detection)."""
-        canonical = json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
-        )
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

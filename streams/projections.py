@@ -38,8 +38,13 @@ class Summary:
     p99: float | None
 
     def as_dict(self) -> dict[str, float | int | None]:
-        return {"count": self.count, "mean": self.mean, "p50": self.p50, "p90": self.p90,
-                "p99": self.p99}
+        return {
+            "count": self.count,
+            "mean": self.mean,
+            "p50": self.p50,
+            "p90": self.p90,
+            "p99": self.p99,
+        }
 
 
 def nearest_rank(sorted_values: list[float], percentile: float) -> float:

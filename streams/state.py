@@ -86,6 +86,8 @@ class ConnectorState:
 
     @property
     def known(self) -> bool:
-        return self.memory.watched or self.record.phase is not Phase.OK or (
-            self.record.incident_id is not None
+        return (
+            self.memory.watched
+            or self.record.phase is not Phase.OK
+            or (self.record.incident_id is not None)
         )

@@ -44,8 +44,13 @@ class Finding:
         return self.kind in INFORMATIONAL
 
     def as_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "connector_id": self.connector_id, "sequence": self.sequence,
-                "position": self.position, "detail": self.detail}
+        return {
+            "kind": self.kind,
+            "connector_id": self.connector_id,
+            "sequence": self.sequence,
+            "position": self.position,
+            "detail": self.detail,
+        }
 
 
 @dataclass(slots=True)
@@ -81,34 +86,54 @@ class Verifier:
             self._find("bad_event_id", event, position, f"event_id {event.event_id!r}")
         recomputed = event_hash(event)
         if recomputed != event.hash:
-            self._find("hash_mismatch", event, position,
-                       f"content does not match its hash (recomputed {recomputed[:12]}…)")
+            self._find(
+                "hash_mismatch",
+                event,
+                position,
+                f"content does not match its hash (recomputed {recomputed[:12]}…)",
+            )
         seen = chain.hashes.get(event.sequence)
         if seen is not None:
             if seen == event.hash and recomputed == event.hash:
                 self._find("benign_duplicate", event, position, "identical re-send")
             else:
-                self._find("conflicting_duplicate", event, position,
-                           "same sequence as an earlier event, different content")
+                self._find(
+                    "conflicting_duplicate",
+                    event,
+                    position,
+                    "same sequence as an earlier event, different content",
+                )
             return False
         record = chain.record
         expected = record.sequence + 1
         if event.sequence > expected:
             gap = range(expected, event.sequence)
             chain.missing.update(gap)
-            self._find("sequence_gap", event, position,
-                       f"sequences {gap.start}..{gap.stop - 1} missing before this event")
+            self._find(
+                "sequence_gap",
+                event,
+                position,
+                f"sequences {gap.start}..{gap.stop - 1} missing before this event",
+            )
         elif event.sequence < expected:
             chain.missing.discard(event.sequence)
-            self._find("out_of_order", event, position,
-                       f"sequence {event.sequence} arrived after {record.sequence}")
+            self._find(
+                "out_of_order",
+                event,
+                position,
+                f"sequence {event.sequence} arrived after {record.sequence}",
+            )
             chain.hashes[event.sequence] = event.hash
             return False
         else:
             previous = record.head_hash if record.sequence else GENESIS_HASH
             if event.prev_hash != previous:
-                self._find("chain_break", event, position,
-                           "prev_hash is not the hash of the previous event")
+                self._find(
+                    "chain_break",
+                    event,
+                    position,
+                    "prev_hash is not the hash of the previous event",
+                )
         self._compliance(chain, event, position)
         chain.hashes[event.sequence] = event.hash
         chain.record = evolve(record, event)
@@ -119,12 +144,17 @@ class Verifier:
         kind = event.type
         if kind is EventType.RECOVERY_COMPLETED:
             if chain.record.phase is not Phase.FAILED:
-                self._find("completed_without_detection", event, position,
-                           "recovery completed with no open failure episode")
+                self._find(
+                    "completed_without_detection",
+                    event,
+                    position,
+                    "recovery completed with no open failure episode",
+                )
             absent = [name for name in RECEIPT_FIELDS if name not in event.attributes]
             if absent:
-                self._find("receipt_incomplete", event, position,
-                           f"receipt lacks {', '.join(absent)}")
+                self._find(
+                    "receipt_incomplete", event, position, f"receipt lacks {', '.join(absent)}"
+                )
         elif kind is EventType.INCIDENT_OPENED and event.incident_id is not None:
             chain.unnotified[event.incident_id] = (event.occurred_at, event.sequence, position)
         elif kind in (EventType.NOTIFICATION_SENT, EventType.NOTIFICATION_SUPPRESSED):
@@ -137,17 +167,27 @@ class Verifier:
         for connector_id, chain in self.chains.items():
             due = next_deadline(chain.record, _NO_MEMORY)
             if due is not None and due[0] < cutoff:
-                findings.append(Finding(
-                    "deadline_missed", connector_id, chain.record.sequence, None,
-                    f"{due[1]} deadline {iso_from_ms(due[0])} passed with no follow-up "
-                    f"(log ends {iso_from_ms(self.newest_at)})",
-                ))
+                findings.append(
+                    Finding(
+                        "deadline_missed",
+                        connector_id,
+                        chain.record.sequence,
+                        None,
+                        f"{due[1]} deadline {iso_from_ms(due[0])} passed with no follow-up "
+                        f"(log ends {iso_from_ms(self.newest_at)})",
+                    )
+                )
             for incident_id, (opened_at, sequence, position) in chain.unnotified.items():
                 if opened_at < cutoff:
-                    findings.append(Finding(
-                        "incident_without_notification", connector_id, sequence, position,
-                        f"incident {incident_id} has no notification.sent",
-                    ))
+                    findings.append(
+                        Finding(
+                            "incident_without_notification",
+                            connector_id,
+                            sequence,
+                            position,
+                            f"incident {incident_id} has no notification.sent",
+                        )
+                    )
         return findings
 
 

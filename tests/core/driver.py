@@ -63,17 +63,26 @@ class Driver:
     def advance(self, seconds: float) -> None:
         self.now += round(seconds * 1000)
 
-    def ping(self, healthy: bool, *, failure: str | None = "timeout", retryable: bool = True,
-             position: str | None = None, at: int | None = None) -> list[AuditEvent]:
-        return self.feed(HealthPing(
-            connector_id=self.connector_id,
-            tenant_id=self.tenant_id,
-            status=HealthStatus.HEALTHY if healthy else HealthStatus.UNHEALTHY,
-            failure=None if healthy else failure,
-            retryable=retryable,
-            checked_at=self.now if at is None else at,
-            position=position,
-        ))
+    def ping(
+        self,
+        healthy: bool,
+        *,
+        failure: str | None = "timeout",
+        retryable: bool = True,
+        position: str | None = None,
+        at: int | None = None,
+    ) -> list[AuditEvent]:
+        return self.feed(
+            HealthPing(
+                connector_id=self.connector_id,
+                tenant_id=self.tenant_id,
+                status=HealthStatus.HEALTHY if healthy else HealthStatus.UNHEALTHY,
+                failure=None if healthy else failure,
+                retryable=retryable,
+                checked_at=self.now if at is None else at,
+                position=position,
+            )
+        )
 
     def tick(self) -> list[AuditEvent]:
         return self.feed(Tick(connector_id=self.connector_id, now=self.now))
@@ -88,30 +97,59 @@ class Driver:
         return out
 
     def watch(self) -> list[AuditEvent]:
-        return self.feed(Watch(connector_id=self.connector_id, tenant_id=self.tenant_id,
-                               at=self.now))
+        return self.feed(
+            Watch(connector_id=self.connector_id, tenant_id=self.tenant_id, at=self.now)
+        )
 
-    def admin(self, action: AdminAction, actor: str = "alice", *, incident: str | None = None,
-              reason: str | None = None, until: int | None = None) -> list[AuditEvent]:
-        return self.feed(AdminCommand(
-            command_id=f"cmd-{len(self.inputs)}", action=action, connector_id=self.connector_id,
-            incident_id=incident, actor=actor, reason=reason, until=until, issued_at=self.now,
-        ))
+    def admin(
+        self,
+        action: AdminAction,
+        actor: str = "alice",
+        *,
+        incident: str | None = None,
+        reason: str | None = None,
+        until: int | None = None,
+    ) -> list[AuditEvent]:
+        return self.feed(
+            AdminCommand(
+                command_id=f"cmd-{len(self.inputs)}",
+                action=action,
+                connector_id=self.connector_id,
+                incident_id=incident,
+                actor=actor,
+                reason=reason,
+                until=until,
+                issued_at=self.now,
+            )
+        )
 
     def recovery_result(self, ok: bool, detail: str | None = None) -> list[AuditEvent]:
         request = self.recovery_requests()[-1]
-        return self.feed(RecoveryResult(
-            request_id=request.request_id, connector_id=self.connector_id,
-            incident_id=request.incident_id, attempt=request.attempt, ok=ok, detail=detail,
-            finished_at=self.now,
-        ))
+        return self.feed(
+            RecoveryResult(
+                request_id=request.request_id,
+                connector_id=self.connector_id,
+                incident_id=request.incident_id,
+                attempt=request.attempt,
+                ok=ok,
+                detail=detail,
+                finished_at=self.now,
+            )
+        )
 
     def deliver(self, request: NotificationRequest, delivered: bool = True) -> list[AuditEvent]:
-        return self.feed(NotificationResult(
-            dedup_key=request.dedup_key, connector_id=self.connector_id,
-            incident_id=request.incident_id, target=request.target, level=request.level,
-            delivered=delivered, detail=None if delivered else "HTTP 503", finished_at=self.now,
-        ))
+        return self.feed(
+            NotificationResult(
+                dedup_key=request.dedup_key,
+                connector_id=self.connector_id,
+                incident_id=request.incident_id,
+                target=request.target,
+                level=request.level,
+                delivered=delivered,
+                detail=None if delivered else "HTTP 503",
+                finished_at=self.now,
+            )
+        )
 
     def deliver_pending(self, fail_targets: frozenset[str] = frozenset()) -> list[AuditEvent]:
         """Play the notifier: answer every notification request not answered yet."""

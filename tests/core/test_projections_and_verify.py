@@ -26,7 +26,12 @@ def test_nearest_rank_percentiles() -> None:
     assert nearest_rank(values, 99) == 99
     summary = summarize([4.0, 1.0, 3.0, 2.0])
     assert (summary.count, summary.mean, summary.p50, summary.p90, summary.p99) == (
-        4, 2.5, 2.0, 4.0, 4.0)
+        4,
+        2.5,
+        2.0,
+        4.0,
+        4.0,
+    )
     assert summarize([]).mean is None
 
 
@@ -43,8 +48,7 @@ def two_connectors() -> list[AuditEvent]:
     a.ping(False)
     a.advance(8)
     a.ping(True)  # MTTR 8 s
-    b = Driver.with_policy({"defaults": {"max_retries": 0}}, connector_id="CRM-1",
-                           tenant_id=None)
+    b = Driver.with_policy({"defaults": {"max_retries": 0}}, connector_id="CRM-1", tenant_id=None)
     b.ping(False)
     b.advance(30)
     b.admin(AdminAction.ACKNOWLEDGE, incident=b.state.record.incident_id)  # MTTA 30 s
@@ -56,7 +60,12 @@ def test_mttr_per_connector_and_tenant() -> None:
     by_connector = group_totals(projection.episodes.values(), "connector")
     assert by_connector["SAP-AR"].failure_count == 2
     assert by_connector["SAP-AR"].mttr_seconds.as_dict() == {
-        "count": 2, "mean": 6.0, "p50": 4.0, "p90": 8.0, "p99": 8.0}
+        "count": 2,
+        "mean": 6.0,
+        "p50": 4.0,
+        "p90": 8.0,
+        "p99": 8.0,
+    }
     assert by_connector["CRM-1"].open_incidents == 1
     assert by_connector["CRM-1"].mtta_seconds.mean == 30.0
     by_tenant = group_totals(projection.episodes.values(), "tenant")
@@ -85,8 +94,11 @@ def rechain(events: list[AuditEvent]) -> list[AuditEvent]:
     out: list[AuditEvent] = []
     prev = "0" * 64
     for sequence, event in enumerate(events, start=1):
-        fields = event.model_dump() | {"sequence": sequence, "prev_hash": prev,
-                                       "event_id": f"{event.connector_id}:{sequence}"}
+        fields = event.model_dump() | {
+            "sequence": sequence,
+            "prev_hash": prev,
+            "event_id": f"{event.connector_id}:{sequence}",
+        }
         fields["hash"] = chain_hash(prev, fields)
         out.append(AuditEvent.model_validate(fields))
         prev = fields["hash"]
@@ -115,8 +127,9 @@ def test_completion_without_detection_and_incomplete_receipt_are_gaps() -> None:
     d.ping(True)
     detected, completed = d.events[0], d.events[-1]
     assert completed.type is EventType.RECOVERY_COMPLETED
-    stripped = completed.model_copy(update={"attributes": {
-        k: v for k, v in completed.attributes.items() if k != "duration_ms"}})
+    stripped = completed.model_copy(
+        update={"attributes": {k: v for k, v in completed.attributes.items() if k != "duration_ms"}}
+    )
     kinds = [f.kind for f in verify_events(rechain([stripped]), grace_ms=10**12)]
     assert kinds == ["completed_without_detection", "receipt_incomplete"]
     assert verify_events(rechain([detected, completed]), grace_ms=10**12) == []

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.models import AdminAction, EventType, RecoveryMode
+from streams.models import AdminAction, AuditEvent, EventType, RecoveryMode
 from streams.state import Phase
 from streams.verify import verify_events
 from tests.core.driver import Driver
@@ -26,7 +28,9 @@ POLICY = {
 step = st.one_of(
     st.tuples(st.just("ping"), st.booleans(), st.booleans(), st.integers(0, 90)),
     st.tuples(st.just("tick"), st.integers(1, 400)),
-    st.tuples(st.just("admin"), st.sampled_from(list(AdminAction)), st.sampled_from(["alice", "eve"])),
+    st.tuples(
+        st.just("admin"), st.sampled_from(list(AdminAction)), st.sampled_from(["alice", "eve"])
+    ),
     st.tuples(st.just("result"), st.booleans()),
     st.tuples(st.just("notify"), st.booleans()),
     st.tuples(st.just("late_ping"), st.booleans()),
@@ -79,7 +83,8 @@ def test_replay_of_the_events_equals_the_live_state_after_every_step(script: lis
 def test_same_inputs_give_byte_identical_outputs(script: list) -> None:  # type: ignore[type-arg]
     first, second = play(script), play(script)
     assert [e.model_dump_json() for e in first.events] == [
-        e.model_dump_json() for e in second.events]
+        e.model_dump_json() for e in second.events
+    ]
     assert first.commands == second.commands
 
 
@@ -90,7 +95,7 @@ def test_invariants_hold(script: list) -> None:  # type: ignore[type-arg]
     events = d.events
     # sequence gapless, time monotonic, chain verifies
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
-    assert all(a.occurred_at <= b.occurred_at for a, b in zip(events, events[1:], strict=False))
+    assert all(a.occurred_at <= b.occurred_at for a, b in itertools.pairwise(events))
     assert [f for f in verify_events(events, grace_ms=10**12) if not f.benign] == []
     # automatic attempts per episode never exceed max_retries
     per_episode: dict[str, int] = {}
@@ -104,16 +109,23 @@ def test_invariants_hold(script: list) -> None:  # type: ignore[type-arg]
     # every detection ends in completed, an open incident, a manual resolution, retirement,
     # or is the episode still being retried
     detections = [e.incident_id for e in d.of_type(EventType.FAILURE_DETECTED)]
-    ended = {e.incident_id for e in events if e.type in (
-        EventType.RECOVERY_COMPLETED, EventType.INCIDENT_RESOLVED)}
+    ended = {
+        e.incident_id
+        for e in events
+        if e.type in (EventType.RECOVERY_COMPLETED, EventType.INCIDENT_RESOLVED)
+    }
     record = d.state.record
     for incident in detections[:-1]:
         assert incident in ended
     if detections and detections[-1] not in ended:
         assert record.phase in (Phase.FAILED, Phase.RETIRED)
         still_trying = record.next_attempt_at is not None or record.attempt_in_flight is not None
-        assert record.incident_open or still_trying or record.flapping or (
-            record.phase is Phase.RETIRED)
+        assert (
+            record.incident_open
+            or still_trying
+            or record.flapping
+            or (record.phase is Phase.RETIRED)
+        )
 
 
 @settings(max_examples=150, deadline=None)
@@ -128,7 +140,8 @@ def test_tampering_with_any_one_event_is_detected(script: list, data: st.DataObj
     how = data.draw(st.sampled_from(["attribute", "time", "drop", "swap", "type"]))
     if how == "attribute":
         events[index] = victim.model_copy(
-            update={"attributes": {**victim.attributes, "retries": "0"}})
+            update={"attributes": {**victim.attributes, "retries": "0"}}
+        )
         if victim.attributes.get("retries") == "0":
             events[index] = victim.model_copy(update={"actor": "mallory"})
     elif how == "time":
@@ -142,8 +155,11 @@ def test_tampering_with_any_one_event_is_detected(script: list, data: st.DataObj
             return
         events[index], events[index + 1] = events[index + 1], events[index]
     else:
-        other = (EventType.NOTIFICATION_SUPPRESSED if victim.type is not
-                 EventType.NOTIFICATION_SUPPRESSED else EventType.COMMAND_REJECTED)
+        other = (
+            EventType.NOTIFICATION_SUPPRESSED
+            if victim.type is not EventType.NOTIFICATION_SUPPRESSED
+            else EventType.COMMAND_REJECTED
+        )
         events[index] = victim.model_copy(update={"type": other})
     findings = [f for f in verify_events(events, grace_ms=10**12) if not f.benign]
     assert findings, how
@@ -160,6 +176,5 @@ def test_identical_resend_is_benign_and_a_changed_one_conflicts() -> None:
     assert "conflicting_duplicate" in kinds
 
 
-def replace_attr(event):  # type: ignore[no-untyped-def]
+def replace_attr(event: AuditEvent) -> AuditEvent:
     return event.model_copy(update={"attributes": {**event.attributes, "x": "y"}})
-

@@ -187,7 +187,7 @@ def test_flapping_starts_one_episode_and_suppresses_per_ping_alerts(driver: Driv
     started = driver.of_type(EventType.FLAPPING_STARTED)
     assert len(started) == 1
     flap_at = driver.events.index(started[0])
-    after = driver.events[flap_at + 1:]
+    after = driver.events[flap_at + 1 :]
     assert not [e for e in after if e.type in (DETECTED, COMPLETED)]
     assert driver.state.record.flapping
 
@@ -218,8 +218,11 @@ def test_flapping_pauses_automatic_retries() -> None:
         d.advance(0.1)
     assert d.state.record.flapping
     d.run_for(120)
-    attempts_while_flapping = [e for e in d.of_type(STARTED)
-                               if e.sequence > d.of_type(EventType.FLAPPING_STARTED)[0].sequence]
+    attempts_while_flapping = [
+        e
+        for e in d.of_type(STARTED)
+        if e.sequence > d.of_type(EventType.FLAPPING_STARTED)[0].sequence
+    ]
     assert attempts_while_flapping == []
 
 
@@ -321,8 +324,11 @@ def test_non_retryable_failure_opens_an_incident_at_once(driver: Driver) -> None
 def test_zero_max_retries_goes_straight_to_a_human() -> None:
     d = Driver.with_policy({"defaults": {"max_retries": 0}})
     events = d.ping(False)
-    assert [e.type for e in events] == [DETECTED, EventType.RETRIES_EXHAUSTED,
-                                        EventType.INCIDENT_OPENED]
+    assert [e.type for e in events] == [
+        DETECTED,
+        EventType.RETRIES_EXHAUSTED,
+        EventType.INCIDENT_OPENED,
+    ]
 
 
 # -- Rule 7: manual path --------------------------------------------------------------------
@@ -400,8 +406,9 @@ def test_manual_attempt_that_fails_opens_an_incident_without_more_auto_retries()
 
 def test_silence_suppresses_notifications_but_records_evidence(driver: Driver) -> None:
     driver.ping(True)
-    (silenced,) = driver.admin(AdminAction.SILENCE, until=driver.now + 600_000,
-                               reason="maintenance")
+    (silenced,) = driver.admin(
+        AdminAction.SILENCE, until=driver.now + 600_000, reason="maintenance"
+    )
     assert silenced.type is EventType.SILENCED
     driver.advance(1)
     driver.ping(False)
@@ -445,8 +452,10 @@ def test_unacknowledged_incident_escalates_step_by_step() -> None:
     escalated = d.of_type(EventType.INCIDENT_ESCALATED)
     assert [e.attributes["target"] for e in escalated] == ["escalation:1", "escalation:2"]
     assert [e.occurred_at - opened_at for e in escalated] == [900_000, 1_800_000]
-    assert [n.target for n in d.notifications() if n.notification_kind == "incident_escalated"
-            ] == ["escalation:1", "escalation:2"]
+    assert [n.target for n in d.notifications() if n.notification_kind == "incident_escalated"] == [
+        "escalation:1",
+        "escalation:2",
+    ]
 
 
 def test_acknowledgement_stops_escalation() -> None:
@@ -489,7 +498,8 @@ def test_failed_tenant_notification_escalates_to_the_platform_admin(driver: Driv
     assert EventType.NOTIFICATION_FAILED in types
     escalated = driver.of_type(EventType.INCIDENT_ESCALATED)
     assert [(e.attributes["target"], e.attributes["reason"]) for e in escalated] == [
-        ("platform_admin", "tenant_notification_failed")]
+        ("platform_admin", "tenant_notification_failed")
+    ]
     assert driver.state.record.incident_open
     assert driver.notifications()[-1].target == "platform_admin"
 
@@ -527,7 +537,10 @@ def test_unknown_input_types_are_rejected() -> None:
 
     d = Driver()
     with pytest.raises(DeciderError):
-        decide(d.state, HealthPing(connector_id="OTHER", status=HealthStatus.HEALTHY,
-                                   checked_at=d.now), d.policy)
+        decide(
+            d.state,
+            HealthPing(connector_id="OTHER", status=HealthStatus.HEALTHY, checked_at=d.now),
+            d.policy,
+        )
     with pytest.raises((TypeError, AssertionError)):
         decide(d.state, object(), d.policy)  # type: ignore[arg-type]

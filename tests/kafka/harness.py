@@ -29,8 +29,9 @@ T = TypeVar("T")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x1f]")
 
 
-def wait_for(condition: Callable[[], T | None], timeout_s: float, what: str,
-              interval_s: float = 0.1) -> T:
+def wait_for(
+    condition: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.1
+) -> T:
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
@@ -70,28 +71,37 @@ class Namespace:
         return f"cr-{self.tag}"
 
     def settings(self) -> Settings:
-        return Settings(bootstrap_servers=self.bootstrap, app_id=self.app_id,
-                        topics=self.topics, partitions=4)
+        return Settings(
+            bootstrap_servers=self.bootstrap, app_id=self.app_id, topics=self.topics, partitions=4
+        )
 
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "CR_TOPIC_PREFIX": self.prefix,
-            "CR_APP_ID": self.app_id,
-            "CR_PARTITIONS": "4",
-            "CR_SESSION_TIMEOUT_S": "6",
-            "CR_TICK_INTERVAL_S": "0.2",
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+                "CR_TOPIC_PREFIX": self.prefix,
+                "CR_APP_ID": self.app_id,
+                "CR_PARTITIONS": "4",
+                "CR_SESSION_TIMEOUT_S": "6",
+                "CR_TICK_INTERVAL_S": "0.2",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update(extra)
         return env
 
-    def cli(self, *args: str, timeout_s: float = 60, **env: str
-            ) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout_s: float = 60, **env: str
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "agents.cli", *args], env=self.env(**env),
-            capture_output=True, text=True, timeout=timeout_s, check=False)
+            [sys.executable, "-m", "agents.cli", *args],
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
 
 
 class Worker:
@@ -107,17 +117,31 @@ class Worker:
         self.process: subprocess.Popen[str] | None = None
 
     def start(self, ready_timeout_s: float = 90) -> Worker:
-        args = [sys.executable, "-m", "agents.cli", "worker", "--loglevel", "warning",
-                "--web-port", str(self.web_port), "--data-dir", str(self.data_dir)]
+        args = [
+            sys.executable,
+            "-m",
+            "agents.cli",
+            "worker",
+            "--loglevel",
+            "warning",
+            "--web-port",
+            str(self.web_port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         if self.policy is not None:
             args += ["--policy", str(self.policy)]
         self.lines = []
-        self.process = subprocess.Popen(args, env=self.ns.env(), stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(
+            args, env=self.ns.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         threading.Thread(target=self._pump, daemon=True).start()
         try:
-            wait_for(lambda: "ready" in self.lines or self._died(), ready_timeout_s,
-                     f"worker {self.name} to log 'ready'")
+            wait_for(
+                lambda: "ready" in self.lines or self._died(),
+                ready_timeout_s,
+                f"worker {self.name} to log 'ready'",
+            )
         except TimeoutError as error:
             self.kill()
             raise TimeoutError(f"{error}; its output:\n" + self.output()[-4000:]) from None
@@ -126,7 +150,8 @@ class Worker:
         return self
 
     def _pump(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
+        assert self.process is not None
+        assert self.process.stdout is not None
         for line in self.process.stdout:
             # faust draws a spinner with ANSI escapes even on a pipe
             self.lines.append(_ANSI.sub("", line))
@@ -158,10 +183,13 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-async def _read_all(bootstrap: str, topic: str, min_count: int, timeout_s: float
-                    ) -> list[Any]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", group_id=None)
+async def _read_all(bootstrap: str, topic: str, min_count: int, timeout_s: float) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
@@ -184,22 +212,24 @@ async def _read_all(bootstrap: str, topic: str, min_count: int, timeout_s: float
         await consumer.stop()
 
 
-def read_records(bootstrap: str, topic: str, min_count: int = 0, timeout_s: float = 5
-                 ) -> list[Any]:
+def read_records(bootstrap: str, topic: str, min_count: int = 0, timeout_s: float = 5) -> list[Any]:
     """Every record on `topic` (waits until at least min_count arrived, or the timeout)."""
     result: list[Any] = run(_read_all(bootstrap, topic, min_count, timeout_s))
     return result
 
 
-def read_audit(bootstrap: str, topic: str, min_count: int = 0, timeout_s: float = 5
-               ) -> list[AuditEvent]:
+def read_audit(
+    bootstrap: str, topic: str, min_count: int = 0, timeout_s: float = 5
+) -> list[AuditEvent]:
     reg = registry()
-    return [decode_audit(reg, r.value) for r in read_records(bootstrap, topic, min_count,
-                                                             timeout_s)]
+    return [
+        decode_audit(reg, r.value) for r in read_records(bootstrap, topic, min_count, timeout_s)
+    ]
 
 
-def wait_for_audit(ns: Namespace, predicate: Callable[[list[AuditEvent]], bool],
-                   timeout_s: float, what: str) -> list[AuditEvent]:
+def wait_for_audit(
+    ns: Namespace, predicate: Callable[[list[AuditEvent]], bool], timeout_s: float, what: str
+) -> list[AuditEvent]:
     def poll() -> list[AuditEvent] | None:
         events = read_audit(ns.bootstrap, ns.topics.audit, timeout_s=1)
         return events if predicate(events) else None
@@ -207,8 +237,9 @@ def wait_for_audit(ns: Namespace, predicate: Callable[[list[AuditEvent]], bool],
     return wait_for(poll, timeout_s, what, interval_s=0.3)
 
 
-async def _produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes | None]]
-                   ) -> None:
+async def _produce(
+    bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes | None]]
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
@@ -218,6 +249,5 @@ async def _produce(bootstrap: str, topic: str, items: list[tuple[bytes | None, b
         await producer.stop()
 
 
-def produce_raw(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes | None]]
-                ) -> None:
+def produce_raw(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes | None]]) -> None:
     run(_produce(bootstrap, topic, items))

@@ -11,17 +11,48 @@ pytestmark = pytest.mark.kafka
 
 
 def test_malformed_pings_are_dead_lettered_and_good_ones_still_processed(
-        ns: Namespace, worker: Worker) -> None:
+    ns: Namespace, worker: Worker
+) -> None:
     codec = registry().codec("HealthPing")
-    good = codec.encode({"connector_id": "GOOD-1", "tenant_id": None, "status": "UNHEALTHY",
-                         "failure": "timeout", "retryable": True, "checked_at": 1_759_148_400_000,
-                         "latency_ms": None, "message": None, "position": None})
-    blank_id = codec.encode({"connector_id": " ", "tenant_id": None, "status": "HEALTHY",
-                             "failure": None, "retryable": True, "checked_at": 1_759_148_400_000,
-                             "latency_ms": None, "message": None, "position": None})
-    year_1970 = codec.encode({"connector_id": "X", "tenant_id": None, "status": "HEALTHY",
-                              "failure": None, "retryable": True, "checked_at": 5,
-                              "latency_ms": None, "message": None, "position": None})
+    good = codec.encode(
+        {
+            "connector_id": "GOOD-1",
+            "tenant_id": None,
+            "status": "UNHEALTHY",
+            "failure": "timeout",
+            "retryable": True,
+            "checked_at": 1_759_148_400_000,
+            "latency_ms": None,
+            "message": None,
+            "position": None,
+        }
+    )
+    blank_id = codec.encode(
+        {
+            "connector_id": " ",
+            "tenant_id": None,
+            "status": "HEALTHY",
+            "failure": None,
+            "retryable": True,
+            "checked_at": 1_759_148_400_000,
+            "latency_ms": None,
+            "message": None,
+            "position": None,
+        }
+    )
+    year_1970 = codec.encode(
+        {
+            "connector_id": "X",
+            "tenant_id": None,
+            "status": "HEALTHY",
+            "failure": None,
+            "retryable": True,
+            "checked_at": 5,
+            "latency_ms": None,
+            "message": None,
+            "position": None,
+        }
+    )
     bad = {
         b"random": b"\x00\x01garbage",
         b"truncated": good[:-5],
@@ -29,11 +60,11 @@ def test_malformed_pings_are_dead_lettered_and_good_ones_still_processed(
         b"blank-id": blank_id,
         b"old-time": year_1970,
         b"null": None,
-        b"audit-on-health": registry().codec("Tick").encode(
-            {"connector_id": "X", "now": 1_759_148_400_000}),
+        b"audit-on-health": registry()
+        .codec("Tick")
+        .encode({"connector_id": "X", "now": 1_759_148_400_000}),
     }
-    produce_raw(ns.bootstrap, ns.topics.health,
-                [*bad.items(), (b"GOOD-1", good)])
+    produce_raw(ns.bootstrap, ns.topics.health, [*bad.items(), (b"GOOD-1", good)])
 
     dead = read_records(ns.bootstrap, ns.topics.dlq, len(bad), timeout_s=30)
     reasons = {r.key: dict(r.headers)["reason"].decode() for r in dead}
@@ -52,4 +83,5 @@ def test_malformed_pings_are_dead_lettered_and_good_ones_still_processed(
 
     events = wait_for_audit(ns, lambda ev: len(ev) >= 1, 30, "the good ping's detection")
     assert events[0].connector_id == "GOOD-1"
-    assert worker.process is not None and worker.process.poll() is None
+    assert worker.process is not None
+    assert worker.process.poll() is None

@@ -40,22 +40,36 @@ def test_audit_topic_is_created_append_only_and_kept_forever(ns: Namespace) -> N
     assert asyncio.run(ensure_topics(ns.settings())) == []  # idempotent
 
 
-@pytest.mark.parametrize("bad", [{"cleanup.policy": "compact"},
-                                 {"retention.ms": "604800000"},
-                                 {"retention.bytes": "1073741824"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"cleanup.policy": "compact"},
+        {"retention.ms": "604800000"},
+        {"retention.bytes": "1073741824"},
+    ],
+)
 def test_worker_refuses_an_audit_topic_that_could_lose_evidence(
-        ns: Namespace, bad: dict[str, str]) -> None:
+    ns: Namespace, bad: dict[str, str]
+) -> None:
     asyncio.run(_create(ns.bootstrap, ns.topics.audit, {**AUDIT_CONFIG, **bad}))
     result = ns.cli("worker", "--web-port", "0", timeout_s=60)
     assert result.returncode == 2
     key = next(iter(bad))
-    assert "could lose evidence" in result.stderr and key in result.stderr
+    assert "could lose evidence" in result.stderr
+    assert key in result.stderr
 
 
 def test_topic_auto_creation_is_disabled_on_the_local_broker(ns: Namespace) -> None:
     from agents.localkafka import SERVER_PROPERTIES  # noqa: PLC0415
 
     assert "auto.create.topics.enable=false" in SERVER_PROPERTIES
-    published = ns.cli("publish", "--connector", "X", "--status", "healthy", timeout_s=90,
-                       CR_TOPIC_PREFIX=f"{ns.prefix}nope.")
+    published = ns.cli(
+        "publish",
+        "--connector",
+        "X",
+        "--status",
+        "healthy",
+        timeout_s=90,
+        CR_TOPIC_PREFIX=f"{ns.prefix}nope.",
+    )
     assert published.returncode != 0
