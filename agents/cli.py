@@ -96,6 +96,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_demo(_args: argparse.Namespace) -> int:
+    from agents.demo import run_demo  # noqa: PLC0415
+
+    return run_demo()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="connector-recovery",
@@ -124,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--not-retryable", action="store_true")
     publish.add_argument("--file", help="JSON lines, one ping per line")
     publish.set_defaults(func=cmd_publish)
+
+    demo = sub.add_parser("demo", help="start Kafka and a worker, show a failure and recovery")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -230,3 +230,30 @@ def test_state_table_format_round_trips() -> None:
     assert load_state(dump_state(d.state)) == d.state
     assert d.state.record.notified
     assert EventType.INCIDENT_OPENED in {e.type for e in d.events}
+
+
+def test_the_documented_canonical_bytes_recompute_every_hash() -> None:
+    """schemas/README.md's recipe, standard library only, as an auditor would run it."""
+    import hashlib  # noqa: PLC0415
+    import json as stdlib_json  # noqa: PLC0415
+
+    d = Driver.with_policy({"defaults": {"max_retries": 1, "attempt_timeout_s": 5}})
+    d.ping(False, position='ü-ß "quoted"\n')
+    d.run_for(60)
+    d.ping(True)
+    assert len(d.events) > 4
+    prev = "0" * 64
+    for event in d.events:
+        record = (
+            registry()
+            .codec("AuditEvent")
+            .decode(registry().codec("AuditEvent").encode(event.model_dump(mode="json")))
+        )
+        body = {k: v for k, v in record.items() if k != "hash"}
+        canonical = stdlib_json.dumps(
+            body, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        assert record["prev_hash"] == prev
+        digest = hashlib.sha256(prev.encode("ascii") + canonical.encode()).hexdigest()
+        assert digest == record["hash"]
+        prev = digest

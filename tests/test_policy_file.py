@@ -1,0 +1,68 @@
+"""The documented example policy loads, and bad policies fail at start-up with the path."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.policyfile import load_policy
+from streams.policy import PolicyError, parse_policy, policy_from_yaml
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "policy.yaml"
+
+
+def test_the_example_policy_is_valid() -> None:
+    policy = load_policy(EXAMPLE)
+    assert policy.for_connector("SAP-AR").max_retries == 5
+    assert policy.for_connector("SAP-AR").recovery_action.type == "kafka_connect"
+    assert policy.for_connector("OTHER").max_retries == 3
+    assert policy.expected_connectors == ("SAP-AR", "SFDC-CRM")
+    assert policy.may_act("alice")
+    assert not policy.may_act("mallory")
+
+
+@pytest.mark.parametrize(
+    ("document", "path"),
+    [
+        ("defaults: {max_retrys: 3}", "defaults.max_retrys"),
+        ("defaults: {backoff: {base_s: -1}}", "defaults.backoff.base_s"),
+        ("connectors: {SAP-AR: {attempt_timeout_s: soon}}", "connectors.SAP-AR.attempt_timeout_s"),
+        ("defaults: {recovery_action: {type: ftp}}", "defaults.recovery_action"),
+        ("tenants: {acme: {webhook: not-a-url}}", "tenants.acme.webhook"),
+        ("escalation: [{after_s: 60, target: {}}, {after_s: 30, target: {}}]", "escalation.1"),
+    ],
+)
+def test_bad_policies_name_the_key(document: str, path: str) -> None:
+    with pytest.raises(PolicyError, match=path.replace(".", r"\.")):
+        policy_from_yaml(document)
+
+
+def test_a_missing_file_is_a_policy_error(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="cannot read policy"):
+        load_policy(tmp_path / "nope.yaml")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+        ),
+        max_leaves=20,
+    )
+)
+def test_the_policy_loader_never_crashes(document: object) -> None:
+    with contextlib.suppress(PolicyError):
+        parse_policy(document)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_the_yaml_reader_never_crashes(text: str) -> None:
+    with contextlib.suppress(PolicyError):
+        policy_from_yaml(text)
