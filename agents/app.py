@@ -185,7 +185,7 @@ class Pipeline:
                 await self.notifications_topic.send(
                     key=key, value=self.notification_codec.encode(command.model_dump(mode="json"))
                 )
-        due = next_deadline(decision.state.record, decision.state.memory)
+        due = next_deadline(decision.state.record, decision.state.heartbeat_deadline)
         self.deadlines.schedule(connector_id, None if due is None else due[0])
         return decision
 

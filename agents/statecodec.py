@@ -7,15 +7,14 @@ transient detector memory; its format is private to the worker, versioned by `FO
 from __future__ import annotations
 
 import json
-from dataclasses import astuple, fields
 from typing import Any
 
 from streams.models import RecoveryMode
 from streams.state import ConnectorState, DetectorMemory, Phase, Record
 
 FORMAT = 1
-_RECORD_FIELDS = [f.name for f in fields(Record)]
-_MEMORY_FIELDS = [f.name for f in fields(DetectorMemory)]
+_RECORD_FIELDS = Record._fields
+_MEMORY_FIELDS = DetectorMemory._fields
 
 
 class StateFormatError(ValueError):
@@ -29,14 +28,15 @@ def _plain(value: Any) -> Any:
 
 
 def dump_state(state: ConnectorState) -> bytes:
-    record = [_plain(v) for v in astuple(state.record)]
-    memory = list(astuple(state.memory))
-    return json.dumps([FORMAT, record, memory], separators=(",", ":")).encode()
+    record = [_plain(v) for v in state.record]
+    memory = list(state.memory)
+    liveness = [state.last_checked_at, state.heartbeat_deadline]
+    return json.dumps([FORMAT, record, memory, liveness], separators=(",", ":")).encode()
 
 
 def load_state(data: bytes) -> ConnectorState:
     try:
-        version, record, memory = json.loads(data)
+        version, record, memory, (last_checked_at, heartbeat_deadline) = json.loads(data)
     except (ValueError, TypeError) as error:
         raise StateFormatError(f"unreadable state: {error}") from None
     if version != FORMAT:
@@ -47,5 +47,8 @@ def load_state(data: bytes) -> ConnectorState:
     if values["attempt_mode"] is not None:
         values["attempt_mode"] = RecoveryMode(values["attempt_mode"])
     return ConnectorState(
-        Record(**values), DetectorMemory(**dict(zip(_MEMORY_FIELDS, memory, strict=True)))
+        Record(**values),
+        DetectorMemory(**dict(zip(_MEMORY_FIELDS, memory, strict=True))),
+        last_checked_at,
+        heartbeat_deadline,
     )

@@ -10,8 +10,8 @@ Rule numbers in comments refer to the core issue's behaviour list.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any, assert_never
+from collections.abc import Callable
+from typing import Any, NamedTuple, assert_never
 
 from streams import flapping
 from streams.backoff import backoff_delay_ms
@@ -25,6 +25,7 @@ from streams.models import (
     DeciderInput,
     EventType,
     HealthPing,
+    HealthStatus,
     NotificationRequest,
     NotificationResult,
     RecoveryMode,
@@ -43,19 +44,28 @@ TENANT_LEVEL = -1
 # follows carries the notification.
 _SILENT_OPEN_REASONS = frozenset({"tenant_notification_failed", "notification_failed"})
 _MAX_DEADLINES_PER_TICK = 10_000
-_INPUT_TYPES = (HealthPing, Tick, Watch, AdminCommand, RecoveryResult, NotificationResult)
+_HEALTHY = HealthStatus.HEALTHY
 
 
 class DeciderError(RuntimeError):
     """An input the decider cannot judge (a bug in the shell, never bad user data)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
+    """What one input caused. A NamedTuple: built for every input, so it must be cheap."""
+
     events: tuple[AuditEvent, ...]
     commands: tuple[Command, ...]
     state: ConnectorState
     late: bool = False
+
+
+# The hot path builds its tuples without the generated keyword/default handling.
+_liveness = ConnectorState._make
+
+
+def _steady(events: tuple[()], commands: tuple[()], state: ConnectorState) -> Decision:
+    return tuple.__new__(Decision, (events, commands, state, False))
 
 
 def tenant_target(tenant_id: str) -> str:
@@ -69,11 +79,23 @@ def escalation_target(level: int) -> str:
 class _Emitter:
     """Builds chained events and the commands they cause, folding as it goes."""
 
-    __slots__ = ("commands", "events", "memory", "policy", "record", "rules", "source")
+    __slots__ = (
+        "commands",
+        "events",
+        "heartbeat_deadline",
+        "last_checked_at",
+        "memory",
+        "policy",
+        "record",
+        "rules",
+        "source",
+    )
 
     def __init__(self, state: ConnectorState, policy: Policy, source: str | None) -> None:
         self.record = state.record
         self.memory = state.memory
+        self.last_checked_at = state.last_checked_at
+        self.heartbeat_deadline = state.heartbeat_deadline
         self.policy = policy
         self.rules = policy.for_connector(state.record.connector_id)
         self.source = source
@@ -167,7 +189,7 @@ class _Emitter:
         return Decision(
             tuple(self.events),
             tuple(self.commands),
-            ConnectorState(self.record, self.memory),
+            ConnectorState(self.record, self.memory, self.last_checked_at, self.heartbeat_deadline),
             late,
         )
 
@@ -383,51 +405,66 @@ def _on_ping(
 ) -> Decision:
     record, memory = state.record, state.memory
     rules = policy.for_connector(record.connector_id)
-    healthy = ping.healthy
-    last = memory.last_checked_at
-    if last is not None and ping.checked_at < last:
-        late = replace(memory, late_pings=memory.late_pings + 1)
-        return Decision((), (), ConnectorState(record, late), late=True)
-    if record.phase is Phase.RETIRED:
-        ignored = replace(memory, ignored_pings=memory.ignored_pings + 1)
-        return Decision((), (), ConnectorState(record, ignored))
-
+    healthy = ping.status is _HEALTHY
+    checked_at = ping.checked_at
+    last = state.last_checked_at
+    if last is not None and checked_at < last:
+        late = memory._replace(late_pings=memory.late_pings + 1)
+        return Decision((), (), state._replace(memory=late), late=True)
     window = rules.flap_window
-    full = (1 << window) - 1
-    heartbeat_deadline = ping.checked_at + rules.heartbeat_timeout_ms
-    # Fast path: a healthy ping for a steady healthy connector changes only two numbers.
+    heartbeat_deadline = checked_at + rules.heartbeat_timeout_ms
+    # Fast path: a ping that repeats a steady state (healthy and OK, or unhealthy and
+    # already failed, with a flap window of identical checks) changes only the liveness.
     if (
-        healthy
-        and record.phase is Phase.OK
-        and memory.history_bits == full
-        and memory.history_len == window
+        memory.history_len == window
+        and not record.flapping
         and memory.tenant_id == ping.tenant_id
         and memory.last_position == ping.position
-    ):
-        steady = replace(
-            memory, last_checked_at=ping.checked_at, heartbeat_deadline=heartbeat_deadline
+        and (
+            (
+                healthy
+                and record.phase is Phase.OK
+                and memory.history_bits == rules.steady_healthy_bits
+            )
+            or (
+                not healthy
+                and record.phase is Phase.FAILED
+                and memory.history_bits == 0
+                and memory.consecutive_unhealthy == rules.failure_threshold
+                and memory.last_failure == (ping.failure or "unknown")
+                and memory.last_retryable == ping.retryable
+            )
         )
-        return Decision((), (), ConnectorState(record, steady))
+    ):
+        return _steady((), (), _liveness((record, memory, checked_at, heartbeat_deadline)))
+    if record.phase is Phase.RETIRED:
+        ignored = memory._replace(ignored_pings=memory.ignored_pings + 1)
+        return Decision((), (), state._replace(memory=ignored))
 
     bits, length = flapping.push(memory.history_bits, memory.history_len, healthy, window)
-    consecutive = 0 if healthy else memory.consecutive_unhealthy + 1
-    memory = replace(
-        memory,
+    consecutive = 0 if healthy else min(memory.consecutive_unhealthy + 1, rules.failure_threshold)
+    if healthy:
+        first_failing_at = None
+    elif memory.consecutive_unhealthy > 0 and memory.first_failing_at is not None:
+        first_failing_at = memory.first_failing_at
+    else:
+        first_failing_at = ping.checked_at
+    memory = DetectorMemory(
         tenant_id=ping.tenant_id,
         watched=True,
-        last_checked_at=ping.checked_at,
-        heartbeat_deadline=heartbeat_deadline,
         consecutive_unhealthy=consecutive,
-        first_failing_at=None
-        if healthy
-        else (memory.first_failing_at if consecutive > 1 else ping.checked_at),
+        first_failing_at=first_failing_at,
         last_failure=None if healthy else (ping.failure or "unknown"),
         last_retryable=ping.retryable,
         last_position=ping.position,
         history_bits=bits,
         history_len=length,
+        late_pings=memory.late_pings,
+        ignored_pings=memory.ignored_pings,
     )
-    out = _Emitter(ConnectorState(record, memory), policy, source)
+    out = _Emitter(
+        ConnectorState(record, memory, ping.checked_at, heartbeat_deadline), policy, source
+    )
     at = ping.checked_at
 
     # Rule 2: flapping, with hysteresis.
@@ -507,14 +544,13 @@ def _stop_flapping(out: _Emitter, at: int, ratio: float, healthy: bool) -> None:
 def _on_tick(state: ConnectorState, tick: Tick, policy: Policy, source: str | None) -> Decision:
     out = _Emitter(state, policy, source)
     for _ in range(_MAX_DEADLINES_PER_TICK):
-        due = next_deadline(out.record, out.memory)
+        due = next_deadline(out.record, out.heartbeat_deadline)
         if due is None or due[0] > tick.now:
             return out.decision()
         at, what = due
         if what == "heartbeat":
-            memory = out.memory
-            out.memory = replace(memory, heartbeat_deadline=None)
-            last_alive = memory.last_checked_at if memory.last_checked_at is not None else at
+            out.heartbeat_deadline = None
+            last_alive = out.last_checked_at if out.last_checked_at is not None else at
             _detect(out, at, "heartbeat_missed", True, last_alive)
         elif what == "attempt":
             _start_attempt(out, at, RecoveryMode.AUTO, None)
@@ -529,11 +565,11 @@ def _on_tick(state: ConnectorState, tick: Tick, policy: Policy, source: str | No
     raise DeciderError(f"more than {_MAX_DEADLINES_PER_TICK} deadlines fired in one tick")
 
 
-def next_deadline(record: Record, memory: DetectorMemory) -> tuple[int, str] | None:
+def next_deadline(record: Record, heartbeat_deadline: int | None) -> tuple[int, str] | None:
     """The earliest deadline the connector waits for, and its kind."""
     candidates: list[tuple[int, str]] = []
-    if record.phase is Phase.OK and memory.heartbeat_deadline is not None:
-        candidates.append((memory.heartbeat_deadline, "heartbeat"))
+    if record.phase is Phase.OK and heartbeat_deadline is not None:
+        candidates.append((heartbeat_deadline, "heartbeat"))
     if record.phase is Phase.FAILED and not record.flapping:
         if record.next_attempt_at is not None:
             candidates.append((record.next_attempt_at, "attempt"))
@@ -544,19 +580,14 @@ def next_deadline(record: Record, memory: DetectorMemory) -> tuple[int, str] | N
     return min(candidates) if candidates else None
 
 
-def _on_watch(state: ConnectorState, watch: Watch, policy: Policy) -> Decision:
+def _on_watch(state: ConnectorState, watch: Watch, policy: Policy, _source: str | None) -> Decision:
     memory = state.memory
     if state.record.phase is Phase.RETIRED:
         return Decision((), (), state)
     grace = watch.at + policy.for_connector(state.record.connector_id).heartbeat_timeout_ms
-    deadline = max(memory.heartbeat_deadline or 0, grace)
-    watched = replace(
-        memory,
-        watched=True,
-        tenant_id=memory.tenant_id or watch.tenant_id,
-        heartbeat_deadline=deadline,
-    )
-    return Decision((), (), ConnectorState(state.record, watched))
+    deadline = max(state.heartbeat_deadline or 0, grace)
+    watched = memory._replace(watched=True, tenant_id=memory.tenant_id or watch.tenant_id)
+    return Decision((), (), state._replace(memory=watched, heartbeat_deadline=deadline))
 
 
 def _on_recovery_result(
@@ -701,24 +732,21 @@ def decide(
 ) -> Decision:
     """Judge one input. `source` (topic/partition/offset of the input) is recorded in every
     event it causes, so a crashed step can be matched with its outputs."""
-    if not isinstance(message, _INPUT_TYPES):
+    handler = _HANDLERS.get(type(message))
+    if handler is None:
         raise TypeError(f"unknown decider input {type(message).__name__}")
     if message.connector_id != state.record.connector_id:
         raise DeciderError(
             f"input for {message.connector_id!r} given to state of {state.record.connector_id!r}"
         )
-    match message:
-        case HealthPing():
-            return _on_ping(state, message, policy, source)
-        case Tick():
-            return _on_tick(state, message, policy, source)
-        case Watch():
-            return _on_watch(state, message, policy)
-        case AdminCommand():
-            return _on_admin(state, message, policy, source)
-        case RecoveryResult():
-            return _on_recovery_result(state, message, policy, source)
-        case NotificationResult():
-            return _on_notification_result(state, message, policy, source)
-        case _:
-            assert_never(message)
+    return handler(state, message, policy, source)
+
+
+_HANDLERS: dict[type, Callable[[ConnectorState, Any, Policy, str | None], Decision]] = {
+    HealthPing: _on_ping,
+    Tick: _on_tick,
+    Watch: _on_watch,
+    AdminCommand: _on_admin,
+    RecoveryResult: _on_recovery_result,
+    NotificationResult: _on_notification_result,
+}

@@ -72,13 +72,18 @@ class ConnectorPolicy(_Strict):
             raise ValueError("flap_low must be below flap_high")
         return self
 
-    @property
+    @cached_property
     def heartbeat_timeout_ms(self) -> int:
         return round(self.heartbeat_timeout_s * 1000)
 
-    @property
+    @cached_property
     def attempt_timeout_ms(self) -> int:
         return round(self.attempt_timeout_s * 1000)
+
+    @cached_property
+    def steady_healthy_bits(self) -> int:
+        """The flap window of a connector whose last `flap_window` checks were healthy."""
+        return (1 << self.flap_window) - 1
 
     @cached_property
     def sha256(self) -> str:

@@ -1,18 +1,22 @@
 """Per-connector state, split in two on purpose.
 
+All three are NamedTuples: immutable, and several times cheaper to build and copy than
+frozen dataclasses on the hot path (every input builds at least one).
+
 * `Record` — the **state of record**. It is exactly the fold of `evolve` over the
   connector's audit events: status, current episode/incident, attempts, sequence and chain
   head, and every deadline the core is waiting for (each written into the event that set
   it). Replay rebuilds it from the audit log alone.
 * `DetectorMemory` — **transient detector memory**: debounce counter, flap window, last
-  ping time and heartbeat deadline. It lives only in the live table; losing it costs at
-  most a re-learned debounce window, never evidence.
+  failure kind and position. With the liveness fields of `ConnectorState` (last ping time,
+  heartbeat deadline) it lives only in the live table; losing it costs at most a re-learned
+  debounce window and a heartbeat grace, never evidence.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from streams.models import GENESIS_HASH, RecoveryMode
 
@@ -23,8 +27,7 @@ class Phase(StrEnum):
     RETIRED = "RETIRED"
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     connector_id: str
     tenant_id: str | None = None
     sequence: int = 0
@@ -54,16 +57,13 @@ class Record:
     tenant_escalated: bool = False
     next_escalation_level: int | None = None
     next_escalation_at: int | None = None
-    notified: frozenset[str] = field(default_factory=frozenset)  # dedup keys with an outcome
+    notified: frozenset[str] = frozenset()  # dedup keys with an outcome
 
 
-@dataclass(frozen=True, slots=True)
-class DetectorMemory:
+class DetectorMemory(NamedTuple):
     tenant_id: str | None = None
     watched: bool = False  # pinged at least once, or expected by the policy
-    last_checked_at: int | None = None
-    heartbeat_deadline: int | None = None
-    consecutive_unhealthy: int = 0
+    consecutive_unhealthy: int = 0  # saturates at the policy's failure_threshold
     first_failing_at: int | None = None
     last_failure: str | None = None
     last_retryable: bool = True
@@ -75,10 +75,16 @@ class DetectorMemory:
     ignored_pings: int = 0  # pings for a retired connector
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectorState:
+class ConnectorState(NamedTuple):
+    """Record + detector memory + liveness. Liveness (the last applied `checked_at` and the
+    heartbeat deadline it implies) changes with every ping, so it is kept apart: a steady
+    ping builds one small tuple and shares the rest. (A NamedTuple, not a dataclass: it is
+    built for every input, and tuple construction is several times cheaper.)"""
+
     record: Record
-    memory: DetectorMemory = field(default_factory=DetectorMemory)
+    memory: DetectorMemory = DetectorMemory()
+    last_checked_at: int | None = None
+    heartbeat_deadline: int | None = None
 
     @staticmethod
     def new(connector_id: str) -> ConnectorState:

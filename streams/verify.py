@@ -22,13 +22,12 @@ from streams.chain import event_hash
 from streams.decider import next_deadline
 from streams.evolve import evolve
 from streams.models import GENESIS_HASH, AuditEvent, EventType
-from streams.state import DetectorMemory, Phase, Record
+from streams.state import Phase, Record
 from streams.timefmt import iso_from_ms
 
 RECEIPT_FIELDS = ("retries", "status", "timestamp", "detected_at", "recovered_at", "duration_ms")
 INFORMATIONAL = frozenset({"benign_duplicate"})
 DEFAULT_GRACE_MS = 60_000
-_NO_MEMORY = DetectorMemory()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +164,7 @@ class Verifier:
         cutoff = self.newest_at - self.grace_ms
         findings = list(self.findings)
         for connector_id, chain in self.chains.items():
-            due = next_deadline(chain.record, _NO_MEMORY)
+            due = next_deadline(chain.record, None)
             if due is not None and due[0] < cutoff:
                 findings.append(
                     Finding(

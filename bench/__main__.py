@@ -1,0 +1,28 @@
+"""`python -m bench <name>`: run one benchmark, print a table, write bench/results/<name>.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench import core
+
+BENCHES = {"core": core.main}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("name", choices=sorted(BENCHES))
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    result = BENCHES[args.name](args.repeats)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
