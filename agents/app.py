@@ -19,17 +19,28 @@ import logging
 import time
 from typing import Any
 
+import aiohttp
 import faust
+from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
+from aiokafka.structs import TopicPartition
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
 
-from agents.codec import registry
+from agents.codec import AvroCodecError, registry
 from agents.deadlines import DeadlineIndex
+from agents.executors import execute
+from agents.live import LiveProjection, exposition, metrics_registry
+from agents.notifier import deliver
+from agents.repair import reconcile
 from agents.settings import Settings
 from agents.statecodec import dump_state, load_state
-from agents.wire import BadInput, audit_record, decode_input, input_record
+from agents.wire import BadInput, audit_record, decode_audit, decode_input, input_record
 from streams.decider import Decision, decide, next_deadline
 from streams.models import (
     AdminCommand,
+    AuditEvent,
+    Command,
     DeciderInput,
     HealthPing,
     NotificationRequest,
@@ -39,10 +50,18 @@ from streams.models import (
     Watch,
 )
 from streams.policy import Policy
+from streams.projections import tenant_key
+from streams.state import ConnectorState
 
 log = logging.getLogger("connector_recovery.worker")
 
 STATE_TABLE = "connector-state"
+CHECKPOINT_PREFIX = b"\x00audit-position:"
+
+
+def checkpoint_key(partition: int) -> bytes:
+    """Per-partition table key (never a connector id: those are non-empty text)."""
+    return CHECKPOINT_PREFIX + str(partition).encode()
 
 
 def now_ms() -> int:
@@ -63,9 +82,26 @@ class Pipeline:
         self.input_codecs = {name: self.registry.codec(name) for name in ("Tick", "Watch")}
         self.request_codec = self.registry.codec("RecoveryRequest")
         self.notification_codec = self.registry.codec("NotificationRequest")
+        self.result_codec = self.registry.codec("RecoveryResult")
+        self.notification_result_codec = self.registry.codec("NotificationResult")
         self.deadlines = DeadlineIndex()
+        self._session: aiohttp.ClientSession | None = None
         self.ready = asyncio.Event()
-        self.counters = {"dlq": 0, "late_pings": 0, "inputs": 0, "events": 0}
+        self.counters = {
+            "dead_letters": 0,
+            "late_pings": 0,
+            "inputs": 0,
+            "events": 0,
+            "skipped_redeliveries": 0,
+            "repaired_dropped": 0,
+        }
+        # Crash repair: per connector, audit events found after the table's audit position
+        # (written by inputs whose state did not reach the table); per partition, the next
+        # audit offset, recorded in the table beside the state.
+        self.logged_ahead: dict[str, list[AuditEvent]] = {}
+        self.audit_positions: dict[int, int] = {}
+        self.live = LiveProjection()
+        self.metrics = metrics_registry(self.live, self.counters_view())
         s = settings
         self.app = faust.App(
             s.app_id,
@@ -111,6 +147,14 @@ class Pipeline:
         self.app.agent(self.admin_topic, name="route-admin")(self._route_stream(AdminCommand))
         self.app.agent(self.results_topic, name="route-results")(self._route_stream(RecoveryResult))
         self.app.agent(self.inputs_topic, name="decide")(self._decide_stream)
+        # Each delivery is awaited by one of N agent instances: a slow or dead endpoint holds
+        # one instance for at most its bounded retries, never the other connectors.
+        self.app.agent(self.requests_topic, name="execute", concurrency=8)(self._execute_stream)
+        self.app.agent(self.notifications_topic, name="notify", concurrency=16)(self._notify_stream)
+        self.app.agent(self.audit_topic, name="observe")(self._observe_stream)
+        self.app.page("/metrics")(self._metrics_page)
+        self.app.page("/status")(self._status_page)
+        self.app.page("/healthz")(self._healthz_page)
         self.app.timer(s.tick_interval_s, name="clock")(self._clock)
         self.app.task(self._announce_ready)
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
@@ -137,7 +181,7 @@ class Pipeline:
 
     async def _dead_letter(self, event: Any, reason: str) -> None:
         msg = event.message
-        self.counters["dlq"] += 1
+        self.counters["dead_letters"] += 1
         log.warning("dead-lettered %s/%s/%s: %s", msg.topic, msg.partition, msg.offset, reason)
         headers = [
             ("reason", reason.encode()),
@@ -156,38 +200,156 @@ class Pipeline:
             except BadInput as error:  # only our own router writes here; keep going anyway
                 await self._dead_letter(event, str(error))
                 continue
-            await self.step(message, f"{msg.topic}/{msg.partition}/{msg.offset}")
+            await self.step(message, msg.partition, msg.offset)
 
-    async def step(self, message: DeciderInput, source: str) -> Decision:
-        """Decode → core → assign the whole new state → send the outputs."""
+    async def step(self, message: DeciderInput, partition: int, offset: int) -> Decision | None:
+        """Decode → core → send the outputs → assign the whole new state.
+
+        Outputs are awaited before the state is written, so the table is never ahead of the
+        log; a re-delivered input is reconciled against the log (agents/repair.py).
+        """
         connector_id = message.connector_id
         key = connector_id.encode()
         stored = self.table.get(key)
-        from streams.state import ConnectorState  # noqa: PLC0415 - keep module import light
-
-        state = load_state(stored) if stored is not None else ConnectorState.new(connector_id)
+        if stored is None:
+            state, applied = ConnectorState.new(connector_id), -1
+        else:
+            state, applied = load_state(stored)
+        if offset <= applied:
+            self.counters["skipped_redeliveries"] += 1
+            return None  # case (b): the state already holds this input
+        source = f"{self.settings.inputs_topic}/{partition}/{offset}"
         decision = decide(state, message, self.policy, source)
         self.counters["inputs"] += 1
         self.counters["late_pings"] += int(decision.late)
-        if decision.state != state:
-            self.table[key] = dump_state(decision.state)
-        for audit_event in decision.events:
-            await self.audit_topic.send(
-                key=key, value=self.audit_codec.encode(audit_record(audit_event))
-            )
-        self.counters["events"] += len(decision.events)
-        for command in decision.commands:
-            if isinstance(command, RecoveryRequest):
-                await self.requests_topic.send(
-                    key=key, value=self.request_codec.encode(command.model_dump(mode="json"))
+        events, commands, new_state = decision.events, decision.commands, decision.state
+        logged = self.logged_ahead.get(connector_id)
+        if logged:
+            fixed = reconcile(state, decision, logged)
+            events, commands, new_state = fixed.events, fixed.commands, fixed.state
+            self.counters["repaired_dropped"] += fixed.dropped
+            if fixed.diverged:
+                log.warning(
+                    "%s: the audit log diverges from the re-derived decision; the log wins",
+                    connector_id,
                 )
-            elif isinstance(command, NotificationRequest):
-                await self.notifications_topic.send(
-                    key=key, value=self.notification_codec.encode(command.model_dump(mode="json"))
-                )
-        due = next_deadline(decision.state.record, decision.state.heartbeat_deadline)
+            remaining = [e for e in logged if e.sequence > new_state.record.sequence]
+            self.logged_ahead[connector_id] = remaining
+        await self._send_outputs(key, events, commands, partition)
+        if new_state != state or events:
+            # The whole new value, never a mutation in place; written only on change.
+            self.table[key] = dump_state(new_state, offset)
+            if events:
+                position = self.audit_positions[partition]
+                self.table[checkpoint_key(partition)] = str(position).encode()
+        due = next_deadline(new_state.record, new_state.heartbeat_deadline)
         self.deadlines.schedule(connector_id, None if due is None else due[0])
         return decision
+
+    async def _send_outputs(
+        self,
+        key: bytes,
+        events: tuple[AuditEvent, ...],
+        commands: tuple[Command, ...],
+        partition: int,
+    ) -> None:
+        """Commands first, then events, each batch awaited until the broker holds it: an
+        event in the log implies its commands are too."""
+        pending = []
+        for command in commands:
+            if isinstance(command, RecoveryRequest):
+                topic, codec = self.requests_topic, self.request_codec
+            else:
+                topic, codec = self.notifications_topic, self.notification_codec
+            pending.append(
+                await topic.send(key=key, value=codec.encode(command.model_dump(mode="json")))
+            )
+        for future in pending:
+            await future
+        audit_sent = [
+            await self.audit_topic.send(
+                key=key, value=self.audit_codec.encode(audit_record(event)), partition=partition
+            )
+            for event in events
+        ]
+        for future in audit_sent:
+            metadata = await future
+            self.audit_positions[partition] = max(
+                self.audit_positions.get(partition, 0), metadata.offset + 1
+            )
+        self.counters["events"] += len(events)
+
+    # -- executors and notifier ---------------------------------------------------------------
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def _execute_stream(self, stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                request = RecoveryRequest.model_validate(self.request_codec.decode(event.value))
+            except (AvroCodecError, ValidationError) as error:
+                await self._dead_letter(event, f"bad recovery request: {error}")
+                continue
+            result = await execute(self.session(), self.policy, request, now_ms)
+            if result is not None:
+                await self.results_topic.send(
+                    key=request.connector_id.encode(),
+                    value=self.result_codec.encode(result.model_dump(mode="json")),
+                )
+
+    async def _notify_stream(self, stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                request = NotificationRequest.model_validate(
+                    self.notification_codec.decode(event.value)
+                )
+            except (AvroCodecError, ValidationError) as error:
+                await self._dead_letter(event, f"bad notification: {error}")
+                continue
+            result = await deliver(
+                self.session(),
+                self.policy,
+                request,
+                now_ms,
+                status_url=self._status_url(request.tenant_id),
+            )
+            await self.inputs_topic.send(
+                key=request.connector_id.encode(),
+                value=self.notification_result_codec.encode(result.model_dump(mode="json")),
+            )
+
+    def _status_url(self, tenant_id: str | None) -> str:
+        base = f"http://{self.settings.web_host}:{self.settings.web_port}/status"
+        return f"{base}?tenant={tenant_key(tenant_id)}"
+
+    # -- live view of the audit log -----------------------------------------------------------
+    async def _observe_stream(self, stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                self.live.apply(decode_audit(self.registry, event.value))
+            except (AvroCodecError, ValidationError) as error:
+                log.error(
+                    "undecodable audit record at %s/%s: %s",
+                    event.message.partition,
+                    event.message.offset,
+                    error,
+                )
+
+    def counters_view(self) -> dict[str, int]:
+        return self.counters
+
+    async def _metrics_page(self, web: Any, _request: Any) -> Any:
+        return web.bytes(exposition(self.metrics), content_type=CONTENT_TYPE_LATEST)
+
+    async def _status_page(self, web: Any, request: Any) -> Any:
+        tenant = request.query.get("tenant")
+        return web.json(self.live.status(tenant))
+
+    async def _healthz_page(self, web: Any, _request: Any) -> Any:
+        ok = self.ready.is_set()
+        return web.json({"ready": ok}, status=200 if ok else 503)
 
     # -- time ---------------------------------------------------------------------------------
     async def _clock(self) -> None:
@@ -206,14 +368,20 @@ class Pipeline:
         return {tp.partition for tp in assignment if tp.topic == self.settings.inputs_topic}
 
     async def _on_rebalance_complete(self, *_signal: Any, **_details: Any) -> None:
-        """Rebuild the deadline index and give every owned connector a heartbeat grace."""
+        """Read the log ahead of the table (crash repair), rebuild the deadline index, and
+        give every owned connector a heartbeat grace."""
         owned = self._owned_partitions()
-        partitions = self.settings.partitions
         connectors: set[str] = set()
+        checkpoints: dict[int, int] = {}
         for key in list(self.table.keys()):
-            connectors.add(key.decode())
+            if key.startswith(CHECKPOINT_PREFIX):
+                partition = int(key[len(CHECKPOINT_PREFIX) :])
+                checkpoints[partition] = int(self.table[key])
+            else:
+                connectors.add(key.decode())
+        await self._read_log_ahead(owned, checkpoints)
         for expected in self.policy.expected_connectors:
-            if partition_of(expected.encode(), partitions) in owned:
+            if partition_of(expected.encode(), self.settings.partitions) in owned:
                 connectors.add(expected)
         self.deadlines.forget()
         at = now_ms()
@@ -221,6 +389,41 @@ class Pipeline:
             await self._send_input(Watch(connector_id=connector_id, at=at))
         log.info("partitions %s assigned: watching %d connectors", sorted(owned), len(connectors))
         self.ready.set()
+
+    async def _read_log_ahead(self, owned: set[int], checkpoints: dict[int, int]) -> None:
+        """Audit events written after each owned partition's recorded position."""
+        self.logged_ahead = {}
+        self.audit_positions = {p: checkpoints.get(p, 0) for p in owned}
+        if not owned:
+            return
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.settings.topics.audit, p) for p in sorted(owned)]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, self.audit_positions[tp.partition])
+            remaining = {tp for tp in tps if ends[tp] > self.audit_positions[tp.partition]}
+            while remaining:
+                batch = await consumer.getmany(*remaining, timeout_ms=1000)
+                for tp, records in batch.items():
+                    for record in records:
+                        event = decode_audit(self.registry, record.value)
+                        self.logged_ahead.setdefault(event.connector_id, []).append(event)
+                        self.audit_positions[tp.partition] = record.offset + 1
+                remaining = {
+                    tp for tp in remaining if self.audit_positions[tp.partition] < ends[tp]
+                }
+        finally:
+            await consumer.stop()
+        found = sum(len(events) for events in self.logged_ahead.values())
+        if found:
+            log.warning("crash repair: %d audit events ahead of the state table", found)
 
     async def _announce_ready(self) -> None:
         await self.ready.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -96,6 +97,81 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    from agents import admin  # noqa: PLC0415
+    from streams.models import AdminAction, EventType  # noqa: PLC0415
+    from streams.timefmt import ms_from_iso  # noqa: PLC0415
+
+    action = AdminAction[ADMIN_ACTIONS[args.command]]
+    try:
+        until = ms_from_iso(args.until) if getattr(args, "until", None) else None
+        command = admin.build_command(
+            action, args.target, args.actor, reason=getattr(args, "reason", None), until_ms=until
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        answers = admin.run(_settings(args), command, args.timeout)
+    except Exception as error:  # broker unreachable: say so, exit 2
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    if not answers:
+        print(f"error: no answer within {args.timeout:g}s (is a worker running?)", file=sys.stderr)
+        return EXIT_ERROR
+    for event in answers:
+        if event.type is EventType.COMMAND_REJECTED:
+            print(f"rejected: {event.attributes.get('rejection')}")
+            return EXIT_FINDINGS
+    for event in answers:
+        print(f"accepted: {event.type.value} {event.event_id} incident={event.incident_id}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    settings = _settings(args)
+    url = f"http://127.0.0.1:{settings.web_port}/status"
+    if args.tenant:
+        url += f"?tenant={args.tenant}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - our own worker
+            status = json.load(response)
+    except OSError as error:
+        print(f"error: no worker answers at {url}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    table = Table(title="connectors")
+    for column in ("connector", "tenant", "phase", "incident", "attempts", "last event"):
+        table.add_column(column)
+    for row in status["connectors"]:
+        phase = row["phase"] + (" (flapping)" if row["flapping"] else "")
+        table.add_row(
+            row["connector_id"],
+            row["tenant_id"] or "_platform",
+            phase,
+            row["incident_id"] or "",
+            str(row["attempts"]),
+            row["last_event_at"],
+        )
+    Console().print(table)
+    print(f"open incidents: {len(status['open_incidents'])}")
+    return EXIT_OK
+
+
+ADMIN_ACTIONS = {
+    "ack": "ACKNOWLEDGE",
+    "recover": "RECOVER",
+    "resolve": "RESOLVE",
+    "silence": "SILENCE",
+    "retire": "RETIRE",
+}
+
+
 def cmd_demo(_args: argparse.Namespace) -> int:
     from agents.demo import run_demo  # noqa: PLC0415
 
@@ -130,6 +206,30 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--not-retryable", action="store_true")
     publish.add_argument("--file", help="JSON lines, one ping per line")
     publish.set_defaults(func=cmd_publish)
+
+    for name, what, target in (
+        ("ack", "acknowledge an incident (stops escalation)", "INCIDENT"),
+        ("recover", "start a manual recovery attempt", "CONNECTOR"),
+        ("resolve", "close an incident", "INCIDENT"),
+        ("silence", "suppress notifications until a time", "CONNECTOR"),
+        ("retire", "retire a connector", "CONNECTOR"),
+    ):
+        command = sub.add_parser(name, help=what)
+        command.add_argument("target", metavar=target)
+        command.add_argument("--actor", default=os.environ.get("USER") or "unknown")
+        command.add_argument("--timeout", type=float, default=30.0)
+        if name in ("recover", "silence"):
+            command.add_argument("--reason")
+        if name == "resolve":
+            command.add_argument("--note", dest="reason")
+        if name == "silence":
+            command.add_argument("--until", required=True, help="ISO-8601 time")
+        command.set_defaults(func=cmd_admin)
+
+    status = sub.add_parser("status", help="connectors and open incidents of a worker")
+    status.add_argument("--tenant")
+    status.add_argument("--web-port", type=int)
+    status.set_defaults(func=cmd_status)
 
     demo = sub.add_parser("demo", help="start Kafka and a worker, show a failure and recovery")
     demo.set_defaults(func=cmd_demo)

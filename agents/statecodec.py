@@ -27,16 +27,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def dump_state(state: ConnectorState) -> bytes:
+def dump_state(state: ConnectorState, applied_offset: int = -1) -> bytes:
+    """`applied_offset`: offset (in the inputs partition) of the last input applied."""
     record = [_plain(v) for v in state.record]
     memory = list(state.memory)
     liveness = [state.last_checked_at, state.heartbeat_deadline]
-    return json.dumps([FORMAT, record, memory, liveness], separators=(",", ":")).encode()
+    envelope = [FORMAT, record, memory, liveness, applied_offset]
+    return json.dumps(envelope, separators=(",", ":")).encode()
 
 
-def load_state(data: bytes) -> ConnectorState:
+def load_state(data: bytes) -> tuple[ConnectorState, int]:
+    """The state and the offset of the last input applied to it."""
     try:
-        version, record, memory, (last_checked_at, heartbeat_deadline) = json.loads(data)
+        envelope = json.loads(data)
+        version, record, memory, (last_checked_at, heartbeat_deadline), applied = envelope
     except (ValueError, TypeError) as error:
         raise StateFormatError(f"unreadable state: {error}") from None
     if version != FORMAT:
@@ -46,9 +50,10 @@ def load_state(data: bytes) -> ConnectorState:
     values["notified"] = frozenset(values["notified"])
     if values["attempt_mode"] is not None:
         values["attempt_mode"] = RecoveryMode(values["attempt_mode"])
-    return ConnectorState(
+    state = ConnectorState(
         Record(**values),
         DetectorMemory(**dict(zip(_MEMORY_FIELDS, memory, strict=True))),
         last_checked_at,
         heartbeat_deadline,
     )
+    return state, int(applied)

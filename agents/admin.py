@@ -1,0 +1,92 @@
+"""The Platform Admin's commands: publish an `AdminCommand`, wait for the decider's answer
+on the audit topic (an event whose `attributes.command_id` is the command's id)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from agents.codec import registry
+from agents.producer import publish_records
+from agents.settings import Settings
+from agents.wire import decode_audit
+from streams.models import AdminAction, AdminCommand, AuditEvent
+
+
+def connector_of_incident(incident_id: str) -> str:
+    """`{connector_id}:{sequence}` → connector_id (connector ids may contain ':')."""
+    connector, _, sequence = incident_id.rpartition(":")
+    if not connector or not sequence.isdigit():
+        raise ValueError(f"not an incident id: {incident_id!r} (expected CONNECTOR:SEQUENCE)")
+    return connector
+
+
+def build_command(
+    action: AdminAction,
+    target: str,
+    actor: str,
+    *,
+    reason: str | None = None,
+    until_ms: int | None = None,
+) -> AdminCommand:
+    incident = target if action in (AdminAction.ACKNOWLEDGE, AdminAction.RESOLVE) else None
+    connector = connector_of_incident(target) if incident else target
+    return AdminCommand(
+        command_id=str(uuid.uuid4()),
+        action=action,
+        connector_id=connector,
+        incident_id=incident,
+        actor=actor,
+        reason=reason,
+        until=until_ms,
+        issued_at=time.time_ns() // 1_000_000,
+    )
+
+
+async def send_and_wait(
+    settings: Settings, command: AdminCommand, timeout_s: float
+) -> list[AuditEvent]:
+    """Every audit event answering the command (empty if none came within the timeout)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(settings.topics.audit)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(settings.topics.audit) or set()
+        tps = [TopicPartition(settings.topics.audit, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)  # only answers written after this point
+        for tp in tps:
+            consumer.seek(tp, ends[tp])
+        await publish_records(
+            settings.bootstrap_servers,
+            settings.topics.admin,
+            "AdminCommand",
+            [(command.connector_id, command.model_dump(mode="json"))],
+        )
+        deadline = time.monotonic() + timeout_s
+        answers: list[AuditEvent] = []
+        settle_until: float | None = None
+        while time.monotonic() < (settle_until or deadline):
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    event = decode_audit(registry(), record.value)
+                    if event.attributes.get("command_id") == command.command_id:
+                        answers.append(event)
+            if answers and settle_until is None:
+                settle_until = time.monotonic() + 0.5  # the rest of the same decision
+        return answers
+    finally:
+        await consumer.stop()
+
+
+def run(settings: Settings, command: AdminCommand, timeout_s: float) -> list[AuditEvent]:
+    return asyncio.run(send_and_wait(settings, command, timeout_s))
