@@ -316,17 +316,20 @@ def _attempt_failed(out: _Emitter, at: int, reason: str) -> None:
 
 
 def _start_attempt(
-    out: _Emitter, at: int, mode: RecoveryMode, actor: str | None, reason: str | None = None
+    out: _Emitter,
+    at: int,
+    mode: RecoveryMode,
+    actor: str | None,
+    command_attrs: dict[str, str] | None = None,
 ) -> None:
-    """Rule 3 (AUTO) and rule 7 (MANUAL)."""
+    """Rule 3 (AUTO) and rule 7 (MANUAL; `command_attrs` carry the command's id and reason)."""
     record = out.record
     assert record.incident_id is not None  # noqa: S101 - only called inside an episode
     attempt = record.attempts + 1
     start = max(at, record.last_occurred_at)
     deadline = start + out.rules.attempt_timeout_ms
     attrs = {"deadline": iso_from_ms(deadline), "action": out.rules.recovery_action.type}
-    if reason:
-        attrs["reason"] = reason
+    attrs.update(command_attrs or {})
     started = out.emit(
         EventType.RECOVERY_STARTED,
         at,
@@ -700,7 +703,7 @@ def _on_admin(
                     f"attempt {record.attempt_in_flight} is in flight until "
                     f"{iso_from_ms(record.attempt_deadline or at)}"
                 )
-            _start_attempt(out, at, RecoveryMode.MANUAL, command.actor, command.reason)
+            _start_attempt(out, at, RecoveryMode.MANUAL, command.actor, base)
         case AdminAction.SILENCE:
             if command.until is None or command.until <= at:
                 return reject("silence needs an 'until' later than the command")

@@ -75,6 +75,8 @@ def test_connector_requires_manual_recovery() -> None:
     d.admin(AdminAction.RECOVER, actor="alice", reason="restarted the SAP gateway")
     manual = d.of_type(STARTED)[-1]
     assert (manual.mode, manual.actor) == (RecoveryMode.MANUAL, "alice")
+    assert manual.attributes["reason"] == "restarted the SAP gateway"
+    assert manual.attributes["command_id"] == d.inputs[-1].command_id  # type: ignore[union-attr]
     d.advance(3)
     d.ping(True)
     # Then the connector is recovered manually
@@ -544,3 +546,17 @@ def test_unknown_input_types_are_rejected() -> None:
         )
     with pytest.raises((TypeError, AssertionError)):
         decide(d.state, object(), d.policy)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("action", list(AdminAction))
+def test_every_answer_to_a_command_carries_its_id(action: AdminAction) -> None:
+    """The admin CLI waits for events with the command's id: accepted or rejected."""
+    d = Driver.with_policy({"defaults": {"max_retries": 0}})
+    d.ping(False)
+    incident = d.state.record.incident_id
+    until = d.now + 60_000 if action is AdminAction.SILENCE else None
+    answers = d.admin(action, incident=incident, until=until)
+    assert answers
+    command_id = d.inputs[-1].command_id  # type: ignore[union-attr]
+    assert all(e.attributes["command_id"] == command_id for e in answers)
+    assert EventType.COMMAND_REJECTED not in {e.type for e in answers}

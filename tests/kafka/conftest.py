@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.kafka.harness import Namespace, Worker
+from tests.kafka.httpstub import HttpStub
 
 pytestmark = pytest.mark.kafka
 
@@ -20,3 +21,10 @@ def worker(ns: Namespace) -> Iterator[Worker]:
     running = Worker(ns).start()
     yield running
     running.kill()
+
+
+@pytest.fixture
+def http_stub() -> Iterator[HttpStub]:
+    stub = HttpStub().start()
+    yield stub
+    stub.stop()
