@@ -107,8 +107,15 @@ class Namespace:
 class Worker:
     """`connector-recovery worker` as a subprocess with its own data dir and web port."""
 
-    def __init__(self, ns: Namespace, name: str = "w1", policy: Path | None = None) -> None:
+    def __init__(
+        self,
+        ns: Namespace,
+        name: str = "w1",
+        policy: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.ns = ns
+        self.extra_env = env or {}
         self.name = name
         self.data_dir = ns.tmp / f"{name}-data"
         self.web_port = free_port()
@@ -133,7 +140,11 @@ class Worker:
             args += ["--policy", str(self.policy)]
         self.lines = []
         self.process = subprocess.Popen(
-            args, env=self.ns.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            args,
+            env=self.ns.env(**self.extra_env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         threading.Thread(target=self._pump, daemon=True).start()
         try:
