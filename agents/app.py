@@ -68,6 +68,16 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _view(page: Any) -> Any:
+    """faust calls a function view as fun(view, request); a bound method needs a shim."""
+
+    async def view(web: Any, request: Any) -> Any:
+        return await page(web, request)
+
+    view.__name__ = page.__name__
+    return view
+
+
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition aiokafka's default (Java-compatible murmur2) partitioner picks."""
     return (int(murmur2(key)) & 0x7FFFFFFF) % partitions
@@ -117,7 +127,7 @@ class Pipeline:
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             producer_linger_ms=5,
-            table_standby_replicas=0,
+            table_standby_replicas=1,
             web_in_thread=False,
         )
         raw: dict[str, Any] = {
@@ -152,9 +162,12 @@ class Pipeline:
         self.app.agent(self.requests_topic, name="execute", concurrency=8)(self._execute_stream)
         self.app.agent(self.notifications_topic, name="notify", concurrency=16)(self._notify_stream)
         self.app.agent(self.audit_topic, name="observe")(self._observe_stream)
-        self.app.page("/metrics")(self._metrics_page)
-        self.app.page("/status")(self._status_page)
-        self.app.page("/healthz")(self._healthz_page)
+        for path, page in (
+            ("/metrics", self._metrics_page),
+            ("/status", self._status_page),
+            ("/healthz", self._healthz_page),
+        ):
+            self.app.page(path)(_view(page))
         self.app.timer(s.tick_interval_s, name="clock")(self._clock)
         self.app.task(self._announce_ready)
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
@@ -228,6 +241,13 @@ class Pipeline:
             fixed = reconcile(state, decision, logged)
             events, commands, new_state = fixed.events, fixed.commands, fixed.state
             self.counters["repaired_dropped"] += fixed.dropped
+            log.info(
+                "crash repair for %s at %s/%s: %d re-derived events already logged",
+                connector_id,
+                partition,
+                offset,
+                fixed.dropped,
+            )
             if fixed.diverged:
                 log.warning(
                     "%s: the audit log diverges from the re-derived decision; the log wins",
@@ -341,7 +361,7 @@ class Pipeline:
         return self.counters
 
     async def _metrics_page(self, web: Any, _request: Any) -> Any:
-        return web.bytes(exposition(self.metrics), content_type=CONTENT_TYPE_LATEST)
+        return web.bytes(exposition(self.metrics), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _status_page(self, web: Any, request: Any) -> Any:
         tenant = request.query.get("tenant")

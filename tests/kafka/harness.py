@@ -163,9 +163,11 @@ class Worker:
     def _pump(self) -> None:
         assert self.process is not None
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            # faust draws a spinner with ANSI escapes even on a pipe
-            self.lines.append(_ANSI.sub("", line))
+        with (self.ns.tmp / f"{self.name}.log").open("a") as log:
+            for line in self.process.stdout:
+                # faust draws a spinner with ANSI escapes even on a pipe
+                self.lines.append(_ANSI.sub("", line))
+                log.write(line)
 
     def _died(self) -> bool:
         return self.process is not None and self.process.poll() is not None
@@ -262,3 +264,94 @@ async def _produce(
 
 def produce_raw(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes | None]]) -> None:
     run(_produce(bootstrap, topic, items))
+
+
+async def _lag(ns: Namespace, topics: list[str], detail: bool = False) -> Any:
+    from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=ns.bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=ns.bootstrap, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(ns.app_id)
+        described = await admin.describe_topics(topics)
+        tps = [
+            TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
+        ]
+        if len(tps) < len(topics):
+            raise RuntimeError(f"topics not found: {topics}")
+        ends = await consumer.end_offsets(tps)
+        lags = {
+            f"{tp.topic}/{tp.partition}": max(
+                0, ends[tp] - (committed[tp].offset if tp in committed else 0)
+            )
+            for tp in tps
+        }
+        return lags if detail else sum(lags.values())
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def wait_caught_up(ns: Namespace, timeout_s: float = 120) -> None:
+    """Until the worker group has committed every input: health, admin, results, inputs."""
+    topics = [ns.topics.health, ns.topics.admin, ns.topics.recovery_results, f"{ns.app_id}-inputs"]
+    try:
+        wait_for(
+            lambda: run(_lag(ns, topics)) == 0,
+            timeout_s,
+            "the worker to catch up",
+            interval_s=0.5,
+        )
+    except TimeoutError as error:
+        raise TimeoutError(f"{error}: lag {run(_lag(ns, topics, detail=True))}") from None
+
+
+def reference_fold(ns: Namespace, policy: Any) -> dict[str, list[AuditEvent]]:
+    """The events the core derives from the inputs topic as it is, each input once, in
+    partition order: what the audit log must hold, exactly."""
+    from agents.wire import decode_input  # noqa: PLC0415
+    from streams.decider import decide  # noqa: PLC0415
+    from streams.state import ConnectorState  # noqa: PLC0415
+
+    inputs_topic = f"{ns.app_id}-inputs"
+    states: dict[str, ConnectorState] = {}
+    expected: dict[str, list[AuditEvent]] = {}
+    records = read_records(ns.bootstrap, inputs_topic, timeout_s=5)
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        message = decode_input(registry(), record.value)
+        key = message.connector_id
+        state = states.get(key) or ConnectorState.new(key)
+        decision = decide(
+            state, message, policy, f"{inputs_topic}/{record.partition}/{record.offset}"
+        )
+        states[key] = decision.state
+        expected.setdefault(key, []).extend(decision.events)
+    return expected
+
+
+def compare_with_reference(ns: Namespace, policy: Any) -> dict[str, int]:
+    """Figures: reference events, lost, conflicting duplicates, benign duplicates, extra."""
+    expected = reference_fold(ns, policy)
+    logged: dict[tuple[str, int], set[str]] = {}
+    copies = 0
+    for event in read_audit(ns.bootstrap, ns.topics.audit, timeout_s=5):
+        logged.setdefault((event.connector_id, event.sequence), set()).add(event.hash)
+        copies += 1
+    reference = {(e.connector_id, e.sequence): e.hash for evs in expected.values() for e in evs}
+    missing = [key for key, digest in reference.items() if digest not in logged.get(key, set())]
+    lost = len(missing)
+    if missing:
+        print("lost (first 10):", sorted(missing)[:10])
+        print("extra (first 10):", sorted(k for k in logged if k not in reference)[:10])
+    conflicting = sum(1 for hashes in logged.values() if len(hashes) > 1)
+    extra = sum(1 for key in logged if key not in reference)
+    return {
+        "reference_events": len(reference),
+        "audit_records": copies,
+        "lost": lost,
+        "conflicting_duplicates": conflicting,
+        "benign_duplicates": copies - len(logged),
+        "extra": extra,
+    }
