@@ -110,6 +110,7 @@ class Pipeline:
         # audit offset, recorded in the table beside the state.
         self.logged_ahead: dict[str, list[AuditEvent]] = {}
         self.audit_positions: dict[int, int] = {}
+        self.positions: dict[int, int] = {}  # last inputs offset processed, per partition
         self.live = LiveProjection()
         self.metrics = metrics_registry(self.live, self.counters_view())
         s = settings
@@ -214,6 +215,7 @@ class Pipeline:
                 await self._dead_letter(event, str(error))
                 continue
             await self.step(message, msg.partition, msg.offset)
+            self.positions[msg.partition] = msg.offset
 
     async def step(self, message: DeciderInput, partition: int, offset: int) -> Decision | None:
         """Decode → core → send the outputs → assign the whole new state.
@@ -360,7 +362,17 @@ class Pipeline:
     def counters_view(self) -> dict[str, int]:
         return self.counters
 
+    def _inputs_lag(self) -> int:
+        consumer = self.app.consumer
+        lag = 0
+        for tp in consumer.assignment():
+            if tp.topic == self.settings.inputs_topic:
+                highwater = consumer.highwater(tp) or 0
+                lag += max(0, highwater - self.positions.get(tp.partition, -1) - 1)
+        return lag
+
     async def _metrics_page(self, web: Any, _request: Any) -> Any:
+        self.counters["inputs_lag"] = self._inputs_lag()
         return web.bytes(exposition(self.metrics), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _status_page(self, web: Any, request: Any) -> Any:

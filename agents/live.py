@@ -7,7 +7,9 @@ Prometheus names (the spec's metrics, in Prometheus' conventions):
 * `connector_open_incidents{tenant}`
 * `connector_time_to_recover_seconds{tenant}` — histogram of MTTR; mean = sum / count
 * `mean_time_to_recover_seconds{tenant,quantile}` — mean (quantile="mean") and p50/p90/p99
-* `connector_dead_letters_total`, `connector_late_pings_total`, `connector_inputs_total`
+* `connector_failed{tenant}`, `connector_unacknowledged_incidents{tenant}`
+* `connector_dead_letters_total`, `connector_late_pings_total`, `connector_inputs_total`,
+  `connector_inputs_lag`
 """
 
 from __future__ import annotations
@@ -120,9 +122,33 @@ class FoldCollector(Collector):
             ):
                 if value is not None:
                     mttr.add_metric([tenant, name], value)
+        failed = GaugeMetricFamily(
+            "connector_failed", "Connectors in a failure episode now", labels=["tenant"]
+        )
+        unacknowledged = GaugeMetricFamily(
+            "connector_unacknowledged_incidents",
+            "Open incidents nobody acknowledged",
+            labels=["tenant"],
+        )
+        failed_now: dict[str, int] = {}
+        for record in self.live.projection.records.values():
+            if record.phase is Phase.FAILED:
+                key = tenant_key(record.tenant_id)
+                failed_now[key] = failed_now.get(key, 0) + 1
+        for tenant in sorted(set(failed_now) | set(by_tenant)):
+            failed.add_metric([tenant], failed_now.get(tenant, 0))
+        waiting: dict[str, int] = {}
+        for episode in episodes:
+            if episode.incident_open and episode.acknowledged_at is None:
+                key = tenant_key(episode.tenant_id)
+                waiting[key] = waiting.get(key, 0) + 1
+        for tenant in sorted(set(waiting) | set(by_tenant)):
+            unacknowledged.add_metric([tenant], waiting.get(tenant, 0))
         yield failures
         yield recovered
         yield open_incidents
+        yield failed
+        yield unacknowledged
         yield mttr
         yield self._histogram(episodes)
         for name, help_text in (
@@ -133,6 +159,11 @@ class FoldCollector(Collector):
             counter = CounterMetricFamily(f"connector_{name}", help_text)
             counter.add_metric([], self.counters.get(name, 0))
             yield counter
+        lag = GaugeMetricFamily(
+            "connector_inputs_lag", "Decider inputs waiting on this worker's partitions"
+        )
+        lag.add_metric([], self.counters.get("inputs_lag", 0))
+        yield lag
 
     def _histogram(self, episodes: list[Any]) -> Metric:
         family = HistogramMetricFamily(
