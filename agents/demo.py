@@ -1,27 +1,72 @@
-"""`connector-recovery demo`: start what is needed, send a failing and a recovering ping for
-SAP-AR, and show the evidence the worker wrote to the audit topic."""
+"""`connector-recovery demo`: the README's main command.
+
+Starts a local Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), a worker, a local webhook
+receiver for the admins, and a simulated fleet of 50 connectors with injected faults
+(see agents/simulate.py). A live view shows connector states, open incidents and MTTR; the
+demo itself plays the Platform Admin for the incidents that need one. It ends with a summary
+read from the audit log, verified.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
 
-from agents.codec import registry
-from agents.producer import ping_from_fields, publish_pings
+from agents.admin import build_command, send_and_wait
 from agents.settings import Settings, Topics
-from agents.wire import decode_audit
-from streams.models import AuditEvent, EventType
+from agents.simulate import Simulation
+from streams.models import AdminAction, AuditEvent
+from streams.projections import Projection, group_totals, totals
+from streams.verify import Verifier
 
-console = Console(width=None if sys.stdout.isatty() else 150)
+console = Console(width=None if sys.stdout.isatty() else 120)
+DURATION_S = float(os.environ.get("CR_DEMO_SECONDS", "75"))
+
+
+class Inbox:
+    """Local webhook receiver: counts what each audience was told."""
+
+    def __init__(self) -> None:
+        self.received: dict[str, int] = {}
+        inbox = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                inbox.received[self.path] = inbox.received.get(self.path, 0) + 1
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:  # keep the demo's screen clean
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def _free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _ensure_kafka() -> str:
@@ -35,130 +80,256 @@ def _ensure_kafka() -> str:
     return broker.bootstrap
 
 
-async def _read_audit(
-    settings: Settings, until: EventType, since_ms: int, timeout_s: float
-) -> list[AuditEvent]:
-    """This run's audit events (occurred at or after `since_ms`), until one of type `until`."""
+def _policy(inbox: Inbox) -> str:
+    closed = _free_port()  # nothing listens there: initech's webhook is down
+    return f"""
+defaults:
+  max_retries: 3
+  attempt_timeout_s: 4
+  heartbeat_timeout_s: 30
+  backoff: {{base_s: 0.5, cap_s: 2}}
+tenants:
+  acme: {{webhook: "{inbox.url}/acme"}}
+  globex: {{webhook: "{inbox.url}/globex"}}
+  initech: {{webhook: "http://127.0.0.1:{closed}/initech"}}
+platform_admin: {{webhook: "{inbox.url}/platform"}}
+escalation:
+  - {{after_s: 20, target: {{webhook: "{inbox.url}/oncall"}}}}
+admins: [demo-admin]
+"""
+
+
+def _get_json(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as response:
+        return json.load(response)
+
+
+def _mttr(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as r:
+            lines = r.read().decode().splitlines()
+    except OSError:
+        return "?"
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("connector_time_to_recover_seconds_sum")
+    ]
+    counts = [
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("connector_time_to_recover_seconds_count")
+    ]
+    return f"{sum(values) / sum(counts):.1f}s over {sum(counts):.0f}" if sum(counts) else "-"
+
+
+def _view(port: int, sim: Simulation, elapsed: float, actions: list[str]) -> Group:
+    try:
+        status = _get_json(port, "/status")
+    except OSError:
+        status = {"connectors": [], "open_incidents": []}
+    failing = [c for c in status["connectors"] if c["phase"] == "FAILED"]
+    table = Table(
+        title=f"connector-recovery demo — {elapsed:4.0f}s / {DURATION_S:.0f}s, "
+        f"{sim.sent} pings, {sim.restarts} restarts"
+    )
+    for column in ("connector", "tenant", "state", "failure", "attempts", "incident"):
+        table.add_column(column)
+    for row in failing[:14]:
+        state = "FLAPPING" if row["flapping"] else "FAILED"
+        incident = (
+            ("open" + (", acked" if row["acknowledged"] else "")) if row["incident_open"] else ""
+        )
+        table.add_row(
+            row["connector_id"],
+            row["tenant_id"] or "_platform",
+            state,
+            row["failure"] or "",
+            str(row["attempts"]),
+            incident,
+        )
+    healthy = len(sim.connectors) - len(failing)
+    footer = Table.grid()
+    footer.add_row(
+        f"healthy or recovered: {healthy}   failing: {len(failing)}   "
+        f"open incidents: {len(status['open_incidents'])}   MTTR so far: "
+        f"{_mttr(port)}"
+    )
+    for action in actions[-4:]:
+        footer.add_row(f"[cyan]{action}[/]")
+    return Group(table, footer)
+
+
+async def _play_admin(
+    settings: Settings, port: int, actions: list[str], stop: asyncio.Event
+) -> None:
+    """The Platform Admin: acknowledge open incidents, then recover the connector."""
+    handled: set[str] = set()
+    while not stop.is_set():
+        await asyncio.sleep(2)
+        try:
+            incidents = _get_json(port, "/status")["open_incidents"]
+        except OSError:
+            continue
+        for incident in incidents:
+            incident_id = incident["incident_id"]
+            if incident_id in handled or incident["failure"] == "flapping":
+                continue
+            handled.add(incident_id)
+            for action, target in (
+                (AdminAction.ACKNOWLEDGE, incident_id),
+                (AdminAction.RECOVER, incident["connector_id"]),
+            ):
+                command = build_command(
+                    action, target, "demo-admin", reason="Platform Admin intervenes (demo)"
+                )
+                answers = await send_and_wait(settings, command, 20)
+                verdict = answers[0].type.value if answers else "no answer"
+                actions.append(f"admin {action.value.lower()} {target}: {verdict}")
+
+
+def _summary(events: list[AuditEvent]) -> int:
+    verifier = Verifier(grace_ms=60_000)
+    projection = Projection()
+    for index, event in enumerate(events):
+        if verifier.check(event, str(index)):
+            projection.apply(event)
+    findings = [f for f in verifier.finish() if not f.benign]
+    episodes = list(projection.episodes.values())
+    table = Table(title="Summary from the audit log (replayed)")
+    for column in ("tenant", "failures", "recovered", "open incidents", "MTTR mean", "p50", "p90"):
+        table.add_column(column)
+    rows = {**group_totals(episodes, "tenant"), "ALL": totals(episodes)}
+    for tenant, figures in rows.items():
+        mttr = figures.mttr_seconds
+        table.add_row(
+            tenant,
+            str(figures.failure_count),
+            str(figures.recovered_count),
+            str(figures.open_incidents),
+            *(f"{v:.1f}s" if v is not None else "-" for v in (mttr.mean, mttr.p50, mttr.p90)),
+        )
+    console.print(table)
+    kinds: dict[str, int] = {}
+    for event in events:
+        kinds[event.type.value] = kinds.get(event.type.value, 0) + 1
+    console.print("events: " + ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())))
+    manual = [e for e in episodes if e.mode == "MANUAL"]
+    console.print(f"manual recoveries: {', '.join(e.connector_id for e in manual) or 'none'}")
+    for receipt in [e.receipt for e in episodes if e.receipt][:1]:
+        console.print(f"a recovery receipt: {json.dumps(receipt, sort_keys=True)}")
+    if findings:
+        console.print(f"[red]verify: {len(findings)} finding(s)[/]")
+        for finding in findings[:10]:
+            console.print(
+                f"  {finding.kind} {finding.connector_id} #{finding.sequence}: {finding.detail}"
+            )
+        return 1
+    console.print(
+        f"[green]verify: {len(events)} events, hash chains intact, no gaps, "
+        f"no compliance findings[/]"
+    )
+    return 0
+
+
+async def _read_audit(settings: Settings) -> list[AuditEvent]:
+    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
+    from aiokafka.structs import TopicPartition  # noqa: PLC0415
+
+    from agents.codec import registry  # noqa: PLC0415
+    from agents.wire import decode_audit  # noqa: PLC0415
+
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
     )
     await consumer.start()
-    events: list[AuditEvent] = []
     try:
         tps = [TopicPartition(settings.topics.audit, p) for p in range(settings.partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not any(e.type is until for e in events):
-            batch = await consumer.getmany(timeout_ms=300)
+        ends = await consumer.end_offsets(tps)
+        events: list[AuditEvent] = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
-                decoded = (decode_audit(registry(), r.value) for r in records)
-                events.extend(e for e in decoded if e.occurred_at >= since_ms)
+                events.extend(decode_audit(registry(), r.value) for r in records)
+        return events
     finally:
         await consumer.stop()
-    return sorted(events, key=lambda e: (e.connector_id, e.sequence))
-
-
-def _wait_ready(process: subprocess.Popen[str], timeout_s: float) -> None:
-    assert process.stdout is not None  # noqa: S101 - we created the pipe
-    deadline = time.monotonic() + timeout_s
-    for line in process.stdout:
-        if line.strip().endswith("ready"):
-            return
-        if time.monotonic() > deadline:
-            break
-    raise RuntimeError("the worker did not become ready")
 
 
 def run_demo() -> int:
     bootstrap = _ensure_kafka()
-    # Each run gets its own topics, app id and data dir, so runs never mix their evidence.
     run = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     settings = Settings.from_env().but(
         bootstrap_servers=bootstrap, app_id=run, topics=Topics().with_prefix(f"{run}.")
     )
-    data_dir = Path(".local") / run
-    started_ms = time.time_ns() // 1_000_000
+    home = Path(".local") / run
+    home.mkdir(parents=True, exist_ok=True)
+    inbox = Inbox()
+    policy = home / "policy.yaml"
+    policy.write_text(_policy(inbox))
+    port = _free_port()
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "CR_APP_ID": settings.app_id,
+        "CR_APP_ID": run,
         "CR_TOPIC_PREFIX": f"{run}.",
         "CR_TICK_INTERVAL_S": "0.2",
         "PYTHONUNBUFFERED": "1",
     }
-    console.print(f"[bold]Worker:[/] starting (app id {settings.app_id}) ...")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agents.cli",
-            "worker",
-            "--data-dir",
-            str(data_dir),
-            "--web-port",
-            os.environ.get("CR_WEB_PORT", "6066"),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    console.print(f"[bold]Worker:[/] starting ({run}, web on 127.0.0.1:{port}) ...")
+    with (home / "worker.log").open("w") as log:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agents.cli",
+                "worker",
+                "--policy",
+                str(policy),
+                "--data-dir",
+                str(home / "data"),
+                "--web-port",
+                str(port),
+                "--loglevel",
+                "info",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
-        _wait_ready(worker, 120)
-        console.print("[bold]Worker:[/] ready")
-        fail = ping_from_fields(
-            {
-                "connector_id": "SAP-AR",
-                "tenant_id": "acme",
-                "status": "unhealthy",
-                "failure": "timeout",
-                "position": "offset-1042",
-            }
-        )
-        asyncio.run(publish_pings(bootstrap, settings.topics.health, [fail]))
-        console.print("[bold]Producer:[/] SAP-AR is UNHEALTHY (timeout)")
-        asyncio.run(_read_audit(settings, EventType.RECOVERY_STARTED, started_ms, 30))
-        heal = ping_from_fields(
-            {
-                "connector_id": "SAP-AR",
-                "tenant_id": "acme",
-                "status": "healthy",
-                "position": "offset-1042",
-            }
-        )
-        asyncio.run(publish_pings(bootstrap, settings.topics.health, [heal]))
-        console.print("[bold]Producer:[/] SAP-AR is HEALTHY again")
-        events = asyncio.run(_read_audit(settings, EventType.RECOVERY_COMPLETED, started_ms, 30))
+        deadline = time.monotonic() + 120
+        while "ready" not in (home / "worker.log").read_text(errors="replace"):
+            if worker.poll() is not None or time.monotonic() > deadline:
+                console.print(f"[red]the worker did not start; see {home / 'worker.log'}[/]")
+                return 2
+            time.sleep(0.2)
+        console.print("[bold]Worker:[/] ready — starting a fleet of 50 connectors")
+        asyncio.run(_live(settings, port))
+        events = asyncio.run(_read_audit(settings))
     finally:
         worker.terminate()
-        worker.wait(30)
-    table = Table(title=f"Audit log ({settings.topics.audit})")
-    for column in ("seq", "event", "incident", "attempt", "details", "hash"):
-        table.add_column(column)
-    for event in events:
-        details = ", ".join(
-            f"{k}={v}"
-            for k, v in event.attributes.items()
-            if k
-            in (
-                "retries",
-                "duration_ms",
-                "status",
-                "next_attempt_at",
-                "deadline",
-                "position_at_recovery",
-            )
-        )
-        table.add_row(
-            str(event.sequence),
-            event.type.value,
-            event.incident_id or "",
-            str(event.attempt or ""),
-            details,
-            event.hash[:12],
-        )
-    console.print(table)
-    ok = any(e.type is EventType.RECOVERY_COMPLETED for e in events)
-    console.print("[green]recovered, receipt recorded[/]" if ok else "[red]no recovery seen[/]")
-    return 0 if ok else 1
+        worker.wait(60)
+    console.print(f"webhooks received: {dict(sorted(inbox.received.items()))}")
+    return _summary(events)
+
+
+async def _live(settings: Settings, port: int) -> None:
+    sim = Simulation(settings)
+    stop = asyncio.Event()
+    actions: list[str] = []
+    fleet = asyncio.create_task(sim.run(DURATION_S, stop))
+    admin = asyncio.create_task(_play_admin(settings, port, actions, stop))
+    started = time.monotonic()
+    with Live(_view(port, sim, 0, actions), console=console, refresh_per_second=2) as live:
+        while not fleet.done():
+            await asyncio.sleep(1)
+            live.update(_view(port, sim, time.monotonic() - started, actions))
+    stop.set()
+    await fleet
+    await admin
+    for action in actions:
+        console.print(f"[cyan]{action}[/]")

@@ -211,8 +211,21 @@ def _summary(kind: str, event: AuditEvent) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _supersede_open_incident(out: _Emitter, at: int) -> None:
+    """An incident still open from an episode that already recovered (a notification that
+    could not be delivered) is closed before a new episode begins, so every incident in the
+    log ends."""
+    if out.record.incident_open:
+        out.emit(
+            EventType.INCIDENT_RESOLVED,
+            at,
+            attributes={"resolution": "superseded", "reason": "a new failure episode began"},
+        )
+
+
 def _detect(out: _Emitter, at: int, failure: str, retryable: bool, first_failing_at: int) -> None:
     """Rule 1 (+3, 5, 6): open a failure episode and decide what comes next."""
+    _supersede_open_incident(out, at)
     rules = out.rules
     sequence = out.record.sequence + 1
     incident_id = f"{out.record.connector_id}:{sequence}"
@@ -505,6 +518,7 @@ def _on_ping(
 
 def _detect_flapping(out: _Emitter, at: int) -> None:
     """A flapping connector gets one episode; alerts per ping are suppressed."""
+    _supersede_open_incident(out, at)
     record = out.record
     incident_id = f"{record.connector_id}:{record.sequence + 1}"
     attrs = {
@@ -634,8 +648,9 @@ def _on_notification_result(
         attrs["detail"] = result.detail
     kind = EventType.NOTIFICATION_SENT if result.delivered else EventType.NOTIFICATION_FAILED
     out.emit(kind, result.finished_at, incident_id=result.incident_id, attributes=attrs)
-    episode_open = record.phase is Phase.FAILED or record.incident_open
-    if result.delivered or result.incident_id != record.incident_id or not episode_open:
+    # A failed delivery escalates even when the connector has recovered since: somebody who
+    # should have been told was not (spec: "Notification failure: incident escalated").
+    if result.delivered or result.incident_id != record.incident_id:
         return out.decision()
     at = result.finished_at
     if result.level == TENANT_LEVEL:

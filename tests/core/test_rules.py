@@ -560,3 +560,22 @@ def test_every_answer_to_a_command_carries_its_id(action: AdminAction) -> None:
     command_id = d.inputs[-1].command_id  # type: ignore[union-attr]
     assert all(e.attributes["command_id"] == command_id for e in answers)
     assert EventType.COMMAND_REJECTED not in {e.type for e in answers}
+
+
+def test_a_failed_notification_escalates_even_after_the_connector_recovered(
+    driver: Driver,
+) -> None:
+    driver.ping(False)
+    driver.advance(1)
+    driver.ping(True)  # recovered before the notifier gave up on the tenant's webhook
+    assert driver.state.record.phase is Phase.OK
+    driver.deliver_pending(fail_targets=frozenset({"tenant:acme"}))
+    (escalated,) = driver.of_type(EventType.INCIDENT_ESCALATED)
+    assert escalated.attributes["target"] == "platform_admin"
+    assert driver.state.record.incident_open
+    # the next failure episode closes that incident first, so every incident ends
+    driver.advance(60)
+    events = driver.ping(False)
+    assert [e.type for e in events[:2]] == [EventType.INCIDENT_RESOLVED, DETECTED]
+    assert events[0].attributes["resolution"] == "superseded"
+    assert events[0].incident_id != events[1].incident_id
