@@ -172,6 +172,18 @@ ADMIN_ACTIONS = {
 }
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from agents.simulate import Simulation  # noqa: PLC0415
+
+    simulation = Simulation(_settings(args), interval_s=args.interval)
+    asyncio.run(simulation.run(args.seconds))
+    print(
+        f"published {simulation.sent} pings for {len(simulation.connectors)} connectors; "
+        f"answered {simulation.restarts} recovery requests"
+    )
+    return EXIT_OK
+
+
 def cmd_demo(_args: argparse.Namespace) -> int:
     from agents.demo import run_demo  # noqa: PLC0415
 
@@ -230,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--tenant")
     status.add_argument("--web-port", type=int)
     status.set_defaults(func=cmd_status)
+
+    simulate = sub.add_parser("simulate", help="run the simulated fleet against any cluster")
+    simulate.add_argument("--seconds", type=float, default=120.0)
+    simulate.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
+    simulate.set_defaults(func=cmd_simulate)
 
     demo = sub.add_parser("demo", help="start Kafka and a worker, show a failure and recovery")
     demo.set_defaults(func=cmd_demo)

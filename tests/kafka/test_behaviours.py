@@ -27,6 +27,7 @@ SECRET = "s3cret-for-acme"  # noqa: S105 - a test secret, checked to never leak
 @pytest.fixture(scope="module")
 def stub() -> Iterator[HttpStub]:
     server = HttpStub().start()
+    server.delays["/slow"] = 8.0
     server.statuses.update(
         {"/broken-tenant": 503, "/connect/connectors/broken": 500, "/connect/": 202}
     )
@@ -61,6 +62,7 @@ tenants:
   acme: {{webhook: "{stub.url}/acme", secret_env: ACME_SECRET}}
   globex: {{webhook: "{stub.url}/globex"}}
   broken: {{webhook: "{stub.url}/broken-tenant"}}
+  slowco: {{webhook: "{stub.url}/slow"}}
 platform_admin: {{webhook: "{stub.url}/platform"}}
 escalation:
   - {{after_s: 3, target: {{webhook: "{stub.url}/oncall"}}}}
@@ -277,3 +279,28 @@ def test_kafka_connect_executor_speaks_kip_745(
     events = wait_events(ns, "CONNECT-BROKEN", has(EventType.RECOVERY_FAILED), "a failed restart")
     failed = next(e for e in events if e.type is EventType.RECOVERY_FAILED)
     assert failed.attributes["reason"].startswith("action_failed: HTTP 500")
+
+
+def test_a_hanging_webhook_delays_no_other_connector(world: tuple[Namespace, Worker]) -> None:
+    ns, _ = world
+    publish(ns, "SLOW-1", "unhealthy", "--tenant", "slowco")
+    publish(ns, "FAST-1", "unhealthy", "--tenant", "acme")
+    outcomes = (EventType.NOTIFICATION_SENT, EventType.NOTIFICATION_FAILED)
+
+    def outcome(connector: str, target: str) -> AuditEvent | None:
+        events = events_of(ns, connector)
+        found = [e for e in events if e.type in outcomes and e.attributes["target"] == target]
+        return found[0] if found else None
+
+    fast = wait_for(lambda: outcome("FAST-1", "tenant:acme"), 30, "FAST-1's notification")
+    slow = wait_for(lambda: outcome("SLOW-1", "tenant:slowco"), 90, "SLOW-1's outcome")
+    fast_ms = fast.occurred_at - events_of(ns, "FAST-1")[0].occurred_at
+    slow_ms = slow.occurred_at - events_of(ns, "SLOW-1")[0].occurred_at
+    print(f"notification outcome after: hanging endpoint {slow_ms} ms, other tenant {fast_ms} ms")
+    assert fast.type is EventType.NOTIFICATION_SENT
+    assert fast_ms < 3000
+    # three attempts of 5 s each, with backoff between them; then it gives up and escalates
+    assert slow.type is EventType.NOTIFICATION_FAILED
+    assert "timed out" in slow.attributes["detail"]
+    assert slow_ms >= 15000
+    wait_events(ns, "SLOW-1", has(EventType.INCIDENT_ESCALATED), "the escalation")
