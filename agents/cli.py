@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from streams.policy import PolicyError
 
@@ -184,10 +185,137 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _read_scoped(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
+    from agents import auditlog  # noqa: PLC0415
+    from streams.timefmt import ms_from_iso  # noqa: PLC0415
+
+    scope = auditlog.Scope(
+        tenant=args.tenant,
+        connector=args.connector,
+        since_ms=ms_from_iso(args.since) if args.since else None,
+        until_ms=ms_from_iso(args.until) if args.until else None,
+    )
+    if args.archive:
+        path = Path(args.archive)
+        read = auditlog.read_archive(path)
+        extra = auditlog.check_manifest(path, read)
+    else:
+        read = auditlog.read_topic(_settings(args), quiet=args.quiet)
+        extra = []
+    return read, scope, extra
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """replay, verify, report and export: read-only, for auditors."""
+    import json  # noqa: PLC0415
+
+    from agents import auditlog, report  # noqa: PLC0415
+    from streams.timefmt import ms_from_iso  # noqa: PLC0415
+
+    try:
+        read, scope, extra = _read_scoped(args)
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.command == "export":
+        if scope != auditlog.Scope():
+            read.events = [
+                (p, e) for p, e in read.events if e.connector_id in scope.connectors(read.events)
+            ]
+        manifest = auditlog.export(read, Path(args.out))
+        print(
+            f"exported {manifest['count']} events to {args.out} "
+            f"(manifest {args.out}{auditlog.MANIFEST_SUFFIX})"
+        )
+        return EXIT_OK
+    if args.command == "replay" and args.as_of:
+        state = report.state_as_of(read, scope, ms_from_iso(args.as_of))
+        print(json.dumps(state, indent=2))
+        return EXIT_OK
+    built = report.build(read, scope, extra)
+    problems = [f for f in built["verification"]["findings"] if f["kind"] != "benign_duplicate"]
+    if args.command == "report":
+        text = report.render(built, args.format)
+        if args.out:
+            Path(args.out).write_text(text)
+        else:
+            print(text, end="")
+    elif args.command == "verify":
+        for finding in built["verification"]["findings"]:
+            print(
+                f"{finding['kind']}: {finding['connector_id']} sequence "
+                f"{finding['sequence']} at {finding['position']}: {finding['detail']}"
+            )
+        verdict = "clean" if not problems else f"{len(problems)} finding(s)"
+        print(f"verified {built['events']} events from {built['source']}: {verdict}")
+    else:  # replay
+        totals = built["totals"]
+        print(f"replayed {built['events']} events from {built['source']}")
+        print(
+            f"failures {totals['failure_count']}, recovered {totals['recovered_count']}, "
+            f"open incidents {totals['open_incidents']}, MTTR mean "
+            f"{totals['mttr_seconds']['mean']} s (p50 {totals['mttr_seconds']['p50']}, "
+            f"p90 {totals['mttr_seconds']['p90']}, p99 {totals['mttr_seconds']['p99']})"
+        )
+        for tenant, figures in built["tenants"].items():
+            print(
+                f"  {tenant}: failures {figures['failure_count']}, recovered "
+                f"{figures['recovered_count']}, MTTR mean {figures['mttr_seconds']['mean']} s"
+            )
+        if problems:
+            print(f"{len(problems)} verification finding(s): run `verify` for details")
+    return EXIT_FINDINGS if problems else EXIT_OK
+
+
 def cmd_demo(_args: argparse.Namespace) -> int:
     from agents.demo import run_demo  # noqa: PLC0415
 
     return run_demo()
+
+
+def _add_admin_commands(sub: Any) -> None:
+    for name, what, target in (
+        ("ack", "acknowledge an incident (stops escalation)", "INCIDENT"),
+        ("recover", "start a manual recovery attempt", "CONNECTOR"),
+        ("resolve", "close an incident", "INCIDENT"),
+        ("silence", "suppress notifications until a time", "CONNECTOR"),
+        ("retire", "retire a connector", "CONNECTOR"),
+    ):
+        command = sub.add_parser(name, help=what)
+        command.add_argument("target", metavar=target)
+        command.add_argument("--actor", default=os.environ.get("USER") or "unknown")
+        command.add_argument("--timeout", type=float, default=30.0)
+        if name in ("recover", "silence"):
+            command.add_argument("--reason")
+        if name == "resolve":
+            command.add_argument("--note", dest="reason")
+        if name == "silence":
+            command.add_argument("--until", required=True, help="ISO-8601 time")
+        command.set_defaults(func=cmd_admin)
+
+
+def _add_audit_commands(sub: Any) -> None:
+    for name, what in (
+        ("replay", "rebuild every connector and incident from the audit log"),
+        ("verify", "check hash chains, gaps, duplicates and compliance gaps"),
+        ("report", "the compliance report (json, md or html)"),
+        ("export", "archive the audit log to an Avro container + manifest"),
+    ):
+        command = sub.add_parser(name, help=what)
+        command.add_argument("--tenant")
+        command.add_argument("--connector")
+        command.add_argument("--since", help="ISO-8601 (episodes detected at or after)")
+        command.add_argument("--until", help="ISO-8601 (episodes detected before)")
+        command.add_argument("--archive", help="read an exported archive instead of the topic")
+        command.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "replay":
+            command.add_argument("--as-of", help="ISO-8601: the state as it was at that time")
+        if name == "report":
+            command.add_argument("--format", choices=["json", "md", "html"], default="json")
+            command.add_argument("--out")
+        if name == "export":
+            command.add_argument("--out", required=True)
+        command.set_defaults(func=cmd_audit)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,29 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--file", help="JSON lines, one ping per line")
     publish.set_defaults(func=cmd_publish)
 
-    for name, what, target in (
-        ("ack", "acknowledge an incident (stops escalation)", "INCIDENT"),
-        ("recover", "start a manual recovery attempt", "CONNECTOR"),
-        ("resolve", "close an incident", "INCIDENT"),
-        ("silence", "suppress notifications until a time", "CONNECTOR"),
-        ("retire", "retire a connector", "CONNECTOR"),
-    ):
-        command = sub.add_parser(name, help=what)
-        command.add_argument("target", metavar=target)
-        command.add_argument("--actor", default=os.environ.get("USER") or "unknown")
-        command.add_argument("--timeout", type=float, default=30.0)
-        if name in ("recover", "silence"):
-            command.add_argument("--reason")
-        if name == "resolve":
-            command.add_argument("--note", dest="reason")
-        if name == "silence":
-            command.add_argument("--until", required=True, help="ISO-8601 time")
-        command.set_defaults(func=cmd_admin)
+    _add_admin_commands(sub)
 
     status = sub.add_parser("status", help="connectors and open incidents of a worker")
     status.add_argument("--tenant")
     status.add_argument("--web-port", type=int)
     status.set_defaults(func=cmd_status)
+
+    _add_audit_commands(sub)
 
     simulate = sub.add_parser("simulate", help="run the simulated fleet against any cluster")
     simulate.add_argument("--seconds", type=float, default=120.0)
