@@ -36,8 +36,10 @@ from agents.repair import reconcile
 from agents.settings import Settings
 from agents.statecodec import dump_state, load_state
 from agents.wire import BadInput, audit_record, decode_audit, decode_input, input_record
+from streams.checkpoint import checkpoint_record
 from streams.decider import Decision, decide, next_deadline
 from streams.models import (
+    GENESIS_HASH,
     AdminCommand,
     AuditEvent,
     Command,
@@ -94,6 +96,7 @@ class Pipeline:
         self.notification_codec = self.registry.codec("NotificationRequest")
         self.result_codec = self.registry.codec("RecoveryResult")
         self.notification_result_codec = self.registry.codec("NotificationResult")
+        self.checkpoint_codec = self.registry.codec("AuditCheckpoint")
         self.deadlines = DeadlineIndex()
         self._session: aiohttp.ClientSession | None = None
         self.ready = asyncio.Event()
@@ -111,6 +114,10 @@ class Pipeline:
         self.logged_ahead: dict[str, list[AuditEvent]] = {}
         self.audit_positions: dict[int, int] = {}
         self.positions: dict[int, int] = {}  # last inputs offset processed, per partition
+        # Checkpoints: chain heads per audit partition, and what was last checkpointed.
+        self.heads: dict[int, dict[str, tuple[int, str]]] = {}
+        self.checkpointed: dict[int, int] = {}
+        self.checkpoint_prev: dict[int, str] = {}
         self.live = LiveProjection()
         self.metrics = metrics_registry(self.live, self.counters_view())
         s = settings
@@ -147,6 +154,7 @@ class Pipeline:
         self.dlq_topic = self.app.topic(t.dlq, **raw)
         self.requests_topic = self.app.topic(t.recovery_requests, **raw)
         self.notifications_topic = self.app.topic(t.notifications, **raw)
+        self.checkpoints_topic = self.app.topic(t.checkpoints, **raw)
         self.table = self.app.Table(
             STATE_TABLE,
             default=None,
@@ -170,6 +178,7 @@ class Pipeline:
         ):
             self.app.page(path)(_view(page))
         self.app.timer(s.tick_interval_s, name="clock")(self._clock)
+        self.app.timer(s.checkpoint_interval_s, name="checkpoint")(self._checkpoint)
         self.app.task(self._announce_ready)
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
 
@@ -294,12 +303,57 @@ class Pipeline:
             )
             for event in events
         ]
-        for future in audit_sent:
-            metadata = await future
+        offsets = [(await future).offset for future in audit_sent]
+        if events:
+            # Position and chain head move together (no await in between): a checkpoint
+            # taken at any moment describes exactly the log below its position.
+            last = events[-1]
             self.audit_positions[partition] = max(
-                self.audit_positions.get(partition, 0), metadata.offset + 1
+                self.audit_positions.get(partition, 0), max(offsets) + 1
             )
+            self.heads.setdefault(partition, {})[last.connector_id] = (last.sequence, last.hash)
         self.counters["events"] += len(events)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    async def _checkpoint(self) -> None:
+        """Per owned audit partition whose log grew: the heads of its chains, digested."""
+        for partition in sorted(self._owned_partitions()):
+            position = self.audit_positions.get(partition, 0)
+            if position == self.checkpointed.get(partition) or partition not in self.heads:
+                continue
+            record = checkpoint_record(
+                partition,
+                position,
+                self.heads[partition],
+                now_ms(),
+                self.checkpoint_prev.get(partition, GENESIS_HASH),
+            )
+            await self.checkpoints_topic.send(
+                key=str(partition).encode(), value=self.checkpoint_codec.encode(record)
+            )
+            self.checkpointed[partition] = position
+            self.checkpoint_prev[partition] = record["hash"]
+
+    async def _read_last_checkpoints(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(self.settings.topics.checkpoints, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            while await consumer.position(tp) < end:
+                for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                    for record in records:
+                        checkpoint = self.checkpoint_codec.decode(record.value)
+                        self.checkpointed[checkpoint["partition"]] = checkpoint["end_offset"]
+                        self.checkpoint_prev[checkpoint["partition"]] = checkpoint["hash"]
+        finally:
+            await consumer.stop()
 
     # -- executors and notifier ---------------------------------------------------------------
     def session(self) -> aiohttp.ClientSession:
@@ -405,13 +459,25 @@ class Pipeline:
         owned = self._owned_partitions()
         connectors: set[str] = set()
         checkpoints: dict[int, int] = {}
+        heads: dict[int, dict[str, tuple[int, str]]] = {}
         for key in list(self.table.keys()):
             if key.startswith(CHECKPOINT_PREFIX):
                 partition = int(key[len(CHECKPOINT_PREFIX) :])
                 checkpoints[partition] = int(self.table[key])
-            else:
-                connectors.add(key.decode())
+                continue
+            connector_id = key.decode()
+            connectors.add(connector_id)
+            record = load_state(self.table[key])[0].record
+            if record.sequence:
+                partition = partition_of(key, self.settings.partitions)
+                heads.setdefault(partition, {})[connector_id] = (record.sequence, record.head_hash)
         await self._read_log_ahead(owned, checkpoints)
+        for connector_id, events in self.logged_ahead.items():
+            partition = partition_of(connector_id.encode(), self.settings.partitions)
+            last = events[-1]
+            heads.setdefault(partition, {})[connector_id] = (last.sequence, last.hash)
+        self.heads = heads
+        await self._read_last_checkpoints()
         for expected in self.policy.expected_connectors:
             if partition_of(expected.encode(), self.settings.partitions) in owned:
                 connectors.add(expected)

@@ -18,6 +18,7 @@ from typing import Any
 
 import fastavro
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
 from rich.progress import Progress
@@ -26,6 +27,7 @@ from agents.codec import AvroCodecError, registry
 from agents.settings import Settings
 from agents.wire import decode_audit
 from schemas import SCHEMA_DIR
+from streams.checkpoint import checkpoint_intact, heads_digest
 from streams.models import AuditEvent
 from streams.projections import tenant_key
 from streams.timefmt import iso_from_ms
@@ -40,6 +42,7 @@ class LogRead:
     events: list[tuple[str, AuditEvent]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     partitions: dict[int, dict[str, Any]] = field(default_factory=dict)  # topic reads only
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)  # topic reads only
 
 
 def _undecodable(position: str, key: bytes | None, error: Exception) -> Finding:
@@ -69,6 +72,8 @@ async def _read_topic(settings: Settings, quiet: bool) -> LogRead:
         consumer.assign(tps)
         starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            read.partitions[tp.partition] = {"count": 0, "end_offset": ends[tp]}
         await consumer.seek_to_beginning(*tps)
         total = sum(ends[tp] - starts[tp] for tp in tps)
         codec = registry()
@@ -78,7 +83,7 @@ async def _read_topic(settings: Settings, quiet: bool) -> LogRead:
             while pending:
                 batch = await consumer.getmany(*pending, timeout_ms=1000)
                 for tp, records in batch.items():
-                    info = read.partitions.setdefault(tp.partition, {"count": 0})
+                    info = read.partitions[tp.partition]
                     for record in records:
                         if record.offset >= ends[tp]:
                             continue
@@ -94,9 +99,84 @@ async def _read_topic(settings: Settings, quiet: bool) -> LogRead:
                 for tp in list(pending):
                     if await consumer.position(tp) >= ends[tp]:
                         pending.discard(tp)
+        read.checkpoints = await _read_checkpoints(consumer, settings)
     finally:
         await consumer.stop()
     return read
+
+
+async def _read_checkpoints(consumer: AIOKafkaConsumer, settings: Settings) -> list[dict[str, Any]]:
+    topic = settings.topics.checkpoints
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            return []  # a log written before checkpoints existed
+    finally:
+        await admin.close()
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    await consumer.seek_to_beginning(tp)
+    end = (await consumer.end_offsets([tp]))[tp]
+    codec = registry().codec("AuditCheckpoint")
+    checkpoints: list[dict[str, Any]] = []
+    while await consumer.position(tp) < end:
+        for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
+            checkpoints.extend(codec.decode(r.value) for r in records)
+    return checkpoints
+
+
+def check_checkpoints(read: LogRead) -> list[Finding]:
+    """The log against the newest checkpoint of each partition: a cut-off tail is found."""
+    findings: list[Finding] = []
+    latest: dict[int, dict[str, Any]] = {}
+    for checkpoint in read.checkpoints:
+        if not checkpoint_intact(checkpoint):
+            findings.append(
+                Finding(
+                    "checkpoint_altered",
+                    "*",
+                    None,
+                    f"{checkpoint['partition']}/-",
+                    "a checkpoint does not match its own hash",
+                )
+            )
+            continue
+        current = latest.get(checkpoint["partition"])
+        if current is None or checkpoint["end_offset"] >= current["end_offset"]:
+            latest[checkpoint["partition"]] = checkpoint
+    for partition, checkpoint in sorted(latest.items()):
+        end = read.partitions.get(partition, {}).get("end_offset", 0)
+        if end < checkpoint["end_offset"]:
+            findings.append(
+                Finding(
+                    "truncated",
+                    "*",
+                    None,
+                    f"{partition}/{end}",
+                    f"partition {partition} holds {end} records; its checkpoint of "
+                    f"{iso_from_ms(checkpoint['written_at'])} recorded {checkpoint['end_offset']}",
+                )
+            )
+            continue
+        heads: dict[str, tuple[int, str]] = {}
+        for position, event in read.events:
+            part, offset = position.split("/")
+            if int(part) == partition and int(offset) < checkpoint["end_offset"]:
+                known = heads.get(event.connector_id)
+                if known is None or event.sequence > known[0]:
+                    heads[event.connector_id] = (event.sequence, event.hash)
+        if heads_digest(heads) != checkpoint["heads_sha256"]:
+            findings.append(
+                Finding(
+                    "checkpoint_mismatch",
+                    "*",
+                    None,
+                    f"{partition}/{checkpoint['end_offset']}",
+                    f"the chain heads of partition {partition} differ from its checkpoint",
+                )
+            )
+    return findings
 
 
 def read_topic(settings: Settings, quiet: bool = False) -> LogRead:

@@ -201,7 +201,7 @@ def _read_scoped(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
         extra = auditlog.check_manifest(path, read)
     else:
         read = auditlog.read_topic(_settings(args), quiet=args.quiet)
-        extra = []
+        extra = auditlog.check_checkpoints(read)
     return read, scope, extra
 
 

@@ -20,6 +20,7 @@ class Topics:
     recovery_requests: str = "connector.recovery.requests"
     recovery_results: str = "connector.recovery.results"
     notifications: str = "connector.notifications"
+    checkpoints: str = "connector.audit.checkpoints"
 
     def with_prefix(self, prefix: str) -> Topics:
         """Fresh topic names (tests use one prefix per test so they never share data)."""
@@ -41,6 +42,7 @@ class Settings:
     policy_path: Path | None = None
     session_timeout_s: float = 30.0
     tick_interval_s: float = 1.0
+    checkpoint_interval_s: float = 60.0
 
     @property
     def inputs_topic(self) -> str:
@@ -63,6 +65,7 @@ class Settings:
             policy_path=Path(policy) if policy else None,
             session_timeout_s=float(_env("CR_SESSION_TIMEOUT_S", "30")),
             tick_interval_s=float(_env("CR_TICK_INTERVAL_S", "1.0")),
+            checkpoint_interval_s=float(_env("CR_CHECKPOINT_INTERVAL_S", "60")),
         )
 
     def but(self, **changes: object) -> Settings:

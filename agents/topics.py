@@ -3,6 +3,7 @@ topic's configuration verified (append-only, never compacted, kept forever)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ def owned_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.recovery_requests, n, {}),
         TopicSpec(t.recovery_results, n, {}),
         TopicSpec(t.notifications, n, {}),
+        TopicSpec(t.checkpoints, 1, dict(AUDIT_CONFIG)),
     ]
 
 
@@ -69,7 +71,8 @@ async def ensure_topics(settings: Settings) -> list[str]:
                     raise RuntimeError(f"cannot create topic {topic}: {message} (error {code})")
                 if code == 0:
                     created.append(topic)
-        await verify_audit_topic(admin, settings.topics.audit)
+        for topic in (settings.topics.audit, settings.topics.checkpoints):
+            await verify_audit_topic(admin, topic)
         return created
     finally:
         await admin.close()
@@ -89,7 +92,15 @@ async def topic_config(admin: AIOKafkaAdminClient, topic: str) -> dict[str, str]
 
 
 async def verify_audit_topic(admin: AIOKafkaAdminClient, topic: str) -> None:
-    config = await topic_config(admin, topic)
+    for attempt in range(20):
+        try:
+            config = await topic_config(admin, topic)
+            break
+        except RuntimeError:
+            # A topic created a moment ago may not be known to every broker component yet.
+            if attempt == 19:
+                raise
+            await asyncio.sleep(0.25)
     problems = [
         f"{key}={config.get(key)!r} (must be {want!r})"
         for key, want in AUDIT_CONFIG.items()

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.kafka
 def audited(ns: Namespace, tmp_path: Path) -> Iterator[Worker]:
     policy = tmp_path / "policy.yaml"
     policy.write_text("defaults: {max_retries: 0}\ntenants: {acme: {}, globex: {}}\n")
-    worker = Worker(ns, policy=policy).start()
+    worker = Worker(ns, policy=policy, env={"CR_CHECKPOINT_INTERVAL_S": "0.5"}).start()
     pings = []
     for index, tenant in enumerate(["acme", "acme", "globex"]):
         base = 1_800_000_000_000 + index * 60_000
@@ -151,3 +151,47 @@ def test_a_downstream_consumer_needs_only_the_schemas(ns: Namespace) -> None:
         assert event["prev_hash"] == heads.get(event["connector_id"], "0" * 64)
         heads[event["connector_id"]] = event["hash"]
     assert len(heads) == 3
+
+
+@pytest.mark.usefixtures("audited")
+def test_a_cut_off_tail_is_found_by_the_checkpoint(ns: Namespace) -> None:
+    import asyncio  # noqa: PLC0415
+
+    from agents.topics import ensure_topics  # noqa: PLC0415
+
+    records = sorted(
+        read_records(ns.bootstrap, ns.topics.audit, 18), key=lambda r: (r.partition, r.offset)
+    )
+    ends: dict[int, int] = {}
+    for record in records:
+        ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+
+    def covered() -> bool:
+        latest: dict[int, int] = {}
+        for c in read_records(ns.bootstrap, ns.topics.checkpoints, timeout_s=1):
+            checkpoint = decode_checkpoint(c.value)
+            latest[checkpoint["partition"]] = checkpoint["end_offset"]
+        return all(latest.get(p) == end for p, end in ends.items())
+
+    wait_for(covered, 30, "checkpoints of every partition's whole log")
+    for name, keep in (("whole", records), ("cut", records[:-1])):
+        copy = Namespace(ns.bootstrap, ns.tmp, tag=f"{ns.tag}{name}")
+        asyncio.run(ensure_topics(copy.settings()))
+        produce_raw(copy.bootstrap, copy.topics.audit, [(r.key, r.value) for r in keep])
+        produce_raw(
+            copy.bootstrap,
+            copy.topics.checkpoints,
+            [(c.key, c.value) for c in read_records(ns.bootstrap, ns.topics.checkpoints)],
+        )
+        verify = copy.cli("verify", "--quiet")
+        if name == "whole":
+            assert verify.returncode == 0, verify.stdout
+        else:
+            assert verify.returncode == 1, verify.stdout
+            assert "truncated" in verify.stdout
+
+
+def decode_checkpoint(value: bytes) -> dict[str, Any]:
+    from agents.codec import registry  # noqa: PLC0415
+
+    return registry().codec("AuditCheckpoint").decode(value)
