@@ -259,12 +259,13 @@ def html_report(report: dict[str, Any]) -> str:
 <style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
 td:first-child,th:first-child{{text-align:left}}.ok{{color:#176b2c}}.bad{{color:#a11}}
+.totals{{background:#eef4fa;padding:8px 12px;border-radius:4px}}
 .totals span{{display:inline-block;margin-right:2em;font-size:18px}}
 @media print{{details{{display:block}}details>ol{{display:block}}}}</style></head><body>
 <h1>Connector recovery: compliance report</h1>
 <p>Scope: tenant <b>{esc(scope["tenant"] or "all")}</b>, connector
-<b>{esc(scope["connector"] or "all")}</b>, {esc(scope["since"] or "from the beginning")} to
-{esc(scope["until"] or "to the end")}; {report["events"]} audit events.</p>
+<b>{esc(scope["connector"] or "all")}</b>, from {esc(scope["since"] or "the beginning")} to
+{esc(scope["until"] or "the end")}; {report["events"]} audit events.</p>
 <div class="totals" id="totals"><span>failures <b>{t["failure_count"]}</b></span>
 <span>recovered <b>{t["recovered_count"]}</b></span>
 <span>open incidents <b>{t["open_incidents"]}</b></span>

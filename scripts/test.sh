@@ -6,12 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-# promtool (Debian's prometheus package) checks and unit-tests deploy/prometheus/alerts.yml.
-if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
-   && [ "$(id -u)" = 0 ]; then
+# From Debian: promtool (package prometheus) checks and unit-tests deploy/prometheus/alerts.yml;
+# chromium renders the HTML compliance report in a test.
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  # the package starts a Prometheus server on :9090; the tests need only promtool
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # the prometheus package may start a server on :9090; the tests need only promtool
   (systemctl stop prometheus || service prometheus stop || pkill -x prometheus) >/dev/null 2>&1 || true
 fi
 ruff check .
