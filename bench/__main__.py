@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from bench import core
+from bench import core, replay
 
-BENCHES = {"core": core.main}
+BENCHES = {"core": core.main, "replay": replay.main}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -1,0 +1,177 @@
+"""P3: audit events/s for `replay` + full `report`, from the topic and from an archive, side
+by side in the same run with the ceiling: a raw loop that only fetches and fastavro-decodes
+the same records (topic), or only reads the container (archive).
+
+Starts the local Kafka unless KAFKA_BOOTSTRAP_SERVERS is set; writes a fresh audit topic of
+generated, valid, hash-chained events (the core's own decider over a simulated fleet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from agents import auditlog, report
+from agents.codec import registry
+from agents.settings import Settings, Topics
+from agents.topics import ensure_topics
+from agents.wire import audit_record
+from schemas import SCHEMA_DIR
+from streams.models import AuditEvent
+from tests.core.driver import Driver
+
+EVENTS_TARGET = 20_000
+
+
+def generate() -> list[AuditEvent]:
+    events: list[AuditEvent] = []
+    index = 0
+    while len(events) < EVENTS_TARGET:
+        d = Driver.with_policy(
+            {"defaults": {"max_retries": 2, "attempt_timeout_s": 5}},
+            connector_id=f"BENCH-{index:05d}",
+            tenant_id=["acme", "globex", None][index % 3],
+        )
+        for _ in range(4):
+            d.ping(False)
+            d.run_for(20, step=5)
+            d.ping(True)
+            d.deliver_pending()
+            d.advance(30)
+        events.extend(d.events)
+        index += 1
+    return events
+
+
+def bootstrap() -> str:
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        return configured
+    from agents.localkafka import Broker  # noqa: PLC0415
+
+    broker = Broker(int(os.environ.get("KAFKA_PORT", "9092")))
+    broker.up()
+    return broker.bootstrap
+
+
+async def publish(settings: Settings, events: list[AuditEvent]) -> None:
+    await ensure_topics(settings)
+    codec = registry().codec("AuditEvent")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, linger_ms=20, acks="all"
+    )
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send(
+                settings.topics.audit,
+                key=event.connector_id.encode(),
+                value=codec.encode(audit_record(event)),
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def raw_topic_loop(settings: Settings) -> int:
+    """Fetch every record and fastavro-decode its body: the ceiling."""
+    schema = fastavro.parse_schema(
+        fastavro.schema.load_schema(str(SCHEMA_DIR / "audit_event.avsc"))
+    )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    count = 0
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(settings.topics.audit) or set()
+        tps = [TopicPartition(settings.topics.audit, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        pending = {tp for tp in tps if ends[tp] > 0}
+        while pending:
+            for records in (await consumer.getmany(*pending, timeout_ms=1000)).values():
+                for record in records:
+                    fastavro.schemaless_reader(io.BytesIO(record.value[10:]), schema, None)
+                    count += 1
+            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+    finally:
+        await consumer.stop()
+    return count
+
+
+def raw_archive_loop(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for _ in fastavro.reader(handle))
+
+
+def timed(fn: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
+
+
+def main(repeats: int) -> dict[str, Any]:
+    events = generate()
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        bootstrap_servers=bootstrap(),
+        app_id=f"bench-{tag}",
+        topics=Topics().with_prefix(f"bench-{tag}."),
+    )
+    asyncio.run(publish(settings, events))
+    archive = Path(tempfile.mkdtemp()) / "audit.avro"
+    auditlog.export(auditlog.read_topic(settings, quiet=True), archive)
+    runs: dict[str, list[float]] = {
+        "raw_topic": [],
+        "replay_topic": [],
+        "raw_archive": [],
+        "replay_archive": [],
+    }
+    for _ in range(repeats):
+        seconds, count = timed(lambda: asyncio.run(raw_topic_loop(settings)))
+        runs["raw_topic"].append(count / seconds)
+        seconds, built = timed(
+            lambda: report.build(auditlog.read_topic(settings, quiet=True), auditlog.Scope())
+        )
+        if not built["verification"]["ok"]:
+            raise RuntimeError("the generated log does not verify")
+        runs["replay_topic"].append(built["events"] / seconds)
+        seconds, count = timed(lambda: raw_archive_loop(archive))
+        runs["raw_archive"].append(count / seconds)
+        seconds, built = timed(
+            lambda: report.build(auditlog.read_archive(archive), auditlog.Scope())
+        )
+        runs["replay_archive"].append(built["events"] / seconds)
+    medians = {name: statistics.median(rates) for name, rates in runs.items()}
+    result = {
+        "events": len(events),
+        "events_per_s": {
+            name: {"median": medians[name], "min": min(rates), "max": max(rates)}
+            for name, rates in runs.items()
+        },
+        "ratio_topic": medians["replay_topic"] / medians["raw_topic"],
+        "ratio_archive": medians["replay_archive"] / medians["raw_archive"],
+        "goal_ratio": 0.5,
+    }
+    print(f"P3 replay + report: {len(events):,} audit events, {repeats} repeats (medians)")
+    for source in ("topic", "archive"):
+        print(
+            f"  {source:8s} replay+report {medians['replay_' + source]:>10,.0f} ev/s   "
+            f"raw ceiling {medians['raw_' + source]:>10,.0f} ev/s   "
+            f"ratio {result['ratio_' + source]:.2f}"
+        )
+    return result
