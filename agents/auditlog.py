@@ -92,9 +92,14 @@ async def _read_topic(settings: Settings, quiet: bool) -> LogRead:
                         info["last_offset"] = record.offset
                         info["count"] += 1
                         try:
-                            read.events.append((position, decode_audit(codec, record.value)))
+                            event = decode_audit(codec, record.value)
                         except (AvroCodecError, ValidationError, ValueError) as error:
                             read.findings.append(_undecodable(position, record.key, error))
+                            continue
+                        read.events.append((position, event))
+                        when = iso_from_ms(event.occurred_at)
+                        info.setdefault("first_time", when)
+                        info["last_time"] = when
                     progress.advance(task, len(records))
                 for tp in list(pending):
                     if await consumer.position(tp) >= ends[tp]:

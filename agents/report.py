@@ -48,7 +48,7 @@ def fold_scope(
             continue
         count += 1
         if verifier.check(event, position):
-            projection.apply(event)
+            projection.apply(event, verifier.record_of(event.connector_id))
     findings = [
         f
         for f in read.findings + (extra_findings or [])

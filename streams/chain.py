@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from enum import Enum
 from typing import Any
 
 from streams.models import AuditEvent
@@ -33,17 +32,15 @@ HASHED_FIELDS = (
 
 
 def canonical_bytes(fields: dict[str, Any]) -> bytes:
-    """Canonical JSON of the hashed fields of an event given as a plain mapping."""
-    body = {name: _plain(fields.get(name)) for name in HASHED_FIELDS}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Canonical JSON of the hashed fields of an event given as a plain mapping.
+
+    Enums are `StrEnum`s, which JSON encodes as their symbol; attributes are str -> str.
+    """
+    body = {name: fields.get(name) for name in HASHED_FIELDS}
+    return _ENCODER.encode(body).encode()
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): str(v) for k, v in value.items()}
-    if isinstance(value, Enum):
-        return value.value
-    return value
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def chain_hash(prev_hash: str, fields: dict[str, Any]) -> str:
@@ -52,4 +49,4 @@ def chain_hash(prev_hash: str, fields: dict[str, Any]) -> str:
 
 def event_hash(event: AuditEvent) -> str:
     """Recompute the hash an event should carry."""
-    return chain_hash(event.prev_hash, event.model_dump())
+    return chain_hash(event.prev_hash, {name: getattr(event, name) for name in HASHED_FIELDS})

@@ -116,9 +116,13 @@ class Projection:
         self.episodes: dict[str, Episode] = {}
         self.records: dict[str, Record] = {}
 
-    def apply(self, event: AuditEvent) -> None:
-        record = self.records.get(event.connector_id) or Record(event.connector_id)
-        self.records[event.connector_id] = evolve(record, event)
+    def apply(self, event: AuditEvent, folded: Record | None = None) -> None:
+        """Apply one event; `folded` is the record after it when the caller already folded
+        it (the verify fold does), so it is not folded twice."""
+        if folded is None:
+            record = self.records.get(event.connector_id) or Record(event.connector_id)
+            folded = evolve(record, event)
+        self.records[event.connector_id] = folded
         kind = event.type
         if kind is EventType.FAILURE_DETECTED and event.incident_id is not None:
             first = event.attributes.get("first_failing_at")

@@ -64,6 +64,10 @@ class _Chain:
 class Verifier:
     """Feed events in log order with `check`; `finish` returns every finding."""
 
+    def record_of(self, connector_id: str) -> Record:
+        """The connector's state of record after the events checked so far."""
+        return self.chains[connector_id].record
+
     def __init__(self, grace_ms: int = DEFAULT_GRACE_MS) -> None:
         self.grace_ms = grace_ms
         self.chains: dict[str, _Chain] = {}
