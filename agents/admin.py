@@ -7,10 +7,8 @@ import asyncio
 import time
 import uuid
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
-
 from agents.codec import registry
+from agents.kafkaio import reader, topic_partitions
 from agents.producer import publish_records
 from agents.settings import Settings
 from agents.wire import decode_audit
@@ -51,16 +49,10 @@ async def send_and_wait(
     settings: Settings, command: AdminCommand, timeout_s: float
 ) -> list[AuditEvent]:
     """Every audit event answering the command (empty if none came within the timeout)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
-    )
+    consumer = reader(settings.bootstrap_servers)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(settings.topics.audit)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(settings.topics.audit) or set()
-        tps = [TopicPartition(settings.topics.audit, p) for p in sorted(partitions)]
+        tps = await topic_partitions(consumer, settings.topics.audit)
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)  # only answers written after this point
         for tp in tps:

@@ -21,7 +21,6 @@ from typing import Any
 
 import aiohttp
 import faust
-from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -30,6 +29,7 @@ from pydantic import ValidationError
 from agents.codec import AvroCodecError, registry
 from agents.deadlines import DeadlineIndex
 from agents.executors import execute
+from agents.kafkaio import reader
 from agents.live import LiveProjection, exposition, metrics_registry
 from agents.notifier import deliver
 from agents.repair import reconcile
@@ -335,11 +335,7 @@ class Pipeline:
             self.checkpoint_prev[partition] = record["hash"]
 
     async def _read_last_checkpoints(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-        )
+        consumer = reader(self.settings.bootstrap_servers)
         await consumer.start()
         try:
             tp = TopicPartition(self.settings.topics.checkpoints, 0)
@@ -494,11 +490,7 @@ class Pipeline:
         self.audit_positions = {p: checkpoints.get(p, 0) for p in owned}
         if not owned:
             return
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-        )
+        consumer = reader(self.settings.bootstrap_servers)
         await consumer.start()
         try:
             tps = [TopicPartition(self.settings.topics.audit, p) for p in sorted(owned)]

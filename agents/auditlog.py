@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from rich.progress import Progress
 
 from agents.codec import AvroCodecError, registry
+from agents.kafkaio import reader, topic_partitions
 from agents.settings import Settings
 from agents.wire import decode_audit
 from schemas import SCHEMA_DIR
@@ -52,23 +53,14 @@ def _undecodable(position: str, key: bytes | None, error: Exception) -> Finding:
 
 async def _read_topic(settings: Settings, quiet: bool) -> LogRead:
     read = LogRead(f"topic {settings.topics.audit}")
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    consumer = reader(settings.bootstrap_servers)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(settings.topics.audit)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(settings.topics.audit) or set()
-        if not partitions:
+        tps = await topic_partitions(consumer, settings.topics.audit)
+        if not tps:
             raise RuntimeError(
                 f"no topic {settings.topics.audit!r} on {settings.bootstrap_servers}"
             )
-        tps = [TopicPartition(settings.topics.audit, p) for p in sorted(partitions)]
         consumer.assign(tps)
         starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)

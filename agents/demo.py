@@ -26,6 +26,7 @@ from rich.live import Live
 from rich.table import Table
 
 from agents.admin import build_command, send_and_wait
+from agents.kafkaio import reader, topic_partitions
 from agents.settings import Settings, Topics
 from agents.simulate import Simulation
 from streams.models import AdminAction, AuditEvent
@@ -233,18 +234,13 @@ def _summary(events: list[AuditEvent]) -> int:
 
 
 async def _read_audit(settings: Settings) -> list[AuditEvent]:
-    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
-    from aiokafka.structs import TopicPartition  # noqa: PLC0415
-
     from agents.codec import registry  # noqa: PLC0415
     from agents.wire import decode_audit  # noqa: PLC0415
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
-    )
+    consumer = reader(settings.bootstrap_servers)
     await consumer.start()
     try:
-        tps = [TopicPartition(settings.topics.audit, p) for p in range(settings.partitions)]
+        tps = await topic_partitions(consumer, settings.topics.audit)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
