@@ -503,9 +503,20 @@ class Pipeline:
                 batch = await consumer.getmany(*remaining, timeout_ms=1000)
                 for tp, records in batch.items():
                     for record in records:
-                        event = decode_audit(self.registry, record.value)
-                        self.logged_ahead.setdefault(event.connector_id, []).append(event)
                         self.audit_positions[tp.partition] = record.offset + 1
+                        try:
+                            event = decode_audit(self.registry, record.value)
+                        except (AvroCodecError, ValidationError, ValueError) as error:
+                            # Not ours (a stray producer): `verify` reports it; the worker
+                            # must not stop over it.
+                            log.error(
+                                "undecodable audit record at %s/%s: %s",
+                                tp.partition,
+                                record.offset,
+                                error,
+                            )
+                            continue
+                        self.logged_ahead.setdefault(event.connector_id, []).append(event)
                 remaining = {
                     tp for tp in remaining if self.audit_positions[tp.partition] < ends[tp]
                 }

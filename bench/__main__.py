@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from bench import core, replay
+from bench import core, replay, throughput
 
-BENCHES = {"core": core.main, "replay": replay.main}
+BENCHES = {"core": core.main, "replay": replay.main, "throughput": throughput.main}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -1,0 +1,211 @@
+"""P1: pings/s through one worker end to end (Avro in -> route -> decide -> table -> audit
+out), with a realistic mix, alternating with its baseline on the same broker: a raw
+aiokafka loop that consumes the same pings, decodes them with the same codec, keeps a dict
+of states written only on change, and produces one record per input (the ceiling for a
+Python process).
+
+The worker is measured from 'ready' until its group has committed every input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from agents.codec import registry
+from agents.settings import Settings, Topics
+from agents.topics import ensure_topics
+from bench.replay import bootstrap
+from tests.kafka.harness import Namespace, _lag
+
+PINGS = int(os.environ.get("CR_BENCH_PINGS", "30000"))
+CONNECTORS = 1000
+
+
+def pings(seed: int = 11) -> list[tuple[bytes, bytes]]:
+    """~3% of connectors failing at any time, as in bench core."""
+    rng = random.Random(seed)
+    codec = registry().codec("HealthPing")
+    failing = [False] * CONNECTORS
+    out: list[tuple[bytes, bytes]] = []
+    now = time.time_ns() // 1_000_000 - PINGS
+    while len(out) < PINGS:
+        now += 1000
+        for index in range(CONNECTORS):
+            failing[index] = rng.random() > 0.05 if failing[index] else rng.random() < 0.0015
+            connector = f"TP-{index:04d}"
+            out.append(
+                (
+                    connector.encode(),
+                    codec.encode(
+                        {
+                            "connector_id": connector,
+                            "tenant_id": "acme",
+                            "status": "UNHEALTHY" if failing[index] else "HEALTHY",
+                            "failure": "timeout" if failing[index] else None,
+                            "retryable": True,
+                            "checked_at": now,
+                            "latency_ms": 5,
+                            "message": None,
+                            "position": None,
+                        }
+                    ),
+                )
+            )
+    return out[:PINGS]
+
+
+def output_topic(settings: Settings) -> str:
+    return f"{settings.topics.health}.baseline-out"
+
+
+async def produce(settings: Settings, records: list[tuple[bytes, bytes]]) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415
+
+    await ensure_topics(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(output_topic(settings), settings.partitions, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        linger_ms=20,
+        max_batch_size=262144,
+        acks="all",
+    )
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send(settings.topics.health, key=key, value=value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def baseline(settings: Settings, expected: int) -> float:
+    registry_ = registry()
+    consumer = AIOKafkaConsumer(
+        settings.topics.health,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=f"baseline-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        max_poll_records=5000,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        linger_ms=20,
+        max_batch_size=262144,
+        acks="all",
+    )
+    await consumer.start()
+    await producer.start()
+    states: dict[str, tuple[str, int]] = {}
+    seen = 0
+    started = time.perf_counter()
+    try:
+        while seen < expected:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    _, ping = registry_.decode_any(record.value)
+                    key = ping["connector_id"]
+                    state = (ping["status"], ping["checked_at"])
+                    if states.get(key, ("", 0))[0] != state[0]:
+                        states[key] = state
+                    await producer.send(
+                        f"{settings.topics.audit}", key=record.key, value=record.value
+                    )
+                    seen += 1
+        await producer.flush()
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def system(settings: Settings, ns: Namespace, home: Path) -> float:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "CR_APP_ID": settings.app_id,
+        "CR_TOPIC_PREFIX": ns.prefix,
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = (home / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agents.cli",
+            "worker",
+            "--data-dir",
+            str(home / "data"),
+            "--web-port",
+            "0",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        while "ready" not in (home / "worker.log").read_text(errors="replace"):
+            if worker.poll() is not None:
+                raise RuntimeError("worker exited")
+            time.sleep(0.05)
+        started = time.perf_counter()
+        topics = [settings.topics.health, settings.inputs_topic]
+        while asyncio.run(_lag(ns, topics)) > 0:
+            time.sleep(0.25)
+        return time.perf_counter() - started
+    finally:
+        worker.terminate()
+        worker.wait(60)
+        log.close()
+
+
+def main(repeats: int) -> dict[str, Any]:
+    records = pings()
+    server = bootstrap()
+    base_rates: list[float] = []
+    system_rates: list[float] = []
+    for _ in range(max(1, repeats)):
+        ns = Namespace(server, Path(tempfile.mkdtemp()))
+        settings = Settings(
+            bootstrap_servers=server, app_id=ns.app_id, topics=Topics().with_prefix(ns.prefix)
+        )
+        asyncio.run(produce(settings, records))
+        base_rates.append(len(records) / asyncio.run(baseline(settings, len(records))))
+        system_rates.append(len(records) / system(settings, ns, ns.tmp))
+        shutil.rmtree(ns.tmp, ignore_errors=True)
+    result = {
+        "pings": len(records),
+        "system_pings_per_s": {"median": statistics.median(system_rates), "all": system_rates},
+        "baseline_pings_per_s": {"median": statistics.median(base_rates), "all": base_rates},
+        "ratio": statistics.median(system_rates) / statistics.median(base_rates),
+        "goal": {"ratio": 0.5, "pings_per_s": 10_000},
+    }
+    print(f"P1 throughput: {len(records):,} pings, {len(system_rates)} alternating runs")
+    print(
+        f"  worker  : {result['system_pings_per_s']['median']:>9,.0f} pings/s "
+        f"({', '.join(f'{r:,.0f}' for r in system_rates)})"
+    )
+    print(
+        f"  baseline: {result['baseline_pings_per_s']['median']:>9,.0f} pings/s "
+        f"({', '.join(f'{r:,.0f}' for r in base_rates)})"
+    )
+    print(f"  ratio   : {result['ratio']:.3f}")
+    return result
