@@ -30,16 +30,11 @@ class DeadlineIndex:
             self._scheduled[connector_id] = deadline
             heapq.heappush(self._heap, (deadline, connector_id))
 
-    def forget(self, keep: set[str] | None = None) -> None:
-        """Drop every connector (or all but `keep`), e.g. when partitions are revoked."""
-        if keep is None:
-            self._deadline.clear()
-            self._scheduled.clear()
-            self._heap.clear()
-            return
-        for connector_id in list(self._deadline):
-            if connector_id not in keep:
-                del self._deadline[connector_id]
+    def forget(self) -> None:
+        """Drop every connector, e.g. before the index is rebuilt after a rebalance."""
+        self._deadline.clear()
+        self._scheduled.clear()
+        self._heap.clear()
 
     def pop_due(self, now: int) -> list[str]:
         """Connectors whose deadline is at or before `now` (each once)."""

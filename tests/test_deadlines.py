@@ -1,0 +1,40 @@
+"""The worker's in-memory deadline index (agents/deadlines.py)."""
+
+from __future__ import annotations
+
+from agents.deadlines import DeadlineIndex
+
+
+def test_due_connectors_fire_once_in_deadline_order() -> None:
+    index = DeadlineIndex()
+    index.schedule("B", 200)
+    index.schedule("A", 100)
+    index.schedule("C", 300)
+    assert index.pop_due(99) == []
+    assert index.pop_due(250) == ["A", "B"]
+    assert index.pop_due(250) == []  # not again until the tick re-indexes them
+    assert index.pop_due(1000) == ["C"]
+
+
+def test_a_deadline_moved_later_is_not_fired_early() -> None:
+    index = DeadlineIndex()
+    index.schedule("A", 100)
+    for later in range(101, 200):  # steady pings push the heartbeat deadline on
+        index.schedule("A", later)
+    assert len(index._heap) == 1  # later deadlines cost no heap entry
+    assert index.pop_due(150) == []
+    assert index.pop_due(199) == ["A"]
+
+
+def test_an_earlier_deadline_and_a_cleared_one() -> None:
+    index = DeadlineIndex()
+    index.schedule("A", 500)
+    index.schedule("A", 50)  # an attempt deadline earlier than the heartbeat
+    assert index.pop_due(60) == ["A"]
+    index.schedule("B", 70)
+    index.schedule("B", None)
+    assert index.pop_due(1000) == []
+    index.schedule("C", 10)
+    index.forget()
+    assert index.pop_due(1000) == []
+    assert len(index) == 0
