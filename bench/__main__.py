@@ -7,9 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from bench import core, replay, throughput
+from bench import core, latency, replay, throughput
 
-BENCHES = {"core": core.main, "replay": replay.main, "throughput": throughput.main}
+BENCHES = {
+    "core": core.main,
+    "replay": replay.main,
+    "throughput": throughput.main,
+    "latency": latency.main,
+}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

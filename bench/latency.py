@@ -1,0 +1,239 @@
+"""P2: detection latency at a steady 1,000 pings/s: time from a failing ping's `checked_at`
+to its `connector.failure.detected` being readable on the audit topic; p50/p90/p99.
+
+Baseline, same broker, same load: the raw loop of P1 (consume, decode, produce one record per
+input), timed from `checked_at` to its output record being readable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from agents.codec import registry
+from agents.settings import Settings, Topics
+from bench.replay import bootstrap
+from bench.throughput import output_topic, produce
+from streams.projections import nearest_rank
+from tests.kafka.harness import Namespace
+
+RATE = 1000
+SECONDS = int(os.environ.get("CR_BENCH_SECONDS", "30"))
+CONNECTORS = 200
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def load(settings: Settings, failing: dict[str, int]) -> None:
+    """RATE pings/s; every 100 ms one connector starts failing (recorded in `failing`)."""
+    codec = registry().codec("HealthPing")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=2)
+    await producer.start()
+    try:
+        started = time.monotonic()
+        sent = 0
+        down: set[str] = set()
+        next_failure = 0
+        while time.monotonic() - started < SECONDS:
+            elapsed = time.monotonic() - started
+            if elapsed * 10 >= next_failure and next_failure < CONNECTORS:
+                down.add(f"LAT-{next_failure:04d}")
+                next_failure += 1
+            due = int(elapsed * RATE)
+            while sent < due:
+                connector = f"LAT-{sent % CONNECTORS:04d}"
+                unhealthy = connector in down
+                at = now_ms()
+                if unhealthy and connector not in failing:
+                    failing[connector] = at
+                await producer.send(
+                    settings.topics.health,
+                    key=connector.encode(),
+                    value=codec.encode(
+                        {
+                            "connector_id": connector,
+                            "tenant_id": None,
+                            "status": "UNHEALTHY" if unhealthy else "HEALTHY",
+                            "failure": "timeout" if unhealthy else None,
+                            "retryable": True,
+                            "checked_at": at,
+                            "latency_ms": None,
+                            "message": None,
+                            "position": None,
+                        }
+                    ),
+                )
+                sent += 1
+            await asyncio.sleep(0.005)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class Watch:
+    """What a watcher looks for on `topic`, and what it has seen (arrival times, ms)."""
+
+    topic: str
+    detected: bool  # a failure.detected audit event (else: an UNHEALTHY record)
+    failing: dict[str, int] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wanted(self, value: dict[str, Any]) -> bool:
+        if self.detected:
+            return bool(value.get("type") == "connector.failure.detected")
+        return bool(value.get("status") == "UNHEALTHY")
+
+
+async def watch(settings: Settings, spec: Watch) -> None:
+    consumer = AIOKafkaConsumer(
+        spec.topic,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="latest",
+    )
+    await consumer.start()
+    reg = registry()
+    try:
+        while not spec.done.is_set():
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                arrived = now_ms()
+                for record in records:
+                    _, value = reg.decode_any(record.value)
+                    connector = value["connector_id"]
+                    if (
+                        connector not in spec.seen
+                        and connector in spec.failing
+                        and (spec.wanted(value))
+                    ):
+                        spec.seen[connector] = arrived
+            if spec.loaded.is_set() and len(spec.seen) >= len(spec.failing):
+                spec.done.set()
+    finally:
+        await consumer.stop()
+
+
+async def measure(settings: Settings, topic: str, detected: bool) -> list[float]:
+    spec = Watch(topic, detected)
+    watcher = asyncio.create_task(watch(settings, spec))
+    await asyncio.sleep(2)  # the watcher is at the end of the topic before the load starts
+    await load(settings, spec.failing)
+    spec.loaded.set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(spec.done.wait()), 60)
+    spec.done.set()
+    await watcher
+    return sorted(float(spec.seen.get(c, now_ms()) - at) for c, at in spec.failing.items())
+
+
+async def raw_loop(settings: Settings, stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(
+        settings.topics.health,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=f"{settings.app_id}-raw",
+        auto_offset_reset="latest",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=2)
+    await consumer.start()
+    await producer.start()
+    reg = registry()
+    try:
+        while not stop.is_set():
+            for records in (await consumer.getmany(timeout_ms=50)).values():
+                for record in records:
+                    reg.decode_any(record.value)
+                    await producer.send(output_topic(settings), key=record.key, value=record.value)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def baseline(settings: Settings) -> list[float]:
+    stop = asyncio.Event()
+    loop = asyncio.create_task(raw_loop(settings, stop))
+    await asyncio.sleep(3)
+    latencies = await measure(settings, output_topic(settings), detected=False)
+    stop.set()
+    await loop
+    return latencies
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": nearest_rank(values, 50),
+        "p90": nearest_rank(values, 90),
+        "p99": nearest_rank(values, 99),
+        "mean": statistics.mean(values),
+    }
+
+
+def main(_repeats: int) -> dict[str, Any]:
+    server = bootstrap()
+    ns = Namespace(server, Path(tempfile.mkdtemp()))
+    settings = Settings(
+        bootstrap_servers=server, app_id=ns.app_id, topics=Topics().with_prefix(ns.prefix)
+    )
+    asyncio.run(produce(settings, []))  # topics only
+    base = summary(asyncio.run(baseline(settings)))
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": server,
+        "CR_APP_ID": settings.app_id,
+        "CR_TOPIC_PREFIX": ns.prefix,
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = (ns.tmp / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agents.cli",
+            "worker",
+            "--data-dir",
+            str(ns.tmp / "data"),
+            "--web-port",
+            "0",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        while "ready" not in (ns.tmp / "worker.log").read_text(errors="replace"):
+            time.sleep(0.1)
+        system = summary(asyncio.run(measure(settings, settings.topics.audit, detected=True)))
+    finally:
+        worker.terminate()
+        worker.wait(60)
+        log.close()
+    print(
+        f"P2 detection latency at {RATE} pings/s for {SECONDS} s ({CONNECTORS} connectors, "
+        f"one new failure every 100 ms), ms:"
+    )
+    for name, figures in (("worker", system), ("raw loop", base)):
+        print(
+            f"  {name:9s} p50 {figures['p50']:>8,.0f}  p90 {figures['p90']:>8,.0f}  "
+            f"p99 {figures['p99']:>8,.0f}"
+        )
+    return {
+        "rate": RATE,
+        "seconds": SECONDS,
+        "worker_ms": system,
+        "baseline_ms": base,
+        "goal_p99_ms": 100,
+    }
