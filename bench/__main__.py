@@ -7,13 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from bench import core, latency, replay, throughput
+from bench import core, latency, replay, state, throughput
 
 BENCHES = {
     "core": core.main,
     "replay": replay.main,
     "throughput": throughput.main,
     "latency": latency.main,
+    "state": state.main,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -108,7 +108,7 @@ def main(repeats: int) -> dict[str, Any]:
     core_rate = [len(inputs) / s for s in core_s]
     base_rate = [len(inputs) / s for s in base_s]
     proj_rate = [len(events) / s for s in proj_s]
-    result = {
+    result: dict[str, Any] = {
         "inputs": len(inputs),
         "audit_events": len(events),
         "core_inputs_per_s": {

@@ -191,7 +191,7 @@ def main(repeats: int) -> dict[str, Any]:
         base_rates.append(len(records) / asyncio.run(baseline(settings, len(records))))
         system_rates.append(len(records) / system(settings, ns, ns.tmp))
         shutil.rmtree(ns.tmp, ignore_errors=True)
-    result = {
+    result: dict[str, Any] = {
         "pings": len(records),
         "system_pings_per_s": {"median": statistics.median(system_rates), "all": system_rates},
         "baseline_pings_per_s": {"median": statistics.median(base_rates), "all": base_rates},

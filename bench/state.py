@@ -1,0 +1,142 @@
+"""P5: state size and recovery. N connectors' states are written straight into the state
+table's changelog (as the worker would have), then a fresh worker (empty data dir) starts:
+measured are the bytes per connector in the changelog and in RocksDB, and the time from the
+worker's start to 'ready' (changelog recovery, plus the heartbeat-grace Watch it sends for
+every owned connector).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from agents.app import STATE_TABLE, partition_of
+from agents.settings import Settings, Topics
+from agents.statecodec import dump_state
+from agents.topics import ensure_topics
+from bench.replay import bootstrap
+from streams.decider import decide
+from streams.models import HealthPing, HealthStatus
+from streams.policy import parse_policy
+from streams.state import ConnectorState
+from tests.kafka.harness import Namespace
+
+N = int(os.environ.get("CR_BENCH_CONNECTORS", "1000000"))
+
+
+def typical_state(connector_id: str) -> bytes:
+    """A steady healthy connector: 21 healthy checks, tenant set, a source position."""
+    policy = parse_policy({})
+    state = ConnectorState.new(connector_id)
+    for i in range(21):
+        ping = HealthPing(
+            connector_id=connector_id,
+            tenant_id="acme",
+            status=HealthStatus.HEALTHY,
+            checked_at=1_800_000_000_000 + i * 1000,
+            position=f"offset-{i}",
+        )
+        state = decide(state, ping, policy).state
+    return dump_state(state, 123_456)
+
+
+async def fill(settings: Settings, changelog: str) -> int:
+    await ensure_topics(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(
+                    changelog, settings.partitions, 1, topic_configs={"cleanup.policy": "compact"}
+                )
+            ]
+        )
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        linger_ms=50,
+        max_batch_size=1 << 20,
+        compression_type=None,
+    )
+    await producer.start()
+    total = 0
+    template = typical_state("CONN-0000000")
+    try:
+        for index in range(N):
+            key = f"CONN-{index:07d}".encode()
+            value = template.replace(b"CONN-0000000", key)
+            total += len(key) + len(value)
+            await producer.send(
+                changelog, key=key, value=value, partition=partition_of(key, settings.partitions)
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return total
+
+
+def du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def main(_repeats: int) -> dict[str, Any]:
+    server = bootstrap()
+    ns = Namespace(server, Path(tempfile.mkdtemp()))
+    settings = Settings(
+        bootstrap_servers=server, app_id=ns.app_id, topics=Topics().with_prefix(ns.prefix)
+    )
+    changelog = f"{settings.app_id}-{STATE_TABLE}-changelog"
+    started = time.perf_counter()
+    payload = asyncio.run(fill(settings, changelog))
+    fill_s = time.perf_counter() - started
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": server,
+        "CR_APP_ID": settings.app_id,
+        "CR_TOPIC_PREFIX": ns.prefix,
+        "PYTHONUNBUFFERED": "1",
+    }
+    data = ns.tmp / "data"
+    log = (ns.tmp / "worker.log").open("w")
+    started = time.perf_counter()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "agents.cli", "worker", "--data-dir", str(data), "--web-port", "0"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        while "ready" not in (ns.tmp / "worker.log").read_text(errors="replace"):
+            if worker.poll() is not None:
+                raise RuntimeError(f"worker exited; see {ns.tmp / 'worker.log'}")
+            time.sleep(0.2)
+        ready_s = time.perf_counter() - started
+        rocksdb = du(data)
+    finally:
+        worker.terminate()
+        worker.wait(120)
+        log.close()
+    result = {
+        "connectors": N,
+        "changelog_bytes_per_connector": payload / N,
+        "rocksdb_bytes_per_connector": rocksdb / N,
+        "changelog_fill_s": fill_s,
+        "recovery_to_ready_s": ready_s,
+        "goals": {"bytes_per_connector": 1024, "recovery_s": 60},
+    }
+    print(f"P5 state: {N:,} connectors")
+    print(f"  changelog payload : {result['changelog_bytes_per_connector']:.0f} B/connector")
+    print(f"  RocksDB on disk   : {result['rocksdb_bytes_per_connector']:.0f} B/connector")
+    print(f"  fresh worker ready: {ready_s:.1f} s (changelog written in {fill_s:.1f} s)")
+    return result
