@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import re
 import signal
@@ -229,6 +230,10 @@ def _cluster_id() -> str:
 
 
 def _answers_metadata(bootstrap: str) -> bool:
+    # A broker that is still starting refuses connections; that is the expected answer here,
+    # not something to log on every probe.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
     async def probe() -> bool:
         from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415 - keep CLI start fast
 

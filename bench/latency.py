@@ -11,22 +11,18 @@ import asyncio
 import contextlib
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agents.codec import registry
-from agents.settings import Settings, Topics
+from agents.settings import Settings
 from bench.replay import bootstrap
 from bench.throughput import output_topic, produce
+from bench.worker import fresh, running_worker
 from streams.projections import nearest_rank
-from tests.kafka.harness import Namespace
 
 RATE = 1000
 SECONDS = int(os.environ.get("CR_BENCH_SECONDS", "30"))
@@ -184,43 +180,11 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def main(_repeats: int) -> dict[str, Any]:
     server = bootstrap()
-    ns = Namespace(server, Path(tempfile.mkdtemp()))
-    settings = Settings(
-        bootstrap_servers=server, app_id=ns.app_id, topics=Topics().with_prefix(ns.prefix)
-    )
+    ns, settings = fresh(server)
     asyncio.run(produce(settings, []))  # topics only
     base = summary(asyncio.run(baseline(settings)))
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": server,
-        "CR_APP_ID": settings.app_id,
-        "CR_TOPIC_PREFIX": ns.prefix,
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = (ns.tmp / "worker.log").open("w")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agents.cli",
-            "worker",
-            "--data-dir",
-            str(ns.tmp / "data"),
-            "--web-port",
-            "0",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        while "ready" not in (ns.tmp / "worker.log").read_text(errors="replace"):
-            time.sleep(0.1)
+    with running_worker(ns, settings):
         system = summary(asyncio.run(measure(settings, settings.topics.audit, detected=True)))
-    finally:
-        worker.terminate()
-        worker.wait(60)
-        log.close()
     print(
         f"P2 detection latency at {RATE} pings/s for {SECONDS} s ({CONNECTORS} connectors, "
         f"one new failure every 100 ms), ms:"

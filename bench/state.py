@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,15 +17,15 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.app import STATE_TABLE, partition_of
-from agents.settings import Settings, Topics
+from agents.settings import Settings
 from agents.statecodec import dump_state
 from agents.topics import ensure_topics
 from bench.replay import bootstrap
+from bench.worker import fresh, running_worker
 from streams.decider import decide
 from streams.models import HealthPing, HealthStatus
 from streams.policy import parse_policy
 from streams.state import ConnectorState
-from tests.kafka.harness import Namespace
 
 N = int(os.environ.get("CR_BENCH_CONNECTORS", "1000000"))
 
@@ -92,41 +89,15 @@ def du(path: Path) -> int:
 
 def main(_repeats: int) -> dict[str, Any]:
     server = bootstrap()
-    ns = Namespace(server, Path(tempfile.mkdtemp()))
-    settings = Settings(
-        bootstrap_servers=server, app_id=ns.app_id, topics=Topics().with_prefix(ns.prefix)
-    )
+    ns, settings = fresh(server)
     changelog = f"{settings.app_id}-{STATE_TABLE}-changelog"
     started = time.perf_counter()
     payload = asyncio.run(fill(settings, changelog))
     fill_s = time.perf_counter() - started
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": server,
-        "CR_APP_ID": settings.app_id,
-        "CR_TOPIC_PREFIX": ns.prefix,
-        "PYTHONUNBUFFERED": "1",
-    }
-    data = ns.tmp / "data"
-    log = (ns.tmp / "worker.log").open("w")
     started = time.perf_counter()
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "agents.cli", "worker", "--data-dir", str(data), "--web-port", "0"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        while "ready" not in (ns.tmp / "worker.log").read_text(errors="replace"):
-            if worker.poll() is not None:
-                raise RuntimeError(f"worker exited; see {ns.tmp / 'worker.log'}")
-            time.sleep(0.2)
+    with running_worker(ns, settings) as data:
         ready_s = time.perf_counter() - started
         rocksdb = du(data)
-    finally:
-        worker.terminate()
-        worker.wait(120)
-        log.close()
     result = {
         "connectors": N,
         "changelog_bytes_per_connector": payload / N,

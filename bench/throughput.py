@@ -14,20 +14,17 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agents.codec import registry
-from agents.settings import Settings, Topics
+from agents.settings import Settings
 from agents.topics import ensure_topics
 from bench.replay import bootstrap
+from bench.worker import fresh, running_worker
 from tests.kafka.harness import Namespace, _lag
 
 PINGS = int(os.environ.get("CR_BENCH_PINGS", "30000"))
@@ -137,44 +134,14 @@ async def baseline(settings: Settings, expected: int) -> float:
         await producer.stop()
 
 
-def system(settings: Settings, ns: Namespace, home: Path) -> float:
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "CR_APP_ID": settings.app_id,
-        "CR_TOPIC_PREFIX": ns.prefix,
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = (home / "worker.log").open("w")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agents.cli",
-            "worker",
-            "--data-dir",
-            str(home / "data"),
-            "--web-port",
-            "0",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        while "ready" not in (home / "worker.log").read_text(errors="replace"):
-            if worker.poll() is not None:
-                raise RuntimeError("worker exited")
-            time.sleep(0.05)
+def system(settings: Settings, ns: Namespace) -> float:
+    """Seconds from 'ready' until the worker's group has committed every input."""
+    with running_worker(ns, settings):
         started = time.perf_counter()
         topics = [settings.topics.health, settings.inputs_topic]
         while asyncio.run(_lag(ns, topics)) > 0:
             time.sleep(0.25)
         return time.perf_counter() - started
-    finally:
-        worker.terminate()
-        worker.wait(60)
-        log.close()
 
 
 def main(repeats: int) -> dict[str, Any]:
@@ -183,13 +150,10 @@ def main(repeats: int) -> dict[str, Any]:
     base_rates: list[float] = []
     system_rates: list[float] = []
     for _ in range(max(1, repeats)):
-        ns = Namespace(server, Path(tempfile.mkdtemp()))
-        settings = Settings(
-            bootstrap_servers=server, app_id=ns.app_id, topics=Topics().with_prefix(ns.prefix)
-        )
+        ns, settings = fresh(server)
         asyncio.run(produce(settings, records))
         base_rates.append(len(records) / asyncio.run(baseline(settings, len(records))))
-        system_rates.append(len(records) / system(settings, ns, ns.tmp))
+        system_rates.append(len(records) / system(settings, ns))
         shutil.rmtree(ns.tmp, ignore_errors=True)
     result: dict[str, Any] = {
         "pings": len(records),
