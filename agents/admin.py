@@ -49,7 +49,7 @@ async def send_and_wait(
     settings: Settings, command: AdminCommand, timeout_s: float
 ) -> list[AuditEvent]:
     """Every audit event answering the command (empty if none came within the timeout)."""
-    consumer = reader(settings.bootstrap_servers)
+    consumer = reader(settings)
     await consumer.start()
     try:
         tps = await topic_partitions(consumer, settings.topics.audit)

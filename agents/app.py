@@ -1,7 +1,7 @@
 """The Faust worker: thin agents around the pure core.
 
-    connector.health ──┐
-    admin commands ────┼─ route (decode, validate; bad → DLQ) ─▶ <app>-inputs (key = connector)
+    connector.health ──┐  router (agents/router.py: aiokafka batches;
+    admin commands ────┼─ decode, validate; bad → DLQ) ─────────▶ <app>-inputs (key = connector)
     recovery results ──┘                                              │
     clock timer (Tick for due deadlines) ──────────────────────────────┤
                                                                        ▼
@@ -9,7 +9,9 @@
 
 Every decider input is repartitioned by connector id onto one internal topic, whatever
 partitioner the producer used, so one partition owner applies a connector's inputs in
-order. The audit topic is co-partitioned with it.
+order. The audit topic is co-partitioned with it. The decider takes its inputs in batches
+(`take_events`): one await for a batch's outputs, then its table writes, and a table write
+only when the record or detector memory changed (a steady ping changes only liveness).
 """
 
 from __future__ import annotations
@@ -17,37 +19,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import aiohttp
 import faust
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
+from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from agents.codec import AvroCodecError, registry
 from agents.deadlines import DeadlineIndex
 from agents.executors import execute
-from agents.kafkaio import reader
+from agents.kafkaio import client_options, reader
 from agents.live import LiveProjection, exposition, metrics_registry
 from agents.notifier import deliver
 from agents.repair import reconcile
+from agents.router import Router, dead_letter_headers
 from agents.settings import Settings
 from agents.statecodec import dump_state, load_state
 from agents.wire import BadInput, audit_record, decode_audit, decode_input, input_record
 from streams.checkpoint import checkpoint_record
-from streams.decider import Decision, decide, next_deadline
+from streams.decider import decide, next_deadline
 from streams.models import (
     GENESIS_HASH,
-    AdminCommand,
     AuditEvent,
     Command,
     DeciderInput,
-    HealthPing,
     NotificationRequest,
     RecoveryRequest,
-    RecoveryResult,
     Tick,
     Watch,
 )
@@ -85,6 +91,36 @@ def partition_of(key: bytes, partitions: int) -> int:
     return (int(murmur2(key)) & 0x7FFFFFFF) % partitions
 
 
+DECIDE_BATCH = 1000
+DECIDE_WITHIN_S = 0.01
+
+
+@contextmanager
+def acting_for(event: Any) -> Iterator[None]:
+    """Faust finds the partition of a table write (its changelog partition and RocksDB
+    column) through the current-event context variable, which a `take_events()` batch does
+    not set for its consumer; we set it to the event whose input produced the write."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+class _PendingState(NamedTuple):
+    state: ConnectorState
+    applied: int  # offset of the last input applied, stored beside the state
+    event: Any  # the Faust event of that input: its partition is where the write goes
+
+
+@dataclass
+class _Batch:
+    states: dict[bytes, _PendingState] = field(default_factory=dict)
+    commands: list[tuple[bytes, Command]] = field(default_factory=list)
+    events: list[tuple[bytes, AuditEvent, int]] = field(default_factory=list)
+    audit_partitions: dict[int, Any] = field(default_factory=dict)
+
+
 class Pipeline:
     def __init__(self, settings: Settings, policy: Policy) -> None:
         self.settings = settings
@@ -107,7 +143,10 @@ class Pipeline:
             "events": 0,
             "skipped_redeliveries": 0,
             "repaired_dropped": 0,
+            "router_skipped_forwarded": 0,
         }
+        # Liveness (last ping time, heartbeat deadline) per connector: in memory only.
+        self.liveness: dict[str, tuple[int | None, int | None]] = {}
         # Crash repair: per connector, audit events found after the table's audit position
         # (written by inputs whose state did not reach the table); per partition, the next
         # audit offset, recorded in the table beside the state.
@@ -162,9 +201,8 @@ class Pipeline:
             key_type=bytes,
             value_type=bytes,  # faust picks the "raw" serializer for bytes
         )
-        self.app.agent(self.health_topic, name="route-health")(self._route_stream(HealthPing))
-        self.app.agent(self.admin_topic, name="route-admin")(self._route_stream(AdminCommand))
-        self.app.agent(self.results_topic, name="route-results")(self._route_stream(RecoveryResult))
+        self.router = Router(s, self.registry, self.counters)
+        self.app.task(self._run_router)
         self.app.agent(self.inputs_topic, name="decide")(self._decide_stream)
         # Each delivery is awaited by one of N agent instances: a slow or dead endpoint holds
         # one instance for at most its bounded retries, never the other connectors.
@@ -182,66 +220,81 @@ class Pipeline:
         self.app.task(self._announce_ready)
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
 
-    # -- routing: every input onto the internal topic, keyed by connector ---------------------
-    def _route_stream(self, expected: type[DeciderInput]) -> Any:
-        async def route(stream: Any) -> None:
-            async for event in stream.events():
-                await self._route(event, expected)
-
-        route.__name__ = f"route_{expected.__name__}"
-        return route
-
-    async def _route(self, event: Any, expected: type[DeciderInput]) -> None:
-        value = event.value
+    # -- routing: see agents/router.py ------------------------------------------------------
+    async def _run_router(self) -> None:
+        producer = AIOKafkaProducer(
+            **client_options(self.settings),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_batch_size=262_144,
+        )
+        await producer.start()
         try:
-            message = decode_input(self.registry, value)
-            if not isinstance(message, expected):
-                raise BadInput(f"{type(message).__name__} on a topic of {expected.__name__}")
-        except BadInput as error:
-            await self._dead_letter(event, str(error))
-            return
-        await self.inputs_topic.send(key=message.connector_id.encode(), value=value)
+            await self.router.run(producer)
+        finally:
+            await producer.stop()
 
     async def _dead_letter(self, event: Any, reason: str) -> None:
         msg = event.message
         self.counters["dead_letters"] += 1
         log.warning("dead-lettered %s/%s/%s: %s", msg.topic, msg.partition, msg.offset, reason)
-        headers = [
-            ("reason", reason.encode()),
-            ("source.topic", msg.topic.encode()),
-            ("source.partition", str(msg.partition).encode()),
-            ("source.offset", str(msg.offset).encode()),
-        ]
+        headers = dead_letter_headers(msg.topic, msg.partition, msg.offset, reason)
         await self.dlq_topic.send(key=msg.key, value=msg.value, headers=headers)
 
     # -- deciding -----------------------------------------------------------------------------
     async def _decide_stream(self, stream: Any) -> None:
-        async for event in stream.events():
+        # Batches, not one event at a time: the outputs of a whole batch are awaited once,
+        # and its table writes follow (see `decide_batch`). `within` bounds the latency a
+        # batch adds when traffic is light.
+        async for events in stream.take_events(DECIDE_BATCH, DECIDE_WITHIN_S):
+            await self.decide_batch(events)
+
+    async def decide_batch(self, events: list[Any]) -> None:
+        """Decode → core → send the outputs → assign the whole new states.
+
+        Outputs are awaited before any state is written, so the table is never ahead of
+        the log; a re-delivered input is reconciled against the log (agents/repair.py).
+        """
+        batch = _Batch()
+        for event in events:
             msg = event.message
             try:
                 message = decode_input(self.registry, event.value)
             except BadInput as error:  # only our own router writes here; keep going anyway
                 await self._dead_letter(event, str(error))
                 continue
-            await self.step(message, msg.partition, msg.offset)
+            self._decide_one(message, event, batch)
             self.positions[msg.partition] = msg.offset
+        await self._send_outputs(batch)
+        for key, pending in batch.states.items():
+            with acting_for(pending.event):
+                # The whole new value, never a mutation in place; written only on change.
+                self.table[key] = dump_state(pending.state, pending.applied)
+        for partition, event in batch.audit_partitions.items():
+            with acting_for(event):
+                position = str(self.audit_positions[partition]).encode()
+                self.table[checkpoint_key(partition)] = position
 
-    async def step(self, message: DeciderInput, partition: int, offset: int) -> Decision | None:
-        """Decode → core → send the outputs → assign the whole new state.
-
-        Outputs are awaited before the state is written, so the table is never ahead of the
-        log; a re-delivered input is reconciled against the log (agents/repair.py).
-        """
+    def _decide_one(self, message: DeciderInput, event: Any, batch: _Batch) -> None:
         connector_id = message.connector_id
         key = connector_id.encode()
-        stored = self.table.get(key)
-        if stored is None:
-            state, applied = ConnectorState.new(connector_id), -1
+        partition, offset = event.message.partition, event.message.offset
+        pending = batch.states.get(key)
+        if pending is not None:
+            state, applied = pending.state, pending.applied
         else:
-            state, applied = load_state(stored)
+            stored = self.table.get(key)
+            if stored is None:
+                state, applied = ConnectorState.new(connector_id), -1
+            else:
+                state, applied = load_state(stored)
+            live = self.liveness.get(connector_id)
+            if live is not None:
+                state = state._replace(last_checked_at=live[0], heartbeat_deadline=live[1])
         if offset <= applied:
             self.counters["skipped_redeliveries"] += 1
-            return None  # case (b): the state already holds this input
+            return  # case (b): the state already holds this input
         source = f"{self.settings.inputs_topic}/{partition}/{offset}"
         decision = decide(state, message, self.policy, source)
         self.counters["inputs"] += 1
@@ -266,53 +319,51 @@ class Pipeline:
                 )
             remaining = [e for e in logged if e.sequence > new_state.record.sequence]
             self.logged_ahead[connector_id] = remaining
-        await self._send_outputs(key, events, commands, partition)
-        if new_state != state or events:
-            # The whole new value, never a mutation in place; written only on change.
-            self.table[key] = dump_state(new_state, offset)
-            if events:
-                position = self.audit_positions[partition]
-                self.table[checkpoint_key(partition)] = str(position).encode()
+        self.liveness[connector_id] = (new_state.last_checked_at, new_state.heartbeat_deadline)
+        if (
+            pending is not None
+            or events
+            or new_state.record != state.record
+            or new_state.memory != state.memory
+        ):
+            batch.states[key] = _PendingState(new_state, offset, event)
+        for command in commands:
+            batch.commands.append((key, command))
+        for audit_event in events:
+            batch.events.append((key, audit_event, partition))
+        if events:
+            batch.audit_partitions[partition] = event
         due = next_deadline(new_state.record, new_state.heartbeat_deadline)
         self.deadlines.schedule(connector_id, None if due is None else due[0])
-        return decision
 
-    async def _send_outputs(
-        self,
-        key: bytes,
-        events: tuple[AuditEvent, ...],
-        commands: tuple[Command, ...],
-        partition: int,
-    ) -> None:
-        """Commands first, then events, each batch awaited until the broker holds it: an
-        event in the log implies its commands are too."""
-        pending = []
-        for command in commands:
+    async def _send_outputs(self, batch: _Batch) -> None:
+        """Commands first, then events, each awaited until the broker holds it: an event in
+        the log implies its commands are too."""
+        sent = []
+        for key, command in batch.commands:
             if isinstance(command, RecoveryRequest):
                 topic, codec = self.requests_topic, self.request_codec
             else:
                 topic, codec = self.notifications_topic, self.notification_codec
-            pending.append(
+            sent.append(
                 await topic.send(key=key, value=codec.encode(command.model_dump(mode="json")))
             )
-        for future in pending:
-            await future
+        await asyncio.gather(*sent)
         audit_sent = [
             await self.audit_topic.send(
                 key=key, value=self.audit_codec.encode(audit_record(event)), partition=partition
             )
-            for event in events
+            for key, event, partition in batch.events
         ]
-        offsets = [(await future).offset for future in audit_sent]
-        if events:
-            # Position and chain head move together (no await in between): a checkpoint
-            # taken at any moment describes exactly the log below its position.
-            last = events[-1]
+        written = await asyncio.gather(*audit_sent)
+        # Positions and chain heads move together (no await in between): a checkpoint taken
+        # at any moment describes exactly the log below its position.
+        for (_key, event, partition), metadata in zip(batch.events, written, strict=True):
             self.audit_positions[partition] = max(
-                self.audit_positions.get(partition, 0), max(offsets) + 1
+                self.audit_positions.get(partition, 0), metadata.offset + 1
             )
-            self.heads.setdefault(partition, {})[last.connector_id] = (last.sequence, last.hash)
-        self.counters["events"] += len(events)
+            self.heads.setdefault(partition, {})[event.connector_id] = (event.sequence, event.hash)
+        self.counters["events"] += len(batch.events)
 
     # -- checkpoints --------------------------------------------------------------------------
     async def _checkpoint(self) -> None:
@@ -335,7 +386,7 @@ class Pipeline:
             self.checkpoint_prev[partition] = record["hash"]
 
     async def _read_last_checkpoints(self) -> None:
-        consumer = reader(self.settings.bootstrap_servers)
+        consumer = reader(self.settings)
         await consumer.start()
         try:
             tp = TopicPartition(self.settings.topics.checkpoints, 0)
@@ -490,7 +541,7 @@ class Pipeline:
         self.audit_positions = {p: checkpoints.get(p, 0) for p in owned}
         if not owned:
             return
-        consumer = reader(self.settings.bootstrap_servers)
+        consumer = reader(self.settings)
         await consumer.start()
         try:
             tps = [TopicPartition(self.settings.topics.audit, p) for p in sorted(owned)]

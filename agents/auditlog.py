@@ -53,7 +53,7 @@ def _undecodable(position: str, key: bytes | None, error: Exception) -> Finding:
 
 async def _read_topic(settings: Settings, quiet: bool) -> LogRead:
     read = LogRead(f"topic {settings.topics.audit}")
-    consumer = reader(settings.bootstrap_servers)
+    consumer = reader(settings)
     await consumer.start()
     try:
         tps = await topic_partitions(consumer, settings.topics.audit)

@@ -237,7 +237,7 @@ async def _read_audit(settings: Settings) -> list[AuditEvent]:
     from agents.codec import registry  # noqa: PLC0415
     from agents.wire import decode_audit  # noqa: PLC0415
 
-    consumer = reader(settings.bootstrap_servers)
+    consumer = reader(settings)
     await consumer.start()
     try:
         tps = await topic_partitions(consumer, settings.topics.audit)

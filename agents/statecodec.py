@@ -1,7 +1,10 @@
-"""Compact bytes for the per-connector state table (JSON arrays in dataclass field order).
+"""Compact bytes for the per-connector state table (JSON arrays in field order).
 
 The table is a cache of the state of record (rebuildable from the audit log) plus the
 transient detector memory; its format is private to the worker, versioned by `FORMAT`.
+Liveness (last ping time, heartbeat deadline) is not in it: it changes with every ping,
+and writing it would turn every steady ping into a changelog record. The worker keeps it
+in memory; a new owner starts it from the heartbeat grace (a `Watch`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any
 from streams.models import RecoveryMode
 from streams.state import ConnectorState, DetectorMemory, Phase, Record
 
-FORMAT = 1
+FORMAT = 2
 _RECORD_FIELDS = Record._fields
 _MEMORY_FIELDS = DetectorMemory._fields
 
@@ -31,16 +34,15 @@ def dump_state(state: ConnectorState, applied_offset: int = -1) -> bytes:
     """`applied_offset`: offset (in the inputs partition) of the last input applied."""
     record = [_plain(v) for v in state.record]
     memory = list(state.memory)
-    liveness = [state.last_checked_at, state.heartbeat_deadline]
-    envelope = [FORMAT, record, memory, liveness, applied_offset]
+    envelope = [FORMAT, record, memory, applied_offset]
     return json.dumps(envelope, separators=(",", ":")).encode()
 
 
 def load_state(data: bytes) -> tuple[ConnectorState, int]:
-    """The state and the offset of the last input applied to it."""
+    """The state (without liveness) and the offset of the last input applied to it."""
     try:
         envelope = json.loads(data)
-        version, record, memory, (last_checked_at, heartbeat_deadline), applied = envelope
+        version, record, memory, applied = envelope
     except (ValueError, TypeError) as error:
         raise StateFormatError(f"unreadable state: {error}") from None
     if version != FORMAT:
@@ -53,7 +55,5 @@ def load_state(data: bytes) -> tuple[ConnectorState, int]:
     state = ConnectorState(
         Record(**values),
         DetectorMemory(**dict(zip(_MEMORY_FIELDS, memory, strict=True))),
-        last_checked_at,
-        heartbeat_deadline,
     )
     return state, int(applied)

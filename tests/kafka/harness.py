@@ -274,7 +274,11 @@ async def _lag(ns: Namespace, topics: list[str], detail: bool = False) -> Any:
     await admin.start()
     await consumer.start()
     try:
-        committed = await admin.list_consumer_group_offsets(ns.app_id)
+        # The router's group consumes the external topics, the worker's the inputs topic.
+        committed = {
+            **await admin.list_consumer_group_offsets(f"{ns.app_id}-router"),
+            **await admin.list_consumer_group_offsets(ns.app_id),
+        }
         described = await admin.describe_topics(topics)
         tps = [
             TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
@@ -295,7 +299,7 @@ async def _lag(ns: Namespace, topics: list[str], detail: bool = False) -> Any:
 
 
 def wait_caught_up(ns: Namespace, timeout_s: float = 120) -> None:
-    """Until the worker group has committed every input: health, admin, results, inputs."""
+    """Until the worker's groups have committed every input: health, admin, results, inputs."""
     topics = [ns.topics.health, ns.topics.admin, ns.topics.recovery_results, f"{ns.app_id}-inputs"]
     try:
         wait_for(

@@ -1,0 +1,206 @@
+"""The router: every external input, validated, onto the internal inputs topic by connector.
+
+It is the sequencer of the pipeline — the order of the inputs topic is the order the
+decider applies, and the order a reference fold reproduces — and it is stateless, so it is
+a plain aiokafka consume → decode → produce loop in batches rather than a Faust agent.
+Faust's per-event stream machinery tops out at ~4,000 events/s on our 2-core machine
+(BENCHMARKS.md) and the decider already pays it once; paying it twice starved the decider.
+
+Forwarding is at-least-once made idempotent: every forwarded record carries its source
+(`cr.source` = "<topic>/<partition>/<offset>"), and on assignment the router reads the tail
+of the inputs topic back to find what it already forwarded beyond its committed offsets
+(a crash between produce and commit), then skips that. So the inputs topic holds each
+external input once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from agents.codec import SchemaRegistry
+from agents.kafkaio import client_options, reader, topic_partitions
+from agents.settings import Settings
+from agents.wire import BadInput, decode_input
+from streams.models import AdminCommand, DeciderInput, HealthPing, RecoveryResult
+
+log = logging.getLogger("connector_recovery.router")
+
+SOURCE_HEADER = "cr.source"
+# How far back (records per inputs partition) the read-back looks for forwarded records
+# beyond the committed offsets: far more than one batch, which is all a crash can leave.
+READ_BACK_RECORDS = 20_000
+BATCH_RECORDS = 2_000
+
+DeadLetter = Callable[[ConsumerRecord[bytes, bytes], str], Awaitable[None]]
+
+
+def source_of(topic: str, partition: int, offset: int) -> bytes:
+    return f"{topic}/{partition}/{offset}".encode()
+
+
+def parse_source(value: bytes) -> tuple[str, int, int] | None:
+    topic, _, rest = value.decode(errors="replace").rpartition("/")
+    topic, _, partition = topic.rpartition("/")
+    try:
+        return topic, int(partition), int(rest)
+    except ValueError:
+        return None
+
+
+class Router:
+    def __init__(self, settings: Settings, registry: SchemaRegistry, counters: dict[str, int]):
+        self.settings = settings
+        self.registry = registry
+        self.counters = counters
+        t = settings.topics
+        self.expected: dict[str, type[DeciderInput]] = {
+            t.health: HealthPing,
+            t.admin: AdminCommand,
+            t.recovery_results: RecoveryResult,
+        }
+        self.forwarded = 0
+        self._skip_through: dict[TopicPartition, int] = {}
+
+    async def run(self, producer: AIOKafkaProducer) -> None:
+        """Route until cancelled. `producer` is shared with the rest of the worker."""
+        consumer = AIOKafkaConsumer(
+            **client_options(self.settings),
+            group_id=f"{self.settings.app_id}-router",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=BATCH_RECORDS,
+            session_timeout_ms=int(self.settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, self.settings.session_timeout_s / 3) * 1000),
+        )
+        await consumer.start()
+        router = self
+
+        class ReadBack(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
+            async def on_partitions_revoked(self, _revoked: Any) -> None:
+                return None
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                await router._read_back(set(assigned))
+
+        consumer.subscribe(list(self.expected), listener=ReadBack())
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=100)
+                if batch:
+                    await self._forward(producer, consumer, batch)
+        finally:
+            await consumer.stop()
+
+    async def _forward(
+        self,
+        producer: AIOKafkaProducer,
+        consumer: AIOKafkaConsumer,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    ) -> None:
+        pending: list[asyncio.Future[Any]] = []
+        commit: dict[TopicPartition, int] = {}
+        inputs, dlq = self.settings.inputs_topic, self.settings.topics.dlq
+        for tp, records in batch.items():
+            skip_through = self._skip_through.get(tp, -1)
+            expected = self.expected[tp.topic]
+            for record in records:
+                commit[tp] = record.offset + 1
+                if record.offset <= skip_through:
+                    self.counters["router_skipped_forwarded"] += 1
+                    continue
+                if skip_through >= 0:
+                    del self._skip_through[tp]
+                    skip_through = -1
+                try:
+                    message = decode_input(self.registry, record.value)
+                    if not isinstance(message, expected):
+                        raise BadInput(
+                            f"{type(message).__name__} on a topic of {expected.__name__}"
+                        )
+                except BadInput as error:
+                    reason = str(error)
+                    self.counters["dead_letters"] += 1
+                    log.warning(
+                        "dead-lettered %s/%s/%s: %s", tp.topic, tp.partition, record.offset, reason
+                    )
+                    pending.append(
+                        await producer.send(
+                            dlq,
+                            key=record.key,
+                            value=record.value,
+                            headers=dead_letter_headers(
+                                tp.topic, tp.partition, record.offset, reason
+                            ),
+                        )
+                    )
+                    continue
+                pending.append(
+                    await producer.send(
+                        inputs,
+                        key=message.connector_id.encode(),
+                        value=record.value,
+                        headers=[(SOURCE_HEADER, source_of(tp.topic, tp.partition, record.offset))],
+                    )
+                )
+        await asyncio.gather(*pending)
+        self.forwarded += len(pending)
+        try:
+            await consumer.commit(commit)
+        except KafkaError as error:
+            # A rebalance took the partitions: the new owner's read-back skips what we sent.
+            log.warning("router commit failed (%s); the next owner reads back", error)
+
+    async def _read_back(self, assigned: set[TopicPartition]) -> None:
+        """What was forwarded from `assigned` beyond their committed offsets."""
+        self._skip_through = {}
+        if not assigned:
+            return
+        wanted = {(tp.topic, tp.partition) for tp in assigned}
+        consumer = reader(self.settings)
+        await consumer.start()
+        try:
+            tps = await topic_partitions(consumer, self.settings.inputs_topic)
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            starts = await consumer.beginning_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, max(starts[tp], ends[tp] - READ_BACK_RECORDS))
+            remaining = {tp for tp in tps if ends[tp] > starts[tp]}
+            highest: dict[TopicPartition, int] = {}
+            while remaining:
+                got = await consumer.getmany(*remaining, timeout_ms=1000)
+                for records in got.values():
+                    for record in records:
+                        for name, value in record.headers:
+                            if name != SOURCE_HEADER:
+                                continue
+                            source = parse_source(value)
+                            if source and (source[0], source[1]) in wanted:
+                                tp = TopicPartition(source[0], source[1])
+                                highest[tp] = max(highest.get(tp, -1), source[2])
+                remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
+        finally:
+            await consumer.stop()
+        self._skip_through = highest
+        if highest:
+            log.info(
+                "router read-back: forwarded through %s", {str(k): v for k, v in highest.items()}
+            )
+
+
+def dead_letter_headers(
+    topic: str, partition: int, offset: int, reason: str
+) -> list[tuple[str, bytes]]:
+    return [
+        ("reason", reason.encode()),
+        ("source.topic", topic.encode()),
+        ("source.partition", str(partition).encode()),
+        ("source.offset", str(offset).encode()),
+    ]
