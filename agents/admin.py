@@ -58,7 +58,7 @@ async def send_and_wait(
         for tp in tps:
             consumer.seek(tp, ends[tp])
         await publish_records(
-            settings.bootstrap_servers,
+            settings,
             settings.topics.admin,
             "AdminCommand",
             [(command.connector_id, command.model_dump(mode="json"))],

@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from agents.codec import AvroCodecError, registry
 from agents.deadlines import DeadlineIndex
 from agents.executors import execute
-from agents.kafkaio import client_options, reader
+from agents.kafkaio import client_options, faust_credentials, reader
 from agents.live import LiveProjection, exposition, metrics_registry
 from agents.notifier import deliver
 from agents.repair import reconcile
@@ -163,6 +163,7 @@ class Pipeline:
         self.app = faust.App(
             s.app_id,
             broker=f"kafka://{s.bootstrap_servers}",
+            broker_credentials=faust_credentials(s),
             store=s.store,
             datadir=str(s.data_dir),
             web_enabled=True,
@@ -264,7 +265,8 @@ class Pipeline:
             except BadInput as error:  # only our own router writes here; keep going anyway
                 await self._dead_letter(event, str(error))
                 continue
-            self._decide_one(message, event, batch)
+            with acting_for(event):  # table reads then look in the event's partition only
+                self._decide_one(message, event, batch)
             self.positions[msg.partition] = msg.offset
         await self._send_outputs(batch)
         for key, pending in batch.states.items():

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from rich.progress import Progress
 
 from agents.codec import AvroCodecError, registry
-from agents.kafkaio import reader, topic_partitions
+from agents.kafkaio import client_options, reader, topic_partitions
 from agents.settings import Settings
 from agents.wire import decode_audit
 from schemas import SCHEMA_DIR
@@ -104,7 +104,7 @@ async def _read_topic(settings: Settings, quiet: bool) -> LogRead:
 
 async def _read_checkpoints(consumer: AIOKafkaConsumer, settings: Settings) -> list[dict[str, Any]]:
     topic = settings.topics.checkpoints
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         if topic not in await admin.list_topics():

@@ -3,17 +3,56 @@ the audit tools. Every client the project opens takes its connection options fro
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import TopicPartition
 
-from agents.settings import Settings
+from agents.settings import KafkaSecurity, Settings
+
+
+def ssl_context(security: KafkaSecurity) -> ssl.SSLContext | None:
+    if not security.tls:
+        return None
+    context: ssl.SSLContext = create_ssl_context(
+        cafile=str(security.ca_file) if security.ca_file else None
+    )
+    return context
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
     """Connection options for any aiokafka client (bootstrap servers and security)."""
-    return {"bootstrap_servers": settings.bootstrap_servers}
+    security = settings.security
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": security.protocol,
+    }
+    if security.tls:
+        options["ssl_context"] = ssl_context(security)
+    if security.sasl:
+        options["sasl_mechanism"] = security.sasl_mechanism
+        options["sasl_plain_username"] = security.username
+        options["sasl_plain_password"] = security.password
+    return options
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """The same options as Faust's `broker_credentials` (None for plain connections)."""
+    import faust  # noqa: PLC0415 - only the worker needs Faust
+
+    security = settings.security
+    if security.sasl:
+        return faust.SASLCredentials(
+            username=security.username,
+            password=security.password,
+            ssl_context=ssl_context(security),
+            mechanism=security.sasl_mechanism,
+        )
+    if security.tls:
+        return faust.SSLCredentials(ssl_context(security))
+    return None
 
 
 def reader(settings: Settings) -> AIOKafkaConsumer:

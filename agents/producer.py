@@ -11,6 +11,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from agents.codec import registry
+from agents.kafkaio import client_options
+from agents.settings import Settings
 from streams.models import HealthPing, HealthStatus
 
 
@@ -37,11 +39,11 @@ def pings_from_jsonl(path: Path) -> list[HealthPing]:
 
 
 async def publish_records(
-    bootstrap: str, topic: str, schema: str, records: Iterable[tuple[str, dict[str, Any]]]
+    settings: Settings, topic: str, schema: str, records: Iterable[tuple[str, dict[str, Any]]]
 ) -> int:
     codec = registry().codec(schema)
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+        **client_options(settings), acks="all", enable_idempotence=True, linger_ms=5
     )
     await producer.start()
     sent = 0
@@ -57,7 +59,7 @@ async def publish_records(
     return sent
 
 
-async def publish_pings(bootstrap: str, topic: str, pings: Iterable[HealthPing]) -> int:
+async def publish_pings(settings: Settings, topic: str, pings: Iterable[HealthPing]) -> int:
     return await publish_records(
-        bootstrap, topic, "HealthPing", ((p.connector_id, p.model_dump(mode="json")) for p in pings)
+        settings, topic, "HealthPing", ((p.connector_id, p.model_dump(mode="json")) for p in pings)
     )

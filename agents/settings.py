@@ -30,6 +30,49 @@ class Topics:
 
 
 @dataclass(frozen=True)
+class KafkaSecurity:
+    """How clients authenticate to Kafka. `password` never appears in a repr or a log."""
+
+    protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None  # trust anchors for TLS; None = the system's
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @staticmethod
+    def from_env() -> KafkaSecurity:
+        protocol = _env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+        if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol!r} is not a Kafka protocol")
+        password = os.environ.get("KAFKA_SASL_PASSWORD")
+        password_file = os.environ.get("KAFKA_SASL_PASSWORD_FILE")
+        if password_file:
+            password = Path(password_file).read_text().strip()
+        ca_file = os.environ.get("KAFKA_SSL_CAFILE")
+        security = KafkaSecurity(
+            protocol=protocol,
+            sasl_mechanism=_env("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            username=os.environ.get("KAFKA_SASL_USERNAME"),
+            password=password,
+            ca_file=Path(ca_file) if ca_file else None,
+        )
+        if security.sasl and not (security.username and security.password):
+            raise ValueError(
+                f"{protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+                " (or KAFKA_SASL_PASSWORD_FILE)"
+            )
+        return security
+
+
+@dataclass(frozen=True)
 class Settings:
     bootstrap_servers: str = "127.0.0.1:9092"
     app_id: str = "connector-recovery"
@@ -43,6 +86,7 @@ class Settings:
     session_timeout_s: float = 30.0
     tick_interval_s: float = 1.0
     checkpoint_interval_s: float = 60.0
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     @property
     def inputs_topic(self) -> str:
@@ -66,6 +110,7 @@ class Settings:
             session_timeout_s=float(_env("CR_SESSION_TIMEOUT_S", "30")),
             tick_interval_s=float(_env("CR_TICK_INTERVAL_S", "1.0")),
             checkpoint_interval_s=float(_env("CR_CHECKPOINT_INTERVAL_S", "60")),
+            security=KafkaSecurity.from_env(),
         )
 
     def but(self, **changes: object) -> Settings:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agents.codec import registry
+from agents.kafkaio import client_options
 from agents.settings import Settings
 from streams.models import RecoveryMode
 
@@ -109,9 +110,7 @@ class Simulation:
 
     async def run(self, duration_s: float, stop: asyncio.Event | None = None) -> None:
         codec = registry().codec("HealthPing")
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap_servers, acks="all", linger_ms=10
-        )
+        producer = AIOKafkaProducer(**client_options(self.settings), acks="all", linger_ms=10)
         await producer.start()
         runtime = asyncio.create_task(self._runtime())
         started = time.monotonic()
@@ -152,11 +151,11 @@ class Simulation:
         result_codec = registry().codec("RecoveryResult")
         consumer = AIOKafkaConsumer(
             self.settings.topics.recovery_requests,
-            bootstrap_servers=self.settings.bootstrap_servers,
+            **client_options(self.settings),
             group_id=f"{self.settings.app_id}-sim-runtime",
             auto_offset_reset="earliest",
         )
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers)
+        producer = AIOKafkaProducer(**client_options(self.settings))
         await consumer.start()
         await producer.start()
         try:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from agents.kafkaio import client_options
 from agents.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def owned_topics(settings: Settings) -> list[TopicSpec]:
 
 
 def _kafka_config(settings: Settings) -> dict[str, object]:
-    return {"bootstrap_servers": settings.bootstrap_servers, "request_timeout_ms": 15000}
+    return {**client_options(settings), "request_timeout_ms": 15000}
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
