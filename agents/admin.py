@@ -4,6 +4,7 @@ on the audit topic (an event whose `attributes.command_id` is the command's id).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 
@@ -43,6 +44,20 @@ def build_command(
         until=until_ms,
         issued_at=time.time_ns() // 1_000_000,
     )
+
+
+def actor_for(settings: Settings, requested: str | None) -> str:
+    """With SASL the actor is the authenticated Kafka user (whom the broker's ACLs let write
+    commands), never a free choice; without it, `--actor` or $USER."""
+    username = settings.security.username if settings.security.sasl else None
+    if username is not None:
+        if requested is not None and requested != username:
+            raise ValueError(
+                f"--actor {requested!r} differs from the authenticated Kafka user {username!r};"
+                " with SASL the actor is the user"
+            )
+        return username
+    return requested or os.environ.get("USER") or "unknown"
 
 
 async def send_and_wait(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -109,15 +108,17 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
     action = AdminAction[ADMIN_ACTIONS[args.command]]
     try:
+        settings = _settings(args)
+        actor = admin.actor_for(settings, args.actor)
         until = ms_from_iso(args.until) if getattr(args, "until", None) else None
         command = admin.build_command(
-            action, args.target, args.actor, reason=getattr(args, "reason", None), until_ms=until
+            action, args.target, actor, reason=getattr(args, "reason", None), until_ms=until
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     try:
-        answers = admin.run(_settings(args), command, args.timeout)
+        answers = admin.run(settings, command, args.timeout)
     except Exception as error:  # broker unreachable: say so, exit 2
         print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -287,7 +288,10 @@ def _add_admin_commands(sub: Any) -> None:
     ):
         command = sub.add_parser(name, help=what)
         command.add_argument("target", metavar=target)
-        command.add_argument("--actor", default=os.environ.get("USER") or "unknown")
+        command.add_argument(
+            "--actor",
+            help="who acts (default: $USER); with SASL it is the authenticated Kafka user",
+        )
         command.add_argument("--timeout", type=float, default=30.0)
         if name in ("recover", "silence"):
             command.add_argument("--reason")

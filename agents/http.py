@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
+import yarl
 
 
 @dataclass(frozen=True)
@@ -15,6 +17,21 @@ class HttpOutcome:
     status: int | None
     detail: str
     attempts: int
+
+
+def origin(url: str) -> str:
+    """scheme://host[:port] — webhook URLs often carry a token in their path or query
+    (Slack, Teams, PagerDuty), so details and logs name only the origin."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+def _redacted(detail: str, url: str) -> str:
+    safe = origin(url) + "/…"
+    for form in {url, str(yarl.URL(url))}:  # aiohttp may print the normalized form
+        detail = detail.replace(form, safe)
+    return detail
 
 
 def _retryable(status: int) -> bool:
@@ -46,11 +63,12 @@ async def post(
                     return HttpOutcome(True, status, f"HTTP {status}", attempt)
                 detail = f"HTTP {status}: {text}".strip()
                 if not _retryable(status):
-                    return HttpOutcome(False, status, detail, attempt)
+                    return HttpOutcome(False, status, _redacted(detail, url), attempt)
         except TimeoutError:
             detail = f"timed out after {timeout_s:g}s"
         except aiohttp.ClientError as error:
             detail = f"{type(error).__name__}: {error}"
+        detail = _redacted(detail, url)
         if attempt < attempts:
             await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
     return HttpOutcome(False, status, detail, attempts)

@@ -51,6 +51,25 @@ log.cleaner.dedupe.buffer.size=1048577
 auto.create.topics.enable=false
 """
 
+# A client listener with TLS and SCRAM-SHA-512, plus ACLs (StandardAuthorizer). The
+# PLAINTEXT listener stays for the controller and local administration: its principal,
+# ANONYMOUS, is the super user that creates SCRAM users and ACLs. A resource with no ACL is
+# open to every authenticated user; one with ACLs only to the principals they name.
+SECURE_PROPERTIES = """\
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},\\
+    SASL_SSL://127.0.0.1:{sasl_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_SSL://127.0.0.1:{sasl_port}
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\\
+    org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location={keystore}
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS
+allow.everyone.if.no.acl.found=true
+"""
+
 LOG4J = """\
 log4j.rootLogger=INFO, file
 log4j.appender.file=org.apache.log4j.FileAppender
@@ -76,6 +95,10 @@ def kafka_version() -> str:
 @dataclass(frozen=True)
 class Broker:
     port: int
+    # With both set: a SASL_SSL (SCRAM-SHA-512) listener on `sasl_port`, its certificate and
+    # unencrypted PKCS#8 key in one PEM file at `keystore` (see SECURE_PROPERTIES).
+    sasl_port: int | None = None
+    keystore: Path | None = None
 
     @property
     def root(self) -> Path:
@@ -161,9 +184,20 @@ class Broker:
         self.resolve_jars()
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "log4j.properties").write_text(LOG4J.format(log=self.log_file))
-        self.config_file.write_text(
-            SERVER_PROPERTIES.format(port=self.port, controller_port=self.port + 1, data=self.data)
+        properties = SERVER_PROPERTIES.format(
+            port=self.port, controller_port=self.port + 1, data=self.data
         )
+        if self.sasl_port is not None and self.keystore is not None:
+            secure = SECURE_PROPERTIES.format(
+                port=self.port,
+                controller_port=self.port + 1,
+                sasl_port=self.sasl_port,
+                keystore=self.keystore,
+            )
+            keys = {line.split("=", 1)[0] for line in secure.splitlines() if "=" in line}
+            kept = [line for line in properties.splitlines() if line.split("=", 1)[0] not in keys]
+            properties = "\n".join(kept) + "\n" + secure
+        self.config_file.write_text(properties)
         if not (self.data / "meta.properties").exists():
             formatted = subprocess.run(
                 self._java(

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from agents.settings import Settings, Topics
-from tests.kafka.harness import Namespace
+from tests.kafka.harness import Namespace, free_port
 
 
 def fresh(server: str) -> tuple[Namespace, Settings]:
@@ -48,7 +48,7 @@ def running_worker(
                 "--data-dir",
                 str(data),
                 "--web-port",
-                "0",
+                str(free_port()),
             ],
             env=env,
             stdout=log,
@@ -56,7 +56,7 @@ def running_worker(
         )
         try:
             deadline = time.monotonic() + ready_timeout_s
-            while "ready" not in log_path.read_text(errors="replace"):
+            while "ready" not in log_path.read_text(errors="replace").splitlines():
                 if worker.poll() is not None:
                     raise RuntimeError(f"the worker exited; see {log_path}")
                 if time.monotonic() > deadline:
