@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
+from agents.kafkaio import describe, remember_connect_failures
 from streams.policy import PolicyError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -55,8 +58,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     except Exception as error:  # connection failures: say what and where, not a traceback
         print(
-            f"error: cannot prepare topics on {settings.bootstrap_servers}: "
-            f"{type(error).__name__}: {error}",
+            f"error: cannot prepare topics on {settings.bootstrap_servers}: {describe(error)}",
             file=sys.stderr,
         )
         return EXIT_ERROR
@@ -120,7 +122,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
     try:
         answers = admin.run(settings, command, args.timeout)
     except Exception as error:  # broker unreachable: say so, exit 2
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"error: {describe(error)}", file=sys.stderr)
         return EXIT_ERROR
     if not answers:
         print(f"error: no answer within {args.timeout:g}s (is a worker running?)", file=sys.stderr)
@@ -376,8 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    remember_connect_failures()
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except KafkaError as error:  # unreachable, refused, unauthorized: one line, exit 2
+        print(f"error: {describe(error)}", file=sys.stderr)
+        return EXIT_ERROR
     return code
 
 

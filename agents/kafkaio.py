@@ -3,6 +3,7 @@ the audit tools. Every client the project opens takes its connection options fro
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Any
 
@@ -72,3 +73,34 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Topic
         await consumer._client.force_metadata_update()
         partitions = consumer.partitions_for_topic(topic) or set()
     return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
+class _ConnectFailures(logging.Handler):
+    """aiokafka logs why it could not connect (e.g. SASL authentication failed) and then
+    raises only "Unable to bootstrap"; this keeps the last reason so errors can say it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Unable connect to") or "Authentication" in message:
+            self.last = message
+
+
+_failures = _ConnectFailures()
+
+
+def remember_connect_failures() -> None:
+    logger = logging.getLogger("aiokafka")
+    if _failures not in logger.handlers:
+        logger.addHandler(_failures)
+
+
+def describe(error: BaseException) -> str:
+    """One line for a user: the error, and aiokafka's reason when it hid one."""
+    text = f"{type(error).__name__}: {error}"
+    if _failures.last and _failures.last not in text:
+        text += f" ({_failures.last})"
+    return text
