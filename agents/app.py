@@ -233,6 +233,11 @@ class Pipeline:
         await producer.start()
         try:
             await self.router.run(producer)
+        except Exception as error:
+            # A worker that no longer routes must not look healthy: crash it, loudly.
+            log.exception("the router stopped")
+            await self.app.crash(error)
+            raise
         finally:
             await producer.stop()
 

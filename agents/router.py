@@ -134,7 +134,11 @@ class Router:
                         await producer.send(
                             dlq,
                             key=record.key,
-                            value=record.value,
+                            # Kafka allows a record with neither key nor value; a producer
+                            # cannot send one, so it becomes an empty value (see `reason`).
+                            value=b""
+                            if record.key is None and record.value is None
+                            else record.value,
                             headers=dead_letter_headers(
                                 tp.topic, tp.partition, record.offset, reason
                             ),

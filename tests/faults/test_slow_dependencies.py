@@ -135,12 +135,12 @@ def test_dead_endpoints_escalate_in_bound_and_delay_no_detection(
 
         def settled() -> list[tuple[int, AuditEvent]] | None:
             events = audit(ns)
-            done = {
-                e.connector_id
-                for _, e in events
-                if e.type in (EventType.INCIDENT_ESCALATED, EventType.INCIDENT_OPENED)
+            escalated = {
+                e.connector_id for _, e in events if e.type is EventType.INCIDENT_ESCALATED
             }
-            return events if {c for c, _ in failing} <= done else None
+            opened = {e.connector_id for _, e in events if e.type is EventType.INCIDENT_OPENED}
+            notes, recs = {c for c, _ in failing[:3]}, {c for c, _ in failing[3:]}
+            return events if notes <= escalated and recs <= opened else None
 
         events = wait_for(settled, 120, "every failing dependency to be escalated")
         notify = {
