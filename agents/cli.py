@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -344,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--policy", help="policy YAML (see examples/policy.yaml)")
     worker.add_argument("--web-port", type=int)
     worker.add_argument("--data-dir")
-    worker.add_argument("--loglevel", default="warning")
+    worker.add_argument("--loglevel", default=os.environ.get("CR_LOGLEVEL", "warning"))
     worker.set_defaults(func=cmd_worker)
 
     publish = sub.add_parser("publish", help="publish health pings")

@@ -38,6 +38,19 @@ def dump_state(state: ConnectorState, applied_offset: int = -1) -> bytes:
     return json.dumps(envelope, separators=(",", ":")).encode()
 
 
+_SEQUENCE = _RECORD_FIELDS.index("sequence")
+_HEAD_HASH = _RECORD_FIELDS.index("head_hash")
+
+
+def load_head(data: bytes) -> tuple[int, str]:
+    """Only the chain head (sequence, hash): what a scan of the whole table needs."""
+    try:
+        record = json.loads(data)[1]
+        return int(record[_SEQUENCE]), str(record[_HEAD_HASH])
+    except (ValueError, TypeError, IndexError) as error:
+        raise StateFormatError(f"unreadable state: {error}") from None
+
+
 def load_state(data: bytes) -> tuple[ConnectorState, int]:
     """The state (without liveness) and the offset of the last input applied to it."""
     try:
