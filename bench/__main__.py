@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import core, latency, replay, state, throughput
+from bench import core, floor, latency, replay, state, throughput
 
 BENCHES = {
     "core": core.main,
@@ -15,6 +15,7 @@ BENCHES = {
     "throughput": throughput.main,
     "latency": latency.main,
     "state": state.main,
+    "floor": floor.main,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
