@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -72,9 +73,10 @@ def faust_agent(server: str, topic: str) -> float:
         timeout=600,
         check=False,
     )
-    for line in out.stdout.splitlines():
-        if line.startswith("rate "):
-            return float(line.split()[1])
+    # Faust redirects stdout to its log, so the line may carry a log prefix.
+    found = re.search(r"\brate (\d+)", out.stdout + out.stderr)
+    if found:
+        return float(found.group(1))
     raise RuntimeError(f"the Faust agent gave no rate:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
 
 
