@@ -553,6 +553,11 @@ class Pipeline:
             if partition_of(expected.encode(), self.settings.partitions) in owned:
                 connectors.add(expected)
         self.deadlines.forget()
+        self.liveness = {
+            connector_id: live
+            for connector_id, live in self.liveness.items()
+            if partition_of(connector_id.encode(), partitions) in owned
+        }
         watched_from = time.monotonic()
         at = now_ms()
         # Straight to the router's producer: Faust's send path costs ~200 µs a message,
