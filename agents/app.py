@@ -35,7 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from agents.codec import AvroCodecError, registry
-from agents.deadlines import DeadlineIndex
+from agents.deadlines import DeadlineIndex, due_ticks
 from agents.executors import execute
 from agents.kafkaio import client_options, faust_credentials, reader
 from agents.live import LiveProjection, exposition, metrics_registry
@@ -93,6 +93,9 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 DECIDE_BATCH = 1000
 DECIDE_WITHIN_S = 0.01
+# A partition more than this many inputs behind gets no ticks (agents/deadlines.py): about
+# a second of work; a caught-up worker stays well below it between batches.
+CLOCK_LAG_LIMIT = 2 * DECIDE_BATCH
 
 
 @contextmanager
@@ -481,14 +484,18 @@ class Pipeline:
     def counters_view(self) -> dict[str, int]:
         return self.counters
 
-    def _inputs_lag(self) -> int:
+    def _partition_lags(self) -> dict[int, int]:
+        """Inputs not yet applied, per owned inputs partition."""
         consumer = self.app.consumer
-        lag = 0
+        lags: dict[int, int] = {}
         for tp in consumer.assignment():
             if tp.topic == self.settings.inputs_topic:
                 highwater = consumer.highwater(tp) or 0
-                lag += max(0, highwater - self.positions.get(tp.partition, -1) - 1)
-        return lag
+                lags[tp.partition] = max(0, highwater - self.positions.get(tp.partition, -1) - 1)
+        return lags
+
+    def _inputs_lag(self) -> int:
+        return sum(self._partition_lags().values())
 
     async def _metrics_page(self, web: Any, _request: Any) -> Any:
         self.counters["inputs_lag"] = self._inputs_lag()
@@ -505,7 +512,16 @@ class Pipeline:
     # -- time ---------------------------------------------------------------------------------
     async def _clock(self) -> None:
         now = now_ms()
-        for connector_id in self.deadlines.pop_due(now):
+        partitions = self.settings.partitions
+        lagging = {p for p, lag in self._partition_lags().items() if lag > CLOCK_LAG_LIMIT}
+        due = due_ticks(
+            self.deadlines,
+            now,
+            lagging,
+            lambda connector_id: partition_of(connector_id.encode(), partitions),
+            retry_ms=round(self.settings.tick_interval_s * 1000),
+        )
+        for connector_id in due:
             await self._send_input(Tick(connector_id=connector_id, now=now))
 
     async def _send_input(self, message: Tick | Watch) -> None:

@@ -9,6 +9,7 @@ tick costs O(due · log n) — never a scan of every connector.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 
 
 class DeadlineIndex:
@@ -56,3 +57,23 @@ class DeadlineIndex:
                 self._scheduled[connector_id] = deadline
                 heapq.heappush(heap, (deadline, connector_id))
         return due
+
+
+def due_ticks(
+    index: DeadlineIndex,
+    now: int,
+    lagging: set[int],
+    partition_of: Callable[[str], int],
+    retry_ms: int,
+) -> list[str]:
+    """The connectors to tick now. A connector whose inputs partition is behind is not:
+    its next ping may be sitting in the backlog, and the clock (wall time) must not declare
+    a heartbeat missed — or fire any deadline — ahead of the data. It is asked again
+    `retry_ms` later, until its partition has caught up."""
+    ticks: list[str] = []
+    for connector_id in index.pop_due(now):
+        if partition_of(connector_id) in lagging:
+            index.schedule(connector_id, now + retry_ms)
+        else:
+            ticks.append(connector_id)
+    return ticks

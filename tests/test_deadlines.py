@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.deadlines import DeadlineIndex
+from agents.deadlines import DeadlineIndex, due_ticks
 
 
 def test_due_connectors_fire_once_in_deadline_order() -> None:
@@ -38,3 +38,24 @@ def test_an_earlier_deadline_and_a_cleared_one() -> None:
     index.forget()
     assert index.pop_due(1000) == []
     assert len(index) == 0
+
+
+def test_a_lagging_partition_gets_no_tick_until_it_catches_up() -> None:
+    index = DeadlineIndex()
+    index.schedule("A", 100)  # partition 0
+    index.schedule("B", 100)  # partition 1
+    partition = {"A": 0, "B": 1}.__getitem__
+    assert due_ticks(index, 150, {1}, partition, retry_ms=50) == ["A"]
+    assert due_ticks(index, 180, {1}, partition, retry_ms=50) == []  # asked again at 200
+    assert due_ticks(index, 200, {1}, partition, retry_ms=50) == []  # still behind
+    assert due_ticks(index, 250, set(), partition, retry_ms=50) == ["B"]  # caught up
+
+
+def test_an_input_applied_meanwhile_replaces_the_deferred_deadline() -> None:
+    index = DeadlineIndex()
+    index.schedule("B", 100)
+    partition = {"B": 1}.__getitem__
+    assert due_ticks(index, 150, {1}, partition, retry_ms=50) == []
+    index.schedule("B", 10_000)  # a ping from the backlog moved the heartbeat deadline
+    assert due_ticks(index, 300, set(), partition, retry_ms=50) == []
+    assert due_ticks(index, 10_000, set(), partition, retry_ms=50) == ["B"]
