@@ -163,6 +163,7 @@ class Pipeline:
         # The offset each owned inputs partition must deliver next (from the committed
         # offsets at assignment): an event past it means Faust skipped inputs.
         self.next_offsets: dict[int, int] = {}
+        self._owned_before: set[int] = set()
         # Checkpoints: chain heads per audit partition, and what was last checkpointed.
         self.heads: dict[int, dict[str, tuple[int, str]]] = {}
         self.checkpointed: dict[int, int] = {}
@@ -319,9 +320,9 @@ class Pipeline:
 
     async def _fill_gap(self, event: Any, start: int, batch: _Batch) -> None:
         """Faust can hand a stream an event past offsets it never delivered around a
-        rebalance (faust-streaming #216, #221; seen here in the SIGKILL test): the inputs
-        topic has no gaps of its own, so read the missing records directly and apply them
-        first, in order."""
+        rebalance (faust-streaming #216, #221, and skipped old-generation events that it
+        acks; seen here in the SIGKILL test): the inputs topic has no gaps of its own, so
+        read the missing records directly and apply them first, in order."""
         msg = event.message
         end = msg.offset
         log.warning(
@@ -608,7 +609,19 @@ class Pipeline:
                 heads.setdefault(partition, {})[connector_id] = (sequence, head_hash)
         scanned = time.monotonic()
         await self._read_log_ahead(owned, checkpoints)
-        self.next_offsets = await self._committed_inputs(owned)
+        # Kept for partitions this process owned before: Faust acks the events it skips as
+        # "from an old generation" during a rebalance (streams.py, `skipped_value`), and
+        # commits them, so after a second quick rebalance (a killed member's session expiring)
+        # the committed offset can be past inputs nobody applied. Our own next offset still
+        # points at them, and the first event past it triggers `_fill_gap`.
+        committed = await self._committed_inputs(owned)
+        self.next_offsets = {
+            p: self.next_offsets[p]
+            if p in self._owned_before and p in self.next_offsets
+            else committed[p]
+            for p in owned
+        }
+        self._owned_before = owned
         for connector_id, events in self.logged_ahead.items():
             partition = partition_of(connector_id.encode(), self.settings.partitions)
             last = events[-1]
