@@ -29,7 +29,6 @@ import aiohttp
 import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -38,14 +37,14 @@ from pydantic import ValidationError
 from agents.codec import AvroCodecError, registry
 from agents.deadlines import DeadlineIndex, due_ticks
 from agents.executors import execute
-from agents.kafkaio import client_options, faust_credentials, reader
+from agents.kafkaio import client_options, faust_credentials, partition_of, reader
 from agents.live import LiveProjection, exposition, metrics_registry
 from agents.notifier import deliver
 from agents.repair import reconcile
 from agents.router import Router, dead_letter_headers
 from agents.settings import Settings
 from agents.statecodec import dump_state, load_head, load_state
-from agents.wire import BadInput, audit_record, decode_audit, decode_input, input_record
+from agents.wire import audit_record, decode_audit, input_record, unpack
 from streams.checkpoint import checkpoint_record
 from streams.decider import decide, next_deadline
 from streams.models import (
@@ -85,11 +84,6 @@ def _view(page: Any) -> Any:
 
     view.__name__ = page.__name__
     return view
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition aiokafka's default (Java-compatible murmur2) partitioner picks."""
-    return (int(murmur2(key)) & 0x7FFFFFFF) % partitions
 
 
 DECIDE_BATCH = 1000
@@ -266,12 +260,14 @@ class Pipeline:
                 self._producer = producer
             return self._producer
 
-    async def _dead_letter(self, event: Any, reason: str) -> None:
+    async def _dead_letter(self, event: Any, reason: str, value: bytes | None = None) -> None:
+        """`value`: the bad part of the record (one item of an InputBatch), else all of it."""
         msg = event.message
         self.counters["dead_letters"] += 1
         log.warning("dead-lettered %s/%s/%s: %s", msg.topic, msg.partition, msg.offset, reason)
         headers = dead_letter_headers(msg.topic, msg.partition, msg.offset, reason)
-        await self.dlq_topic.send(key=msg.key, value=msg.value, headers=headers)
+        payload = value if value is not None else msg.value
+        await self.dlq_topic.send(key=msg.key, value=payload or b"", headers=headers)
 
     # -- deciding -----------------------------------------------------------------------------
     async def _decide_stream(self, stream: Any) -> None:
@@ -308,13 +304,12 @@ class Pipeline:
         """One record of the inputs partition of `event` (which carries the partition for
         the table writes; `offset` is the record's own)."""
         partition = event.message.partition
-        try:
-            message = decode_input(self.registry, value)
-        except BadInput as error:  # only our own router writes here; keep going anyway
-            await self._dead_letter(event, str(error))
-        else:
+        for item in unpack(self.registry, value, event.message.topic, partition, offset):
+            if item.message is None:  # only our own router writes here; keep going anyway
+                await self._dead_letter(event, item.problem or "?", item.data)
+                continue
             with acting_for(event):  # table reads then look in the event's partition only
-                self._decide_one(message, event, batch, offset)
+                self._decide_one(item.message, event, batch, item.position, item.source)
         self.positions[partition] = offset
         self.next_offsets[partition] = offset + 1
 
@@ -347,7 +342,9 @@ class Pipeline:
         finally:
             await consumer.stop()
 
-    def _decide_one(self, message: DeciderInput, event: Any, batch: _Batch, offset: int) -> None:
+    def _decide_one(
+        self, message: DeciderInput, event: Any, batch: _Batch, position: int, source: str
+    ) -> None:
         connector_id = message.connector_id
         key = connector_id.encode()
         partition = event.message.partition
@@ -363,10 +360,9 @@ class Pipeline:
             live = self.liveness.get(connector_id)
             if live is not None:
                 state = state._replace(last_checked_at=live[0], heartbeat_deadline=live[1])
-        if offset <= applied:
+        if position <= applied:
             self.counters["skipped_redeliveries"] += 1
             return  # case (b): the state already holds this input
-        source = f"{self.settings.inputs_topic}/{partition}/{offset}"
         decision = decide(state, message, self.policy, source)
         self.counters["inputs"] += 1
         self.counters["late_pings"] += int(decision.late)
@@ -377,10 +373,9 @@ class Pipeline:
             events, commands, new_state = fixed.events, fixed.commands, fixed.state
             self.counters["repaired_dropped"] += fixed.dropped
             log.info(
-                "crash repair for %s at %s/%s: %d re-derived events already logged",
+                "crash repair for %s at %s: %d re-derived events already logged",
                 connector_id,
-                partition,
-                offset,
+                source,
                 fixed.dropped,
             )
             if fixed.diverged:
@@ -397,7 +392,7 @@ class Pipeline:
             or new_state.record != state.record
             or new_state.memory != state.memory
         ):
-            batch.states[key] = _PendingState(new_state, offset, event)
+            batch.states[key] = _PendingState(new_state, position, event)
         for command in commands:
             batch.commands.append((key, command))
         for audit_event in events:

@@ -105,6 +105,10 @@ class SchemaRegistry:
     def codec(self, short_name: str) -> SingleObjectCodec:
         return SingleObjectCodec(self, self.current[short_name])
 
+    def short_name_of(self, data: bytes) -> str:
+        """The record type of single-object encoded bytes, from their fingerprint alone."""
+        return self._writer(data).short_name
+
     def decode_any(self, data: bytes) -> tuple[str, dict[str, Any]]:
         """Decode bytes of any known record type: (short record name, record)."""
         writer = self._writer(data)

@@ -9,9 +9,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
 from agents.settings import KafkaSecurity, Settings
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition aiokafka's default (Java-compatible murmur2) partitioner picks."""
+    return (int(murmur2(key)) & 0x7FFFFFFF) % partitions
 
 
 def ssl_context(security: KafkaSecurity) -> ssl.SSLContext | None:

@@ -6,11 +6,14 @@ a plain aiokafka consume → decode → produce loop in batches rather than a Fa
 Faust's per-event stream machinery tops out at ~4,000 events/s on our 2-core machine
 (BENCHMARKS.md) and the decider already pays it once; paying it twice starved the decider.
 
-Forwarding is at-least-once made idempotent: every forwarded record carries its source
-(`cr.source` = "<topic>/<partition>/<offset>"), and on assignment the router reads the tail
-of the inputs topic back to find what it already forwarded beyond its committed offsets
-(a crash between produce and commit), then skips that. So the inputs topic holds each
-external input once.
+It forwards in `InputBatch` records (schemas/input_batch.avsc): the inputs of one poll
+bound for one inputs partition, up to BATCH_ITEMS, each with its source
+("<topic>/<partition>/<offset>"), so the decider pays Faust's per-event cost once per batch.
+
+Forwarding is at-least-once made idempotent: on assignment the router reads the tail of
+the inputs topic back to find what it already forwarded beyond its committed offsets (a
+crash between produce and commit), then skips that. So the inputs topic holds each external
+input once.
 """
 
 from __future__ import annotations
@@ -25,18 +28,19 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from agents.codec import SchemaRegistry
-from agents.kafkaio import client_options, reader, topic_partitions
+from agents.kafkaio import client_options, partition_of, reader, topic_partitions
 from agents.settings import Settings
-from agents.wire import BadInput, decode_input
+from agents.wire import BadInput, decode_input, unpack
 from streams.models import AdminCommand, DeciderInput, HealthPing, RecoveryResult
 
 log = logging.getLogger("connector_recovery.router")
 
-SOURCE_HEADER = "cr.source"
 # How far back (records per inputs partition) the read-back looks for forwarded records
-# beyond the committed offsets: far more than one batch, which is all a crash can leave.
-READ_BACK_RECORDS = 20_000
-BATCH_RECORDS = 2_000
+# beyond the committed offsets: far more than one poll's batches, which is all a crash can
+# leave.
+READ_BACK_RECORDS = 2_000
+BATCH_RECORDS = 2_000  # records per poll of the external topics
+BATCH_ITEMS = 500  # inputs per InputBatch record (at most agents.wire.BATCH_SLOTS)
 
 DeadLetter = Callable[[ConsumerRecord[bytes, bytes], str], Awaitable[None]]
 
@@ -66,6 +70,7 @@ class Router:
             t.recovery_results: RecoveryResult,
         }
         self.forwarded = 0
+        self.batch_codec = registry.codec("InputBatch")
         self._skip_through: dict[TopicPartition, int] = {}
 
     async def run(self, producer: AIOKafkaProducer) -> None:
@@ -106,7 +111,8 @@ class Router:
     ) -> None:
         pending: list[asyncio.Future[Any]] = []
         commit: dict[TopicPartition, int] = {}
-        inputs, dlq = self.settings.inputs_topic, self.settings.topics.dlq
+        dlq = self.settings.topics.dlq
+        bound: dict[int, tuple[list[bytes], list[str]]] = {}  # inputs partition -> batch
         for tp, records in batch.items():
             skip_through = self._skip_through.get(tp, -1)
             expected = self.expected[tp.topic]
@@ -130,36 +136,45 @@ class Router:
                     log.warning(
                         "dead-lettered %s/%s/%s: %s", tp.topic, tp.partition, record.offset, reason
                     )
+                    # Kafka allows a record with neither key nor value; a producer cannot
+                    # send one, so it becomes an empty value (the reason says what it was).
+                    both_null = record.key is None and record.value is None
                     pending.append(
                         await producer.send(
                             dlq,
                             key=record.key,
-                            # Kafka allows a record with neither key nor value; a producer
-                            # cannot send one, so it becomes an empty value (see `reason`).
-                            value=b""
-                            if record.key is None and record.value is None
-                            else record.value,
+                            value=b"" if both_null else record.value,
                             headers=dead_letter_headers(
                                 tp.topic, tp.partition, record.offset, reason
                             ),
                         )
                     )
                     continue
-                pending.append(
-                    await producer.send(
-                        inputs,
-                        key=message.connector_id.encode(),
-                        value=record.value,
-                        headers=[(SOURCE_HEADER, source_of(tp.topic, tp.partition, record.offset))],
-                    )
-                )
+                target = partition_of(message.connector_id.encode(), self.settings.partitions)
+                items, sources = bound.setdefault(target, ([], []))
+                items.append(record.value)
+                sources.append(source_of(tp.topic, tp.partition, record.offset).decode())
+                if len(items) == BATCH_ITEMS:
+                    pending.append(await self._send_batch(producer, target, items, sources))
+                    del bound[target]
+        for target, (items, sources) in bound.items():
+            pending.append(await self._send_batch(producer, target, items, sources))
         await asyncio.gather(*pending)
-        self.forwarded += len(pending)
         try:
             await consumer.commit(commit)
         except KafkaError as error:
             # A rebalance took the partitions: the new owner's read-back skips what we sent.
             log.warning("router commit failed (%s); the next owner reads back", error)
+
+    async def _send_batch(
+        self, producer: AIOKafkaProducer, partition: int, items: list[bytes], sources: list[str]
+    ) -> asyncio.Future[Any]:
+        self.forwarded += len(items)
+        value = self.batch_codec.encode({"items": items, "sources": sources})
+        future: asyncio.Future[Any] = await producer.send(
+            self.settings.inputs_topic, value=value, partition=partition
+        )
+        return future
 
     async def _read_back(self, assigned: set[TopicPartition]) -> None:
         """What was forwarded from `assigned` beyond their committed offsets."""
@@ -182,10 +197,10 @@ class Router:
                 got = await consumer.getmany(*remaining, timeout_ms=1000)
                 for records in got.values():
                     for record in records:
-                        for name, value in record.headers:
-                            if name != SOURCE_HEADER:
-                                continue
-                            source = parse_source(value)
+                        for item in unpack(
+                            self.registry, record.value, record.topic, record.partition, 0
+                        ):
+                            source = parse_source(item.origin.encode()) if item.origin else None
                             if source and (source[0], source[1]) in wanted:
                                 tp = TopicPartition(source[0], source[1])
                                 highest[tp] = max(highest.get(tp, -1), source[2])

@@ -15,7 +15,7 @@ from typing import Any
 from streams.models import RecoveryMode
 from streams.state import ConnectorState, DetectorMemory, Phase, Record
 
-FORMAT = 2
+FORMAT = 3  # 3: the applied position is offset * BATCH_SLOTS + item index
 _RECORD_FIELDS = Record._fields
 _MEMORY_FIELDS = DetectorMemory._fields
 
@@ -31,7 +31,8 @@ def _plain(value: Any) -> Any:
 
 
 def dump_state(state: ConnectorState, applied_offset: int = -1) -> bytes:
-    """`applied_offset`: offset (in the inputs partition) of the last input applied."""
+    """`applied_offset`: position (agents.wire.unpack) in the inputs partition of the last
+    input applied."""
     record = [_plain(v) for v in state.record]
     memory = list(state.memory)
     envelope = [FORMAT, record, memory, applied_offset]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -49,6 +49,53 @@ def decode_input(registry: SchemaRegistry, data: bytes | None) -> DeciderInput:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
         )
         raise BadInput(f"invalid {name}: {problems}") from None
+
+
+# Inputs of one inputs-topic record are numbered offset * BATCH_SLOTS + index, so a position
+# orders every input of a partition (the table stores the last one applied per connector).
+BATCH_SLOTS = 1024
+
+
+class Unpacked(NamedTuple):
+    message: DeciderInput | None  # None: not a decider input (see `problem`)
+    position: int
+    source: str  # for `attributes.source`: the inputs record, and the item in it
+    origin: str | None  # where a batched item came from (topic/partition/offset)
+    data: bytes | None
+    problem: str | None = None
+
+
+def unpack(
+    registry: SchemaRegistry, data: bytes | None, topic: str, partition: int, offset: int
+) -> list[Unpacked]:
+    """The decider inputs of one record of the inputs topic: a single input (ticks, graces,
+    notification results) or a router's `InputBatch`. The worker and every reference fold
+    use this one function, so they number and label inputs alike."""
+    record = f"{topic}/{partition}/{offset}"
+    base = offset * BATCH_SLOTS
+    try:
+        if data is not None and registry.short_name_of(data) == "InputBatch":
+            batch = registry.codec("InputBatch").decode(data)
+            items = list(zip(batch["items"], batch["sources"], strict=True))
+            if len(items) > BATCH_SLOTS:
+                raise BadInput(f"InputBatch of {len(items)} items (at most {BATCH_SLOTS})")
+        else:
+            return [_one(registry, data, base, record, None)]
+    except (AvroCodecError, ValueError) as error:
+        return [Unpacked(None, base, record, None, data, f"bad input batch: {error}")]
+    return [
+        _one(registry, item, base + index, f"{record}#{index}", origin)
+        for index, (item, origin) in enumerate(items)
+    ]
+
+
+def _one(
+    registry: SchemaRegistry, data: bytes | None, position: int, source: str, origin: str | None
+) -> Unpacked:
+    try:
+        return Unpacked(decode_input(registry, data), position, source, origin, data)
+    except BadInput as error:
+        return Unpacked(None, position, source, origin, data, str(error))
 
 
 def input_record(message: DeciderInput) -> dict[str, Any]:

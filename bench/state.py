@@ -16,7 +16,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from agents.app import STATE_TABLE, partition_of
+from agents.app import STATE_TABLE
+from agents.kafkaio import partition_of
 from agents.settings import Settings
 from agents.statecodec import dump_state
 from agents.topics import ensure_topics

@@ -315,7 +315,7 @@ def wait_caught_up(ns: Namespace, timeout_s: float = 120) -> None:
 def reference_fold(ns: Namespace, policy: Any) -> dict[str, list[AuditEvent]]:
     """The events the core derives from the inputs topic as it is, each input once, in
     partition order: what the audit log must hold, exactly."""
-    from agents.wire import decode_input  # noqa: PLC0415
+    from agents.wire import unpack  # noqa: PLC0415
     from streams.decider import decide  # noqa: PLC0415
     from streams.state import ConnectorState  # noqa: PLC0415
 
@@ -323,15 +323,16 @@ def reference_fold(ns: Namespace, policy: Any) -> dict[str, list[AuditEvent]]:
     states: dict[str, ConnectorState] = {}
     expected: dict[str, list[AuditEvent]] = {}
     records = read_records(ns.bootstrap, inputs_topic, timeout_s=5)
+    reg = registry()
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        message = decode_input(registry(), record.value)
-        key = message.connector_id
-        state = states.get(key) or ConnectorState.new(key)
-        decision = decide(
-            state, message, policy, f"{inputs_topic}/{record.partition}/{record.offset}"
-        )
-        states[key] = decision.state
-        expected.setdefault(key, []).extend(decision.events)
+        for item in unpack(reg, record.value, inputs_topic, record.partition, record.offset):
+            message = item.message
+            assert message is not None, item.problem
+            key = message.connector_id
+            state = states.get(key) or ConnectorState.new(key)
+            decision = decide(state, message, policy, item.source)
+            states[key] = decision.state
+            expected.setdefault(key, []).extend(decision.events)
     return expected
 
 
