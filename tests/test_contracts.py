@@ -259,3 +259,25 @@ def test_the_documented_canonical_bytes_recompute_every_hash() -> None:
         digest = hashlib.sha256(prev.encode("ascii") + canonical.encode()).hexdigest()
         assert digest == record["hash"]
         prev = digest
+
+
+def test_an_input_batch_unpacks_in_order_with_positions_and_sources() -> None:
+    from agents.wire import BATCH_SLOTS, unpack  # noqa: PLC0415
+
+    reg = registry()
+    pings = [
+        reg.codec("HealthPing").encode(SAMPLES["HealthPing"].model_dump(mode="json"))
+        for _ in range(3)
+    ]
+    batch = reg.codec("InputBatch").encode(
+        {"items": [pings[0], b"garbage", pings[1]], "sources": ["h/0/7", "h/0/8", "h/1/2"]}
+    )
+    items = unpack(reg, batch, "in", 2, 5)
+    assert [i.position for i in items] == [5 * BATCH_SLOTS + n for n in range(3)]
+    assert [i.source for i in items] == ["in/2/5#0", "in/2/5#1", "in/2/5#2"]
+    assert [i.origin for i in items] == ["h/0/7", "h/0/8", "h/1/2"]
+    assert items[0].message == SAMPLES["HealthPing"]
+    assert items[1].message is None
+    assert items[1].problem
+    single = unpack(reg, pings[2], "in", 2, 6)
+    assert [(i.position, i.source, i.origin) for i in single] == [(6 * BATCH_SLOTS, "in/2/6", None)]
