@@ -45,12 +45,12 @@ BATCH_ITEMS = 500  # inputs per InputBatch record (at most agents.wire.BATCH_SLO
 DeadLetter = Callable[[ConsumerRecord[bytes, bytes], str], Awaitable[None]]
 
 
-def source_of(topic: str, partition: int, offset: int) -> bytes:
-    return f"{topic}/{partition}/{offset}".encode()
+def source_of(topic: str, partition: int, offset: int) -> str:
+    return f"{topic}/{partition}/{offset}"
 
 
-def parse_source(value: bytes) -> tuple[str, int, int] | None:
-    topic, _, rest = value.decode(errors="replace").rpartition("/")
+def parse_source(value: str) -> tuple[str, int, int] | None:
+    topic, _, rest = value.rpartition("/")
     topic, _, partition = topic.rpartition("/")
     try:
         return topic, int(partition), int(rest)
@@ -69,7 +69,6 @@ class Router:
             t.admin: AdminCommand,
             t.recovery_results: RecoveryResult,
         }
-        self.forwarded = 0
         self.batch_codec = registry.codec("InputBatch")
         self._skip_through: dict[TopicPartition, int] = {}
 
@@ -153,7 +152,7 @@ class Router:
                 target = partition_of(message.connector_id.encode(), self.settings.partitions)
                 items, sources = bound.setdefault(target, ([], []))
                 items.append(record.value)
-                sources.append(source_of(tp.topic, tp.partition, record.offset).decode())
+                sources.append(source_of(tp.topic, tp.partition, record.offset))
                 if len(items) == BATCH_ITEMS:
                     pending.append(await self._send_batch(producer, target, items, sources))
                     del bound[target]
@@ -169,7 +168,6 @@ class Router:
     async def _send_batch(
         self, producer: AIOKafkaProducer, partition: int, items: list[bytes], sources: list[str]
     ) -> asyncio.Future[Any]:
-        self.forwarded += len(items)
         value = self.batch_codec.encode({"items": items, "sources": sources})
         future: asyncio.Future[Any] = await producer.send(
             self.settings.inputs_topic, value=value, partition=partition
@@ -200,7 +198,7 @@ class Router:
                         for item in unpack(
                             self.registry, record.value, record.topic, record.partition, 0
                         ):
-                            source = parse_source(item.origin.encode()) if item.origin else None
+                            source = parse_source(item.origin) if item.origin else None
                             if source and (source[0], source[1]) in wanted:
                                 tp = TopicPartition(source[0], source[1])
                                 highest[tp] = max(highest.get(tp, -1), source[2])

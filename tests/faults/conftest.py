@@ -1,3 +1,7 @@
 from __future__ import annotations
 
-from tests.kafka.conftest import http_stub, ns  # noqa: F401 - the same fixtures as tests/kafka
+from tests.kafka.conftest import (  # noqa: F401 - the same fixtures as tests/kafka
+    http_stub,
+    ns,
+    workers,
+)

@@ -4,6 +4,7 @@ dead-letter topic with a reason, every good one is processed, the worker never r
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 import random
@@ -39,6 +40,7 @@ defaults:
 """
 
 
+@functools.cache
 def newer_ping_codec() -> tuple[bytes, Any]:
     """A producer ahead of us: HealthPing with a DEGRADED status this worker does not know."""
     schema = json.loads((SCHEMA_DIR / "health_ping.avsc").read_text())

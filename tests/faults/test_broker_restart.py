@@ -12,18 +12,18 @@ import pytest
 from agents.localkafka import Broker
 from tests.faults.figures import FULL, record, reference_figures
 from tests.kafka.fleet import Fleet
-from tests.kafka.harness import Namespace, Worker, free_port, wait_caught_up, wait_for
+from tests.kafka.harness import (
+    Namespace,
+    Worker,
+    fleet_policy,
+    free_port,
+    wait_caught_up,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka]
 
 RESTARTS = 3 if FULL else 1
-POLICY = """
-defaults:
-  max_retries: 2
-  attempt_timeout_s: 1
-  heartbeat_timeout_s: 120
-  backoff: {base_s: 0.1, cap_s: 0.3}
-"""
 
 
 @pytest.fixture
@@ -42,8 +42,7 @@ def test_the_worker_resumes_by_itself_after_a_broker_restart(
     own_broker: Broker, tmp_path: Path
 ) -> None:
     ns = Namespace(own_broker.bootstrap, tmp_path)
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
+    policy = fleet_policy(tmp_path, heartbeat_s=120)
     worker = Worker(ns, policy=policy).start()
     try:
         connectors = [f"CRM-{i:02d}" for i in range(20)]

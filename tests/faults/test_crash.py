@@ -13,25 +13,16 @@ import pytest
 
 from tests.faults.figures import FULL, record, reference_figures
 from tests.kafka.fleet import Fleet
-from tests.kafka.harness import Namespace, Worker, wait_caught_up, wait_for
+from tests.kafka.harness import Namespace, Worker, fleet_policy, wait_caught_up, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka]
 
 PINGS, CONNECTORS, KILLS = (100_000, 100, 12) if FULL else (20_000, 50, 10)
-POLICY = """
-defaults:
-  max_retries: 2
-  attempt_timeout_s: 1
-  heartbeat_timeout_s: 60
-  backoff: {base_s: 0.1, cap_s: 0.3}
-"""
 
 
 @pytest.fixture
 def policy_file(tmp_path: Path) -> Path:
-    path = tmp_path / "policy.yaml"
-    path.write_text(POLICY)
-    return path
+    return fleet_policy(tmp_path, heartbeat_s=60)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,33 +10,24 @@ import pytest
 from streams.models import EventType
 from tests.faults.figures import FULL, record, reference_figures
 from tests.kafka.fleet import Fleet
-from tests.kafka.harness import Namespace, Worker, read_audit, wait_caught_up, wait_for
+from tests.kafka.harness import (
+    Namespace,
+    Worker,
+    fleet_policy,
+    read_audit,
+    wait_caught_up,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka]
 
 CYCLES = 3 if FULL else 1
-POLICY = """
-defaults:
-  max_retries: 2
-  attempt_timeout_s: 1
-  heartbeat_timeout_s: 120
-  backoff: {base_s: 0.1, cap_s: 0.3}
-"""
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.kill()
 
 
 def test_growing_to_three_workers_and_back_keeps_state_continuous(
     ns: Namespace, tmp_path: Path, workers: list[Worker]
 ) -> None:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
+    policy = fleet_policy(tmp_path, heartbeat_s=120)
     first = Worker(ns, "w1", policy=policy).start()
     workers.append(first)
     connectors = [f"ERP-{i:02d}" for i in range(24)]

@@ -4,7 +4,6 @@ delayed (measured: detection latency of bystanders before and while the endpoint
 
 from __future__ import annotations
 
-import socket
 import statistics
 import time
 from pathlib import Path
@@ -15,20 +14,20 @@ from agents.codec import registry
 from agents.wire import decode_audit
 from streams.models import AuditEvent, EventType
 from tests.faults.figures import record
-from tests.kafka.harness import Namespace, Worker, produce_raw, read_records, wait_for
+from tests.kafka.harness import (
+    Namespace,
+    Worker,
+    free_port,
+    produce_raw,
+    read_records,
+    wait_for,
+)
 from tests.kafka.httpstub import HttpStub
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka]
 
 NOTIFY_BOUND_S = 3 * 5.0 + 5.0  # three attempts of 5 s, their backoff, and slack
 RECOVERY_BOUND_S = 2 * 2.0 + 4.0  # two attempts of 2 s, their backoff, and slack
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port  # nothing listens here: connections are refused
 
 
 def policy(stub: HttpStub, refused: str) -> str:
@@ -113,7 +112,7 @@ def seconds_between(
 def test_dead_endpoints_escalate_in_bound_and_delay_no_detection(
     ns: Namespace, tmp_path: Path, http_stub: HttpStub
 ) -> None:
-    refused = f"http://127.0.0.1:{closed_port()}"
+    refused = f"http://127.0.0.1:{free_port()}"  # nothing listens: refused
     http_stub.delays.update({"/hang": 30.0, "/rec-hang": 30.0})
     http_stub.statuses.update({"/err": 500, "/rec-500": 500})
     policy_file = tmp_path / "policy.yaml"

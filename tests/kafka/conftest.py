@@ -24,6 +24,15 @@ def worker(ns: Namespace) -> Iterator[Worker]:
 
 
 @pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    """Workers a test starts; each is killed at the end, whatever happened."""
+    started: list[Worker] = []
+    yield started
+    for running in started:
+        running.kill()
+
+
+@pytest.fixture
 def http_stub() -> Iterator[HttpStub]:
     stub = HttpStub().start()
     yield stub

@@ -42,7 +42,25 @@ def wait_for(
         time.sleep(interval_s)
 
 
+FLEET_POLICY = """
+defaults:
+  max_retries: 2
+  attempt_timeout_s: 1
+  heartbeat_timeout_s: {heartbeat_s}
+  backoff: {{base_s: 0.1, cap_s: 0.3}}
+"""
+
+
+def fleet_policy(directory: Path, heartbeat_s: int) -> Path:
+    """The policy of the fleet tests: quick retries against a `command_topic` executor that
+    nobody answers, so every failure window runs its attempts out."""
+    path = directory / "policy.yaml"
+    path.write_text(FLEET_POLICY.format(heartbeat_s=heartbeat_s))
+    return path
+
+
 def free_port() -> int:
+    """A local port nothing listens on (connections to it are refused until someone binds)."""
     import socket  # noqa: PLC0415
 
     with socket.socket() as sock:

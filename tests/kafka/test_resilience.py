@@ -4,7 +4,6 @@ detection. (SIGKILLs at random points: tests/faults/test_crash.py.)"""
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from tests.kafka.harness import (
     Namespace,
     Worker,
     compare_with_reference,
+    fleet_policy,
     read_audit,
     wait_caught_up,
     wait_for,
@@ -23,28 +23,10 @@ from tests.kafka.harness import (
 
 pytestmark = pytest.mark.kafka
 
-POLICY = """
-defaults:
-  max_retries: 2
-  attempt_timeout_s: 1
-  heartbeat_timeout_s: 30
-  backoff: {base_s: 0.1, cap_s: 0.3}
-"""
-
 
 @pytest.fixture
 def policy_file(tmp_path: Path) -> Path:
-    path = tmp_path / "policy.yaml"
-    path.write_text(POLICY)
-    return path
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.kill()
+    return fleet_policy(tmp_path, heartbeat_s=30)
 
 
 def served_inputs(worker: Worker) -> float:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -220,9 +219,7 @@ def test_secrets_never_appear_in_logs_events_reports_or_errors(
 ) -> None:
     token = "tok-" + secrets.token_urlsafe(12)
     hmac_secret = "hmac-" + secrets.token_urlsafe(12)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
+    closed = free_port()  # nothing listens there: the tenant's endpoint refuses
     http_stub.statuses["/hook/"] = 503
     ns = Namespace(secure_kafka.secure, tmp_path)
     policy = tmp_path / "policy.yaml"
