@@ -8,11 +8,11 @@ import os
 import time
 import uuid
 
-from agents.codec import registry
-from agents.kafkaio import reader, topic_partitions
-from agents.producer import publish_records
+from agents.broker.client import reader, topic_partitions
+from agents.broker.producer import publish_records
 from agents.settings import Settings
-from agents.wire import decode_audit
+from agents.wire.codec import registry
+from agents.wire.records import decode_audit
 from streams.models import AdminAction, AdminCommand, AuditEvent
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from agents.kafkaio import describe, remember_connect_failures
+from agents.broker.client import describe, remember_connect_failures
 from streams.policy import PolicyError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -33,7 +33,7 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
-    from agents import localkafka  # noqa: PLC0415
+    from agents.broker import local as localkafka  # noqa: PLC0415
 
     argv = [args.action] + (["--port", str(args.port)] if args.port else [])
     return localkafka.main(argv)
@@ -42,9 +42,9 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust  # noqa: PLC0415
 
-    from agents.app import Pipeline  # noqa: PLC0415
+    from agents.broker.topics import AuditTopicMisconfigured, ensure_topics  # noqa: PLC0415
     from agents.policyfile import load_policy  # noqa: PLC0415
-    from agents.topics import AuditTopicMisconfigured, ensure_topics  # noqa: PLC0415
+    from agents.worker.app import Pipeline  # noqa: PLC0415
 
     settings = _settings(args)
     try:
@@ -75,7 +75,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from agents.producer import ping_from_fields, pings_from_jsonl, publish_pings  # noqa: PLC0415
+    from agents.broker.producer import ping_from_fields, pings_from_jsonl, publish_pings  # noqa: PLC0415
 
     settings = _settings(args)
     try:
@@ -182,7 +182,7 @@ ADMIN_ACTIONS = {
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from agents.simulate import Simulation  # noqa: PLC0415
+    from agents.demo.simulate import Simulation  # noqa: PLC0415
 
     simulation = Simulation(_settings(args), interval_s=args.interval)
     asyncio.run(simulation.run(args.seconds))
@@ -194,7 +194,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _read_scoped(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
-    from agents import auditlog  # noqa: PLC0415
+    from agents.audit import log as auditlog  # noqa: PLC0415
     from streams.timefmt import ms_from_iso  # noqa: PLC0415
 
     scope = auditlog.Scope(
@@ -217,7 +217,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     """replay, verify, report and export: read-only, for auditors."""
     import json  # noqa: PLC0415
 
-    from agents import auditlog, report  # noqa: PLC0415
+    from agents.audit import log as auditlog  # noqa: PLC0415
+    from agents.audit import report  # noqa: PLC0415
     from streams.timefmt import ms_from_iso  # noqa: PLC0415
 
     try:
@@ -276,7 +277,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(_args: argparse.Namespace) -> int:
-    from agents.demo import run_demo  # noqa: PLC0415
+    from agents.demo.run import run_demo  # noqa: PLC0415
 
     return run_demo()
 

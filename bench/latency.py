@@ -17,8 +17,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from agents.codec import registry
 from agents.settings import Settings
+from agents.wire.codec import registry
 from bench.replay import bootstrap
 from bench.throughput import output_topic, produce
 from bench.worker import fresh, running_worker

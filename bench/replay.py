@@ -22,11 +22,12 @@ import fastavro
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from agents import auditlog, report
-from agents.codec import registry
+from agents.audit import log as auditlog
+from agents.audit import report
+from agents.broker.topics import ensure_topics
 from agents.settings import Settings, Topics
-from agents.topics import ensure_topics
-from agents.wire import audit_record
+from agents.wire.codec import registry
+from agents.wire.records import audit_record
 from schemas import SCHEMA_DIR
 from streams.models import AuditEvent
 from tests.core.driver import Driver
@@ -58,7 +59,7 @@ def bootstrap() -> str:
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if configured:
         return configured
-    from agents.localkafka import Broker  # noqa: PLC0415
+    from agents.broker.local import Broker  # noqa: PLC0415
 
     broker = Broker(int(os.environ.get("KAFKA_PORT", "9092")))
     broker.up()

@@ -16,11 +16,11 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from agents.app import STATE_TABLE
-from agents.kafkaio import partition_of
+from agents.broker.client import partition_of
+from agents.broker.topics import ensure_topics
 from agents.settings import Settings
-from agents.statecodec import dump_state
-from agents.topics import ensure_topics
+from agents.worker.app import STATE_TABLE
+from agents.worker.statecodec import dump_state
 from bench.replay import bootstrap
 from bench.worker import fresh, running_worker
 from streams.decider import decide

@@ -22,10 +22,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
-from agents.codec import registry
-from agents.kafkaio import topic_partitions
+from agents.broker.client import topic_partitions
+from agents.broker.topics import ensure_topics
 from agents.settings import Settings
-from agents.topics import ensure_topics
+from agents.wire.codec import registry
 from bench.replay import bootstrap
 from bench.worker import fresh, running_worker
 from tests.kafka.harness import Namespace, _lag

@@ -3,4 +3,4 @@
 #   scripts/kafka.sh up|down|status   (port: $KAFKA_PORT, default 9092)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python -m agents.localkafka "$@"
+exec python -m agents.broker.local "$@"

@@ -1,6 +1,6 @@
 """Shared fixtures. The `kafka` fixture is a real broker, in this order of preference:
 `KAFKA_BOOTSTRAP_SERVERS` if set; else a testcontainers KafkaContainer when a Docker engine
-answers; else the project's own local KRaft broker (agents.localkafka), started once per
+answers; else the project's own local KRaft broker (agents.broker.local), started once per
 session and stopped at the end if this session started it."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def kafka() -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.0.1").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    from agents.localkafka import Broker  # noqa: PLC0415
+    from agents.broker.local import Broker  # noqa: PLC0415
 
     broker = Broker(TEST_KAFKA_PORT)
     started_here = broker.pid() is None

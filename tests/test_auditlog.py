@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents import auditlog, report
-from agents.auditlog import LogRead, Scope
+from agents.audit import log as auditlog
+from agents.audit import report
+from agents.audit.log import LogRead, Scope
 from streams.evolve import fold
 from streams.models import AdminAction, AuditEvent, EventType
 from streams.state import Record

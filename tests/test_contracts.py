@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.codec import AvroCodecError, SchemaRegistry, crc64_avro, registry
-from agents.statecodec import dump_state, load_state
-from agents.wire import BadInput, decode_input
+from agents.wire.codec import AvroCodecError, SchemaRegistry, crc64_avro, registry
+from agents.wire.records import BadInput, decode_input
+from agents.worker.statecodec import dump_state, load_state
 from schemas import HISTORY_DIR, SCHEMA_DIR
 from streams.models import (
     AdminAction,
@@ -262,7 +262,7 @@ def test_the_documented_canonical_bytes_recompute_every_hash() -> None:
 
 
 def test_an_input_batch_unpacks_in_order_with_positions_and_sources() -> None:
-    from agents.wire import BATCH_SLOTS, unpack  # noqa: PLC0415
+    from agents.wire.records import BATCH_SLOTS, unpack  # noqa: PLC0415
 
     reg = registry()
     pings = [

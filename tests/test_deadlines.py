@@ -1,8 +1,8 @@
-"""The worker's in-memory deadline index (agents/deadlines.py)."""
+"""The worker's in-memory deadline index (agents/worker/clock.py)."""
 
 from __future__ import annotations
 
-from agents.deadlines import DeadlineIndex, due_ticks
+from agents.worker.clock import DeadlineIndex, due_ticks
 
 
 def test_due_connectors_fire_once_in_deadline_order() -> None:

@@ -1,8 +1,8 @@
-"""Crash repair (agents/repair.py): every way a SIGKILL can cut a step."""
+"""Crash repair (agents/worker/repair.py): every way a SIGKILL can cut a step."""
 
 from __future__ import annotations
 
-from agents.repair import reconcile
+from agents.worker.repair import reconcile
 from streams.decider import decide
 from streams.models import AuditEvent, HealthPing, HealthStatus
 from streams.policy import parse_policy

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from agents import report
-from agents.auditlog import Scope
+from agents.audit import report
+from agents.audit.log import Scope
 from tests.test_auditlog import as_read, fleet_log
 
 BAR = (0x4A, 0x7F, 0xB5)  # the distribution chart's bars

@@ -16,8 +16,8 @@ from typing import Any
 import fastavro
 import pytest
 
-from agents.codec import crc64_avro, registry
-from agents.wire import unpack
+from agents.wire.codec import crc64_avro, registry
+from agents.wire.records import unpack
 from schemas import SCHEMA_DIR
 from tests.faults.figures import FULL, record, reference_figures
 from tests.kafka.harness import (

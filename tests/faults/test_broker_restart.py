@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.localkafka import Broker
+from agents.broker.local import Broker
 from tests.faults.figures import FULL, record, reference_figures
 from tests.kafka.fleet import Fleet
 from tests.kafka.harness import (

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.codec import registry
-from agents.wire import decode_audit
+from agents.wire.codec import registry
+from agents.wire.records import decode_audit
 from streams.models import AuditEvent, EventType
 from tests.faults.figures import record
 from tests.kafka.harness import (

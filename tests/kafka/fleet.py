@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Producer
 
-from agents.codec import registry
+from agents.wire.codec import registry
 
 
 @dataclass

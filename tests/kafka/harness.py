@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from agents.codec import registry
 from agents.settings import Settings, Topics
-from agents.wire import decode_audit
+from agents.wire.codec import registry
+from agents.wire.records import decode_audit
 from streams.models import AuditEvent
 
 T = TypeVar("T")
@@ -333,7 +333,7 @@ def wait_caught_up(ns: Namespace, timeout_s: float = 120) -> None:
 def reference_fold(ns: Namespace, policy: Any) -> dict[str, list[AuditEvent]]:
     """The events the core derives from the inputs topic as it is, each input once, in
     partition order: what the audit log must hold, exactly."""
-    from agents.wire import unpack  # noqa: PLC0415
+    from agents.wire.records import unpack  # noqa: PLC0415
     from streams.decider import decide  # noqa: PLC0415
     from streams.state import ConnectorState  # noqa: PLC0415
 

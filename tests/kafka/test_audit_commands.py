@@ -93,7 +93,7 @@ def test_verify_finds_a_dropped_event_on_a_topic_copy(ns: Namespace) -> None:
     copy = Namespace(ns.bootstrap, ns.tmp, tag=ns.tag + "copy")
     import asyncio  # noqa: PLC0415
 
-    from agents.topics import ensure_topics  # noqa: PLC0415
+    from agents.broker.topics import ensure_topics  # noqa: PLC0415
 
     asyncio.run(ensure_topics(copy.settings()))
     dropped = records[2]
@@ -157,7 +157,7 @@ def test_a_downstream_consumer_needs_only_the_schemas(ns: Namespace) -> None:
 def test_a_cut_off_tail_is_found_by_the_checkpoint(ns: Namespace) -> None:
     import asyncio  # noqa: PLC0415
 
-    from agents.topics import ensure_topics  # noqa: PLC0415
+    from agents.broker.topics import ensure_topics  # noqa: PLC0415
 
     records = sorted(
         read_records(ns.bootstrap, ns.topics.audit, 18), key=lambda r: (r.partition, r.offset)
@@ -192,6 +192,6 @@ def test_a_cut_off_tail_is_found_by_the_checkpoint(ns: Namespace) -> None:
 
 
 def decode_checkpoint(value: bytes) -> dict[str, Any]:
-    from agents.codec import registry  # noqa: PLC0415
+    from agents.wire.codec import registry  # noqa: PLC0415
 
     return registry().codec("AuditCheckpoint").decode(value)

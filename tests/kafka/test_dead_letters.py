@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.codec import registry
+from agents.wire.codec import registry
 from tests.kafka.harness import Namespace, Worker, produce_raw, read_records, wait_for_audit
 
 pytestmark = pytest.mark.kafka

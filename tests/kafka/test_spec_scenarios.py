@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pytest_bdd import given, scenarios, then, when
 
-from agents.codec import registry
+from agents.wire.codec import registry
 from streams.models import AuditEvent, EventType, RecoveryMode
 from streams.verify import verify_events
 from tests.kafka.harness import Namespace, Worker, read_records, wait_for_audit

@@ -28,7 +28,7 @@ from confluent_kafka.admin._scram import (
     UserScramCredentialUpsertion,
 )
 
-from agents.localkafka import Broker
+from agents.broker.local import Broker
 from streams.models import AuditEvent, EventType
 from tests.kafka.harness import (
     Namespace,

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.auditlog import LogRead, Scope
-from agents.live import LiveProjection
-from agents.notifier import resolve_target
-from agents.report import build
+from agents.audit.log import LogRead, Scope
+from agents.audit.report import build
+from agents.worker.live import LiveProjection
+from agents.worker.notifier import resolve_target
 from streams.models import AuditEvent, NotificationRequest
 from streams.policy import parse_policy
 from streams.projections import tenant_key

@@ -1,6 +1,6 @@
 """The Faust worker: thin agents around the pure core.
 
-    connector.health ──┐  router (agents/router.py: aiokafka batches;
+    connector.health ──┐  router (agents/worker/router.py: aiokafka batches;
     admin commands ────┼─ decode, validate; bad → DLQ) ─────────▶ <app>-inputs (key = connector)
     recovery results ──┘                                              │
     clock timer (Tick for due deadlines) ──────────────────────────────┤
@@ -34,17 +34,17 @@ from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
-from agents.codec import AvroCodecError, registry
-from agents.deadlines import DeadlineIndex, due_ticks
-from agents.executors import execute
-from agents.kafkaio import client_options, faust_credentials, partition_of, reader
-from agents.live import LiveProjection, exposition, metrics_registry
-from agents.notifier import deliver
-from agents.repair import reconcile
-from agents.router import Router, dead_letter_headers
+from agents.broker.client import client_options, faust_credentials, partition_of, reader
 from agents.settings import Settings
-from agents.statecodec import dump_state, load_head, load_state
-from agents.wire import audit_record, decode_audit, input_record, unpack
+from agents.wire.codec import AvroCodecError, registry
+from agents.wire.records import audit_record, decode_audit, input_record, unpack
+from agents.worker.clock import DeadlineIndex, due_ticks
+from agents.worker.executors import execute
+from agents.worker.live import LiveProjection, exposition, metrics_registry
+from agents.worker.notifier import deliver
+from agents.worker.repair import reconcile
+from agents.worker.router import Router, dead_letter_headers
+from agents.worker.statecodec import dump_state, load_head, load_state
 from streams.checkpoint import checkpoint_record
 from streams.decider import decide, next_deadline
 from streams.models import (
@@ -88,7 +88,7 @@ def _view(page: Any) -> Any:
 
 DECIDE_BATCH = 1000
 DECIDE_WITHIN_S = 0.01
-# A partition more than this many inputs behind gets no ticks (agents/deadlines.py): about
+# A partition more than this many inputs behind gets no ticks (agents/worker/clock.py): about
 # a second of work; a caught-up worker stays well below it between batches.
 CLOCK_LAG_LIMIT = 2 * DECIDE_BATCH
 
@@ -231,7 +231,7 @@ class Pipeline:
         self.app.task(self._announce_ready)
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
 
-    # -- routing: see agents/router.py ------------------------------------------------------
+    # -- routing: see agents/worker/router.py ------------------------------------------------------
     async def _run_router(self) -> None:
         producer = await self._raw_producer()
         try:
@@ -281,7 +281,7 @@ class Pipeline:
         """Decode → core → send the outputs → assign the whole new states.
 
         Outputs are awaited before any state is written, so the table is never ahead of
-        the log; a re-delivered input is reconciled against the log (agents/repair.py).
+        the log; a re-delivered input is reconciled against the log (agents/worker/repair.py).
         """
         batch = _Batch()
         for event in events:

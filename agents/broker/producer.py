@@ -10,9 +10,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from agents.codec import registry
-from agents.kafkaio import client_options
+from agents.broker.client import client_options
 from agents.settings import Settings
+from agents.wire.codec import registry
 from streams.models import HealthPing, HealthStatus
 
 

@@ -31,7 +31,7 @@ def _plain(value: Any) -> Any:
 
 
 def dump_state(state: ConnectorState, applied_offset: int = -1) -> bytes:
-    """`applied_offset`: position (agents.wire.unpack) in the inputs partition of the last
+    """`applied_offset`: position (agents.wire.records.unpack) in the inputs partition of the last
     input applied."""
     record = [_plain(v) for v in state.record]
     memory = list(state.memory)

@@ -2,7 +2,7 @@
 
 Starts a local Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), a worker, a local webhook
 receiver for the admins, and a simulated fleet of 50 connectors with injected faults
-(see agents/simulate.py). A live view shows connector states, open incidents and MTTR; the
+(see agents/demo/simulate.py). A live view shows connector states, open incidents and MTTR; the
 demo itself plays the Platform Admin for the incidents that need one. It ends with a summary
 read from the audit log, verified.
 """
@@ -26,9 +26,9 @@ from rich.live import Live
 from rich.table import Table
 
 from agents.admin import build_command, send_and_wait
-from agents.kafkaio import reader, topic_partitions
+from agents.broker.client import reader, topic_partitions
+from agents.demo.simulate import Simulation
 from agents.settings import Settings, Topics
-from agents.simulate import Simulation
 from streams.models import AdminAction, AuditEvent
 from streams.projections import Projection, group_totals, totals
 from streams.verify import Verifier
@@ -74,7 +74,7 @@ def _ensure_kafka() -> str:
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if configured:
         return configured
-    from agents.localkafka import Broker  # noqa: PLC0415
+    from agents.broker.local import Broker  # noqa: PLC0415
 
     broker = Broker(int(os.environ.get("KAFKA_PORT", "9092")))
     console.print(f"[bold]Kafka:[/] {broker.up()}")
@@ -234,8 +234,8 @@ def _summary(events: list[AuditEvent]) -> int:
 
 
 async def _read_audit(settings: Settings) -> list[AuditEvent]:
-    from agents.codec import registry  # noqa: PLC0415
-    from agents.wire import decode_audit  # noqa: PLC0415
+    from agents.wire.codec import registry  # noqa: PLC0415
+    from agents.wire.records import decode_audit  # noqa: PLC0415
 
     consumer = reader(settings)
     await consumer.start()

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
-from agents.codec import AvroCodecError, SchemaRegistry
+from agents.wire.codec import AvroCodecError, SchemaRegistry
 from streams.models import (
     AdminCommand,
     AuditEvent,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from agents.kafkaio import client_options
+from agents.broker.client import client_options
 from agents.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -27,10 +27,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from agents.codec import SchemaRegistry
-from agents.kafkaio import client_options, partition_of, reader, topic_partitions
+from agents.broker.client import client_options, partition_of, reader, topic_partitions
 from agents.settings import Settings
-from agents.wire import BadInput, decode_input, unpack
+from agents.wire.codec import SchemaRegistry
+from agents.wire.records import BadInput, decode_input, unpack
 from streams.models import AdminCommand, DeciderInput, HealthPing, RecoveryResult
 
 log = logging.getLogger("connector_recovery.router")
@@ -40,7 +40,7 @@ log = logging.getLogger("connector_recovery.router")
 # leave.
 READ_BACK_RECORDS = 2_000
 BATCH_RECORDS = 2_000  # records per poll of the external topics
-BATCH_ITEMS = 500  # inputs per InputBatch record (at most agents.wire.BATCH_SLOTS)
+BATCH_ITEMS = 500  # inputs per InputBatch record (at most agents.wire.records.BATCH_SLOTS)
 
 DeadLetter = Callable[[ConsumerRecord[bytes, bytes], str], Awaitable[None]]
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from agents.http import post
+from agents.worker.http import post
 from streams.models import NotificationRequest, NotificationResult
 from streams.policy import NotifyTarget, Policy
 from streams.timefmt import iso_from_ms

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from agents.codec import registry
-from agents.kafkaio import client_options
+from agents.broker.client import client_options
 from agents.settings import Settings
+from agents.wire.codec import registry
 from streams.models import RecoveryMode
 
 FLEET = [

@@ -8,7 +8,7 @@ import html
 import json
 from typing import Any
 
-from agents.auditlog import LogRead, Scope
+from agents.audit.log import LogRead, Scope
 from streams.models import AuditEvent
 from streams.projections import Episode, Projection, group_totals, tenant_key, totals
 from streams.timefmt import iso_from_ms

@@ -23,10 +23,10 @@ from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
 from rich.progress import Progress
 
-from agents.codec import AvroCodecError, registry
-from agents.kafkaio import client_options, reader, topic_partitions
+from agents.broker.client import client_options, reader, topic_partitions
 from agents.settings import Settings
-from agents.wire import decode_audit
+from agents.wire.codec import AvroCodecError, registry
+from agents.wire.records import decode_audit
 from schemas import SCHEMA_DIR
 from streams.checkpoint import checkpoint_intact, heads_digest
 from streams.models import AuditEvent

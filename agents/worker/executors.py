@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from agents.http import HttpOutcome, post
+from agents.worker.http import HttpOutcome, post
 from streams.models import RecoveryRequest, RecoveryResult
 from streams.policy import CommandTopicAction, KafkaConnectAction, Policy, WebhookAction
 
@@ -47,7 +47,7 @@ async def execute(
         secret = os.environ.get(action.secret_env) if action.secret_env else None
         body = json.dumps(request.model_dump(mode="json"), sort_keys=True).encode()
         if secret:
-            from agents.notifier import signature  # noqa: PLC0415 - one signing scheme
+            from agents.worker.notifier import signature  # noqa: PLC0415 - one signing scheme
 
             headers["X-Connector-Recovery-Signature"] = signature(secret, body)
         outcome = await post(session, action.url, body, headers=headers, timeout_s=action.timeout_s)

@@ -1,0 +1,1 @@
+"""The auditor's tools: reading the audit log (topic or archive), reports, exports."""
