@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 POM = REPO / "scripts" / "kafka" / "pom.xml"
 HOME = Path(os.environ.get("CR_LOCAL_DIR", REPO / ".local"))
 HEAP = os.environ.get("CR_KAFKA_HEAP", "512m")
