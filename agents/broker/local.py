@@ -112,7 +112,9 @@ def copy_dependencies(pom: Path, target: Path, what: str) -> Path:
     try:
         result = subprocess.run(command, capture_output=True, text=True, check=False)
     except FileNotFoundError:
-        raise LocalKafkaError("mvn not found: install Apache Maven (apt-get install maven)") from None
+        raise LocalKafkaError(
+            "mvn not found: install Apache Maven (apt-get install maven)"
+        ) from None
     if result.returncode != 0:
         raise LocalKafkaError(f"mvn failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
     marker.write_text(what)

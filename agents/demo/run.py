@@ -254,7 +254,7 @@ async def _read_audit(settings: Settings) -> list[AuditEvent]:
         await consumer.stop()
 
 
-def run_demo() -> int:
+def run_demo(with_connect: bool = False) -> int:
     bootstrap = _ensure_kafka()
     run = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     settings = Settings.from_env().but(
