@@ -21,7 +21,7 @@ CONFIG_TRACE = (
     "org.apache.kafka.connect.errors.ConnectException: Failed to start task\n"
     "\tat org.apache.kafka.connect.runtime.WorkerTask.doStart(WorkerTask.java:12)\n"
     "Caused by: org.apache.kafka.common.config.ConfigException: Missing required "
-    "configuration \"topic\" which has no default value.\n"
+    'configuration "topic" which has no default value.\n'
 )
 GRACE = 60_000
 

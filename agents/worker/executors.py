@@ -54,7 +54,16 @@ async def execute(
         outcome = await post(session, action.url, body, headers=headers, timeout_s=action.timeout_s)
     elif isinstance(action, KafkaConnectAction):
         url = kafka_connect_restart_url(action.url, action.connector_name(request.connector_id))
-        outcome = await post(session, url, b"", timeout_s=action.timeout_s, accept=(202, 204))
+        # Connect's REST resources consume JSON only: without this header aiohttp labels the
+        # empty body application/octet-stream and Connect answers 415 Unsupported Media Type.
+        outcome = await post(
+            session,
+            url,
+            b"",
+            headers={"Content-Type": "application/json"},
+            timeout_s=action.timeout_s,
+            accept=(202, 204),
+        )
     else:  # pragma: no cover - the policy model admits no other type
         raise TypeError(f"unknown recovery action {action!r}")
     return RecoveryResult(
