@@ -344,3 +344,26 @@ def test_the_probe_reports_an_unreachable_connect_on_its_metrics(
         assert probe.stop() == 0
     outage = [line for line in probe.lines if "does not answer" in line]
     assert len(outage) == 1, probe.lines
+
+
+def test_the_demo_with_connect_recovers_the_broken_sink(ns: Namespace) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "demo", "--connect"],
+        env={
+            **ns.env(),
+            "CR_DEMO_SECONDS": "45",
+            "CR_TOPIC_PREFIX": "",
+            "CONNECT_PORT": str(free_port()),
+        },
+        capture_output=True,
+        text=True,
+        timeout=500,
+        check=False,
+        cwd=ns.tmp,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
+    assert "no compliance findings" in out
+    manual = next(line for line in out.splitlines() if line.startswith("manual recoveries:"))
+    assert "invoices-sink" in manual  # the policy's restarts failed; repaired, then recovered
+    assert "invoices-sink wrote 100 of 100 orders" in " ".join(out.split())
