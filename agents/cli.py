@@ -67,7 +67,15 @@ def cmd_probe_kafka_connect(args: argparse.Namespace) -> int:
         tenant_key=args.tenant_key,
         grace_s=args.grace,
     )
-    run_until_signalled(probe, args.metrics_port or None)
+    try:
+        run_until_signalled(probe, args.metrics_port or None)
+    except OSError as error:  # the /metrics port is taken (the loop itself handles outages)
+        print(
+            f"error: cannot serve /metrics on port {args.metrics_port}: {error.strerror or error};"
+            " choose another --metrics-port",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     return EXIT_OK
 
 

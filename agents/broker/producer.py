@@ -43,7 +43,11 @@ async def open_producer(settings: Settings) -> AIOKafkaProducer:
     producer = AIOKafkaProducer(
         **client_options(settings), acks="all", enable_idempotence=True, linger_ms=5
     )
-    await producer.start()
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()  # else asyncio reports an unclosed producer after the error
+        raise
     return producer
 
 

@@ -205,21 +205,18 @@ class ConnectProbe:
         return len(pings)
 
     async def run(self, stop: asyncio.Event, metrics_port: int | None) -> None:
-        runner = None
-        if metrics_port is not None:
-            runner = await serve_metrics(self.metrics, self.settings.web_host, metrics_port)
-        producer = await open_producer(self.settings)
-        log.info("watching Kafka Connect at %s every %g s", self.url, self.interval_s)
-        try:
-            async with aiohttp.ClientSession() as session:
-                while not stop.is_set():
-                    await self.run_once(session, producer)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
-        finally:
-            await producer.stop()
-            if runner is not None:
-                await runner.cleanup()
+        async with contextlib.AsyncExitStack() as resources:
+            if metrics_port is not None:
+                runner = await serve_metrics(self.metrics, self.settings.web_host, metrics_port)
+                resources.push_async_callback(runner.cleanup)
+            producer = await open_producer(self.settings)
+            resources.push_async_callback(producer.stop)
+            session = await resources.enter_async_context(aiohttp.ClientSession())
+            log.info("watching Kafka Connect at %s every %g s", self.url, self.interval_s)
+            while not stop.is_set():
+                await self.run_once(session, producer)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
 
 
 async def serve_metrics(metrics: ProbeMetrics, host: str, port: int) -> web.AppRunner:
