@@ -3,6 +3,7 @@ Connect). The JSON shapes are those of `GET /connectors?expand=status&expand=inf
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -185,3 +186,12 @@ def test_kafka_connect_action_defaults_to_the_connector_id() -> None:
     renamed = policy.for_connector("renamed").recovery_action
     assert renamed.type == "kafka_connect"
     assert renamed.connector_name("renamed") == "real-name"
+
+
+def test_the_example_connect_policy_covers_every_connector() -> None:
+    from agents.policyfile import load_policy  # noqa: PLC0415 - only this test reads files
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "kafka-connect-policy.yaml"
+    action = load_policy(example).for_connector("any-connector").recovery_action
+    assert action.type == "kafka_connect"
+    assert action.connector_name("any-connector") == "any-connector"
