@@ -73,7 +73,7 @@ class DemoConnect:
 
     def policy_lines(self) -> str:
         """`connectors:` entries: restart through Connect's REST API (KIP-745)."""
-        action = f'{{recovery_action: {{type: kafka_connect, url: "{self.url}"}}}}'
+        action = f'{{max_retries: 2, recovery_action: {{type: kafka_connect, url: "{self.url}"}}}}'
         return "".join(f"  {name}: {action}\n" for name in self.connectors())
 
     def start(self) -> str:
