@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from agents.broker.client import reader, topic_partitions
 from agents.connect.local import ConnectWorker
 from agents.wire.codec import registry
 from streams.models import AuditEvent, EventType, RecoveryMode
@@ -154,10 +155,27 @@ class Probe:
 
 
 def pings_of(ns: Namespace, connector: str) -> list[dict[str, Any]]:
+    """Every ping of `connector` on the health topic up to its end as of now (all of them:
+    the read stops at the end offsets, not at the first empty poll)."""
+
+    async def read() -> list[dict[str, Any]]:
+        consumer = reader(ns.settings())
+        await consumer.start()
+        try:
+            partitions = await topic_partitions(consumer, ns.topics.health)
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            values: list[bytes] = []
+            while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+                batch = await consumer.getmany(timeout_ms=500)
+                values.extend(r.value for records in batch.values() for r in records)
+            return [codec.decode(value) for value in values]
+        finally:
+            await consumer.stop()
+
     codec = registry().codec("HealthPing")
-    records = read_records(ns.bootstrap, ns.topics.health, timeout_s=1)
-    pings = [codec.decode(record.value) for record in records]
-    return [ping for ping in pings if ping["connector_id"] == connector]
+    return [ping for ping in asyncio.run(read()) if ping["connector_id"] == connector]
 
 
 def events_of(events: list[AuditEvent], connector: str) -> list[AuditEvent]:
@@ -311,6 +329,15 @@ def test_a_healthy_source_stays_healthy_with_pings_and_no_audit_events(
             "three pings of the source with its offsets",
         )
         assert len(read_records(ns.bootstrap, topic, min_count=20, timeout_s=20)) == 20
+        # a deleted connector is no longer pinged, and the log suggests retiring it
+        delete_connector(connect, name)
+        retire = f"`connector-recovery retire {name}`"
+        wait_for(lambda: any(retire in line for line in probe.lines), 30, "the retire hint")
+        pinged = len(pings_of(ns, name))
+        checks = probe.metrics()["probe_checks_total"]
+        wait_for(lambda: probe.metrics()["probe_checks_total"] >= checks + 2, 30, "two checks")
+        assert len(pings_of(ns, name)) == pinged
+        assert len([line for line in probe.lines if retire in line]) == 1
     finally:
         delete_connector(connect, name)
         assert probe.stop() == 0, "\n".join(probe.lines)
