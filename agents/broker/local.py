@@ -251,7 +251,7 @@ class Broker:
         pid = self.pid()
         if pid is None:
             return f"down (port {self.port})"
-        ready = _answers_metadata(self.bootstrap)
+        ready = answers_metadata(self.bootstrap)
         state = "up" if ready else "starting"
         return f"{state}: pid {pid} on {self.bootstrap}, log {self.log_file}"
 
@@ -263,7 +263,7 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _answers_metadata(bootstrap: str) -> bool:
+def answers_metadata(bootstrap: str) -> bool:
     # A broker that is still starting refuses connections; that is the expected answer here,
     # not something to log on every probe.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -291,7 +291,7 @@ def wait_until_ready(
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise LocalKafkaError(f"broker exited with {process.returncode}; see its log")
-        if _answers_metadata(bootstrap):
+        if answers_metadata(bootstrap):
             return
         time.sleep(0.5)
     raise LocalKafkaError(f"broker on {bootstrap} did not answer within {timeout_s:.0f}s")

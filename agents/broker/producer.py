@@ -10,7 +10,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from agents.broker.client import client_options
+from agents.broker.client import client_options, start_client
 from agents.settings import Settings
 from agents.wire.codec import registry
 from streams.models import HealthPing, HealthStatus
@@ -45,7 +45,7 @@ async def publish_records(
     producer = AIOKafkaProducer(
         **client_options(settings), acks="all", enable_idempotence=True, linger_ms=5
     )
-    await producer.start()
+    await start_client(producer)
     sent = 0
     try:
         futures = []

@@ -21,12 +21,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaConnectionError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from agents.admin import build_command, send_and_wait
-from agents.broker.client import reader, topic_partitions
+from agents.broker.client import reader, start_client, topic_partitions
 from agents.demo.simulate import Simulation
 from agents.settings import Settings, Topics
 from streams.models import AdminAction, AuditEvent
@@ -71,10 +72,13 @@ def _free_port() -> int:
 
 
 def _ensure_kafka() -> str:
+    from agents.broker.local import Broker, answers_metadata  # noqa: PLC0415
+
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if configured:
+        if not answers_metadata(configured):  # else the worker fails, after a wait, in its log
+            raise KafkaConnectionError(f"Unable to bootstrap from {configured}")
         return configured
-    from agents.broker.local import Broker  # noqa: PLC0415
 
     broker = Broker(int(os.environ.get("KAFKA_PORT", "9092")))
     console.print(f"[bold]Kafka:[/] {broker.up()}")
@@ -238,7 +242,7 @@ async def _read_audit(settings: Settings) -> list[AuditEvent]:
     from agents.wire.records import decode_audit  # noqa: PLC0415
 
     consumer = reader(settings)
-    await consumer.start()
+    await start_client(consumer)
     try:
         tps = await topic_partitions(consumer, settings.topics.audit)
         consumer.assign(tps)
