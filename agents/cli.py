@@ -365,7 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     publish = sub.add_parser("publish", help="publish health pings")
     publish.add_argument("--connector")
     publish.add_argument("--status", choices=["healthy", "unhealthy", "HEALTHY", "UNHEALTHY"])
-    publish.add_argument("--failure")
+    publish.add_argument(
+        "--failure",
+        help="what failed, as free text (not a fixed set), e.g. timeout, auth, http_503;"
+        " only with --status unhealthy (default there: unknown)",
+    )
     publish.add_argument("--tenant")
     publish.add_argument("--position")
     publish.add_argument("--not-retryable", action="store_true")

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: installs the package with its dev extras, runs
-# ruff and mypy, then pytest. Tests marked `kafka` use a real broker: KAFKA_BOOTSTRAP_SERVERS
+# The whole test suite, from a fresh clone: installs the package with its dev extras into
+# the project's .venv/ (scripts/venv.sh), runs ruff and mypy, then pytest. Tests marked `kafka` use a real broker: KAFKA_BOOTSTRAP_SERVERS
 # if set, else testcontainers (Docker), else the project's own local KRaft broker, which the
 # session fixture starts (resolving the jars from Maven Central once) and stops at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+source scripts/venv.sh '[dev]'
 # From Debian: promtool (package prometheus) checks and unit-tests deploy/prometheus/alerts.yml;
 # chromium renders the HTML compliance report in a test.
 missing=()

@@ -18,7 +18,6 @@ import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from aiokafka.errors import KafkaConnectionError
@@ -264,7 +263,9 @@ def run_demo() -> int:
     settings = Settings.from_env().but(
         bootstrap_servers=bootstrap, app_id=run, topics=Topics().with_prefix(f"{run}.")
     )
-    home = Path(".local") / run
+    from agents.broker.local import HOME  # noqa: PLC0415
+
+    home = HOME / run  # never the current directory: the demo runs from any folder
     home.mkdir(parents=True, exist_ok=True)
     inbox = Inbox()
     policy = home / "policy.yaml"
