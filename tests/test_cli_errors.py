@@ -89,8 +89,7 @@ def test_no_broker_is_one_line_for_every_command_that_talks_to_kafka(
     port = free_port()
     result = cli(tmp_path, *command, KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}")
     assert one_line_error(result) == (
-        f"error: no Kafka broker at 127.0.0.1:{port} "
-        "(start one with: connector-recovery kafka up)"
+        f"error: no Kafka broker at 127.0.0.1:{port} (start one with: connector-recovery kafka up)"
     )
     assert "Unclosed" not in result.stdout
     assert not list((tmp_path / "cwd").iterdir())  # nothing left in the folder it ran from

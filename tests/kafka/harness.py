@@ -131,6 +131,7 @@ class Worker:
         name: str = "w1",
         policy: Path | None = None,
         env: dict[str, str] | None = None,
+        *,
         cwd: Path | None = None,
         default_data_dir: bool = False,
     ) -> None:
