@@ -111,8 +111,8 @@ def test_the_html_report_renders_totals_and_charts(tmp_path: Path) -> None:
     assert count(image, BAR, (0, 0, 1200, 1600)) > 2_000  # the MTTR distribution bars
     dots = count(image, (0, 0, 0), (0, 300, 1200, 900))
     assert dots > 50  # chart labels and text
-    assert count(image, POINT, (0, 300, 1200, 700)) > 6 * 30  # one dot per recovery
     assert_axes_with_ticks(image.convert("RGB"), (0, 300, 1200, 700))
+    assert count(image, POINT, (0, 300, 1200, 700)) > 6 * 30  # one dot per recovery
     text = page.read_text()
     assert f"failures <b>{built['totals']['failure_count']}</b>" in text
     assert ">recovered at (UTC)</text>" in text
