@@ -13,6 +13,8 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
 # openssl makes the throwaway CA of the SASL_SSL tests (tests/security/tls.py).
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# tmux gives the demo a real terminal in tests/kafka/test_demo.py (what a person sees).
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
