@@ -198,6 +198,9 @@ class Broker:
             return f"already running (pid {self.pid()}) on {self.bootstrap}"
         for port, role in ((self.port, "client"), (self.port + 1, "controller")):
             holder = port_holder(port)
+            if holder is not None and port == self.port and answers_metadata(self.bootstrap):
+                # e.g. started from another copy of the project: a broker is what was asked for
+                return f"a Kafka broker already answers on {self.bootstrap}: {holder}"
             if holder is not None:
                 raise LocalKafkaError(
                     f"port {port} ({role} listener) is held by {holder}; stop it or pick "
