@@ -318,7 +318,13 @@ async def _read_audit(settings: Settings) -> list[AuditEvent]:
 
 
 def run_demo() -> int:
-    bootstrap, local_port = _ensure_kafka()
+    from agents.broker.local import LocalKafkaError  # noqa: PLC0415
+
+    try:
+        bootstrap, local_port = _ensure_kafka()
+    except LocalKafkaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     run = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     settings = Settings.from_env().but(
         bootstrap_servers=bootstrap, app_id=run, topics=Topics().with_prefix(f"{run}.")
