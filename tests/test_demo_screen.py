@@ -114,7 +114,18 @@ def test_the_closing_screen_names_the_topics_and_the_broker(
     ]
     running = [line for line in lines if "still running" in line]
     if stop is None:
-        assert not running  # not our broker: not ours to stop
+        assert not running  # not a local broker: nothing to say about it
     else:
         assert len(running) == 1
         assert running[0].endswith(stop)
+
+
+def test_the_closing_screen_leaves_a_broker_started_elsewhere_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    lines = demo.next_steps("demo-1", 9092, Path("/state/demo-1"), ours=False)
+    assert not [line for line in lines if "kafka down" in line]
+    assert lines[-1].endswith(
+        "not started from this copy of the project: stop it from where it was started"
+    )

@@ -73,22 +73,23 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ensure_kafka() -> tuple[str, int | None]:
-    """The bootstrap address, and the port of the local broker when the demo uses one."""
+def _ensure_kafka() -> tuple[str, int | None, bool]:
+    """The bootstrap address; the port of the local broker when the demo uses one, and
+    whether this copy of the project started it (and so `kafka down` here stops it)."""
     from agents.broker.local import Broker, answers_metadata  # noqa: PLC0415
 
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if configured:
         if not answers_metadata(configured):  # else the worker fails, after a wait, in its log
             raise KafkaConnectionError(f"Unable to bootstrap from {configured}")
-        return configured, None
+        return configured, None, False
 
     broker = Broker(int(os.environ.get("KAFKA_PORT", "9092")))
     console.print(f"[bold]Kafka:[/] {broker.up()}")
-    return broker.bootstrap, broker.port
+    return broker.bootstrap, broker.port, broker.pid() is not None
 
 
-def next_steps(run: str, local_port: int | None, home: Path) -> list[str]:
+def next_steps(run: str, local_port: int | None, home: Path, ours: bool = True) -> list[str]:
     """The closing screen's exact commands: the run's data is on topics of its own prefix."""
     env = {"CR_TOPIC_PREFIX": f"{run}."}
     if local_port is None:
@@ -104,11 +105,16 @@ def next_steps(run: str, local_port: int | None, home: Path) -> list[str]:
         f"  {prefix} connector-recovery replay --connector SAP-AR",
         f"The worker's log and policy are in {home}",
     ]
-    if local_port is not None:
+    if local_port is not None and ours:
         port_env = f"KAFKA_PORT={local_port} " if "KAFKA_PORT" in os.environ else ""
         lines.append(
             f"The local Kafka broker is still running on 127.0.0.1:{local_port}; "
             f"stop it with: {port_env}connector-recovery kafka down"
+        )
+    elif local_port is not None:
+        lines.append(
+            f"The Kafka broker on 127.0.0.1:{local_port} is still running; it was not started "
+            "from this copy of the project: stop it from where it was started"
         )
     return lines
 
@@ -321,7 +327,7 @@ def run_demo() -> int:
     from agents.broker.local import LocalKafkaError  # noqa: PLC0415
 
     try:
-        bootstrap, local_port = _ensure_kafka()
+        bootstrap, local_port, ours = _ensure_kafka()
     except LocalKafkaError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -382,7 +388,7 @@ def run_demo() -> int:
         worker.wait(60)
     console.print(f"webhooks received: {dict(sorted(inbox.received.items()))}")
     verdict = _summary(events)
-    for line in next_steps(run, local_port, home):
+    for line in next_steps(run, local_port, home, ours):
         # one line each, never wrapped: they are meant to be copied
         console.print(line, soft_wrap=True, markup=False, highlight=False)
     return verdict
@@ -405,6 +411,7 @@ async def _live(settings: Settings, port: int) -> None:
             live.update(_view(_status(port), _mttr(port), sim, elapsed, actions))
         # The last frame stays on the screen: without the actions, printed once below.
         live.update(_view(_status(port), _mttr(port), sim, elapsed, []))
+    console.line()  # off a terminal, the last frame ends without a newline
     stop.set()
     await fleet
     await admin
