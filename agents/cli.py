@@ -352,7 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     kafka = sub.add_parser("kafka", help="local single-node Apache Kafka (KRaft)")
     kafka.add_argument("action", choices=["up", "down", "status"])
-    kafka.add_argument("--port", type=int, default=None)
+    kafka.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="client port (default: $KAFKA_PORT, else 9092); the controller listens on PORT+1",
+    )
     kafka.set_defaults(func=cmd_kafka)
 
     worker = sub.add_parser("worker", help="run the Faust worker")

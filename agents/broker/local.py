@@ -370,7 +370,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="connector-recovery kafka", description="Local single-node Apache Kafka (KRaft)."
     )
     parser.add_argument("action", choices=["up", "down", "status"])
-    parser.add_argument("--port", type=int, default=int(os.environ.get("KAFKA_PORT", "9092")))
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("KAFKA_PORT", "9092")),
+        help="client port (default: $KAFKA_PORT, else 9092); the controller listens on PORT+1",
+    )
     args = parser.parse_args(argv)
     broker = Broker(args.port)
     try:
