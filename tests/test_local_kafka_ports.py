@@ -79,3 +79,8 @@ def test_status_of_a_free_port_is_plain_down(tmp_path: Path) -> None:
     if f"port {port + 1} is held" in result.stdout:
         pytest.skip(f"port {port + 1} is in use on this machine")
     assert result.stdout.strip() == f"down (port {port})"
+
+
+def test_the_help_says_the_controller_uses_the_next_port(tmp_path: Path) -> None:
+    result = kafka(tmp_path, "--help")
+    assert "the controller listens on PORT+1" in " ".join(result.stdout.split())
