@@ -38,7 +38,7 @@ from agents.broker.client import client_options, faust_credentials, partition_of
 from agents.settings import Settings
 from agents.wire.codec import AvroCodecError, registry
 from agents.wire.records import audit_record, decode_audit, input_record, unpack
-from agents.worker.clock import DeadlineIndex, due_ticks
+from agents.worker.clock import DeadlineIndex, due_ticks, lagging_partitions
 from agents.worker.executors import execute
 from agents.worker.live import LiveProjection, exposition, metrics_registry
 from agents.worker.notifier import deliver
@@ -88,9 +88,6 @@ def _view(page: Any) -> Any:
 
 DECIDE_BATCH = 1000
 DECIDE_WITHIN_S = 0.01
-# A partition more than this many inputs behind gets no ticks (agents/worker/clock.py): about
-# a second of work; a caught-up worker stays well below it between batches.
-CLOCK_LAG_LIMIT = 2 * DECIDE_BATCH
 
 
 @contextmanager
@@ -556,9 +553,18 @@ class Pipeline:
 
     # -- time ---------------------------------------------------------------------------------
     async def _clock(self) -> None:
-        now = now_ms()
+        front = await self.router.front(now_ms())
+        if front is None:
+            return  # the router has no position yet: nothing is known about the inputs
+        now = front
         partitions = self.settings.partitions
-        lagging = {p for p, lag in self._partition_lags().items() if lag > CLOCK_LAG_LIMIT}
+        consumer = self.app.consumer
+        highwaters = {
+            tp.partition: consumer.highwater(tp)
+            for tp in consumer.assignment()
+            if tp.topic == self.settings.inputs_topic
+        }
+        lagging = lagging_partitions(highwaters, self.next_offsets)
         due = due_ticks(
             self.deadlines,
             now,
