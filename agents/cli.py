@@ -44,7 +44,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from agents.broker.topics import AuditTopicMisconfigured, ensure_topics  # noqa: PLC0415
     from agents.policyfile import load_policy  # noqa: PLC0415
-    from agents.worker.app import Pipeline  # noqa: PLC0415
+    from agents.worker.app import WorkerApp  # noqa: PLC0415
 
     settings = _settings(args)
     try:
@@ -64,7 +64,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
         return EXIT_ERROR
     asyncio.set_event_loop(asyncio.new_event_loop())
-    pipeline = Pipeline(settings, policy)
+    pipeline = WorkerApp(settings, policy)
     worker = faust.Worker(pipeline.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
     # Faust's terminal spinner sets the root logger to DEBUG so it can spin on every record:
     # every debug call in aiokafka and Faust then builds a LogRecord (~9% of a busy worker's

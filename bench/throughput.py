@@ -136,9 +136,7 @@ async def baseline(settings: Settings, expected: int) -> float:
                     state = (ping["status"], ping["checked_at"])
                     if states.get(key, ("", 0))[0] != state[0]:
                         states[key] = state
-                    await producer.send(
-                        f"{settings.topics.audit}", key=record.key, value=record.value
-                    )
+                    await producer.send(output_topic(settings), key=record.key, value=record.value)
                     seen += 1
         await producer.flush()
         return time.perf_counter() - started

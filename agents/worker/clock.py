@@ -9,7 +9,7 @@ tick costs O(due · log n) — never a scan of every connector.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 
 class DeadlineIndex:
@@ -97,3 +97,37 @@ def due_ticks(
         else:
             ticks.append(connector_id)
     return ticks
+
+
+class Clock:
+    """The worker's timer: ticks for the deadlines due up to the inputs front (`front`,
+    None while nothing is known about the inputs), except on lagging partitions."""
+
+    def __init__(
+        self,
+        *,
+        deadlines: DeadlineIndex,
+        front: Callable[[int], Awaitable[int | None]],
+        highwaters: Callable[[], Mapping[int, int | None]],
+        next_offsets: Callable[[], Mapping[int, int]],
+        partition_of: Callable[[str], int],
+        retry_ms: int,
+        send_tick: Callable[[str, int], Awaitable[None]],
+    ) -> None:
+        self.deadlines = deadlines
+        self.front = front
+        self.highwaters = highwaters
+        self.next_offsets = next_offsets
+        self.partition_of = partition_of
+        self.retry_ms = retry_ms
+        self.send_tick = send_tick
+
+    async def tick(self, wall_now: int) -> None:
+        now = await self.front(wall_now)
+        if now is None:
+            return
+        lagging = lagging_partitions(self.highwaters(), self.next_offsets())
+        for connector_id in due_ticks(
+            self.deadlines, now, lagging, self.partition_of, self.retry_ms
+        ):
+            await self.send_tick(connector_id, now)
