@@ -164,6 +164,7 @@ class WorkerApp:
         self.app.timer(s.checkpoint_interval_s, name="checkpoint")(self._checkpoint)
         self.app.task(self._announce_ready)
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
+        self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
 
     # -- routing: see router.py ---------------------------------------------------------------
     async def _run_router(self) -> None:
@@ -282,6 +283,12 @@ class WorkerApp:
     def _owned_partitions(self) -> set[int]:
         assignment = self.app.consumer.assignment()
         return {tp.partition for tp in assignment if tp.topic == self.settings.inputs_topic}
+
+    async def _on_partitions_revoked(self, *args: Any, **_details: Any) -> None:
+        """Faust sends (sender, revoked topic-partitions)."""
+        _sender, revoked = args
+        inputs = self.settings.inputs_topic
+        self.processor.forget_partitions(tp.partition for tp in revoked if tp.topic == inputs)
 
     async def _on_rebalance_complete(self, *_signal: Any, **_details: Any) -> None:
         """Crash repair, checkpoints, the gap filler's offsets, and a heartbeat grace for

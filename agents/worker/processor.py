@@ -121,6 +121,11 @@ class InputProcessor:
         # Crash repair: per connector, audit events found after the table's audit position
         # (written by inputs whose state did not reach the table).
         self.logged_ahead: dict[str, list[AuditEvent]] = {}
+        # Parsed states of owned partitions, as in the store (liveness aside): a steady ping
+        # is then a dict lookup, no store read and no JSON. Filled on first read and on each
+        # write; a partition's part is dropped when it is revoked (`forget_partitions`),
+        # since another worker may write its store before it comes back.
+        self._parsed: dict[int, dict[bytes, tuple[ConnectorState, int]]] = {}
         self.counters = {} if counters is None else counters
         for name in COUNTERS:
             self.counters.setdefault(name, 0)
@@ -188,11 +193,17 @@ class InputProcessor:
         self.deadlines.schedule(connector_id, None if due is None else due[0])
 
     def _stored(self, key: bytes, connector_id: str, partition: int) -> tuple[ConnectorState, int]:
-        stored = self.store.get(key, partition)
-        if stored is None:
-            state, applied = ConnectorState.new(connector_id), -1
+        parsed = self._parsed.setdefault(partition, {})
+        cached = parsed.get(key)
+        if cached is not None:
+            state, applied = cached
         else:
-            state, applied = load_state(stored)
+            stored = self.store.get(key, partition)
+            if stored is None:
+                state, applied = ConnectorState.new(connector_id), -1
+            else:
+                state, applied = load_state(stored)
+            parsed[key] = (state, applied)
         live = self.liveness.get(connector_id)
         if live is not None:
             state = state._replace(last_checked_at=live[0], heartbeat_deadline=live[1])
@@ -203,6 +214,13 @@ class InputProcessor:
         commands and events, so the table is never ahead of the log."""
         for key, value, partition in outputs.state_writes():
             self.store.put(key, value, partition)
+        for key, pending in outputs.states.items():
+            self._parsed.setdefault(pending.partition, {})[key] = (pending.state, pending.applied)
+
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """Revoked: their stored states may change elsewhere before they come back."""
+        for partition in partitions:
+            self._parsed.pop(partition, None)
 
     def keep_owned(self, owned: set[int]) -> None:
         """After a rebalance: forget the liveness of connectors this worker no longer owns,
