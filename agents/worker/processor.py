@@ -178,11 +178,12 @@ class InputProcessor:
             self.logged_ahead[connector_id] = remaining
         self.liveness[connector_id] = (new_state.last_checked_at, new_state.heartbeat_deadline)
         # Written only on change: a steady ping changes only the liveness.
+        # Identity first: a steady ping keeps the record and memory objects it was given.
         if (
             pending is not None
             or events
-            or new_state.record != state.record
-            or new_state.memory != state.memory
+            or (new_state.record is not state.record and new_state.record != state.record)
+            or (new_state.memory is not state.memory and new_state.memory != state.memory)
         ):
             outputs.states[key] = PendingState(new_state, item.position, partition)
         for command in commands:
