@@ -89,7 +89,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from agents.broker.topics import AuditTopicMisconfigured, ensure_topics  # noqa: PLC0415
     from agents.policyfile import load_policy  # noqa: PLC0415
-    from agents.worker.app import Pipeline  # noqa: PLC0415
+    from agents.worker.app import WorkerApp  # noqa: PLC0415
 
     settings = _settings(args)
     try:
@@ -113,7 +113,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # Faust creates only the last level of its data directory.
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.set_event_loop(asyncio.new_event_loop())
-    pipeline = Pipeline(settings, policy)
+    pipeline = WorkerApp(settings, policy)
     worker = faust.Worker(pipeline.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
     # Faust's terminal spinner sets the root logger to DEBUG so it can spin on every record:
     # every debug call in aiokafka and Faust then builds a LogRecord (~9% of a busy worker's
