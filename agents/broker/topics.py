@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 AUDIT_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 TOPIC_ALREADY_EXISTS = 36
+NEW_TOPIC_WAIT_S = 30.0
 
 
 class AuditTopicMisconfigured(RuntimeError):
@@ -86,20 +87,26 @@ async def topic_config(admin: AIOKafkaAdminClient, topic: str) -> dict[str, str]
         for resource in response.resources:
             error_code, error_message = resource[0], resource[1]
             if error_code:
-                raise RuntimeError(f"describe configs of {topic}: {error_message}")
+                raise RuntimeError(
+                    f"describe configs of {topic}: {error_message or 'no message'} "
+                    f"(error {error_code})"
+                )
             for entry in resource[4]:
                 config[entry[0]] = entry[1]
     return config
 
 
 async def verify_audit_topic(admin: AIOKafkaAdminClient, topic: str) -> None:
-    for attempt in range(20):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + NEW_TOPIC_WAIT_S
+    while True:
         try:
             config = await topic_config(admin, topic)
             break
         except RuntimeError:
-            # A topic created a moment ago may not be known to every broker component yet.
-            if attempt == 19:
+            # A topic created a moment ago may not be known to every broker component yet
+            # (seconds on a loaded machine).
+            if loop.time() > deadline:
                 raise
             await asyncio.sleep(0.25)
     problems = [
