@@ -71,6 +71,12 @@ class Provenance(NamedTuple):
     source_index: int  # the event's place among those the input caused
 
 
+class CommandAnswer(NamedTuple):
+    """The admin command an event answers, on any event type that answers one."""
+
+    command_id: str | None = None
+
+
 class FailureDetected(NamedTuple):
     retryable: bool
     first_failing_at: Instant
