@@ -10,7 +10,7 @@ Rule numbers in comments refer to the core issue's behaviour list.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Never, NoReturn, assert_never
+from typing import Any, NamedTuple, assert_never
 
 from streams import flapping
 from streams.backoff import backoff_delay_ms
@@ -444,13 +444,12 @@ def _on_ping(
         memory = state.memory
         late = memory._replace(late_pings=memory.late_pings + 1)
         return Decision((), (), state._replace(memory=late), late=True)
-    rules = policy.for_connector(state.record.connector_id)
-    if _repeats_steady_state(state.record, state.memory, ping, rules):
+    record, memory = state.record, state.memory
+    rules = policy.for_connector(record.connector_id)
+    if _repeats_steady_state(record, memory, ping, rules):
         heartbeat_deadline = ping.checked_at + rules.heartbeat_timeout_ms
-        return _steady(
-            (), (), _liveness((state.record, state.memory, ping.checked_at, heartbeat_deadline))
-        )
-    return _judge_ping(state, ping, policy, source)
+        return _steady((), (), _liveness((record, memory, ping.checked_at, heartbeat_deadline)))
+    return _judge_ping(state, ping, policy, rules, source)
 
 
 def _repeats_steady_state(
@@ -467,6 +466,7 @@ def _repeats_steady_state(
         or record.flapping
         or memory.tenant_id != ping.tenant_id
         or memory.last_position != ping.position
+        or memory.last_retryable != ping.retryable
     ):
         return False
     if ping.status is _HEALTHY:
@@ -476,17 +476,19 @@ def _repeats_steady_state(
         and memory.history_bits == 0
         and memory.consecutive_unhealthy == rules.failure_threshold
         and memory.last_failure == (ping.failure or "unknown")
-        and memory.last_retryable == ping.retryable
     )
 
 
 def _judge_ping(
-    state: ConnectorState, ping: HealthPing, policy: Policy, source: str | None
+    state: ConnectorState,
+    ping: HealthPing,
+    policy: Policy,
+    rules: ConnectorPolicy,
+    source: str | None,
 ) -> Decision:
     """The slow path: every rule a ping can fire (the fast path skips this only when it
-    would change nothing but the liveness)."""
+    would change nothing but the liveness). `rules` are the policy's for this connector."""
     record = state.record
-    rules = policy.for_connector(record.connector_id)
     if record.phase is Phase.RETIRED:
         ignored = state.memory._replace(ignored_pings=state.memory.ignored_pings + 1)
         return Decision((), (), state._replace(memory=ignored))
@@ -756,10 +758,13 @@ def decide(
 ) -> Decision:
     """Judge one input. `source` (topic/partition/offset of the input) is recorded in every
     event it causes, so a crashed step can be matched with its outputs."""
-    # getattr: an object that is no input at all is refused by the match below, not here.
-    if getattr(message, "connector_id", state.record.connector_id) != state.record.connector_id:
+    try:
+        connector_id = message.connector_id
+    except AttributeError:
+        raise TypeError(f"unknown decider input {type(message).__name__}") from None
+    if connector_id != state.record.connector_id:
         raise DeciderError(
-            f"input for {message.connector_id!r} given to state of {state.record.connector_id!r}"
+            f"input for {connector_id!r} given to state of {state.record.connector_id!r}"
         )
     # One case per member of DeciderInput: mypy proves the match exhaustive, as in evolve.
     match message:
@@ -776,9 +781,4 @@ def decide(
         case NotificationResult():
             return _on_notification_result(state, message, policy, source)
         case _:
-            return _unknown_input(message)
-
-
-def _unknown_input(message: Never) -> NoReturn:
-    """Unreachable for a well-typed caller; a shell bug otherwise."""
-    raise TypeError(f"unknown decider input {type(message).__name__}")
+            assert_never(message)
