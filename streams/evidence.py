@@ -17,8 +17,19 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from functools import lru_cache
+from operator import itemgetter, methodcaller
 from types import UnionType
-from typing import Annotated, Any, Literal, NamedTuple, TypeVar, Union, get_args, get_origin
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    NamedTuple,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+)
 from typing import get_type_hints as _hints
 
 from streams.models import EventType, RecoveryMode
@@ -313,24 +324,58 @@ def write(view: Evidence | Provenance) -> dict[str, str]:
     }
 
 
+_Getter = Callable[[Mapping[str, str]], Any]
+
+
+def _getter(field: _Field) -> _Getter:
+    """One field's value out of the map; KeyError or ValueError when it cannot be had."""
+    key, parse = field.key, field.parse
+    if parse is None:
+        return itemgetter(key) if field.required else methodcaller("get", key)
+    if field.required:
+        return lambda attributes: parse(attributes[key])
+    return lambda attributes: None if (text := attributes.get(key)) is None else parse(text)
+
+
+# Every replayed event is read (in the verify fold, the projections, `evolve`), so each view
+# gets a list of getters once, rather than interpreting its field types on every read.
+_GETTERS: dict[type[tuple[Any, ...]], tuple[_Getter, ...]] = {}
+# A replayed event is read by the verify fold, then by the projection (each through
+# `evolve`): the same map, read again at once. Events are immutable, so the view is too.
+_last_read: tuple[object, object, object] = (None, None, None)
+
+
 def read(view_type: type[View], attributes: Mapping[str, str]) -> View:
     """The view of `attributes`; EvidenceError names a required key that is missing or a
     value that does not read as its field's type."""
-    values: list[Any] = []
-    for key, parse, required, form in _fields(view_type):
+    global _last_read  # noqa: PLW0603 - a memo of one, rebound whole (atomic under threads)
+    last = _last_read
+    if last[0] is attributes and last[1] is view_type:
+        return cast(View, last[2])  # stored below for this view_type
+    getters = _GETTERS.get(view_type)
+    if getters is None:
+        getters = _GETTERS[view_type] = tuple(_getter(f) for f in _fields(view_type))
+    try:
+        view = tuple.__new__(view_type, [get(attributes) for get in getters])
+    except (KeyError, ValueError):
+        raise _unreadable(view_type, attributes) from None
+    _last_read = (attributes, view_type, view)
+    return view
+
+
+def _unreadable(view_type: type[tuple[Any, ...]], attributes: Mapping[str, str]) -> EvidenceError:
+    """What is wrong with a map that does not read as `view_type`."""
+    absent = missing(view_type, attributes)
+    if absent:
+        return EvidenceError(f"lacks {', '.join(absent)}")
+    for key, parse, _, form in _fields(view_type):
         text = attributes.get(key)
-        if text is None:
-            if required:
-                raise EvidenceError(f"lacks {', '.join(missing(view_type, attributes))}")
-            values.append(None)
-        elif parse is None:
-            values.append(text)
-        else:
+        if parse is not None and text is not None:
             try:
-                values.append(parse(text))
-            except (ValueError, KeyError):
-                raise EvidenceError(f"{key} {text!r} is not {form.name}") from None
-    return tuple.__new__(view_type, values)
+                parse(text)
+            except (KeyError, ValueError):
+                return EvidenceError(f"{key} {text!r} is not {form.name}")
+    return EvidenceError("does not read")  # unreachable: a getter failed for a reason above
 
 
 def missing(view_type: type[tuple[Any, ...]], attributes: Mapping[str, str]) -> list[str]:
