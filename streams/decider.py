@@ -82,12 +82,9 @@ class Decision(NamedTuple):
     late: bool = False
 
 
-# The hot path builds its tuples without the generated keyword/default handling.
-_liveness = ConnectorState._make
-
-
-def _steady(events: tuple[()], commands: tuple[()], state: ConnectorState) -> Decision:
-    return tuple.__new__(Decision, (events, commands, state, False))
+# The steady-ping path builds its tuples with tuple.__new__: no generated keyword/default
+# handling, no Python-level `_make` call.
+_tuple_new = tuple.__new__
 
 
 def tenant_target(tenant_id: str) -> str:
@@ -448,7 +445,8 @@ def _on_ping(
     rules = policy.for_connector(record.connector_id)
     if _repeats_steady_state(record, memory, ping, rules):
         heartbeat_deadline = ping.checked_at + rules.heartbeat_timeout_ms
-        return _steady((), (), _liveness((record, memory, ping.checked_at, heartbeat_deadline)))
+        liveness = _tuple_new(ConnectorState, (record, memory, ping.checked_at, heartbeat_deadline))
+        return _tuple_new(Decision, ((), (), liveness, False))
     return _judge_ping(state, ping, policy, rules, source)
 
 
