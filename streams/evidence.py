@@ -273,20 +273,16 @@ View = TypeVar("View", bound=tuple[Any, ...])
 
 
 class _Field(NamedTuple):
-    # Read in a loop on every replayed event: unpacked, so the order is part of the speed.
     key: str
-    parse: Callable[[str], Any] | None
-    required: bool
     text: _Text
+    required: bool
 
 
 def _text_of(annotation: Any) -> tuple[_Text, bool]:
     """The text form of a field's type, and whether the field is required."""
     origin = get_origin(annotation)
     if origin is Annotated:
-        base, text = get_args(annotation)[:2]
-        del base
-        return text, True
+        return get_args(annotation)[1], True
     if origin in (Union, UnionType):
         members = [arg for arg in get_args(annotation) if arg is not type(None)]
         (member,) = members
@@ -307,10 +303,7 @@ def _fields(view_type: type[tuple[Any, ...]]) -> tuple[_Field, ...]:
     if fields is None:
         hints = _hints(view_type, include_extras=True)
         keys: tuple[str, ...] = view_type._fields  # type: ignore[attr-defined]  # views are NamedTuples
-        texts = {key: _text_of(hints[key]) for key in keys}
-        fields = tuple(
-            _Field(key, text.read, required, text) for key, (text, required) in texts.items()
-        )
+        fields = tuple(_Field(key, *_text_of(hints[key])) for key in keys)
         _FIELDS[view_type] = fields
     return fields
 
@@ -329,7 +322,7 @@ _Getter = Callable[[Mapping[str, str]], Any]
 
 def _getter(field: _Field) -> _Getter:
     """One field's value out of the map; KeyError or ValueError when it cannot be had."""
-    key, parse = field.key, field.parse
+    key, parse = field.key, field.text.read
     if parse is None:
         return itemgetter(key) if field.required else methodcaller("get", key)
     if field.required:
@@ -338,7 +331,7 @@ def _getter(field: _Field) -> _Getter:
 
 
 # Every replayed event is read (in the verify fold, the projections, `evolve`), so each view
-# gets a list of getters once, rather than interpreting its field types on every read.
+# gets its getters once rather than interpreting its field types on every read.
 _GETTERS: dict[type[tuple[Any, ...]], tuple[_Getter, ...]] = {}
 # A replayed event is read by the verify fold, then by the projection (each through
 # `evolve`): the same map, read again at once. Events are immutable, so the view is too.
@@ -365,19 +358,15 @@ def read(view_type: type[View], attributes: Mapping[str, str]) -> View:
 
 def _unreadable(view_type: type[tuple[Any, ...]], attributes: Mapping[str, str]) -> EvidenceError:
     """What is wrong with a map that does not read as `view_type`."""
-    absent = missing(view_type, attributes)
+    fields = _fields(view_type)
+    absent = [f.key for f in fields if f.required and f.key not in attributes]
     if absent:
         return EvidenceError(f"lacks {', '.join(absent)}")
-    for key, parse, _, form in _fields(view_type):
+    for key, form, _ in fields:
         text = attributes.get(key)
-        if parse is not None and text is not None:
+        if form.read is not None and text is not None:
             try:
-                parse(text)
+                form.read(text)
             except (KeyError, ValueError):
                 return EvidenceError(f"{key} {text!r} is not {form.name}")
     return EvidenceError("does not read")  # unreachable: a getter failed for a reason above
-
-
-def missing(view_type: type[tuple[Any, ...]], attributes: Mapping[str, str]) -> list[str]:
-    """The required keys of `view_type` that `attributes` lacks."""
-    return [f.key for f in _fields(view_type) if f.required and f.key not in attributes]
