@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from streams.evidence import EvidenceError, FailureDetected, RecoveryCompleted, read
+from streams.evidence import EvidenceError, FailureDetected, RecoveryCompleted, read, write
 from streams.evolve import evolve
 from streams.models import AuditEvent, EventType
 from streams.state import Record
@@ -83,6 +83,11 @@ class Episode:
     retries: int | None = None
     receipt: RecoveryCompleted | None = None  # None too when incomplete (a verify finding)
     timeline: list[tuple[int, str, int]] = field(default_factory=list)
+
+    @property
+    def receipt_attributes(self) -> dict[str, str] | None:
+        """The receipt as it is on the wire (and in reports)."""
+        return None if self.receipt is None else write(self.receipt)
 
     @property
     def mttr_ms(self) -> int | None:

@@ -9,7 +9,6 @@ import json
 from typing import Any
 
 from agents.audit.log import LogRead, Scope
-from streams import evidence
 from streams.evidence import RECEIPT_KEYS
 from streams.models import AuditEvent
 from streams.projections import Episode, Projection, group_totals, tenant_key, totals
@@ -62,9 +61,9 @@ def build(
     connectors: dict[str, Any] = {}
     for connector_id, figures in by_connector.items():
         receipts = [
-            {k: v for k, v in evidence.write(e.receipt).items() if k in RECEIPT_KEYS}
+            {k: v for k, v in e.receipt_attributes.items() if k in RECEIPT_KEYS}
             for e in episodes
-            if e.connector_id == connector_id and e.receipt
+            if e.connector_id == connector_id and e.receipt_attributes
         ]
         connectors[connector_id] = {**figures.as_dict(), "receipts": receipts}
     incidents = [

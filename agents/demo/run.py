@@ -29,7 +29,6 @@ from agents.admin import build_command, send_and_wait
 from agents.broker.client import reader, topic_partitions
 from agents.demo.simulate import Simulation
 from agents.settings import Settings, Topics
-from streams import evidence
 from streams.models import AdminAction, AuditEvent
 from streams.projections import Projection, group_totals, totals
 from streams.verify import Verifier
@@ -218,8 +217,8 @@ def _summary(events: list[AuditEvent]) -> int:
     console.print("events: " + ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())))
     manual = [e for e in episodes if e.mode == "MANUAL"]
     console.print(f"manual recoveries: {', '.join(e.connector_id for e in manual) or 'none'}")
-    for receipt in [e.receipt for e in episodes if e.receipt][:1]:
-        console.print(f"a recovery receipt: {json.dumps(evidence.write(receipt), sort_keys=True)}")
+    for receipt in [e.receipt_attributes for e in episodes if e.receipt][:1]:
+        console.print(f"a recovery receipt: {json.dumps(receipt, sort_keys=True)}")
     if findings:
         console.print(f"[red]verify: {len(findings)} finding(s)[/]")
         for finding in findings[:10]:
