@@ -13,7 +13,7 @@ from agents.broker.producer import publish_records
 from agents.settings import Settings
 from agents.wire.codec import registry
 from agents.wire.records import decode_audit
-from streams.evidence import CommandAnswer, read
+from streams.evidence import CommandAnswer, CommandRejected, read
 from streams.models import AdminAction, AdminCommand, AuditEvent
 
 
@@ -94,6 +94,11 @@ async def send_and_wait(
         return answers
     finally:
         await consumer.stop()
+
+
+def rejection(answer: AuditEvent) -> str:
+    """Why the worker rejected a command (`answer` is its `command.rejected` event)."""
+    return read(CommandRejected, answer.attributes).rejection
 
 
 def run(settings: Settings, command: AdminCommand, timeout_s: float) -> list[AuditEvent]:

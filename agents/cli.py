@@ -13,7 +13,6 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from agents.broker.client import describe, remember_connect_failures
-from streams.evidence import CommandRejected, read
 from streams.policy import PolicyError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -131,7 +130,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     for event in answers:
         if event.type is EventType.COMMAND_REJECTED:
-            print(f"rejected: {read(CommandRejected, event.attributes).rejection}")
+            print(f"rejected: {admin.rejection(event)}")
             return EXIT_FINDINGS
     for event in answers:
         print(f"accepted: {event.type.value} {event.event_id} incident={event.incident_id}")
