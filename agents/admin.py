@@ -13,6 +13,7 @@ from agents.broker.producer import publish_records
 from agents.settings import Settings
 from agents.wire.codec import registry
 from agents.wire.records import decode_audit
+from streams.evidence import CommandAnswer, CommandRejected, read
 from streams.models import AdminAction, AdminCommand, AuditEvent
 
 
@@ -86,13 +87,18 @@ async def send_and_wait(
             for records in batch.values():
                 for record in records:
                     event = decode_audit(registry(), record.value)
-                    if event.attributes.get("command_id") == command.command_id:
+                    if read(CommandAnswer, event.attributes).command_id == command.command_id:
                         answers.append(event)
             if answers and settle_until is None:
                 settle_until = time.monotonic() + 0.5  # the rest of the same decision
         return answers
     finally:
         await consumer.stop()
+
+
+def rejection(answer: AuditEvent) -> str:
+    """Why the worker rejected a command (`answer` is its `command.rejected` event)."""
+    return read(CommandRejected, answer.attributes).rejection
 
 
 def run(settings: Settings, command: AdminCommand, timeout_s: float) -> list[AuditEvent]:

@@ -181,7 +181,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     for event in answers:
         if event.type is EventType.COMMAND_REJECTED:
-            print(f"rejected: {event.attributes.get('rejection')}")
+            print(f"rejected: {admin.rejection(event)}")
             return EXIT_FINDINGS
     for event in answers:
         print(f"accepted: {event.type.value} {event.event_id} incident={event.incident_id}")

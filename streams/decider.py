@@ -11,11 +11,35 @@ Rule numbers in comments refer to the core issue's behaviour list.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple, assert_never
+from typing import Any, NamedTuple, TypeVar, assert_never
 
 from streams import flapping
 from streams.backoff import backoff_delay_ms
 from streams.chain import chain_hash
+from streams.evidence import (
+    EVENT_TYPE,
+    CommandRejected,
+    Evidence,
+    FailureDetected,
+    FlappingStarted,
+    FlappingStopped,
+    IncidentAcknowledged,
+    IncidentEscalated,
+    IncidentOpened,
+    IncidentResolved,
+    NotificationFailed,
+    NotificationSent,
+    NotificationSuppressed,
+    Provenance,
+    RecoveryActionAccepted,
+    RecoveryCompleted,
+    RecoveryFailed,
+    RecoveryStarted,
+    Retired,
+    RetriesExhausted,
+    Silenced,
+)
+from streams.evidence import write as evidence_map
 from streams.evolve import evolve
 from streams.models import (
     AdminAction,
@@ -23,7 +47,6 @@ from streams.models import (
     AuditEvent,
     Command,
     DeciderInput,
-    EventType,
     HealthPing,
     HealthStatus,
     NotificationRequest,
@@ -34,7 +57,7 @@ from streams.models import (
     Tick,
     Watch,
 )
-from streams.policy import Policy
+from streams.policy import ConnectorPolicy, Policy
 from streams.state import ConnectorState, DetectorMemory, Phase, Record
 from streams.timefmt import iso_from_ms
 
@@ -60,12 +83,9 @@ class Decision(NamedTuple):
     late: bool = False
 
 
-# The hot path builds its tuples without the generated keyword/default handling.
-_liveness = ConnectorState._make
-
-
-def _steady(events: tuple[()], commands: tuple[()], state: ConnectorState) -> Decision:
-    return tuple.__new__(Decision, (events, commands, state, False))
+# The steady-ping path builds its tuples with tuple.__new__: no generated keyword/default
+# handling, no Python-level `_make` call.
+_tuple_new = tuple.__new__
 
 
 def tenant_target(tenant_id: str) -> str:
@@ -105,7 +125,7 @@ class _Emitter:
     # -- events ---------------------------------------------------------------------------
     def emit(
         self,
-        kind: EventType,
+        evidence: Evidence,
         at: int,
         *,
         incident_id: str | None = None,
@@ -113,17 +133,16 @@ class _Emitter:
         mode: RecoveryMode | None = None,
         actor: str | None = None,
         failure: str | None = None,
-        attributes: dict[str, str] | None = None,
     ) -> AuditEvent:
+        """Chain an event of the type `evidence` is the view of, and fold it."""
         record = self.record
         sequence = record.sequence + 1
-        attrs = dict(attributes or {})
+        attrs = evidence_map(evidence)
         if self.source is not None:
-            attrs["source"] = self.source
-            attrs["source_index"] = str(len(self.events))
+            attrs.update(evidence_map(Provenance(self.source, len(self.events))))
         fields: dict[str, Any] = {
             "event_id": f"{record.connector_id}:{sequence}",
-            "type": kind,
+            "type": EVENT_TYPE[type(evidence)],
             "connector_id": record.connector_id,
             "tenant_id": self.memory.tenant_id or record.tenant_id,
             "sequence": sequence,
@@ -148,15 +167,14 @@ class _Emitter:
         silenced = self.record.silenced_until
         if silenced is not None and silenced > cause.occurred_at:
             self.emit(
-                EventType.NOTIFICATION_SUPPRESSED,
+                NotificationSuppressed(
+                    notification_kind=kind,
+                    targets=",".join(target for target, _ in audiences),
+                    reason="silenced",
+                    silenced_until=silenced,
+                ),
                 cause.occurred_at,
                 incident_id=incident_id,
-                attributes={
-                    "notification_kind": kind,
-                    "targets": ",".join(target for target, _ in audiences),
-                    "reason": "silenced",
-                    "silenced_until": iso_from_ms(silenced),
-                },
             )
             return
         for target, level in audiences:
@@ -217,47 +235,47 @@ def _supersede_open_incident(out: _Emitter, at: int) -> None:
     log ends."""
     if out.record.incident_open:
         out.emit(
-            EventType.INCIDENT_RESOLVED,
-            at,
-            attributes={"resolution": "superseded", "reason": "a new failure episode began"},
+            IncidentResolved(resolution="superseded", reason="a new failure episode began"), at
         )
+
+
+def _next_attempt_at(out: _Emitter, at: int, incident_id: str, auto_attempts: int) -> int | None:
+    """Rule 3: when the next automatic attempt of the episode is due (capped exponential
+    backoff with full jitter, from `at`), or None when its retries are used up."""
+    rules = out.rules
+    if auto_attempts >= rules.max_retries:
+        return None
+    delay = backoff_delay_ms(rules.backoff, out.record.connector_id, incident_id, auto_attempts + 1)
+    return max(at, out.record.last_occurred_at) + delay
 
 
 def _detect(out: _Emitter, at: int, failure: str, retryable: bool, first_failing_at: int) -> None:
     """Rule 1 (+3, 5, 6): open a failure episode and decide what comes next."""
     _supersede_open_incident(out, at)
-    rules = out.rules
-    sequence = out.record.sequence + 1
-    incident_id = f"{out.record.connector_id}:{sequence}"
-    attrs = {
-        "retryable": "true" if retryable else "false",
-        "first_failing_at": iso_from_ms(min(first_failing_at, at)),
-        "policy_sha256": rules.sha256,
-    }
-    if out.memory.last_position is not None:
-        attrs["position"] = out.memory.last_position
-    will_retry = retryable and rules.max_retries > 0
-    if will_retry:
-        delay = backoff_delay_ms(rules.backoff, out.record.connector_id, incident_id, 1)
-        attrs["next_attempt_at"] = iso_from_ms(max(at, out.record.last_occurred_at) + delay)
+    incident_id = f"{out.record.connector_id}:{out.record.sequence + 1}"
+    next_attempt_at = _next_attempt_at(out, at, incident_id, 0) if retryable else None
     detected = out.emit(
-        EventType.FAILURE_DETECTED, at, incident_id=incident_id, failure=failure, attributes=attrs
+        FailureDetected(
+            retryable=retryable,
+            first_failing_at=min(first_failing_at, at),
+            policy_sha256=out.rules.sha256,
+            position=out.memory.last_position,
+            next_attempt_at=next_attempt_at,
+        ),
+        at,
+        incident_id=incident_id,
+        failure=failure,
     )
     out.notify(detected, "failure_detected", out.audiences())
     if not retryable:
         _open_incident(out, detected.occurred_at, "non_retryable")
-    elif not will_retry:
+    elif next_attempt_at is None:
         _exhausted(out, detected.occurred_at)
 
 
 def _exhausted(out: _Emitter, at: int) -> None:
     """Rule 5."""
-    out.emit(
-        EventType.RETRIES_EXHAUSTED,
-        at,
-        failure=out.record.failure,
-        attributes={"max_retries": str(out.rules.max_retries)},
-    )
+    out.emit(RetriesExhausted(out.rules.max_retries), at, failure=out.record.failure)
     _open_incident(out, at, "retries_exhausted")
 
 
@@ -265,62 +283,62 @@ def _open_incident(out: _Emitter, at: int, reason: str) -> None:
     if out.record.incident_open:
         return
     silent = reason in _SILENT_OPEN_REASONS
-    attrs = {"reason": reason, "level": "-1" if silent else "0"}
-    _schedule_escalation(out, attrs, from_level=0, opened_at=max(at, out.record.last_occurred_at))
-    opened = out.emit(EventType.INCIDENT_OPENED, at, failure=out.record.failure, attributes=attrs)
+    step = _next_escalation(out, from_level=0, opened_at=max(at, out.record.last_occurred_at))
+    opened = out.emit(
+        IncidentOpened(reason, -1 if silent else 0, *step), at, failure=out.record.failure
+    )
     if not silent:
         out.notify(opened, "incident_opened", out.audiences())
 
 
-def _schedule_escalation(
-    out: _Emitter, attrs: dict[str, str], *, from_level: int, opened_at: int
-) -> None:
+class _EscalationStep(NamedTuple):
+    level: int | None
+    at: int | None
+
+
+_NO_ESCALATION = _EscalationStep(None, None)
+
+
+def _next_escalation(out: _Emitter, *, from_level: int, opened_at: int) -> _EscalationStep:
     """Rule 8: the next escalation step after `from_level`, timed from the incident's opening."""
     next_level = from_level + 1
     after_ms = out.policy.escalation_after_ms(next_level - 1)
-    if after_ms is not None:
-        attrs["next_escalation_level"] = str(next_level)
-        attrs["next_escalation_at"] = iso_from_ms(opened_at + after_ms)
+    if after_ms is None:
+        return _NO_ESCALATION
+    return _EscalationStep(next_level, opened_at + after_ms)
 
 
 def _escalate(out: _Emitter, at: int, level: int, reason: str) -> None:
     record = out.record
-    attrs = {"level": str(level), "target": escalation_target(level), "reason": reason}
     opened_at = record.incident_opened_at if record.incident_opened_at is not None else at
-    _schedule_escalation(out, attrs, from_level=level, opened_at=opened_at)
+    step = _next_escalation(out, from_level=level, opened_at=opened_at)
     if record.next_escalation_level is not None and record.next_escalation_level > level:
         # A timer step beyond this level is still pending: keep it.
-        attrs["next_escalation_level"] = str(record.next_escalation_level)
-        attrs["next_escalation_at"] = iso_from_ms(record.next_escalation_at or at)
+        step = _EscalationStep(record.next_escalation_level, record.next_escalation_at or at)
     if record.acknowledged:
-        attrs.pop("next_escalation_level", None)
-        attrs.pop("next_escalation_at", None)
-    escalated = out.emit(EventType.INCIDENT_ESCALATED, at, attributes=attrs)
-    out.notify(escalated, "incident_escalated", [(escalation_target(level), level)])
+        step = _NO_ESCALATION
+    target = escalation_target(level)
+    escalated = out.emit(IncidentEscalated(level, target, reason, *step), at)
+    out.notify(escalated, "incident_escalated", [(target, level)])
 
 
 def _attempt_failed(out: _Emitter, at: int, reason: str) -> None:
     """Rule 3/5: an attempt failed; schedule the next one or hand over to a human."""
     record = out.record
     manual = record.attempt_mode is RecoveryMode.MANUAL
-    attrs = {"reason": reason}
-    retry_next = not manual and record.auto_attempts < out.rules.max_retries
-    if retry_next:
+    next_attempt_at = None
+    if not manual:
         assert record.incident_id is not None  # noqa: S101 - an attempt implies an episode
-        delay = backoff_delay_ms(
-            out.rules.backoff, record.connector_id, record.incident_id, record.auto_attempts + 1
-        )
-        attrs["next_attempt_at"] = iso_from_ms(max(at, record.last_occurred_at) + delay)
+        next_attempt_at = _next_attempt_at(out, at, record.incident_id, record.auto_attempts)
     failed = out.emit(
-        EventType.RECOVERY_FAILED,
+        RecoveryFailed(reason, next_attempt_at),
         at,
         attempt=record.attempt_in_flight,
         mode=record.attempt_mode,
         actor=record.attempt_actor,
         failure=record.failure,
-        attributes=attrs,
     )
-    if retry_next:
+    if next_attempt_at is not None:
         return
     if manual:
         _open_incident(out, failed.occurred_at, "manual_recovery_failed")
@@ -333,24 +351,26 @@ def _start_attempt(
     at: int,
     mode: RecoveryMode,
     actor: str | None,
-    command_attrs: dict[str, str] | None = None,
+    command: AdminCommand | None = None,
 ) -> None:
-    """Rule 3 (AUTO) and rule 7 (MANUAL; `command_attrs` carry the command's id and reason)."""
+    """Rule 3 (AUTO) and rule 7 (MANUAL, asked for by `command`)."""
     record = out.record
     assert record.incident_id is not None  # noqa: S101 - only called inside an episode
     attempt = record.attempts + 1
     start = max(at, record.last_occurred_at)
     deadline = start + out.rules.attempt_timeout_ms
-    attrs = {"deadline": iso_from_ms(deadline), "action": out.rules.recovery_action.type}
-    attrs.update(command_attrs or {})
     started = out.emit(
-        EventType.RECOVERY_STARTED,
+        RecoveryStarted(
+            deadline=deadline,
+            action=out.rules.recovery_action.type,
+            command_id=None if command is None else command.command_id,
+            reason=None if command is None else command.reason or None,
+        ),
         at,
         attempt=attempt,
         mode=mode,
         actor=actor,
         failure=record.failure,
-        attributes=attrs,
     )
     out.commands.append(
         RecoveryRequest(
@@ -373,41 +393,37 @@ def _complete(out: _Emitter, at: int) -> None:
     detected_at = record.detected_at if record.detected_at is not None else at
     recovered_at = max(at, record.last_occurred_at)
     mode = record.attempt_mode or RecoveryMode.AUTO
-    receipt = {
-        "connector_id": record.connector_id,
-        "failure": record.failure or "unknown",
-        "retries": str(record.attempts),
-        "status": "recovered",
-        "timestamp": iso_from_ms(recovered_at),
-        "detected_at": iso_from_ms(detected_at),
-        "recovered_at": iso_from_ms(recovered_at),
-        "duration_ms": str(recovered_at - detected_at),
-        "mode": mode.value,
-        "actor": record.attempt_actor or "system",
-        "trigger": "attempt" if record.attempts else "spontaneous",
-    }
-    if record.position_at_failure is not None:
-        receipt["position_at_failure"] = record.position_at_failure
-    if out.memory.last_position is not None:
-        receipt["position_at_recovery"] = out.memory.last_position
+    receipt = RecoveryCompleted(
+        connector_id=record.connector_id,
+        failure=record.failure or "unknown",
+        retries=record.attempts,
+        status="recovered",
+        timestamp=recovered_at,
+        detected_at=detected_at,
+        recovered_at=recovered_at,
+        duration_ms=recovered_at - detected_at,
+        mode=mode,
+        actor=record.attempt_actor or "system",
+        trigger="attempt" if record.attempts else "spontaneous",
+        position_at_failure=record.position_at_failure,
+        position_at_recovery=out.memory.last_position,
+    )
     incident_open = record.incident_open
     completed = out.emit(
-        EventType.RECOVERY_COMPLETED,
+        receipt,
         at,
         attempt=record.attempt_in_flight,
         mode=mode,
         actor=record.attempt_actor,
         failure=record.failure,
-        attributes=receipt,
     )
     out.notify(completed, "recovered", out.audiences())
     if incident_open:
         out.emit(
-            EventType.INCIDENT_RESOLVED,
+            IncidentResolved(reason="recovered", recovery_event_id=completed.event_id),
             at,
             incident_id=completed.incident_id,
             actor=record.attempt_actor,
-            attributes={"reason": "recovered", "recovery_event_id": completed.event_id},
         )
 
 
@@ -419,53 +435,88 @@ def _complete(out: _Emitter, at: int) -> None:
 def _on_ping(
     state: ConnectorState, ping: HealthPing, policy: Policy, source: str | None
 ) -> Decision:
-    record, memory = state.record, state.memory
-    rules = policy.for_connector(record.connector_id)
-    healthy = ping.status is _HEALTHY
-    checked_at = ping.checked_at
+    """A ping older than the last one applied is counted and ignored; one that repeats a
+    steady state moves only the liveness; any other is judged in full."""
     last = state.last_checked_at
-    if last is not None and checked_at < last:
+    if last is not None and ping.checked_at < last:
+        memory = state.memory
         late = memory._replace(late_pings=memory.late_pings + 1)
         return Decision((), (), state._replace(memory=late), late=True)
-    window = rules.flap_window
-    heartbeat_deadline = checked_at + rules.heartbeat_timeout_ms
-    # Fast path: a ping that repeats a steady state (healthy and OK, or unhealthy and
-    # already failed, with a flap window of identical checks) changes only the liveness.
-    if (
-        memory.history_len == window
-        and not record.flapping
-        and memory.tenant_id == ping.tenant_id
-        and memory.last_position == ping.position
-        and (
-            (
-                healthy
-                and record.phase is Phase.OK
-                and memory.history_bits == rules.steady_healthy_bits
-            )
-            or (
-                not healthy
-                and record.phase is Phase.FAILED
-                and memory.history_bits == 0
-                and memory.consecutive_unhealthy == rules.failure_threshold
-                and memory.last_failure == (ping.failure or "unknown")
-                and memory.last_retryable == ping.retryable
-            )
-        )
-    ):
-        return _steady((), (), _liveness((record, memory, checked_at, heartbeat_deadline)))
-    if record.phase is Phase.RETIRED:
-        ignored = memory._replace(ignored_pings=memory.ignored_pings + 1)
-        return Decision((), (), state._replace(memory=ignored))
+    record, memory = state.record, state.memory
+    rules = policy.for_connector(record.connector_id)
+    if _repeats_steady_state(record, memory, ping, rules):
+        heartbeat_deadline = ping.checked_at + rules.heartbeat_timeout_ms
+        liveness = _tuple_new(ConnectorState, (record, memory, ping.checked_at, heartbeat_deadline))
+        return _tuple_new(Decision, ((), (), liveness, False))
+    return _judge_ping(state, ping, policy, rules, source)
 
-    bits, length = flapping.push(memory.history_bits, memory.history_len, healthy, window)
-    consecutive = 0 if healthy else min(memory.consecutive_unhealthy + 1, rules.failure_threshold)
-    if healthy:
-        first_failing_at = None
-    elif memory.consecutive_unhealthy > 0 and memory.first_failing_at is not None:
-        first_failing_at = memory.first_failing_at
+
+def _repeats_steady_state(
+    record: Record, memory: DetectorMemory, ping: HealthPing, rules: ConnectorPolicy
+) -> bool:
+    """The fast path's test: judging `ping` in full would change nothing but the liveness.
+
+    That holds when the flap window is full of identical checks equal to this one (all
+    healthy while OK, all unhealthy of the same failure at the threshold while FAILED), so
+    `_remember` would rebuild the same memory and no rule fires. A property test checks that
+    both paths decide the same."""
+    if (
+        memory.history_len != rules.flap_window
+        or record.flapping
+        or memory.tenant_id != ping.tenant_id
+        or memory.last_position != ping.position
+        or memory.last_retryable != ping.retryable
+    ):
+        return False
+    if ping.status is _HEALTHY:
+        return record.phase is Phase.OK and memory.history_bits == rules.steady_healthy_bits
+    return (
+        record.phase is Phase.FAILED
+        and memory.history_bits == 0
+        and memory.consecutive_unhealthy == rules.failure_threshold
+        and memory.last_failure == (ping.failure or "unknown")
+    )
+
+
+def _judge_ping(
+    state: ConnectorState,
+    ping: HealthPing,
+    policy: Policy,
+    rules: ConnectorPolicy,
+    source: str | None,
+) -> Decision:
+    """The slow path: every rule a ping can fire (the fast path skips this only when it
+    would change nothing but the liveness). `rules` are the policy's for this connector."""
+    record = state.record
+    if record.phase is Phase.RETIRED:
+        ignored = state.memory._replace(ignored_pings=state.memory.ignored_pings + 1)
+        return Decision((), (), state._replace(memory=ignored))
+    memory = _remember(state.memory, ping, rules)
+    heartbeat_deadline = ping.checked_at + rules.heartbeat_timeout_ms
+    out = _Emitter(
+        ConnectorState(record, memory, ping.checked_at, heartbeat_deadline), policy, source
+    )
+    ratio = flapping.state_change_ratio(memory.history_bits, memory.history_len, rules.flap_window)
+    if record.flapping or ratio > rules.flap_high:
+        _judge_flapping(out, ping, ratio)
     else:
-        first_failing_at = ping.checked_at
-    memory = DetectorMemory(
+        _judge_health(out, ping, memory)
+    return out.decision()
+
+
+def _remember(memory: DetectorMemory, ping: HealthPing, rules: ConnectorPolicy) -> DetectorMemory:
+    """The detector memory after `ping`: debounce counter, flap window, last failure."""
+    healthy = ping.status is _HEALTHY
+    bits, length = flapping.push(
+        memory.history_bits, memory.history_len, healthy, rules.flap_window
+    )
+    if healthy:
+        consecutive, first_failing_at = 0, None
+    else:
+        consecutive = min(memory.consecutive_unhealthy + 1, rules.failure_threshold)
+        still_failing = memory.consecutive_unhealthy > 0 and memory.first_failing_at is not None
+        first_failing_at = memory.first_failing_at if still_failing else ping.checked_at
+    return DetectorMemory(
         tenant_id=ping.tenant_id,
         watched=True,
         consecutive_unhealthy=consecutive,
@@ -478,80 +529,58 @@ def _on_ping(
         late_pings=memory.late_pings,
         ignored_pings=memory.ignored_pings,
     )
-    out = _Emitter(
-        ConnectorState(record, memory, ping.checked_at, heartbeat_deadline), policy, source
-    )
-    at = ping.checked_at
 
-    # Rule 2: flapping, with hysteresis.
-    ratio = flapping.state_change_ratio(bits, length, window)
-    if not record.flapping and ratio > rules.flap_high:
+
+def _judge_flapping(out: _Emitter, ping: HealthPing, ratio: float) -> None:
+    """Rule 2: flapping, with hysteresis. One episode carries the whole flapping period."""
+    at = ping.checked_at
+    rules = out.rules
+    if not out.record.flapping:
         if out.record.phase is Phase.OK:
             _detect_flapping(out, at)
-        started = out.emit(
-            EventType.FLAPPING_STARTED,
-            at,
-            failure=out.record.failure,
-            attributes={"state_change": f"{ratio:.3f}", "threshold": str(rules.flap_high)},
-        )
+        started = out.emit(FlappingStarted(ratio, rules.flap_high), at, failure=out.record.failure)
         out.notify(started, "flapping_started", out.audiences(tenant=False))
-        return out.decision()
-    if record.flapping:
-        if ratio >= rules.flap_low:
-            return out.decision()  # one episode carries the whole flapping period
-        _stop_flapping(out, at, ratio, healthy)
-        return out.decision()
+    elif ratio < rules.flap_low:
+        _stop_flapping(out, at, ratio, ping.status is _HEALTHY)
 
-    if healthy:
-        if out.record.phase is Phase.FAILED:
+
+def _judge_health(out: _Emitter, ping: HealthPing, memory: DetectorMemory) -> None:
+    """Rule 4 (a healthy ping completes a recovery) and rule 1 (enough unhealthy ones in a
+    row detect a failure)."""
+    at = ping.checked_at
+    phase = out.record.phase
+    if ping.status is _HEALTHY:
+        if phase is Phase.FAILED:
             _complete(out, at)
-    elif out.record.phase is Phase.OK and consecutive >= rules.failure_threshold:
-        _detect(
-            out,
-            at,
-            ping.failure or "unknown",
-            ping.retryable,
-            memory.first_failing_at or at,
-        )
-    return out.decision()
+    elif phase is Phase.OK and memory.consecutive_unhealthy >= out.rules.failure_threshold:
+        _detect(out, at, ping.failure or "unknown", ping.retryable, memory.first_failing_at or at)
 
 
 def _detect_flapping(out: _Emitter, at: int) -> None:
     """A flapping connector gets one episode; alerts per ping are suppressed."""
     _supersede_open_incident(out, at)
     record = out.record
-    incident_id = f"{record.connector_id}:{record.sequence + 1}"
-    attrs = {
-        "retryable": "true",
-        "first_failing_at": iso_from_ms(at),
-        "policy_sha256": out.rules.sha256,
-    }
     out.emit(
-        EventType.FAILURE_DETECTED,
+        FailureDetected(retryable=True, first_failing_at=at, policy_sha256=out.rules.sha256),
         at,
-        incident_id=incident_id,
+        incident_id=f"{record.connector_id}:{record.sequence + 1}",
         failure="flapping",
-        attributes=attrs,
     )
 
 
 def _stop_flapping(out: _Emitter, at: int, ratio: float, healthy: bool) -> None:
     record = out.record
-    attrs = {"state_change": f"{ratio:.3f}", "threshold": str(out.rules.flap_low)}
-    resume_retries = (
-        not healthy and record.retryable and (record.auto_attempts < out.rules.max_retries)
-    )
-    if resume_retries:
+    next_attempt_at = None
+    if not healthy and record.retryable:
         assert record.incident_id is not None  # noqa: S101 - flapping implies an episode
-        delay = backoff_delay_ms(
-            out.rules.backoff, record.connector_id, record.incident_id, record.auto_attempts + 1
-        )
-        attrs["next_attempt_at"] = iso_from_ms(max(at, record.last_occurred_at) + delay)
-    stopped = out.emit(EventType.FLAPPING_STOPPED, at, failure=record.failure, attributes=attrs)
+        next_attempt_at = _next_attempt_at(out, at, record.incident_id, record.auto_attempts)
+    stopped = out.emit(
+        FlappingStopped(ratio, out.rules.flap_low, next_attempt_at), at, failure=record.failure
+    )
     out.notify(stopped, "flapping_stopped", out.audiences(tenant=False))
     if healthy:
         _complete(out, at)
-    elif not resume_retries:
+    elif next_attempt_at is None:
         if record.retryable:
             _exhausted(out, at)
         else:
@@ -621,11 +650,10 @@ def _on_recovery_result(
     out = _Emitter(state, policy, source)
     if result.ok:
         out.emit(
-            EventType.RECOVERY_ACTION_ACCEPTED,
+            RecoveryActionAccepted(result.request_id, result.detail or ""),
             result.finished_at,
             attempt=result.attempt,
             mode=record.attempt_mode,
-            attributes={"request_id": result.request_id, "detail": result.detail or ""},
         )
     else:
         _attempt_failed(out, result.finished_at, f"action_failed: {result.detail or 'error'}")
@@ -639,15 +667,12 @@ def _on_notification_result(
     if result.incident_id == record.incident_id and result.dedup_key in record.notified:
         return Decision((), (), state)  # a re-delivered result
     out = _Emitter(state, policy, source)
-    attrs = {
-        "dedup_key": result.dedup_key,
-        "target": result.target,
-        "level": str(result.level),
-    }
-    if result.detail:
-        attrs["detail"] = result.detail
-    kind = EventType.NOTIFICATION_SENT if result.delivered else EventType.NOTIFICATION_FAILED
-    out.emit(kind, result.finished_at, incident_id=result.incident_id, attributes=attrs)
+    outcome = NotificationSent if result.delivered else NotificationFailed
+    out.emit(
+        outcome(result.dedup_key, result.target, result.level, result.detail or None),
+        result.finished_at,
+        incident_id=result.incident_id,
+    )
     # A failed delivery escalates even when the connector has recovered since: somebody who
     # should have been told was not (spec: "Notification failure: incident escalated").
     if result.delivered or result.incident_id != record.incident_id:
@@ -671,17 +696,14 @@ def _on_admin(
     out = _Emitter(state, policy, source)
     record = out.record
     at = command.issued_at
-    base = {"command_id": command.command_id}
-    if command.reason:
-        base["reason"] = command.reason
+    command_id, reason = command.command_id, command.reason or None
 
     def reject(why: str) -> Decision:
         out.emit(
-            EventType.COMMAND_REJECTED,
+            CommandRejected(command_id, command.action.value, why, reason),
             at,
             incident_id=command.incident_id,
             actor=command.actor,
-            attributes={**base, "action": command.action.value, "rejection": why},
         )
         return out.decision()
 
@@ -702,14 +724,9 @@ def _on_admin(
             if action is AdminAction.ACKNOWLEDGE:
                 if record.acknowledged:
                     return reject(f"incident {command.incident_id!r} is already acknowledged")
-                out.emit(EventType.INCIDENT_ACKNOWLEDGED, at, actor=command.actor, attributes=base)
+                out.emit(IncidentAcknowledged(command_id, reason), at, actor=command.actor)
             else:
-                out.emit(
-                    EventType.INCIDENT_RESOLVED,
-                    at,
-                    actor=command.actor,
-                    attributes={**base, "resolution": "manual"},
-                )
+                out.emit(IncidentResolved("manual", reason, command_id), at, actor=command.actor)
         case AdminAction.RECOVER:
             if record.phase is not Phase.FAILED:
                 return reject(f"connector {record.connector_id!r} is not failed")
@@ -718,25 +735,15 @@ def _on_admin(
                     f"attempt {record.attempt_in_flight} is in flight until "
                     f"{iso_from_ms(record.attempt_deadline or at)}"
                 )
-            _start_attempt(out, at, RecoveryMode.MANUAL, command.actor, base)
+            _start_attempt(out, at, RecoveryMode.MANUAL, command.actor, command)
         case AdminAction.SILENCE:
             if command.until is None or command.until <= at:
                 return reject("silence needs an 'until' later than the command")
-            out.emit(
-                EventType.SILENCED,
-                at,
-                actor=command.actor,
-                attributes={**base, "until": iso_from_ms(command.until)},
-            )
+            out.emit(Silenced(command_id, command.until, reason), at, actor=command.actor)
         case AdminAction.RETIRE:
             if record.incident_open:
-                out.emit(
-                    EventType.INCIDENT_RESOLVED,
-                    at,
-                    actor=command.actor,
-                    attributes={**base, "resolution": "retired"},
-                )
-            out.emit(EventType.RETIRED, at, actor=command.actor, attributes=base)
+                out.emit(IncidentResolved("retired", reason, command_id), at, actor=command.actor)
+            out.emit(Retired(command_id, reason), at, actor=command.actor)
         case _:
             assert_never(action)
     return out.decision()
@@ -750,7 +757,7 @@ def decide(
 ) -> Decision:
     """Judge one input. `source` (topic/partition/offset of the input) is recorded in every
     event it causes, so a crashed step can be matched with its outputs."""
-    handler = _HANDLERS.get(type(message))
+    handler = HANDLERS.get(type(message))
     if handler is None:
         raise TypeError(f"unknown decider input {type(message).__name__}")
     if message.connector_id != state.record.connector_id:
@@ -760,11 +767,26 @@ def decide(
     return handler(state, message, policy, source)
 
 
-_HANDLERS: dict[type, Callable[[ConnectorState, Any, Policy, str | None], Decision]] = {
-    HealthPing: _on_ping,
-    Tick: _on_tick,
-    Watch: _on_watch,
-    AdminCommand: _on_admin,
-    RecoveryResult: _on_recovery_result,
-    NotificationResult: _on_notification_result,
-}
+# A table, not a match: one dict lookup is cheaper than a chain of class patterns on the
+# path every ping takes. mypy checks each handler against the input type it is filed under;
+# tests/core/test_rules.py checks there is one per member of DeciderInput.
+_Handler = Callable[[ConnectorState, Any, Policy, str | None], Decision]
+_Input = TypeVar("_Input", bound=DeciderInput)
+
+
+def _entry(
+    kind: type[_Input], handler: Callable[[ConnectorState, _Input, Policy, str | None], Decision]
+) -> tuple[type, _Handler]:
+    return kind, handler
+
+
+HANDLERS: dict[type, _Handler] = dict(
+    [
+        _entry(HealthPing, _on_ping),
+        _entry(Tick, _on_tick),
+        _entry(Watch, _on_watch),
+        _entry(AdminCommand, _on_admin),
+        _entry(RecoveryResult, _on_recovery_result),
+        _entry(NotificationResult, _on_notification_result),
+    ]
+)

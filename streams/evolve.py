@@ -1,6 +1,7 @@
 """`evolve(record, event) -> record`: the one mutator of the state of record.
 
 Every event type has exactly one case; an unknown type is a `TypeError`, never ignored.
+Attributes are read through the typed views of `streams.evidence`.
 Replay, verification and the live decider all fold this function. Each case returns the
 changes it makes; the chain fields every event moves are added once, in one `_replace`.
 """
@@ -10,9 +11,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, assert_never
 
+from streams.evidence import (
+    FailureDetected,
+    FlappingStopped,
+    IncidentEscalated,
+    IncidentOpened,
+    NotificationOutcome,
+    RecoveryFailed,
+    RecoveryStarted,
+    Silenced,
+    read,
+)
 from streams.models import AuditEvent, EventType, RecoveryMode
 from streams.state import Phase, Record
-from streams.timefmt import ms_from_iso
 
 # The fields of a failure episode and its incident, as they are when there is none.
 _NO_EPISODE: dict[str, Any] = {
@@ -45,29 +56,20 @@ _NO_ATTEMPTS: dict[str, Any] = {
 }
 
 
-def _ms(event: AuditEvent, key: str) -> int | None:
-    text = event.attributes.get(key)
-    return None if text is None else ms_from_iso(text)
-
-
-def _int(event: AuditEvent, key: str) -> int | None:
-    text = event.attributes.get(key)
-    return None if text is None else int(text)
-
-
 def _changes(record: Record, event: AuditEvent) -> dict[str, Any]:
     kind = event.type
     match kind:
         case EventType.FAILURE_DETECTED:
+            detected = read(FailureDetected, event.attributes)
             return {
                 **_NO_EPISODE,
                 "phase": Phase.FAILED,
                 "incident_id": event.incident_id,
                 "failure": event.failure,
-                "retryable": event.attributes.get("retryable", "true") == "true",
+                "retryable": detected.retryable,
                 "detected_at": event.occurred_at,
-                "position_at_failure": event.attributes.get("position"),
-                "next_attempt_at": _ms(event, "next_attempt_at"),
+                "position_at_failure": detected.position,
+                "next_attempt_at": detected.next_attempt_at,
             }
         case EventType.FLAPPING_STARTED:
             return {
@@ -77,7 +79,8 @@ def _changes(record: Record, event: AuditEvent) -> dict[str, Any]:
                 "attempt_deadline": None,
             }
         case EventType.FLAPPING_STOPPED:
-            return {"flapping": False, "next_attempt_at": _ms(event, "next_attempt_at")}
+            stopped = read(FlappingStopped, event.attributes)
+            return {"flapping": False, "next_attempt_at": stopped.next_attempt_at}
         case EventType.RECOVERY_STARTED:
             auto = event.mode is RecoveryMode.AUTO
             return {
@@ -86,7 +89,7 @@ def _changes(record: Record, event: AuditEvent) -> dict[str, Any]:
                 "attempt_in_flight": event.attempt,
                 "attempt_mode": event.mode,
                 "attempt_actor": event.actor,
-                "attempt_deadline": _ms(event, "deadline"),
+                "attempt_deadline": read(RecoveryStarted, event.attributes).deadline,
                 "next_attempt_at": None,
             }
         case EventType.RECOVERY_ACTION_ACCEPTED:
@@ -95,7 +98,7 @@ def _changes(record: Record, event: AuditEvent) -> dict[str, Any]:
             return {
                 "attempt_in_flight": None,
                 "attempt_deadline": None,
-                "next_attempt_at": _ms(event, "next_attempt_at"),
+                "next_attempt_at": read(RecoveryFailed, event.attributes).next_attempt_at,
             }
         case EventType.RECOVERY_COMPLETED:
             # The incident (if any) stays open until the incident.resolved that follows.
@@ -103,27 +106,29 @@ def _changes(record: Record, event: AuditEvent) -> dict[str, Any]:
         case EventType.RETRIES_EXHAUSTED:
             return {"next_attempt_at": None}
         case EventType.SILENCED:
-            return {"silenced_until": _ms(event, "until")}
+            return {"silenced_until": read(Silenced, event.attributes).until}
         case EventType.RETIRED:
             return {**_NO_EPISODE, "phase": Phase.RETIRED, "flapping": False}
         case EventType.INCIDENT_OPENED:
+            opened = read(IncidentOpened, event.attributes)
             return {
                 "incident_open": True,
                 "incident_opened_at": event.occurred_at,
                 "acknowledged": False,
-                "escalation_level": _int(event, "level") or 0,
-                "next_escalation_level": _int(event, "next_escalation_level"),
-                "next_escalation_at": _ms(event, "next_escalation_at"),
+                "escalation_level": opened.level,
+                "next_escalation_level": opened.next_escalation_level,
+                "next_escalation_at": opened.next_escalation_at,
             }
         case EventType.INCIDENT_ACKNOWLEDGED:
             return {"acknowledged": True, "next_escalation_level": None, "next_escalation_at": None}
         case EventType.INCIDENT_ESCALATED:
+            escalated = read(IncidentEscalated, event.attributes)
             return {
-                "escalation_level": max(record.escalation_level, _int(event, "level") or 0),
+                "escalation_level": max(record.escalation_level, escalated.level),
                 "tenant_escalated": record.tenant_escalated
-                or event.attributes.get("reason") == "tenant_notification_failed",
-                "next_escalation_level": _int(event, "next_escalation_level"),
-                "next_escalation_at": _ms(event, "next_escalation_at"),
+                or escalated.reason == "tenant_notification_failed",
+                "next_escalation_level": escalated.next_escalation_level,
+                "next_escalation_at": escalated.next_escalation_at,
             }
         case EventType.INCIDENT_RESOLVED:
             # Ends the episode: after a recovery, or by a human without one.
@@ -132,22 +137,34 @@ def _changes(record: Record, event: AuditEvent) -> dict[str, Any]:
         case EventType.NOTIFICATION_SENT | EventType.NOTIFICATION_FAILED:
             if event.incident_id != record.incident_id:
                 return {}
-            return {"notified": record.notified | {event.attributes.get("dedup_key", "")}}
+            outcome = read(NotificationOutcome, event.attributes)
+            return {"notified": record.notified | {outcome.dedup_key}}
         case EventType.NOTIFICATION_SUPPRESSED | EventType.COMMAND_REJECTED:
             return {}
         case _:
             assert_never(kind)
 
 
+def _chain_moved(event: AuditEvent) -> dict[str, Any]:
+    """The fields every event moves, whatever its type."""
+    return {
+        "sequence": event.sequence,
+        "head_hash": event.hash,
+        "last_occurred_at": event.occurred_at,
+        "tenant_id": event.tenant_id,
+    }
+
+
 def evolve(record: Record, event: AuditEvent) -> Record:
-    changes = _changes(record, event)
-    return record._replace(
-        sequence=event.sequence,
-        head_hash=event.hash,
-        last_occurred_at=event.occurred_at,
-        tenant_id=event.tenant_id,
-        **changes,
-    )
+    """The record after `event`; EvidenceError when its attributes do not read as its
+    type's view (never for an event the decider wrote)."""
+    return record._replace(**_chain_moved(event), **_changes(record, event))
+
+
+def advance_chain(record: Record, event: AuditEvent) -> Record:
+    """The record with only the chain fields of `event` applied: how the verify fold steps
+    over an event whose evidence it cannot read, so the chain checks go on."""
+    return record._replace(**_chain_moved(event))
 
 
 def fold(record: Record, events: Iterable[AuditEvent]) -> Record:

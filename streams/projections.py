@@ -17,10 +17,10 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from streams.evidence import EvidenceError, FailureDetected, RecoveryCompleted, read, write
 from streams.evolve import evolve
 from streams.models import AuditEvent, EventType
 from streams.state import Record
-from streams.timefmt import ms_from_iso
 
 PLATFORM_TENANT = "_platform"
 
@@ -82,8 +82,13 @@ class Episode:
     resolved_at: int | None = None
     mode: str | None = None
     retries: int | None = None
-    receipt: dict[str, str] | None = None
+    receipt: RecoveryCompleted | None = None  # None too when incomplete (a verify finding)
     timeline: list[tuple[int, str, int]] = field(default_factory=list)
+
+    @property
+    def receipt_attributes(self) -> dict[str, str] | None:
+        """The receipt as it is on the wire (and in reports)."""
+        return None if self.receipt is None else write(self.receipt)
 
     @property
     def mttr_ms(self) -> int | None:
@@ -126,14 +131,13 @@ class Projection:
         self.records[event.connector_id] = folded
         kind = event.type
         if kind is EventType.FAILURE_DETECTED and event.incident_id is not None:
-            first = event.attributes.get("first_failing_at")
             self.episodes[event.incident_id] = Episode(
                 incident_id=event.incident_id,
                 connector_id=event.connector_id,
                 tenant_id=event.tenant_id,
                 failure=event.failure,
                 detected_at=event.occurred_at,
-                first_failing_at=ms_from_iso(first) if first else event.occurred_at,
+                first_failing_at=read(FailureDetected, event.attributes).first_failing_at,
             )
         episode = self.episodes.get(event.incident_id or "")
         if episode is None:
@@ -142,8 +146,11 @@ class Projection:
         if kind is EventType.RECOVERY_COMPLETED:
             episode.recovered_at = event.occurred_at
             episode.mode = event.mode.value if event.mode else None
-            episode.retries = int(event.attributes.get("retries", "0"))
-            episode.receipt = dict(event.attributes)
+            try:
+                episode.receipt = read(RecoveryCompleted, event.attributes)
+            except EvidenceError:
+                episode.receipt = None  # the verify fold reports it as receipt_incomplete
+            episode.retries = None if episode.receipt is None else episode.receipt.retries
         elif kind is EventType.INCIDENT_OPENED:
             episode.opened_at = event.occurred_at
         elif kind is EventType.INCIDENT_ACKNOWLEDGED:

@@ -8,6 +8,8 @@ Findings:
 * `conflicting_duplicate` — the same sequence twice with different content (tampering).
 * `benign_duplicate` — an identical re-send (at-least-once delivery); informational.
 * `bad_event_id` — event_id is not `{connector_id}:{sequence}`.
+* `malformed_evidence` — the event's attributes do not read as its type's view (a key
+  missing or a value malformed, `streams.evidence`); the chain checks go on past it.
 * compliance gaps (spec: "Evidence missing: compliance gap"): `deadline_missed` (a recorded
   deadline passed with no follow-up, judged against the newest time in the log with a
   grace), `completed_without_detection`, `incident_without_notification`,
@@ -20,12 +22,12 @@ from dataclasses import dataclass, field
 
 from streams.chain import event_hash
 from streams.decider import next_deadline
-from streams.evolve import evolve
+from streams.evidence import EvidenceError, RecoveryCompleted, read
+from streams.evolve import advance_chain, evolve
 from streams.models import GENESIS_HASH, AuditEvent, EventType
 from streams.state import Phase, Record
 from streams.timefmt import iso_from_ms
 
-RECEIPT_FIELDS = ("retries", "status", "timestamp", "detected_at", "recovered_at", "duration_ms")
 INFORMATIONAL = frozenset({"benign_duplicate"})
 DEFAULT_GRACE_MS = 60_000
 
@@ -139,8 +141,13 @@ class Verifier:
                 )
         self._compliance(chain, event, position)
         chain.hashes[event.sequence] = event.hash
-        chain.record = evolve(record, event)
         self.newest_at = max(self.newest_at, event.occurred_at)
+        try:
+            chain.record = evolve(record, event)
+        except EvidenceError as error:
+            self._find("malformed_evidence", event, position, f"{event.type.value} {error}")
+            chain.record = advance_chain(record, event)
+            return False
         return True
 
     def _compliance(self, chain: _Chain, event: AuditEvent, position: str | None) -> None:
@@ -153,11 +160,10 @@ class Verifier:
                     position,
                     "recovery completed with no open failure episode",
                 )
-            absent = [name for name in RECEIPT_FIELDS if name not in event.attributes]
-            if absent:
-                self._find(
-                    "receipt_incomplete", event, position, f"receipt lacks {', '.join(absent)}"
-                )
+            try:
+                read(RecoveryCompleted, event.attributes)
+            except EvidenceError as error:
+                self._find("receipt_incomplete", event, position, f"receipt {error}")
         elif kind is EventType.INCIDENT_OPENED and event.incident_id is not None:
             chain.unnotified[event.incident_id] = (event.occurred_at, event.sequence, position)
         elif kind in (EventType.NOTIFICATION_SENT, EventType.NOTIFICATION_SUPPRESSED):

@@ -11,25 +11,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agents.audit.log import LogRead, Scope
+from streams.evidence import RECEIPT_KEYS
 from streams.models import AuditEvent
 from streams.projections import Episode, Projection, group_totals, tenant_key, totals
 from streams.timefmt import iso_from_ms, ms_from_iso
 from streams.verify import DEFAULT_GRACE_MS, Finding, Verifier
-
-RECEIPT_KEYS = (
-    "connector_id",
-    "failure",
-    "retries",
-    "status",
-    "timestamp",
-    "detected_at",
-    "recovered_at",
-    "duration_ms",
-    "mode",
-    "actor",
-    "position_at_failure",
-    "position_at_recovery",
-)
 
 
 def fold_scope(
@@ -77,9 +63,9 @@ def build(
     connectors: dict[str, Any] = {}
     for connector_id, figures in by_connector.items():
         receipts = [
-            {k: e.receipt[k] for k in RECEIPT_KEYS if k in e.receipt}
+            {k: v for k, v in e.receipt_attributes.items() if k in RECEIPT_KEYS}
             for e in episodes
-            if e.connector_id == connector_id and e.receipt
+            if e.connector_id == connector_id and e.receipt_attributes
         ]
         connectors[connector_id] = {**figures.as_dict(), "receipts": receipts}
     incidents = [

@@ -301,7 +301,7 @@ def _summary(events: list[AuditEvent]) -> int:
     console.print("events: " + ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())))
     manual = [e for e in episodes if e.mode == "MANUAL"]
     console.print(f"manual recoveries: {', '.join(e.connector_id for e in manual) or 'none'}")
-    for receipt in [e.receipt for e in episodes if e.receipt][:1]:
+    for receipt in [e.receipt_attributes for e in episodes if e.receipt][:1]:
         console.print(f"a recovery receipt: {json.dumps(receipt, sort_keys=True)}")
     if findings:
         console.print(f"[red]verify: {len(findings)} finding(s)[/]")

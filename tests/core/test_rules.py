@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
 from streams.backoff import backoff_delay_ms
-from streams.models import AdminAction, EventType, RecoveryMode
+from streams.decider import HANDLERS, DeciderError, Decision, decide
+from streams.models import (
+    AdminAction,
+    AdminCommand,
+    DeciderInput,
+    EventType,
+    HealthPing,
+    HealthStatus,
+    NotificationResult,
+    RecoveryMode,
+    RecoveryResult,
+    Tick,
+    Watch,
+)
 from streams.policy import Backoff
 from streams.state import Phase
 from streams.timefmt import iso_from_ms, ms_from_iso
@@ -534,9 +549,6 @@ def test_events_are_chained_with_deterministic_ids() -> None:
 
 
 def test_unknown_input_types_are_rejected() -> None:
-    from streams.decider import DeciderError, decide  # noqa: PLC0415 - local to this test
-    from streams.models import HealthPing, HealthStatus  # noqa: PLC0415
-
     d = Driver()
     with pytest.raises(DeciderError):
         decide(
@@ -546,6 +558,47 @@ def test_unknown_input_types_are_rejected() -> None:
         )
     with pytest.raises((TypeError, AssertionError)):
         decide(d.state, object(), d.policy)  # type: ignore[arg-type]
+
+
+def test_every_input_type_has_a_handler() -> None:
+    """`decide`'s table has one handler per input type, and each answers."""
+    d = Driver()
+    d.ping(False)
+    samples: dict[type, DeciderInput] = {
+        HealthPing: HealthPing(
+            connector_id="SAP-AR", status=HealthStatus.HEALTHY, checked_at=d.now
+        ),
+        Tick: Tick(connector_id="SAP-AR", now=d.now),
+        Watch: Watch(connector_id="SAP-AR", at=d.now),
+        AdminCommand: AdminCommand(
+            command_id="c1",
+            action=AdminAction.SILENCE,
+            connector_id="SAP-AR",
+            actor="alice",
+            until=d.now + 60_000,
+            issued_at=d.now,
+        ),
+        RecoveryResult: RecoveryResult(
+            request_id="r",
+            connector_id="SAP-AR",
+            incident_id="SAP-AR:1",
+            attempt=1,
+            ok=True,
+            finished_at=d.now,
+        ),
+        NotificationResult: NotificationResult(
+            dedup_key="k",
+            connector_id="SAP-AR",
+            incident_id="SAP-AR:1",
+            target="platform_admin",
+            level=0,
+            delivered=True,
+            finished_at=d.now,
+        ),
+    }
+    assert set(HANDLERS) == set(samples) == set(get_args(DeciderInput))
+    for message in samples.values():
+        assert isinstance(decide(d.state, message, d.policy), Decision)
 
 
 @pytest.mark.parametrize("action", list(AdminAction))
