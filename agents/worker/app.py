@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 from agents.broker.client import client_options, faust_credentials, partition_of, reader
 from agents.settings import Settings
+from agents.wire import cloudevents
 from agents.wire.codec import AvroCodecError, registry
 from agents.wire.records import audit_record, decode_audit, input_record, unpack
 from agents.worker.clock import DeadlineIndex, due_ticks
@@ -405,6 +406,7 @@ class Pipeline:
     async def _send_outputs(self, batch: _Batch) -> None:
         """Commands first, then events, each awaited until the broker holds it: an event in
         the log implies its commands are too."""
+        source = self.settings.event_source
         sent = []
         for key, command in batch.commands:
             if isinstance(command, RecoveryRequest):
@@ -412,12 +414,19 @@ class Pipeline:
             else:
                 topic, codec = self.notifications_topic, self.notification_codec
             sent.append(
-                await topic.send(key=key, value=codec.encode(command.model_dump(mode="json")))
+                await topic.send(
+                    key=key,
+                    value=codec.encode(command.model_dump(mode="json")),
+                    headers=cloudevents.headers(command, source, codec.schema.fingerprint),
+                )
             )
         await asyncio.gather(*sent)
         audit_sent = [
             await self.audit_topic.send(
-                key=key, value=self.audit_codec.encode(audit_record(event)), partition=partition
+                key=key,
+                value=self.audit_codec.encode(audit_record(event)),
+                partition=partition,
+                headers=cloudevents.headers(event, source, self.audit_codec.schema.fingerprint),
             )
             for key, event, partition in batch.events
         ]
