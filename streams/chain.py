@@ -12,6 +12,8 @@ import hashlib
 import json
 from typing import Any
 
+import orjson
+
 from streams.models import AuditEvent
 
 HASHED_FIELDS = (
@@ -35,7 +37,19 @@ def canonical_bytes(fields: dict[str, Any]) -> bytes:
     """Canonical JSON of the hashed fields of an event given as a plain mapping.
 
     Enums are `StrEnum`s, which JSON encodes as their symbol; attributes are str -> str.
+    orjson writes the same bytes as the standard library's encoder below for these value
+    types (tests/core/test_chain.py checks it) in a fraction of the time; the standard
+    encoder stays for what orjson refuses (integers beyond 64 bits).
     """
+    body = {name: fields.get(name) for name in HASHED_FIELDS}
+    try:
+        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return reference_canonical_bytes(body)
+
+
+def reference_canonical_bytes(fields: dict[str, Any]) -> bytes:
+    """The definition of the canonical bytes (schemas/README.md), with the standard library."""
     body = {name: fields.get(name) for name in HASHED_FIELDS}
     return _ENCODER.encode(body).encode()
 
@@ -49,4 +63,4 @@ def chain_hash(prev_hash: str, fields: dict[str, Any]) -> str:
 
 def event_hash(event: AuditEvent) -> str:
     """Recompute the hash an event should carry."""
-    return chain_hash(event.prev_hash, {name: getattr(event, name) for name in HASHED_FIELDS})
+    return chain_hash(event.prev_hash, event.__dict__)
