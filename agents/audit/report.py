@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from typing import Any
 
 from agents.audit.log import LogRead, Scope
-from streams.models import AuditEvent
 from streams.projections import Episode, Projection, group_totals, tenant_key, totals
 from streams.timefmt import iso_from_ms
 from streams.verify import DEFAULT_GRACE_MS, Finding, Verifier
@@ -35,24 +35,28 @@ def fold_scope(
     scope: Scope,
     extra_findings: list[Finding] | None = None,
     as_of_ms: int | None = None,
+    after_read: Callable[[LogRead], list[Finding]] | None = None,
 ) -> tuple[Projection, list[Finding], int]:
-    """Verify and project the scoped chains; returns (projection, findings, events read)."""
+    """Verify and project the scoped chains in one pass over the events, holding none of
+    them; returns (projection, findings, events read). `after_read` adds the findings of a
+    check that needs the whole log read first (the manifest's, the checkpoints')."""
     in_scope = scope.connectors(read.events)
     verifier = Verifier(DEFAULT_GRACE_MS)
     projection = Projection()
     count = 0
     for position, event in read.events:
-        if event.connector_id not in in_scope:
+        if in_scope is not None and event.connector_id not in in_scope:
             continue
         if as_of_ms is not None and event.occurred_at > as_of_ms:
             continue
         count += 1
         if verifier.check(event, position):
             projection.apply(event, verifier.record_of(event.connector_id))
+    later = after_read(read) if after_read is not None else []
     findings = [
         f
-        for f in read.findings + (extra_findings or [])
-        if (scope.tenant is None and scope.connector is None) or f.connector_id in in_scope
+        for f in read.findings + (extra_findings or []) + later
+        if in_scope is None or f.connector_id in in_scope
     ]
     findings += verifier.finish()
     return projection, findings, count
@@ -67,9 +71,12 @@ def _iso(value: int | None) -> str | None:
 
 
 def build(
-    read: LogRead, scope: Scope, extra_findings: list[Finding] | None = None
+    read: LogRead,
+    scope: Scope,
+    extra_findings: list[Finding] | None = None,
+    after_read: Callable[[LogRead], list[Finding]] | None = None,
 ) -> dict[str, Any]:
-    projection, findings, count = fold_scope(read, scope, extra_findings)
+    projection, findings, count = fold_scope(read, scope, extra_findings, after_read=after_read)
     episodes = _episodes(projection, scope)
     by_connector = group_totals(episodes, "connector")
     connectors: dict[str, Any] = {}
@@ -291,8 +298,3 @@ def render(report: dict[str, Any], fmt: str) -> str:
     if fmt == "html":
         return html_report(report)
     raise ValueError(f"unknown format {fmt!r}")
-
-
-def scoped_events(read: LogRead, scope: Scope) -> list[AuditEvent]:
-    in_scope = scope.connectors(read.events)
-    return [e for _, e in read.events if e.connector_id in in_scope]
