@@ -110,9 +110,11 @@ class Projection:
     fold says which ones are benign re-sends).
     """
 
-    __slots__ = ("episodes", "records")
+    __slots__ = ("detail", "episodes", "records")
 
-    def __init__(self) -> None:
+    def __init__(self, detail: bool = True) -> None:
+        # without detail (replay, verify): no timelines or receipts, which grow per event
+        self.detail = detail
         self.episodes: dict[str, Episode] = {}
         self.records: dict[str, Record] = {}
 
@@ -137,12 +139,14 @@ class Projection:
         episode = self.episodes.get(event.incident_id or "")
         if episode is None:
             return
-        episode.timeline.append((event.occurred_at, kind.value, event.sequence))
+        if self.detail:
+            episode.timeline.append((event.occurred_at, kind.value, event.sequence))
         if kind is EventType.RECOVERY_COMPLETED:
             episode.recovered_at = event.occurred_at
             episode.mode = event.mode.value if event.mode else None
             episode.retries = int(event.attributes.get("retries", "0"))
-            episode.receipt = dict(event.attributes)
+            if self.detail:
+                episode.receipt = dict(event.attributes)
         elif kind is EventType.INCIDENT_OPENED:
             episode.opened_at = event.occurred_at
         elif kind is EventType.INCIDENT_ACKNOWLEDGED:

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.chain import HASHED_FIELDS, canonical_bytes, reference_canonical_bytes
+from streams.chain import HASHED_FIELDS, SeenHashes, canonical_bytes, reference_canonical_bytes
 from streams.models import EventType, RecoveryMode
 
 # Any text that can be UTF-8 encoded (lone surrogates cannot, in either encoder).
@@ -48,3 +48,18 @@ def test_escapes_match_rfc_8785() -> None:
     assert canonical_bytes(fields) == reference_canonical_bytes(fields)
     assert b'"a\\"\\\\\\b\\f\\n\\r\\t\\u0000\\u001f\x7f' in canonical_bytes(fields)
     assert b'"attributes":{"a":"2","b":"1"}' in canonical_bytes(fields)
+
+
+HASHES = st.sampled_from(["0" * 64, "A" * 64, "xyz", ""]) | st.text(
+    "0123456789abcdef", min_size=64, max_size=64
+)
+
+
+@given(st.lists(st.tuples(st.integers(-3, 20_000), HASHES), max_size=40))
+def test_seen_hashes_remember_like_a_dict(writes: list[tuple[int, str]]) -> None:
+    seen, expected = SeenHashes(), {}
+    for sequence, hash_hex in writes:
+        seen[sequence] = hash_hex
+        expected[sequence] = hash_hex
+    for sequence in {s for s, _ in writes} | {0, 1, 2, 5_000, 30_000}:
+        assert seen.get(sequence) == expected.get(sequence)
