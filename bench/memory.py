@@ -4,6 +4,8 @@ archives of growing size, a straight-line fit, and its extrapolation to 10,000,0
 The archives are P3's generated log copied under fresh connector ids, each copy chained
 anew (valid hashes, so the fold does all its work). Sizes: `CR_BENCH_MEMORY_SIZES`
 (comma-separated event counts), default what this machine replays in a few minutes.
+Memory grows per event and per connector, so the shape matters: `CR_BENCH_MEMORY_EPISODES`
+failure episodes per connector (default 4, P3's log: ~31 events per connector).
 """
 
 from __future__ import annotations
@@ -90,7 +92,9 @@ def peak_rss(archive: Path) -> tuple[int, float]:
 
 def main(_repeats: int) -> dict[str, Any]:
     sizes = [int(n) for n in os.environ.get("CR_BENCH_MEMORY_SIZES", DEFAULT_SIZES).split(",")]
-    template = generate()
+    template = generate(int(os.environ.get("CR_BENCH_MEMORY_EPISODES", "4")))
+    connectors = len({event.connector_id for event in template})
+    print(f"  template: {len(template):,} events, {len(template) / connectors:.0f} per connector")
     folder = Path(tempfile.mkdtemp())
     rows = []
     for size in sizes:
@@ -111,6 +115,7 @@ def main(_repeats: int) -> dict[str, Any]:
         f"{at_target / GIB:.2f} GiB (goal ≤ 1 GiB)"
     )
     return {
+        "events_per_connector": len(template) / connectors,
         "runs": rows,
         "bytes_per_event": per_event,
         "extrapolated_events": TARGET,

@@ -37,7 +37,8 @@ from tests.core.driver import Driver
 EVENTS_TARGET = 20_000
 
 
-def generate() -> list[AuditEvent]:
+def generate(episodes_per_connector: int = 4) -> list[AuditEvent]:
+    """~20,000 events: connectors that fail and recover `episodes_per_connector` times."""
     events: list[AuditEvent] = []
     index = 0
     while len(events) < EVENTS_TARGET:
@@ -46,7 +47,7 @@ def generate() -> list[AuditEvent]:
             connector_id=f"BENCH-{index:05d}",
             tenant_id=["acme", "globex", None][index % 3],
         )
-        for _ in range(4):
+        for _ in range(episodes_per_connector):
             d.ping(False)
             d.run_for(20, step=5)
             d.ping(True)

@@ -29,7 +29,7 @@ from rich.progress import Progress
 
 from agents.broker.client import client_options, reader, topic_partitions
 from agents.settings import Settings
-from agents.wire.codec import AvroCodecError, registry
+from agents.wire.codec import AvroCodecError, SchemaRegistry, registry
 from agents.wire.records import audit_record, decode_audit
 from schemas import SCHEMA_DIR
 from streams.checkpoint import checkpoint_intact, heads_digest
@@ -146,7 +146,7 @@ class _TopicEvents:
         assert self.consumer is not None, "iterated after close"  # noqa: S101 - a caller bug
         consumer, read, ends = self.consumer, self.read, self.ends
         read.findings = []
-        read.tally = tally = Tally()
+        read.tally = Tally()
         read.partitions = {tp.partition: {"count": 0, "end_offset": ends[tp]} for tp in self.tps}
         self._run(self._rewind())
         codec = registry()
@@ -155,36 +155,48 @@ class _TopicEvents:
             pending = {tp for tp in self.tps if ends[tp] > self.starts[tp]}
             while pending:
                 batch = self._run(consumer.getmany(*pending, timeout_ms=1000))
-                for tp, records in batch.items():
+                for tp, fetched in batch.items():
                     end = ends[tp]
-                    cut = self.cuts.get(tp.partition, 0)
-                    below = tally.below_checkpoint.setdefault(tp.partition, {})
-                    info = read.partitions[tp.partition]
-                    for record in records:
-                        if record.offset >= end:
-                            break
-                        position = f"{tp.partition}/{record.offset}"
-                        info.setdefault("first_offset", record.offset)
-                        info["last_offset"] = record.offset
-                        info["count"] += 1
-                        tally.records += 1
-                        try:
-                            event = decode_audit(codec, record.value)
-                        except (AvroCodecError, ValidationError, ValueError) as error:
-                            read.findings.append(_undecodable(position, record.key, error))
-                            continue
-                        tally.add(event)
-                        if record.offset < cut:
-                            _advance_head(below, event)
-                        info.setdefault("first_ms", event.occurred_at)
-                        info["last_ms"] = event.occurred_at
-                        yield position, event
-                    advance(len(records))
+                    records = [r for r in fetched if r.offset < end]
+                    if records:
+                        yield from self._decoded(tp.partition, records, codec)
+                    advance(len(fetched))
                 pending = {tp for tp in pending if self._run(consumer.position(tp)) < ends[tp]}
         for info in read.partitions.values():
             for name in ("first", "last"):
                 if f"{name}_ms" in info:
                     info[f"{name}_time"] = iso_from_ms(info.pop(f"{name}_ms"))
+
+    def _decoded(
+        self, partition: int, records: list[Any], codec: SchemaRegistry
+    ) -> Iterator[tuple[str, AuditEvent]]:
+        """The events of one fetch of one partition; what it tallies is per fetch."""
+        read, tally = self.read, self.read.tally
+        info = read.partitions[partition]
+        info.setdefault("first_offset", records[0].offset)
+        info["last_offset"] = records[-1].offset
+        info["count"] += len(records)
+        tally.records += len(records)
+        cut = self.cuts.get(partition, 0)
+        below = tally.below_checkpoint.setdefault(partition, {})
+        first: AuditEvent | None = None
+        event: AuditEvent | None = None
+        for record in records:
+            position = f"{partition}/{record.offset}"
+            try:
+                event = decode_audit(codec, record.value)
+            except (AvroCodecError, ValidationError, ValueError) as error:
+                read.findings.append(_undecodable(position, record.key, error))
+                continue
+            if first is None:
+                first = event
+            _advance_head(tally.heads, event)
+            if record.offset < cut:
+                _advance_head(below, event)
+            yield position, event
+        if first is not None and event is not None:
+            info.setdefault("first_ms", first.occurred_at)
+            info["last_ms"] = event.occurred_at
 
     def close(self) -> None:
         if self.consumer is not None:
@@ -349,7 +361,7 @@ def read_archive(path: Path, quiet: bool = True, stream: bool = False) -> LogRea
 def _plain_times(record: Any) -> Any:
     occurred = record.get("occurred_at")
     if hasattr(occurred, "timestamp"):  # fastavro applies the timestamp-millis logical type
-        record = {**record, "occurred_at": round(occurred.timestamp() * 1000)}
+        record["occurred_at"] = round(occurred.timestamp() * 1000)  # a fresh dict per record
     return record
 
 
