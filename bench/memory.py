@@ -92,7 +92,8 @@ def peak_rss(archive: Path) -> tuple[int, float]:
 
 def main(_repeats: int) -> dict[str, Any]:
     sizes = [int(n) for n in os.environ.get("CR_BENCH_MEMORY_SIZES", DEFAULT_SIZES).split(",")]
-    template = generate(int(os.environ.get("CR_BENCH_MEMORY_EPISODES", "4")))
+    episodes = int(os.environ.get("CR_BENCH_MEMORY_EPISODES", "4"))
+    template = generate(episodes, healthy_between=0 if episodes <= 4 else 42)
     connectors = len({event.connector_id for event in template})
     print(f"  template: {len(template):,} events, {len(template) / connectors:.0f} per connector")
     folder = Path(tempfile.mkdtemp())

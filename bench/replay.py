@@ -37,8 +37,10 @@ from tests.core.driver import Driver
 EVENTS_TARGET = 20_000
 
 
-def generate(episodes_per_connector: int = 4) -> list[AuditEvent]:
-    """~20,000 events: connectors that fail and recover `episodes_per_connector` times."""
+def generate(episodes_per_connector: int = 4, healthy_between: int = 0) -> list[AuditEvent]:
+    """~20,000 events: connectors that fail and recover `episodes_per_connector` times, with
+    `healthy_between` healthy checks after each recovery (enough of them keep a connector
+    that fails often from being judged flapping, which would end its chain of episodes)."""
     events: list[AuditEvent] = []
     index = 0
     while len(events) < EVENTS_TARGET:
@@ -53,6 +55,9 @@ def generate(episodes_per_connector: int = 4) -> list[AuditEvent]:
             d.ping(True)
             d.deliver_pending()
             d.advance(30)
+            for _ in range(healthy_between):
+                d.ping(True)
+                d.advance(5)
         events.extend(d.events)
         index += 1
     return events
