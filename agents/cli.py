@@ -244,7 +244,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _read_scoped(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
+def _read_scoped(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The log as a stream (the events are folded as they are read, never held), its scope,
+    and the integrity check to run once it has been read."""
     from agents.audit import log as auditlog  # noqa: PLC0415
     from streams.timefmt import ms_from_iso  # noqa: PLC0415
 
@@ -256,35 +258,41 @@ def _read_scoped(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     )
     if args.archive:
         path = Path(args.archive)
-        read = auditlog.read_archive(path)
-        extra = auditlog.check_manifest(path, read)
-    else:
-        read = auditlog.read_topic(_settings(args), quiet=args.quiet)
-        extra = auditlog.check_checkpoints(read)
-    return read, scope, extra
+        if not path.is_file():
+            raise OSError(f"no archive file {path}: give the path `export --out` wrote")
+        read = auditlog.read_archive(path, quiet=args.quiet, stream=True)
+        return read, scope, lambda done: auditlog.check_manifest(path, done)
+    read = auditlog.read_topic(_settings(args), quiet=args.quiet, stream=True)
+    return read, scope, auditlog.check_checkpoints
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """replay, verify, report and export: read-only, for auditors."""
+    try:
+        read, scope, integrity = _read_scoped(args)
+    except KafkaConnectionError:
+        raise  # main's one line: no broker, and how to start one
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        return _audit(args, read, scope, integrity)
+    finally:
+        read.close()
+
+
+def _audit(args: argparse.Namespace, read: Any, scope: Any, integrity: Any) -> int:
     import json  # noqa: PLC0415
 
     from agents.audit import log as auditlog  # noqa: PLC0415
     from agents.audit import report  # noqa: PLC0415
     from streams.timefmt import ms_from_iso  # noqa: PLC0415
 
-    try:
-        read, scope, extra = _read_scoped(args)
-    except KafkaConnectionError:
-        raise  # main's one line: no broker, and how to start one
-    except (OSError, ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_ERROR
     if args.command == "export":
-        if scope != auditlog.Scope():
-            read.events = [
-                (p, e) for p, e in read.events if e.connector_id in scope.connectors(read.events)
-            ]
-        manifest = auditlog.export(read, Path(args.out))
+        in_scope = scope.connectors(read.events)
+        manifest = auditlog.export(
+            read, Path(args.out), None if in_scope is None else in_scope.__contains__
+        )
         print(
             f"exported {manifest['count']} events to {args.out} "
             f"(manifest {args.out}{auditlog.MANIFEST_SUFFIX})"
@@ -294,7 +302,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         state = report.state_as_of(read, scope, ms_from_iso(args.as_of))
         print(json.dumps(state, indent=2))
         return EXIT_OK
-    built = report.build(read, scope, extra)
+    built = report.build(read, scope, after_read=integrity, detail=args.command == "report")
     problems = [f for f in built["verification"]["findings"] if f["kind"] != "benign_duplicate"]
     if args.command == "report":
         text = report.render(built, args.format)

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from agents.wire.cloudevents import default_source
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
@@ -96,6 +98,12 @@ class Settings:
     tick_interval_s: float = 1.0
     checkpoint_interval_s: float = 60.0
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    cloudevents_source: str | None = None  # None: derived from app_id (`event_source`)
+
+    @property
+    def event_source(self) -> str:
+        """`ce_source` of every record this deployment writes (a URI naming it)."""
+        return self.cloudevents_source or default_source(self.app_id)
 
     @property
     def worker_data_dir(self) -> Path:
@@ -124,6 +132,7 @@ class Settings:
             tick_interval_s=float(_env("CR_TICK_INTERVAL_S", "1.0")),
             checkpoint_interval_s=float(_env("CR_CHECKPOINT_INTERVAL_S", "60")),
             security=KafkaSecurity.from_env(),
+            cloudevents_source=os.environ.get("CR_CLOUDEVENTS_SOURCE") or None,
         )
 
     def but(self, **changes: object) -> Settings:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import core, floor, latency, processor, replay, state, throughput
+from bench import core, floor, latency, memory, processor, replay, state, throughput
 
 BENCHES = {
     "core": core.main,
@@ -16,6 +16,7 @@ BENCHES = {
     "latency": latency.main,
     "state": state.main,
     "floor": floor.main,
+    "memory": memory.main,
     "processor": processor.main,
 }
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -116,9 +116,11 @@ class Projection:
     fold says which ones are benign re-sends).
     """
 
-    __slots__ = ("episodes", "records")
+    __slots__ = ("detail", "episodes", "records")
 
-    def __init__(self) -> None:
+    def __init__(self, detail: bool = True) -> None:
+        # without detail (replay, verify): no timelines or receipts, which grow per event
+        self.detail = detail
         self.episodes: dict[str, Episode] = {}
         self.records: dict[str, Record] = {}
 
@@ -142,15 +144,18 @@ class Projection:
         episode = self.episodes.get(event.incident_id or "")
         if episode is None:
             return
-        episode.timeline.append((event.occurred_at, kind.value, event.sequence))
+        if self.detail:
+            episode.timeline.append((event.occurred_at, kind.value, event.sequence))
         if kind is EventType.RECOVERY_COMPLETED:
             episode.recovered_at = event.occurred_at
             episode.mode = event.mode.value if event.mode else None
             try:
-                episode.receipt = read(RecoveryCompleted, event.attributes)
+                receipt: RecoveryCompleted | None = read(RecoveryCompleted, event.attributes)
             except EvidenceError:
-                episode.receipt = None  # the verify fold reports it as receipt_incomplete
-            episode.retries = None if episode.receipt is None else episode.receipt.retries
+                receipt = None  # the verify fold reports it as receipt_incomplete
+            episode.retries = None if receipt is None else receipt.retries
+            if self.detail:
+                episode.receipt = receipt
         elif kind is EventType.INCIDENT_OPENED:
             episode.opened_at = event.occurred_at
         elif kind is EventType.INCIDENT_ACKNOWLEDGED:

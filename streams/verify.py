@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from streams.chain import event_hash
+from streams.chain import SeenHashes, event_hash
 from streams.decider import next_deadline
 from streams.evidence import EvidenceError, RecoveryCompleted, read
 from streams.evolve import advance_chain, evolve
@@ -57,7 +57,7 @@ class Finding:
 @dataclass(slots=True)
 class _Chain:
     record: Record
-    hashes: dict[int, str] = field(default_factory=dict)
+    hashes: SeenHashes = field(default_factory=SeenHashes)
     missing: set[int] = field(default_factory=set)
     # incident id -> (opened at, position) for incidents still lacking a notification outcome
     unnotified: dict[str, tuple[int, int, str | None]] = field(default_factory=dict)

@@ -72,7 +72,7 @@ def test_an_archive_round_trips_and_verifies_clean(archive: Path) -> None:
     assert built["totals"]["failure_count"] == 7
     assert built["totals"]["open_incidents"] == 1
     manifest = json.loads(Path(str(archive) + ".manifest.json").read_text())
-    assert manifest["count"] == len(read.events)
+    assert manifest["count"] == len(list(read.events))
     assert set(manifest["chain_heads"]) == {e.connector_id for _, e in read.events}
 
 

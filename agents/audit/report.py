@@ -7,12 +7,12 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from agents.audit.log import LogRead, Scope
 from streams.evidence import RECEIPT_KEYS
-from streams.models import AuditEvent
 from streams.projections import Episode, Projection, group_totals, tenant_key, totals
 from streams.timefmt import iso_from_ms, ms_from_iso
 from streams.verify import DEFAULT_GRACE_MS, Finding, Verifier
@@ -22,25 +22,32 @@ def fold_scope(
     read: LogRead,
     scope: Scope,
     extra_findings: list[Finding] | None = None,
+    *,
     as_of_ms: int | None = None,
+    after_read: Callable[[LogRead], list[Finding]] | None = None,
+    detail: bool = True,
 ) -> tuple[Projection, list[Finding], int]:
-    """Verify and project the scoped chains; returns (projection, findings, events read)."""
+    """Verify and project the scoped chains in one pass over the events, holding none of
+    them; returns (projection, findings, events read). `after_read` adds the findings of a
+    check that needs the whole log read first (the manifest's, the checkpoints'); without
+    `detail` the projection keeps no timelines or receipts."""
     in_scope = scope.connectors(read.events)
     verifier = Verifier(DEFAULT_GRACE_MS)
-    projection = Projection()
+    projection = Projection(detail)
     count = 0
     for position, event in read.events:
-        if event.connector_id not in in_scope:
+        if in_scope is not None and event.connector_id not in in_scope:
             continue
         if as_of_ms is not None and event.occurred_at > as_of_ms:
             continue
         count += 1
         if verifier.check(event, position):
             projection.apply(event, verifier.record_of(event.connector_id))
+    later = after_read(read) if after_read is not None else []
     findings = [
         f
-        for f in read.findings + (extra_findings or [])
-        if (scope.tenant is None and scope.connector is None) or f.connector_id in in_scope
+        for f in read.findings + (extra_findings or []) + later
+        if in_scope is None or f.connector_id in in_scope
     ]
     findings += verifier.finish()
     return projection, findings, count
@@ -55,41 +62,21 @@ def _iso(value: int | None) -> str | None:
 
 
 def build(
-    read: LogRead, scope: Scope, extra_findings: list[Finding] | None = None
+    read: LogRead,
+    scope: Scope,
+    extra_findings: list[Finding] | None = None,
+    *,
+    after_read: Callable[[LogRead], list[Finding]] | None = None,
+    detail: bool = True,
 ) -> dict[str, Any]:
-    projection, findings, count = fold_scope(read, scope, extra_findings)
+    """The report; without `detail` (replay, verify) it has no `incidents` and no receipts,
+    which hold a line per event."""
+    projection, findings, count = fold_scope(
+        read, scope, extra_findings, after_read=after_read, detail=detail
+    )
     episodes = _episodes(projection, scope)
-    by_connector = group_totals(episodes, "connector")
-    connectors: dict[str, Any] = {}
-    for connector_id, figures in by_connector.items():
-        receipts = [
-            {k: v for k, v in e.receipt_attributes.items() if k in RECEIPT_KEYS}
-            for e in episodes
-            if e.connector_id == connector_id and e.receipt_attributes
-        ]
-        connectors[connector_id] = {**figures.as_dict(), "receipts": receipts}
-    incidents = [
-        {
-            "incident_id": e.incident_id,
-            "connector_id": e.connector_id,
-            "tenant_id": tenant_key(e.tenant_id),
-            "failure": e.failure,
-            "detected_at": _iso(e.detected_at),
-            "recovered_at": _iso(e.recovered_at),
-            "opened_at": _iso(e.opened_at),
-            "acknowledged_at": _iso(e.acknowledged_at),
-            "resolved_at": _iso(e.resolved_at),
-            "mode": e.mode,
-            "mttr_seconds": None if e.mttr_ms is None else e.mttr_ms / 1000,
-            "timeline": [
-                {"at": iso_from_ms(at), "event": kind, "sequence": seq}
-                for at, kind, seq in e.timeline
-            ],
-        }
-        for e in sorted(episodes, key=lambda e: (e.detected_at, e.incident_id))
-    ]
     problems = [f for f in findings if not f.benign]
-    return {
+    built: dict[str, Any] = {
         "scope": {
             "tenant": scope.tenant,
             "connector": scope.connector,
@@ -99,16 +86,49 @@ def build(
         "source": read.source if scope.tenant is None else "audit log",
         "events": count,
         "totals": totals(episodes).as_dict(),
-        "connectors": connectors,
+        "connectors": {
+            connector_id: figures.as_dict()
+            for connector_id, figures in group_totals(episodes, "connector").items()
+        },
         "tenants": {k: v.as_dict() for k, v in group_totals(episodes, "tenant").items()},
-        "incidents": incidents,
         "verification": {"ok": not problems, "findings": [f.as_dict() for f in findings]},
+    }
+    if detail:
+        for episode in episodes:
+            wire = episode.receipt_attributes
+            if wire:
+                receipt = {k: wire[k] for k in RECEIPT_KEYS if k in wire}
+                built["connectors"][episode.connector_id].setdefault("receipts", []).append(receipt)
+        for figures in built["connectors"].values():
+            figures.setdefault("receipts", [])
+        built["incidents"] = [
+            _incident(e) for e in sorted(episodes, key=lambda e: (e.detected_at, e.incident_id))
+        ]
+    return built
+
+
+def _incident(e: Episode) -> dict[str, Any]:
+    return {
+        "incident_id": e.incident_id,
+        "connector_id": e.connector_id,
+        "tenant_id": tenant_key(e.tenant_id),
+        "failure": e.failure,
+        "detected_at": _iso(e.detected_at),
+        "recovered_at": _iso(e.recovered_at),
+        "opened_at": _iso(e.opened_at),
+        "acknowledged_at": _iso(e.acknowledged_at),
+        "resolved_at": _iso(e.resolved_at),
+        "mode": e.mode,
+        "mttr_seconds": None if e.mttr_ms is None else e.mttr_ms / 1000,
+        "timeline": [
+            {"at": iso_from_ms(at), "event": kind, "sequence": seq} for at, kind, seq in e.timeline
+        ],
     }
 
 
 def state_as_of(read: LogRead, scope: Scope, as_of_ms: int) -> dict[str, Any]:
     """Time travel: every connector and incident as they were at `as_of_ms`."""
-    projection, _, count = fold_scope(read, scope, as_of_ms=as_of_ms)
+    projection, _, count = fold_scope(read, scope, as_of_ms=as_of_ms, detail=False)
     return {
         "as_of": iso_from_ms(as_of_ms),
         "events": count,
@@ -371,8 +391,3 @@ def render(report: dict[str, Any], fmt: str) -> str:
     if fmt == "html":
         return html_report(report)
     raise ValueError(f"unknown format {fmt!r}")
-
-
-def scoped_events(read: LogRead, scope: Scope) -> list[AuditEvent]:
-    in_scope = scope.connectors(read.events)
-    return [e for _, e in read.events if e.connector_id in in_scope]

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from agents.settings import Settings
+from agents.wire import cloudevents
 from agents.wire.codec import AvroCodecError, SchemaRegistry
 from agents.wire.records import audit_record, input_record
 from agents.worker.checkpoints import AuditCheckpoints
@@ -65,6 +66,7 @@ class Effects:
     async def send_outputs(self, outputs: Outputs, checkpoints: AuditCheckpoints) -> None:
         """Commands first, then events, each awaited until the broker holds it: an event in
         the log implies its commands are too. The events' offsets move the checkpoints."""
+        source = self.settings.event_source
         sent = []
         for key, command in outputs.commands:
             if isinstance(command, RecoveryRequest):
@@ -72,13 +74,21 @@ class Effects:
             else:
                 topic, codec = self.topics["notifications"], self.notification_codec
             sent.append(
-                await topic.send(key=key, value=codec.encode(command.model_dump(mode="json")))
+                await topic.send(
+                    key=key,
+                    value=codec.encode(command.model_dump(mode="json")),
+                    headers=cloudevents.headers(command, source, codec.schema.fingerprint),
+                )
             )
         await asyncio.gather(*sent)
         audit = self.topics["audit"]
+        audit_fingerprint = self.audit_codec.schema.fingerprint
         audit_sent = [
             await audit.send(
-                key=key, value=self.audit_codec.encode(audit_record(event)), partition=partition
+                key=key,
+                value=self.audit_codec.encode(audit_record(event)),
+                partition=partition,
+                headers=cloudevents.headers(event, source, audit_fingerprint),
             )
             for key, event, partition in outputs.events
         ]
