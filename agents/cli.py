@@ -276,6 +276,33 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_FINDINGS if problems else EXIT_OK
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from agents.dashboard.server import serve  # noqa: PLC0415
+    from agents.policyfile import load_policy  # noqa: PLC0415
+
+    settings = _settings(args)
+    try:
+        policy = load_policy(settings.policy_path)
+    except PolicyError as error:
+        print(f"error: invalid policy: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    if not policy.dashboard.users:
+        print(
+            "error: nobody could sign in: the policy has no dashboard.users"
+            " (see docs/dashboard.md); pass --policy FILE or set CR_POLICY",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    try:
+        asyncio.run(serve(settings, policy, args.host, args.port))
+    except OSError as error:  # the port is taken, or the host is not ours
+        print(f"error: cannot serve on {args.host}:{args.port}: {error.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
 def cmd_demo(_args: argparse.Namespace) -> int:
     from agents.demo.run import run_demo  # noqa: PLC0415
 
@@ -372,6 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seconds", type=float, default=120.0)
     simulate.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
     simulate.set_defaults(func=cmd_simulate)
+
+    dashboard = sub.add_parser(
+        "dashboard", help="the admin page: a read-only fold of the audit topic, and actions"
+    )
+    dashboard.add_argument("--port", type=int, default=6070)
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--policy", help="policy YAML with a dashboard: section")
+    dashboard.set_defaults(func=cmd_dashboard)
 
     demo = sub.add_parser("demo", help="start Kafka and a worker, show a failure and recovery")
     demo.set_defaults(func=cmd_demo)

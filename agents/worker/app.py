@@ -34,9 +34,9 @@ from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
-from agents.audit.follow import AuditFollower
 from agents.audit.live import LiveProjection, exposition, metrics_registry
 from agents.broker.client import client_options, faust_credentials, partition_of, reader
+from agents.dashboard.server import Dashboard
 from agents.settings import Settings
 from agents.wire.codec import AvroCodecError, registry
 from agents.wire.records import audit_record, decode_audit, input_record, unpack
@@ -164,7 +164,8 @@ class Pipeline:
         self.checkpointed: dict[int, int] = {}
         self.checkpoint_prev: dict[int, str] = {}
         self.live = LiveProjection()
-        self.follower = AuditFollower(settings, self.live)
+        self.dashboard = Dashboard(settings, policy, self.live)  # its follower feeds both
+        self.follower = self.dashboard.board.follower
         self.metrics = metrics_registry(self.live, self.counters_view())
         s = settings
         self.app = faust.App(
@@ -210,6 +211,7 @@ class Pipeline:
             value_type=bytes,  # faust picks the "raw" serializer for bytes
         )
         self.router = Router(s, self.registry, self.counters)
+        self.dashboard.mount(self.app.web.web_app)  # type: ignore[attr-defined]  # Faust's default web driver is aiohttp
         self._register()
 
     def _register(self) -> None:
