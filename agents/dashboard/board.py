@@ -9,6 +9,7 @@ suppressed until a time still ahead), recovering (an attempt in flight), failing
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -274,6 +275,14 @@ class Board:
         self._broker_read_at = time.monotonic()
         self._broker_task = asyncio.create_task(self._read_broker_figures())
 
+    async def close(self) -> None:
+        """Wake every waiter (their streams end) and stop reading the broker."""
+        self.notify()
+        if self._broker_task is not None:
+            self._broker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._broker_task
+
     async def _read_broker_figures(self) -> None:
         try:
             self._broker_figures = await asyncio.wait_for(broker_figures(self.settings), 10)
@@ -324,9 +333,9 @@ async def broker_figures(settings: Settings) -> dict[str, int]:
     topics = settings.topics
     consumer = reader(settings)
     admin = AIOKafkaAdminClient(**client_options(settings))
-    await consumer.start()
-    await admin.start()
     try:
+        await consumer.start()
+        await admin.start()
         dlq = await topic_partitions(consumer, topics.dlq)
         starts = await consumer.beginning_offsets(dlq) if dlq else {}
         ends = await consumer.end_offsets(dlq) if dlq else {}

@@ -137,7 +137,7 @@ class Dashboard:
 
     async def _close_streams(self, _app: web.Application) -> None:
         self.closing = True
-        self.board.notify()
+        await self.board.close()
 
     # -- who ------------------------------------------------------------------------------
     def _user(self, request: web.Request) -> User:
@@ -267,8 +267,8 @@ class Dashboard:
             return _html(render_login(self.prefix, refused.message), refused.status)
         if user is None:
             return _html(render_login(self.prefix, "unknown token: try again"), 401)
-        response = web.HTTPSeeOther(self.prefix + "/")
-        response.set_cookie(
+        redirect = web.HTTPSeeOther(self.prefix + "/")
+        redirect.set_cookie(
             TOKEN_COOKIE,
             token,
             path=self.prefix,
@@ -277,7 +277,7 @@ class Dashboard:
             samesite="Strict",
             secure=request.secure,
         )
-        return response
+        raise redirect
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
@@ -286,9 +286,9 @@ class Dashboard:
             self.gate.check_csrf(user, str(form.get("csrf", "")))
         except Refused as refused:
             return _html(render_login(self.prefix, refused.message), refused.status)
-        response = web.HTTPSeeOther(self.prefix + "/login")
-        response.del_cookie(TOKEN_COOKIE, path=self.prefix)
-        return response
+        redirect = web.HTTPSeeOther(self.prefix + "/login")
+        redirect.del_cookie(TOKEN_COOKIE, path=self.prefix)
+        raise redirect
 
 
 async def serve(settings: Settings, policy: Policy, host: str, port: int) -> None:
