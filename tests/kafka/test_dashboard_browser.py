@@ -1,0 +1,344 @@
+"""The admin page in a real browser: Debian's headless chromium driven by Playwright, against
+the real broker, a worker and `connector-recovery dashboard`. Screenshots of each state go to
+.local/screenshots/ (ignored by git)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.broker.client import reader, topic_partitions
+from agents.dashboard.auth import token_digest
+from agents.wire.codec import registry
+from agents.wire.records import decode_audit
+from streams.models import AuditEvent, EventType
+from tests.kafka.harness import Namespace, Worker, free_port, wait_for, wait_for_audit
+from tests.test_report_rendering import chromium
+
+pytestmark = pytest.mark.kafka
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = REPO / ".local" / "screenshots"
+CAROL_TOKEN = "carol-reads-only"  # noqa: S105 - a throwaway token of this test
+POLICY = f"""
+defaults:
+  max_retries: 1
+  attempt_timeout_s: 2
+  heartbeat_timeout_s: 3600
+  backoff: {{base_s: 0.1, cap_s: 0.3}}
+admins: [alice, bob]
+dashboard:
+  trusted_header: X-Forwarded-User
+  users:
+    alice: {{}}
+    bob: {{tenant: globex}}
+    carol: {{token_sha256: {token_digest(CAROL_TOKEN)}}}
+"""
+# Recovered episodes of the last half hour (seconds ago, outage seconds), for the trends.
+HISTORY = {
+    "acme": [(1800, 40), (1500, 200), (1200, 950), (700, 120), (300, 60)],
+    "globex": [(1700, 30), (1100, 1000), (900, 80), (400, 300)],
+}
+ACME_IDS = {"ACME-ORDERS", "ACME-BILLING", "ACME-LATE", *(f"ACME-H{i}" for i in range(5))}
+
+
+@dataclass
+class AuditWatch:
+    """When each audit event was first readable (monotonic time), from a reader of every
+    partition in a thread of its own: "applied" as seen from outside the worker."""
+
+    ns: Namespace
+    seen: dict[tuple[str, str], float] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> AuditWatch:
+        threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True).start()
+        return self
+
+    async def _run(self) -> None:
+        consumer = reader(self.ns.settings())
+        await consumer.start()
+        try:
+            tps = await topic_partitions(consumer, self.ns.topics.audit)
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            codec = registry()
+            while not self.stop.is_set():
+                batch = await consumer.getmany(timeout_ms=20)
+                at = time.monotonic()
+                for records in batch.values():
+                    for record in records:
+                        event = decode_audit(codec, record.value)
+                        self.seen.setdefault((event.connector_id, event.type.value), at)
+        finally:
+            await consumer.stop()
+
+
+class DashboardProcess:
+    def __init__(self, ns: Namespace, policy: Path) -> None:
+        self.port = free_port()
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agents.cli",
+                "dashboard",
+                "--port",
+                str(self.port),
+                "--policy",
+                str(policy),
+            ],
+            env=ns.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        wait_for(
+            lambda: "ready\n" in self.lines or self.process.poll() is not None,
+            60,
+            "the dashboard to catch up",
+        )
+        assert self.process.poll() is None, "".join(self.lines)
+        assert f"admin page: {self.url}\n" in self.lines
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/dashboard/"
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(20)
+
+
+def publish(ns: Namespace, tmp: Path, pings: list[dict[str, Any]]) -> float:
+    """Publish pings; returns the monotonic time just before."""
+    path = tmp / f"pings-{time.monotonic_ns()}.jsonl"
+    path.write_text("\n".join(json.dumps(p) for p in pings))
+    started = time.monotonic()
+    result = ns.cli("publish", "--file", str(path))
+    assert result.returncode == 0, result.stderr
+    return started
+
+
+def failing(connector_id: str, tenant: str, failure: str = "auth") -> dict[str, Any]:
+    return {
+        "connector_id": connector_id,
+        "tenant_id": tenant,
+        "status": "unhealthy",
+        "failure": failure,
+        "retryable": False,  # an incident at once: it waits for a human
+        "checked_at": int(time.time() * 1000),
+    }
+
+
+def history() -> list[dict[str, Any]]:
+    now = int(time.time() * 1000)
+    pings = []
+    for tenant, episodes in HISTORY.items():
+        for index, (ago_s, outage_s) in enumerate(episodes):
+            connector = f"{tenant.upper()}-H{index}"
+            start = now - ago_s * 1000
+            pings.append(
+                {
+                    "connector_id": connector,
+                    "tenant_id": tenant,
+                    "status": "unhealthy",
+                    "failure": "timeout",
+                    "checked_at": start,
+                }
+            )
+            pings.append(
+                {
+                    "connector_id": connector,
+                    "tenant_id": tenant,
+                    "status": "healthy",
+                    "checked_at": start + outage_s * 1000,
+                }
+            )
+    return pings
+
+
+@dataclass
+class Stack:
+    ns: Namespace
+    tmp: Path
+    dashboard: DashboardProcess
+    browser: Any
+
+
+@pytest.fixture(scope="module")
+def stack(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only these tests need it
+
+    tmp = tmp_path_factory.mktemp("dashboard")
+    ns = Namespace(kafka, tmp)
+    policy = tmp / "policy.yaml"
+    policy.write_text(POLICY)
+    worker = Worker(ns, policy=policy).start()
+    publish(ns, tmp, [*history(), failing("GLOBEX-LEDGER", "globex", "schema_mismatch")])
+    wait_for_audit(
+        ns,
+        lambda events: sum(e.type is EventType.RECOVERY_COMPLETED for e in events) == 9,
+        60,
+        "the history's recoveries",
+    )
+    dashboard = DashboardProcess(ns, policy)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"]
+            )
+            yield Stack(ns, tmp, dashboard, browser)
+            browser.close()
+    finally:
+        dashboard.stop()
+        worker.kill()
+
+
+def page_as(stack: Stack, user: str | None) -> Any:
+    headers = {"X-Forwarded-User": user} if user else {}
+    context = stack.browser.new_context(
+        extra_http_headers=headers, viewport={"width": 1400, "height": 1000}
+    )
+    return context.new_page()
+
+
+def audit_until(
+    stack: Stack, predicate: Callable[[list[AuditEvent]], bool], timeout_s: float, what: str
+) -> list[AuditEvent]:
+    """`wait_for_audit` in a thread: Playwright's sync API keeps an event loop running in
+    this one, and the harness's readers start their own."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(wait_for_audit, stack.ns, predicate, timeout_s, what).result()
+
+
+def row(connector_id: str, *states: str) -> str:
+    chosen = ",".join(f'[data-state="{s}"]' for s in states)
+    return f'tr.connector[data-connector="{connector_id}"]:is({chosen})'
+
+
+def test_a_failing_ping_shows_on_the_page_within_two_seconds(stack: Stack) -> None:
+    page = page_as(stack, "alice")
+    page.goto(stack.dashboard.url)
+    page.wait_for_selector("#live-status:text('live')")
+    watch = AuditWatch(stack.ns).start()
+    try:
+        time.sleep(0.3)  # the watcher's reader has found the end of every partition
+        published = publish(stack.ns, stack.tmp, [failing("ACME-ORDERS", "acme")])
+        page.wait_for_selector(row("ACME-ORDERS", "failing"), timeout=15_000)
+        shown = time.monotonic()
+        applied = wait_for(
+            lambda: watch.seen.get(("ACME-ORDERS", "connector.failure.detected")),
+            5,
+            "the failure in the audit log",
+        )
+    finally:
+        watch.stop.set()
+    page.screenshot(path=str(SHOTS / "1-failing-ping-shown.png"), full_page=True)
+    print(
+        f"failing ping: applied {applied - published:.2f}s after publishing, "
+        f"on the page {shown - applied:.2f}s after being applied"
+    )
+    assert shown - applied <= 2.0
+    assert page.locator("#incidents tr.open", has_text="ACME-ORDERS").count() == 1
+
+
+def test_an_admins_recover_click_starts_a_recovery_as_that_admin(stack: Stack) -> None:
+    publish(stack.ns, stack.tmp, [failing("ACME-BILLING", "acme")])
+    page = page_as(stack, "alice")
+    page.goto(stack.dashboard.url)
+    page.wait_for_selector(row("ACME-BILLING", "failing"), timeout=15_000)
+    incident = page.locator("#incidents tr.open", has_text="ACME-BILLING")
+    incident.locator('button[data-action="RECOVER"]').click()
+    answer = page.locator("#answer.accepted")
+    answer.wait_for(timeout=40_000)
+    assert "recover ACME-BILLING: accepted as alice" in answer.inner_text()
+    assert "connector.recovery.started" in answer.inner_text()
+    page.wait_for_selector(row("ACME-BILLING", "recovering"), timeout=15_000)
+    page.screenshot(path=str(SHOTS / "2-recover-accepted.png"), full_page=True)
+    events = audit_until(
+        stack,
+        lambda evs: any(
+            e.connector_id == "ACME-BILLING" and e.type is EventType.RECOVERY_STARTED for e in evs
+        ),
+        20,
+        "the manual recovery",
+    )
+    started = [
+        e
+        for e in events
+        if e.connector_id == "ACME-BILLING" and e.type is EventType.RECOVERY_STARTED
+    ]
+    assert [(e.actor, e.mode.value if e.mode else None) for e in started] == [("alice", "MANUAL")]
+    page.locator('tr.connector[data-connector="ACME-BILLING"]').click()
+    page.wait_for_selector('.timeline[data-connector="ACME-BILLING"] .chain.ok')
+    assert "connector.recovery.started" in page.locator(".timeline").inner_text()
+    page.screenshot(path=str(SHOTS / "3-timeline.png"), full_page=True)
+
+
+def test_a_tenant_admins_page_never_shows_another_tenants_connectors(stack: Stack) -> None:
+    page = page_as(stack, "bob")
+    page.goto(stack.dashboard.url)
+    page.wait_for_selector(row("GLOBEX-LEDGER", "failing"), timeout=15_000)
+    contents = [page.content()]
+    # A live update of another tenant while bob looks, then one of his own.
+    publish(stack.ns, stack.tmp, [failing("ACME-LATE", "acme")])
+    admin = page_as(stack, "alice")
+    admin.goto(stack.dashboard.url)
+    admin.wait_for_selector(row("ACME-LATE", "failing"), timeout=15_000)
+    publish(stack.ns, stack.tmp, [failing("GLOBEX-PAYROLL", "globex")])
+    page.wait_for_selector(row("GLOBEX-PAYROLL", "failing"), timeout=15_000)
+    contents.append(page.content())
+    page.locator('tr.connector[data-connector="GLOBEX-LEDGER"]').click()
+    page.wait_for_selector('.timeline[data-connector="GLOBEX-LEDGER"]')
+    contents.append(page.content())
+    page.screenshot(path=str(SHOTS / "4-tenant-admin-globex.png"), full_page=True)
+    for json_path in ("api/state", "api/connector?id=ACME-ORDERS", "fragment"):
+        response = page.request.get(stack.dashboard.url + json_path)
+        contents.append(response.text())
+    for content in contents:
+        leaked = {c for c in ACME_IDS if c in content}
+        assert not leaked, leaked
+        assert "acme" not in content
+    assert page.locator("svg.chart").count() == 1  # globex's trends only
+    assert admin.locator("svg.chart").count() == 2
+
+
+def test_a_non_admins_click_is_refused_with_the_reason(stack: Stack) -> None:
+    page = page_as(stack, None)
+    page.goto(stack.dashboard.url)
+    page.screenshot(path=str(SHOTS / "0-sign-in.png"))
+    page.fill('input[name="token"]', CAROL_TOKEN)
+    page.click('button[type="submit"]')
+    page.wait_for_selector(row("GLOBEX-LEDGER", "failing"), timeout=15_000)
+    assert "carol · read-only · every tenant" in page.locator("header").inner_text()
+    incident = page.locator("#incidents tr.open", has_text="GLOBEX-LEDGER")
+    incident.locator('button[data-action="RECOVER"]').click()
+    answer = page.locator("#answer.refused")
+    answer.wait_for(timeout=10_000)
+    assert answer.inner_text() == (
+        "recover GLOBEX-LEDGER: refused: user 'carol' is not in the policy's admins:"
+        " ask a Platform Admin to act"
+    )
+    page.screenshot(path=str(SHOTS / "5-non-admin-refused.png"), full_page=True)
+    audit = audit_until(stack, bool, 10, "the audit log")
+    assert not [e for e in audit if e.actor == "carol"]
