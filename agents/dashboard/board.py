@@ -96,6 +96,11 @@ class Scope:
         return self.tenant is None or tenant_key(tenant_id) == self.tenant
 
 
+# Events that tell who was told of an incident: their `level` is 0 for the Platform Admin,
+# k for escalation step k.
+_LEVELLED = (EventType.INCIDENT_OPENED, EventType.INCIDENT_ESCALATED)
+
+
 class Board:
     def __init__(self, settings: Settings, live: LiveProjection) -> None:
         self.settings = settings
@@ -118,7 +123,7 @@ class Board:
         trail.check_link(event)
         if event.type is EventType.INCIDENT_ACKNOWLEDGED and event.incident_id:
             self.acknowledged_by[event.incident_id] = event.actor or "?"
-        elif event.type is EventType.INCIDENT_ESCALATED and event.incident_id:
+        elif event.type in _LEVELLED and event.incident_id:
             self.escalation_level[event.incident_id] = int(event.attributes.get("level", "0"))
         state = display_state(self.live.projection.records[event.connector_id], now_ms())
         if state != trail.state or not trail.since:

@@ -177,10 +177,12 @@ def _trends(trends: dict[str, Any], slo_s: float | None) -> str:
 
 
 CHART_W, CHART_H, PAD_L, PAD_R, PAD_T, PAD_B = 440, 190, 44, 34, 26, 28
+# (key, label, colour, stroke width, dash): equal values (one episode in a window) would
+# hide each other, so the lines differ in width and dash as well as colour.
 SERIES = (
-    ("mttr_mean_s", "mean", "#2563eb"),
-    ("mttr_p50_s", "p50", "#059669"),
-    ("mttr_p90_s", "p90", "#d97706"),
+    ("mttr_mean_s", "mean", "#93c5fd", 5, "none"),
+    ("mttr_p50_s", "p50", "#059669", 2, "6 3"),
+    ("mttr_p90_s", "p90", "#d97706", 1.5, "none"),
 )
 
 
@@ -192,7 +194,7 @@ def chart_svg(
     plot_w, plot_h = CHART_W - PAD_L - PAD_R, CHART_H - PAD_T - PAD_B
     n = max(1, len(points))
     step = plot_w / n
-    values = [p[key] for p in points for key, _, _ in SERIES if p[key] is not None]
+    values = [p[series[0]] for p in points for series in SERIES if p[series[0]] is not None]
     top_s = max([*values, slo_s or 0, 1.0]) * 1.15
     top_failures = max([p["failures"] for p in points] + [1])
 
@@ -217,21 +219,24 @@ def chart_svg(
             f'y="{PAD_T + plot_h - height:.1f}" width="{step * 0.6:.1f}" height="{height:.1f}">'
             f"<title>{escape(point['start'])}: {point['failures']} failure(s)</title></rect>"
         )
-    for key, label, colour in SERIES:
-        coords = [
-            f"{PAD_L + index * step + step / 2:.1f},{y_seconds(point[key]):.1f}"
-            for index, point in enumerate(points)
-            if point[key] is not None
-        ]
-        if coords:
+    for key, label, colour, width, dash in SERIES:
+        # One line per run of windows with recoveries: no line across a window without.
+        runs: list[list[str]] = [[]]
+        for index, point in enumerate(points):
+            if point[key] is None:
+                runs.append([])
+                continue
+            x, y = PAD_L + index * step + step / 2, y_seconds(point[key])
+            runs[-1].append(f"{x:.1f},{y:.1f}")
             parts.append(
-                f'<polyline class="series" data-series="{label}" points="{" ".join(coords)}" '
-                f'fill="none" stroke="{colour}" stroke-width="2"/>'
+                f'<circle data-series="{label}" cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>'
             )
-            parts.extend(
-                f'<circle cx="{c.split(",")[0]}" cy="{c.split(",")[1]}" r="2.5" fill="{colour}"/>'
-                for c in coords
-            )
+        parts.extend(
+            f'<polyline class="series" data-series="{label}" points="{" ".join(run)}" '
+            f'fill="none" stroke="{colour}" stroke-width="{width}" stroke-dasharray="{dash}"/>'
+            for run in runs
+            if len(run) > 1
+        )
     if slo_s:
         y = y_seconds(slo_s)
         parts.append(
@@ -241,7 +246,7 @@ def chart_svg(
             f'text-anchor="end">SLO {escape(duration(slo_s))}</text>'
         )
     legend_x = PAD_L + 90
-    for key_index, (_, label, colour) in enumerate(SERIES):
+    for key_index, (_, label, colour, _width, _dash) in enumerate(SERIES):
         x = legend_x + key_index * 62
         parts.append(
             f'<rect x="{x}" y="8" width="10" height="10" fill="{colour}"/>'

@@ -305,20 +305,22 @@ def test_the_slo_line_comes_from_the_alert_rules(tmp_path: Path) -> None:
 
 
 def test_the_chart_draws_mttr_failures_and_the_slo() -> None:
-    driver = Driver.with_policy(POLICY, connector_id="SAP-AR", tenant_id="acme")
-    for outage_s in (4, 10, 30):
+    events = []
+    for index, outage_s in enumerate((4, 10, 1000)):  # the last one beyond the SLO
+        driver = Driver.with_policy(POLICY, connector_id=f"C{index}", tenant_id="acme")
+        driver.advance(index * 60)
         driver.ping(False)
         driver.advance(outage_s)
         driver.ping(True)
-        driver.advance(60)
-    dashboard = dashboard_of(driver.events)
+        events.extend(driver.events)
+    dashboard = dashboard_of(events)
 
     async def check(client: TestClient[Any, Any]) -> None:
         page = await (await client.get("/dashboard/fragment", headers=as_user("alice"))).text()
         svg = re.search(r'<svg class="chart".*?</svg>', page, re.S)
         assert svg, page
         for series in ("mean", "p50", "p90"):
-            assert f'data-series="{series}"' in svg.group(0)
+            assert svg.group(0).count(f'<circle data-series="{series}"') == 3
         assert 'class="slo"' in svg.group(0)
         assert "SLO 15m 00s" in svg.group(0)
         assert svg.group(0).count('class="bar"') >= 3

@@ -104,11 +104,13 @@
       return act(button);
     }
     const row = event.target.closest("tr.connector, #incidents tr[data-connector]");
-    if (row) showTimeline(row.dataset.connector);
+    if (row) showTimeline(row.dataset.connector).then(() => timeline.scrollIntoView());
   });
   document.addEventListener("keydown", (event) => {
     const row = event.target.closest && event.target.closest("tr.connector");
-    if (row && event.key === "Enter") showTimeline(row.dataset.connector);
+    if (row && event.key === "Enter") {
+      showTimeline(row.dataset.connector).then(() => timeline.scrollIntoView());
+    }
   });
   for (const control of Object.values(filters)) control.addEventListener("input", applyFilters);
 
