@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
@@ -112,9 +113,7 @@ class Board:
         # Change counters per tenant key: a tenant admin's page is woken by their tenant only.
         self.versions: dict[str, int] = {}
         self._changed = asyncio.Event()
-        self._broker_figures: dict[str, int] = {}
-        self._broker_read_at = float("-inf")
-        self._broker_task: asyncio.Task[None] | None = None
+        self.broker = BrokerFigures(settings)
 
     # -- following ------------------------------------------------------------------------
     def on_event(self, position: str, event: AuditEvent) -> None:
@@ -179,8 +178,8 @@ class Board:
         fleet["unacknowledged"] = sum(1 for i in open_incidents if not i["acknowledged_by"])
         # Dead letters and the inputs lag belong to no tenant: only the platform sees them.
         platform = scope.tenant is None
-        fleet["dead_letters"] = self._broker_figures.get("dead_letters") if platform else None
-        fleet["inputs_lag"] = self._broker_figures.get("inputs_lag") if platform else None
+        fleet["dead_letters"] = self.broker.figures.get("dead_letters") if platform else None
+        fleet["inputs_lag"] = self.broker.figures.get("inputs_lag") if platform else None
         progress = self.follower.progress
         return {
             "scope": scope.tenant or "all tenants",
@@ -269,30 +268,10 @@ class Board:
             ],
         }
 
-    # -- broker figures -------------------------------------------------------------------
-    def request_broker_figures(self) -> None:
-        """Dead letters and the workers' inputs lag are read again in the background once
-        they are older than `BROKER_FIGURES_TTL_S`; a page never waits for the broker."""
-        if self._broker_task is not None and not self._broker_task.done():
-            return
-        if time.monotonic() - self._broker_read_at < BROKER_FIGURES_TTL_S:
-            return
-        self._broker_read_at = time.monotonic()
-        self._broker_task = asyncio.create_task(self._read_broker_figures())
-
     async def close(self) -> None:
         """Wake every waiter (their streams end) and stop reading the broker."""
         self.notify()
-        if self._broker_task is not None:
-            self._broker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._broker_task
-
-    async def _read_broker_figures(self) -> None:
-        try:
-            self._broker_figures = await asyncio.wait_for(broker_figures(self.settings), 10)
-        except Exception as error:  # the last figures stay; the page goes on
-            log.warning("cannot read dead letters and lag: %s", describe(error))
+        await self.broker.close()
 
 
 def trends(episodes: list[Episode]) -> dict[str, Any]:
@@ -332,23 +311,70 @@ def trends(episodes: list[Episode]) -> dict[str, Any]:
     return {"window_s": width_s, "tenants": out}
 
 
-async def broker_figures(settings: Settings) -> dict[str, int]:
-    """Records on the dead-letter topic, and inputs the workers' groups have not committed
-    yet: the router's group on the external topics, the decider's on the inputs topic."""
-    topics = settings.topics
-    consumer = reader(settings)
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    try:
-        await consumer.start()
-        await admin.start()
+class BrokerFigures:
+    """Records on the dead-letter topic, and inputs the workers' groups have not committed yet
+    (the router's group on the external topics, the decider's on the inputs topic). Read in
+    the background at most every `BROKER_FIGURES_TTL_S`, and only while someone looks, through
+    one consumer and one admin client kept open between reads: opening them costs more than
+    a read. An unreachable broker leaves the last figures in place."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.figures: dict[str, int] = {}
+        self._read_at = float("-inf")
+        self._task: asyncio.Task[None] | None = None
+        self._clients: tuple[AIOKafkaConsumer, AIOKafkaAdminClient] | None = None
+
+    def request(self) -> None:
+        """A page never waits for the broker: this starts a read if the figures are old."""
+        if self._task is not None and not self._task.done():
+            return
+        if time.monotonic() - self._read_at < BROKER_FIGURES_TTL_S:
+            return
+        self._read_at = time.monotonic()
+        self._task = asyncio.create_task(self._read())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._drop_clients()
+
+    async def _read(self) -> None:
+        try:
+            self.figures = await asyncio.wait_for(self._figures(), 10)
+        except Exception as error:  # the last figures stay; the page goes on
+            log.warning("cannot read dead letters and lag: %s", describe(error))
+            await self._drop_clients()
+
+    async def _drop_clients(self) -> None:
+        if self._clients is not None:
+            consumer, admin = self._clients
+            self._clients = None
+            await consumer.stop()
+            await admin.close()
+
+    async def _figures(self) -> dict[str, int]:
+        if self._clients is None:
+            consumer = reader(self.settings)
+            admin = AIOKafkaAdminClient(**client_options(self.settings))
+            self._clients = (consumer, admin)
+            await consumer.start()
+            await admin.start()
+        consumer, admin = self._clients
+        topics = self.settings.topics
         dlq = await topic_partitions(consumer, topics.dlq)
         starts = await consumer.beginning_offsets(dlq) if dlq else {}
         ends = await consumer.end_offsets(dlq) if dlq else {}
         dead_letters = sum(ends[tp] - starts[tp] for tp in dlq)
         lag = 0
         for group, names in (
-            (f"{settings.app_id}-router", (topics.health, topics.admin, topics.recovery_results)),
-            (settings.app_id, (settings.inputs_topic,)),
+            (
+                f"{self.settings.app_id}-router",
+                (topics.health, topics.admin, topics.recovery_results),
+            ),
+            (self.settings.app_id, (self.settings.inputs_topic,)),
         ):
             committed = await admin.list_consumer_group_offsets(group)
             tps: list[TopicPartition] = []
@@ -362,6 +388,3 @@ async def broker_figures(settings: Settings) -> dict[str, int]:
                 done = committed[tp].offset if tp in committed else -1
                 lag += max(0, heads[tp] - (done if done >= 0 else beginnings[tp]))
         return {"dead_letters": dead_letters, "inputs_lag": lag}
-    finally:
-        await consumer.stop()
-        await admin.close()

@@ -149,7 +149,7 @@ class Dashboard:
     # -- pages ----------------------------------------------------------------------------
     def _snapshot(self, user: User) -> dict[str, Any]:
         if user.scope.tenant is None:
-            self.board.request_broker_figures()
+            self.board.broker.request()
         return self.board.snapshot(user.scope)
 
     async def page(self, request: web.Request) -> web.StreamResponse:

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -342,3 +347,102 @@ def test_bad_dashboard_sections_name_the_key(document: str, path: str) -> None:
 
     with pytest.raises(PolicyError, match=path.replace(".", r"\.")):
         parse_policy(yaml.safe_load(document))
+
+
+def test_silence_takes_minutes_and_refuses_nonsense() -> None:
+    send = Recorder()
+    dashboard = dashboard_of(failed_connector(), send)
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        headers = as_user("alice")
+        headers[CSRF_HEADER] = await csrf_of(client, headers)
+        for minutes in (0, "soon", 7 * 24 * 60 + 1):
+            response = await client.post(
+                "/dashboard/api/actions",
+                json={"action": "SILENCE", "target": "SAP-AR", "minutes": minutes},
+                headers=headers,
+            )
+            assert response.status == 400
+            assert "bad action request" in (await response.json())["error"]
+        retire = await client.post(
+            "/dashboard/api/actions", json={"action": "RETIRE", "target": "SAP-AR"}, headers=headers
+        )
+        assert retire.status == 400
+        assert send.sent == []
+        before = time.time_ns() // 1_000_000
+        await client.post(
+            "/dashboard/api/actions",
+            json={"action": "SILENCE", "target": "SAP-AR", "minutes": 30, "reason": "maintenance"},
+            headers=headers,
+        )
+        (command,) = send.sent
+        assert command.reason == "maintenance"
+        assert command.until is not None
+        assert 0 <= command.until - (before + 30 * 60_000) < 5_000
+
+    asyncio.run(with_client(dashboard, check))
+
+
+def test_a_tenant_admins_event_stream_wakes_for_their_tenant_only() -> None:
+    dashboard = dashboard_of(failed_connector("globex", "GLOBEX-1"))
+    acme = failed_connector("acme", "ACME-1")
+    globex = Driver.with_policy(POLICY, connector_id="GLOBEX-2", tenant_id="globex")
+    globex.ping(False, failure="auth", retryable=False)
+
+    def fold(events: list[AuditEvent]) -> None:
+        for event in events:
+            if dashboard.board.live.apply(event):
+                dashboard.board.on_event("0/0", event)
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        response = await client.get("/dashboard/events", headers=as_user("gus"))
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+
+        async def next_change(timeout_s: float) -> str | None:
+            try:
+                while True:
+                    line = await asyncio.wait_for(response.content.readline(), timeout_s)
+                    if line.startswith(b"event: change"):
+                        return line.decode()
+            except TimeoutError:
+                return None
+
+        assert await next_change(5) is not None  # the first: the page's current version
+        fold(acme)
+        assert await next_change(1.0) is None  # acme's events do not reach globex's admin
+        fold(globex.events)
+        assert await next_change(5) is not None
+        response.close()
+
+    asyncio.run(with_client(dashboard, check))
+
+
+@pytest.mark.parametrize(
+    ("policy", "argv", "message"),
+    [
+        ("admins: [alice]\n", [], "nobody could sign in: the policy has no dashboard.users"),
+        ("dashboard: {colour: red}\n", [], "invalid policy: dashboard.colour"),
+        ("dashboard: {users: {alice: {}}}\n", ["--port", "TAKEN"], "cannot serve on"),
+    ],
+)
+def test_the_dashboard_command_says_what_is_wrong(
+    tmp_path: Path, policy: str, argv: list[str], message: str
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = subprocess.run(
+            [sys.executable, "-m", "agents.cli", "dashboard", "--policy", str(path)]
+            + [port if a == "TAKEN" else a for a in argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
+        )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

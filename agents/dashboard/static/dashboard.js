@@ -36,17 +36,26 @@
     filters.tenant.value = chosen;
   }
 
+  // A change that arrives while a refresh is in flight asks for one more refresh after it:
+  // the response in flight may predate the change.
+  let again = false;
   async function refresh() {
-    if (refreshing) return refreshing;
+    if (refreshing) {
+      again = true;
+      return refreshing;
+    }
     refreshing = (async () => {
       try {
-        const response = await fetch(base + "/fragment", { credentials: "same-origin" });
-        if (response.status === 401) return window.location.assign(base + "/login");
-        if (response.ok) {
-          live.innerHTML = await response.text();
-          applyFilters();
-        }
-        if (openConnector) await showTimeline(openConnector);
+        do {
+          again = false;
+          const response = await fetch(base + "/fragment", { credentials: "same-origin" });
+          if (response.status === 401) return window.location.assign(base + "/login");
+          if (response.ok) {
+            live.innerHTML = await response.text();
+            applyFilters();
+          }
+          if (openConnector) await showTimeline(openConnector);
+        } while (again);
       } finally {
         refreshing = null;
       }
