@@ -78,7 +78,11 @@ def render_live(snapshot: dict[str, Any], slo_s: float | None) -> str:
 
 def _status_line(snapshot: dict[str, Any]) -> str:
     if snapshot["caught_up"]:
-        fold = f"live: {snapshot['folded']} audit events folded"
+        fold = (
+            f"live: {snapshot['folded']} audit events folded; "
+            f"{len(snapshot['connectors'])} connectors have a history"
+            " (one that never failed has none yet)"
+        )
     else:
         fold = (
             f"catching up: {snapshot['folded']} of {snapshot['to_fold']} audit events folded"
@@ -176,6 +180,7 @@ def _trends(trends: dict[str, Any], slo_s: float | None) -> str:
     )
 
 
+SLO_IN_VIEW_FACTOR = 4
 CHART_W, CHART_H, PAD_L, PAD_R, PAD_T, PAD_B = 440, 190, 44, 34, 26, 28
 # (key, label, colour, stroke width, dash): equal values (one episode in a window) would
 # hide each other, so the lines differ in width and dash as well as colour.
@@ -195,7 +200,11 @@ def chart_svg(
     n = max(1, len(points))
     step = plot_w / n
     values = [p[series[0]] for p in points for series in SERIES if p[series[0]] is not None]
-    top_s = max([*values, slo_s or 0, 1.0]) * 1.15
+    # An SLO far above every value would squash the lines flat at the bottom: then the scale
+    # follows the values and the SLO is marked at the top edge as being above the chart.
+    highest = max([*values, 1.0])
+    slo_in_view = slo_s is not None and slo_s <= SLO_IN_VIEW_FACTOR * highest
+    top_s = max(highest, slo_s if slo_in_view and slo_s else 0) * 1.15
     top_failures = max([p["failures"] for p in points] + [1])
 
     def y_seconds(value: float) -> float:
@@ -237,7 +246,12 @@ def chart_svg(
             for run in runs
             if len(run) > 1
         )
-    if slo_s:
+    if slo_s and not slo_in_view:
+        parts.append(
+            f'<text x="{PAD_L + plot_w - 2}" y="{PAD_T - 2}" class="tick slo-label slo-above" '
+            f'text-anchor="end">SLO {escape(duration(slo_s))} ↑ above the chart</text>'
+        )
+    elif slo_s:
         y = y_seconds(slo_s)
         parts.append(
             f'<line class="slo" x1="{PAD_L}" y1="{y:.1f}" x2="{PAD_L + plot_w}" y2="{y:.1f}" '

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from agents.audit.live import LiveProjection
 from agents.dashboard.auth import CSRF_HEADER, token_digest
 from agents.dashboard.board import Scope
-from agents.dashboard.page import slo_from_alerts
+from agents.dashboard.page import chart_svg, slo_from_alerts
 from agents.dashboard.server import ALERT_RULES, Dashboard
 from agents.settings import Settings
 from streams.models import AdminCommand, AuditEvent, EventType
@@ -331,6 +331,18 @@ def test_the_chart_draws_mttr_failures_and_the_slo() -> None:
         assert svg.group(0).count('class="bar"') >= 3
 
     asyncio.run(with_client(dashboard, check))
+
+
+def test_an_slo_far_above_every_value_is_marked_above_the_chart() -> None:
+    points = [
+        {"start": "2026-01-01T00:00:00.000Z", "failures": 2, "mttr_mean_s": 12.0,
+         "mttr_p50_s": 10.0, "mttr_p90_s": 30.0},
+    ]  # fmt: skip
+    squashed = chart_svg("acme", points, 10, 900.0)
+    assert 'class="slo"' not in squashed
+    assert "SLO 15m 00s ↑ above the chart" in squashed
+    near = chart_svg("acme", points, 10, 60.0)
+    assert 'class="slo"' in near
 
 
 @pytest.mark.parametrize(
