@@ -195,15 +195,18 @@ class Dashboard:
         )
         await response.prepare(request)
         seen: tuple[int, bool] | None = None
-        while not self.closing:
-            now = (self.board.version(user.scope), self.board.follower.caught_up.is_set())
-            if now != seen:
-                seen = now
-                await response.write(f"event: change\ndata: {now[0]}\n\n".encode())
-                await asyncio.sleep(COALESCE_S)
-                continue
-            if not await self.board.wait_for_change(KEEPALIVE_S):
-                await response.write(b": keepalive\n\n")
+        try:
+            while not self.closing:
+                now = (self.board.version(user.scope), self.board.follower.caught_up.is_set())
+                if now != seen:
+                    seen = now
+                    await response.write(f"event: change\ndata: {now[0]}\n\n".encode())
+                    await asyncio.sleep(COALESCE_S)
+                    continue
+                if not await self.board.wait_for_change(KEEPALIVE_S):
+                    await response.write(b": keepalive\n\n")
+        except ConnectionResetError:
+            pass  # the page was closed
         return response
 
     # -- acting ---------------------------------------------------------------------------
