@@ -239,7 +239,9 @@ class Board:
         if record is None:
             return None
         trail = self.trails.get(connector_id, Trail())
-        shown = list(trail.events)
+        # A connector is scoped by its latest tenant; each event by its own as well, so a log
+        # in which a connector changed tenants shows neither tenant the other's events.
+        shown = [(p, e) for p, e in trail.events if scope.covers(e.tenant_id)]
         return {
             "connector_id": connector_id,
             "tenant": tenant_key(record.tenant_id),
@@ -249,7 +251,7 @@ class Board:
                 "problem": trail.chain_problem,
                 "events_checked": trail.head_sequence,
             },
-            "earlier_events_not_shown": max(0, trail.head_sequence - len(shown)),
+            "earlier_events_not_shown": max(0, trail.head_sequence - len(trail.events)),
             "events": [
                 {
                     "position": position,

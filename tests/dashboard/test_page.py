@@ -458,3 +458,24 @@ def test_the_dashboard_command_says_what_is_wrong(
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_timeline_shows_only_the_events_of_the_users_tenant() -> None:
+    """A corrupted log can move a connector between tenants (seen: re-decided events without
+    the tenant); neither tenant then sees the other's events in its timeline."""
+    events = failed_connector("globex", "HUBSPOT-CRM")
+    moved = [e.model_copy(update={"tenant_id": None}) for e in failed_connector(None, "X")]
+    last = events[-1]
+    orphan = moved[0].model_copy(
+        update={
+            "connector_id": "HUBSPOT-CRM",
+            "sequence": last.sequence + 1,
+            "prev_hash": last.hash,
+        }
+    )
+    dashboard = dashboard_of([*events, orphan])
+    platform = dashboard.board.timeline(Scope(PLATFORM_TENANT), "HUBSPOT-CRM")
+    assert platform is not None
+    assert [e["sequence"] for e in platform["events"]] == [orphan.sequence]
+    assert "globex" not in json.dumps(platform)
+    assert dashboard.board.timeline(Scope("globex"), "HUBSPOT-CRM") is None
