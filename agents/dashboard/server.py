@@ -4,7 +4,8 @@
     GET  {prefix}/                 the page            GET  {prefix}/api/state       JSON
     GET  {prefix}/fragment         its live part       GET  {prefix}/api/connector?id=
     GET  {prefix}/timeline?id=     a timeline (HTML)   POST {prefix}/api/actions     act
-    GET  {prefix}/events           server-sent events: `change` when the user's view changed
+    GET  {prefix}/events           server-sent events: `change`, with the live part as a JSON
+                                   string, whenever the user's view changed
     GET/POST {prefix}/login, POST {prefix}/logout, GET {prefix}/static/...
 
 Every route but static and login resolves the user first and cuts every view to the user's
@@ -200,7 +201,9 @@ class Dashboard:
                 now = (self.board.version(user.scope), self.board.follower.caught_up.is_set())
                 if now != seen:
                     seen = now
-                    await response.write(f"event: change\ndata: {now[0]}\n\n".encode())
+                    # The new fragment itself (one JSON line): no request back for it.
+                    fragment = json.dumps(render_live(self._snapshot(user), self.slo_s))
+                    await response.write(f"event: change\ndata: {fragment}\n\n".encode())
                     await asyncio.sleep(COALESCE_S)
                     continue
                 if not await self.board.wait_for_change(KEEPALIVE_S):

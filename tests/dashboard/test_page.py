@@ -411,19 +411,27 @@ def test_a_tenant_admins_event_stream_wakes_for_their_tenant_only() -> None:
         assert response.headers["Content-Type"].startswith("text/event-stream")
 
         async def next_change(timeout_s: float) -> str | None:
+            """The live part of the page a `change` event carries."""
             try:
                 while True:
                     line = await asyncio.wait_for(response.content.readline(), timeout_s)
                     if line.startswith(b"event: change"):
-                        return line.decode()
+                        data = await response.content.readline()
+                        fragment: str = json.loads(data.decode().removeprefix("data: "))
+                        return fragment
             except TimeoutError:
                 return None
 
-        assert await next_change(5) is not None  # the first: the page's current version
+        first = await next_change(5)  # the page as it is now
+        assert first is not None
+        assert "GLOBEX-1" in first
         fold(acme)
         assert await next_change(1.0) is None  # acme's events do not reach globex's admin
         fold(globex.events)
-        assert await next_change(5) is not None
+        second = await next_change(5)
+        assert second is not None
+        assert "GLOBEX-2" in second
+        assert "ACME-1" not in second
         response.close()
 
     asyncio.run(with_client(dashboard, check))

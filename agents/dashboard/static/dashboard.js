@@ -1,5 +1,5 @@
-// The admin page's script: live refresh (server-sent events, plus a slow poll for ages and
-// broker figures), filters, timelines and actions. The server renders all HTML; this only
+// The admin page's script: live refresh (server-sent events carrying the new HTML, plus a
+// slow poll for ages and broker figures), filters, timelines and actions. The server renders all HTML; this only
 // swaps it in. No framework, no build step.
 "use strict";
 (function () {
@@ -123,8 +123,13 @@
   });
   for (const control of Object.values(filters)) control.addEventListener("input", applyFilters);
 
+  // Each change carries the new live part, rendered by the server for this user.
   const stream = new EventSource(base + "/events");
-  stream.addEventListener("change", () => refresh());
+  stream.addEventListener("change", (event) => {
+    live.innerHTML = JSON.parse(event.data);
+    applyFilters();
+    if (openConnector) showTimeline(openConnector);
+  });
   stream.addEventListener("open", () => (liveStatus.textContent = "live"));
   stream.addEventListener("error", () => (liveStatus.textContent = "reconnecting…"));
   // Ages, dead letters and lag move without audit events: a slow poll keeps them current.
