@@ -5,6 +5,7 @@ the real broker, a worker and `connector-recovery dashboard`. Screenshots of eac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -90,13 +91,17 @@ class DashboardProcess:
             text=True,
         )
         threading.Thread(target=self._pump, daemon=True).start()
-        wait_for(
-            lambda: "ready\n" in self.lines or self.process.poll() is not None,
-            60,
-            "the dashboard to catch up",
-        )
-        assert self.process.poll() is None, "".join(self.lines)
-        assert f"admin page: {self.url}\n" in self.lines
+        try:
+            wait_for(
+                lambda: "ready\n" in self.lines or self.process.poll() is not None,
+                60,
+                "the dashboard to catch up",
+            )
+            assert self.process.poll() is None, "".join(self.lines)
+            assert f"admin page: {self.url}\n" in self.lines
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def url(self) -> str:
@@ -109,7 +114,11 @@ class DashboardProcess:
 
     def stop(self) -> None:
         self.process.terminate()
-        self.process.wait(20)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def publish(ns: Namespace, tmp: Path, pings: list[dict[str, Any]]) -> None:
@@ -174,26 +183,25 @@ def stack(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stac
     ns = Namespace(kafka, tmp)
     policy = tmp / "policy.yaml"
     policy.write_text(POLICY)
-    worker = Worker(ns, policy=policy).start()
-    publish(ns, tmp, [*history(), failing("GLOBEX-LEDGER", "globex", "schema_mismatch")])
-    wait_for_audit(
-        ns,
-        lambda events: sum(e.type is EventType.RECOVERY_COMPLETED for e in events) == 9,
-        120,
-        "the history's recoveries",
-    )
-    dashboard = DashboardProcess(ns, policy)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"]
-            )
-            yield Stack(ns, tmp, dashboard, worker, browser)
-            browser.close()
-    finally:
-        dashboard.stop()
-        worker.kill()
+    with contextlib.ExitStack() as cleanup:  # whatever fails below, nothing is left running
+        worker = Worker(ns, policy=policy).start()
+        cleanup.callback(worker.kill)
+        publish(ns, tmp, [*history(), failing("GLOBEX-LEDGER", "globex", "schema_mismatch")])
+        wait_for_audit(
+            ns,
+            lambda events: sum(e.type is EventType.RECOVERY_COMPLETED for e in events) == 9,
+            120,
+            "the history's recoveries",
+        )
+        dashboard = DashboardProcess(ns, policy)
+        cleanup.callback(dashboard.stop)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        playwright = cleanup.enter_context(sync_playwright())
+        browser = playwright.chromium.launch(
+            executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"]
+        )
+        cleanup.callback(browser.close)
+        yield Stack(ns, tmp, dashboard, worker, browser)
 
 
 def page_as(stack: Stack, user: str | None) -> Any:
