@@ -10,9 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from agents.broker.client import describe, remember_connect_failures
+from agents.broker.client import (
+    describe,
+    hide_reported_connect_failures,
+    no_broker,
+    remember_connect_failures,
+)
 from streams.policy import PolicyError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -39,6 +44,46 @@ def cmd_kafka(args: argparse.Namespace) -> int:
     return localkafka.main(argv)
 
 
+def cmd_connect(args: argparse.Namespace) -> int:
+    from agents.connect import local as localconnect  # noqa: PLC0415
+
+    argv = [args.action]
+    if args.port:
+        argv += ["--port", str(args.port)]
+    if args.bootstrap:
+        argv += ["--bootstrap", args.bootstrap]
+    return localconnect.main(argv)
+
+
+def cmd_probe_kafka_connect(args: argparse.Namespace) -> int:
+    from agents.connect.probe import ConnectProbe, run_until_signalled  # noqa: PLC0415
+
+    if not args.url.startswith(("http://", "https://")):
+        print(f"error: --url {args.url!r} is not an http(s) URL of Kafka Connect", file=sys.stderr)
+        return EXIT_ERROR
+    if args.interval <= 0 or args.grace <= 0:
+        print("error: --interval and --grace must be positive seconds", file=sys.stderr)
+        return EXIT_ERROR
+    logging.getLogger("connector_recovery.probe").setLevel(logging.INFO)
+    probe = ConnectProbe(
+        _settings(args),
+        args.url,
+        interval_s=args.interval,
+        tenant_key=args.tenant_key,
+        grace_s=args.grace,
+    )
+    try:
+        run_until_signalled(probe, args.metrics_port or None)
+    except OSError as error:  # the /metrics port is taken (the loop itself handles outages)
+        print(
+            f"error: cannot serve /metrics on port {args.metrics_port}: {error.strerror or error};"
+            " choose another --metrics-port",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    return EXIT_OK
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     import faust  # noqa: PLC0415
 
@@ -57,12 +102,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except AuditTopicMisconfigured as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    except Exception as error:  # connection failures: say what and where, not a traceback
+    except KafkaConnectionError:
+        raise  # main's one line: no broker, and how to start one
+    except Exception as error:  # other failures: say what and where, not a traceback
         print(
             f"error: cannot prepare topics on {settings.bootstrap_servers}: {describe(error)}",
             file=sys.stderr,
         )
         return EXIT_ERROR
+    # Faust creates only the last level of its data directory.
+    settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.set_event_loop(asyncio.new_event_loop())
     pipeline = Pipeline(settings, policy)
     worker = faust.Worker(pipeline.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
@@ -122,7 +171,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     try:
         answers = admin.run(settings, command, args.timeout)
-    except Exception as error:  # broker unreachable: say so, exit 2
+    except KafkaConnectionError:
+        raise  # main's one line: no broker, and how to start one
+    except Exception as error:  # anything else the broker answered: say so, exit 2
         print(f"error: {describe(error)}", file=sys.stderr)
         return EXIT_ERROR
     if not answers:
@@ -223,6 +274,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     try:
         read, scope, extra = _read_scoped(args)
+    except KafkaConnectionError:
+        raise  # main's one line: no broker, and how to start one
     except (OSError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -303,10 +356,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_demo(_args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from agents.demo.run import run_demo  # noqa: PLC0415
 
-    return run_demo()
+    return run_demo(with_connect=args.connect)
 
 
 def _add_admin_commands(sub: Any) -> None:
@@ -331,6 +384,16 @@ def _add_admin_commands(sub: Any) -> None:
         if name == "silence":
             command.add_argument("--until", required=True, help="ISO-8601 time")
         command.set_defaults(func=cmd_admin)
+
+
+def _add_dashboard_command(sub: Any) -> None:
+    dashboard = sub.add_parser(
+        "dashboard", help="the admin page: a read-only fold of the audit topic, and actions"
+    )
+    dashboard.add_argument("--port", type=int, default=6070)
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--policy", help="policy YAML with a dashboard: section")
+    dashboard.set_defaults(func=cmd_dashboard)
 
 
 def _add_audit_commands(sub: Any) -> None:
@@ -366,8 +429,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     kafka = sub.add_parser("kafka", help="local single-node Apache Kafka (KRaft)")
     kafka.add_argument("action", choices=["up", "down", "status"])
-    kafka.add_argument("--port", type=int, default=None)
+    kafka.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="client port (default: $KAFKA_PORT, else 9092); the controller listens on PORT+1",
+    )
     kafka.set_defaults(func=cmd_kafka)
+
+    connect = sub.add_parser("connect", help="local Kafka Connect worker (distributed mode)")
+    connect.add_argument("action", choices=["up", "down", "status"])
+    connect.add_argument("--port", type=int, default=None, help="REST port ($CONNECT_PORT, 8083)")
+    connect.add_argument("--bootstrap", help="Kafka bootstrap servers (default: the local broker)")
+    connect.set_defaults(func=cmd_connect)
+
+    probe = sub.add_parser("probe", help="watch a connector runtime and publish health pings")
+    runtimes = probe.add_subparsers(dest="runtime", required=True)
+    kafka_connect = runtimes.add_parser(
+        "kafka-connect", help="every connector of a Kafka Connect cluster, until SIGTERM"
+    )
+    kafka_connect.add_argument(
+        "--url", required=True, help="Kafka Connect REST, e.g. http://127.0.0.1:8083"
+    )
+    kafka_connect.add_argument(
+        "--interval", type=float, default=10.0, help="seconds between checks"
+    )
+    kafka_connect.add_argument(
+        "--tenant-key", default="tenant", help="connector config key holding the tenant id"
+    )
+    kafka_connect.add_argument(
+        "--grace",
+        type=float,
+        default=60.0,
+        help="seconds a connector may stay RESTARTING/UNASSIGNED before it counts as failed",
+    )
+    kafka_connect.add_argument(
+        "--metrics-port", type=int, default=9469, help="port of the probe's /metrics (0: none)"
+    )
+    kafka_connect.set_defaults(func=cmd_probe_kafka_connect)
 
     worker = sub.add_parser("worker", help="run the Faust worker")
     worker.add_argument("--policy", help="policy YAML (see examples/policy.yaml)")
@@ -379,7 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
     publish = sub.add_parser("publish", help="publish health pings")
     publish.add_argument("--connector")
     publish.add_argument("--status", choices=["healthy", "unhealthy", "HEALTHY", "UNHEALTHY"])
-    publish.add_argument("--failure")
+    publish.add_argument(
+        "--failure",
+        help="what failed, as free text (not a fixed set), e.g. timeout, auth, http_503;"
+        " only with --status unhealthy (default there: unknown)",
+    )
     publish.add_argument("--tenant")
     publish.add_argument("--position")
     publish.add_argument("--not-retryable", action="store_true")
@@ -400,26 +503,52 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
     simulate.set_defaults(func=cmd_simulate)
 
-    dashboard = sub.add_parser(
-        "dashboard", help="the admin page: a read-only fold of the audit topic, and actions"
-    )
-    dashboard.add_argument("--port", type=int, default=6070)
-    dashboard.add_argument("--host", default="127.0.0.1")
-    dashboard.add_argument("--policy", help="policy YAML with a dashboard: section")
-    dashboard.set_defaults(func=cmd_dashboard)
+    _add_dashboard_command(sub)
 
     demo = sub.add_parser("demo", help="start Kafka and a worker, show a failure and recovery")
+    demo.add_argument(
+        "--connect",
+        action="store_true",
+        help="also a Kafka Connect worker with real FileStream connectors (one breaks)",
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
+
+
+TIME_OPTIONS = {"since": "--since", "until": "--until", "as_of": "--as-of"}
+
+
+def _bad_time_option(args: argparse.Namespace) -> str | None:
+    """The first time option that is not ISO-8601, as the error to print (checked before any
+    command reads a topic, so a typo costs nothing)."""
+    from streams.timefmt import ms_from_iso  # noqa: PLC0415
+
+    for dest, option in TIME_OPTIONS.items():
+        text = getattr(args, dest, None)
+        if text is None:
+            continue
+        try:
+            ms_from_iso(text)
+        except ValueError:
+            return f"{option}: not an ISO-8601 time: {text!r} (e.g. 2026-01-31T09:30:00Z)"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     remember_connect_failures()
+    hide_reported_connect_failures()
     args = build_parser().parse_args(argv)
+    bad_time = _bad_time_option(args)
+    if bad_time is not None:
+        print(f"error: {bad_time}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         code: int = args.func(args)
-    except KafkaError as error:  # unreachable, refused, unauthorized: one line, exit 2
+    except KafkaConnectionError as error:
+        print(f"error: {no_broker(error, _settings(args).bootstrap_servers)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KafkaError as error:  # refused, unauthorized: one line, exit 2
         print(f"error: {describe(error)}", file=sys.stderr)
         return EXIT_ERROR
     return code

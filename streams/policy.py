@@ -44,8 +44,13 @@ class WebhookAction(_Strict):
 class KafkaConnectAction(_Strict):
     type: Literal["kafka_connect"]
     url: str = Field(pattern=r"^https?://")
-    connector: str = Field(min_length=1)
+    # The Connect connector's name; by default the connector id, so one `defaults:` entry
+    # covers every connector of a cluster watched by `probe kafka-connect`.
+    connector: str | None = Field(default=None, min_length=1)
     timeout_s: Seconds = 5.0
+
+    def connector_name(self, connector_id: str) -> str:
+        return self.connector or connector_id
 
 
 RecoveryAction = Annotated[
@@ -197,9 +202,14 @@ def parse_policy(document: Any) -> Policy:
     return policy
 
 
-def policy_from_yaml(text: str) -> Policy:
+def policy_from_yaml(text: str, source: str = "policy") -> Policy:
+    """`source` names the text in errors (the file's path), with the line and column."""
     try:
         document = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise PolicyError(f"{where}: not valid YAML: {error.problem or error.context}") from None
     except yaml.YAMLError as error:
-        raise PolicyError(f"policy: not valid YAML: {error}") from None
+        raise PolicyError(f"{source}: not valid YAML: {error}") from None
     return parse_policy(document)

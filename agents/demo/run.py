@@ -4,7 +4,8 @@ Starts a local Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), a worker, a local 
 receiver for the admins, and a simulated fleet of 50 connectors with injected faults
 (see agents/demo/simulate.py). A live view shows connector states, open incidents and MTTR; the
 demo itself plays the Platform Admin for the incidents that need one. It ends with a summary
-read from the audit log, verified.
+read from the audit log, verified. `--connect` adds a real Kafka Connect worker with
+FileStream connectors watched by `probe kafka-connect` (agents/demo/connect.py).
 """
 
 from __future__ import annotations
@@ -12,25 +13,30 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaConnectionError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from agents.admin import build_command, send_and_wait
-from agents.broker.client import reader, topic_partitions
+from agents.broker.client import reader, start_client, topic_partitions
+from agents.demo.connect import BROKEN, DemoConnect
 from agents.demo.simulate import Simulation
 from agents.settings import Settings, Topics
-from streams.models import AdminAction, AuditEvent
+from streams.models import AdminAction, AuditEvent, EventType
 from streams.projections import Projection, group_totals, totals
+from streams.timefmt import ms_from_iso
 from streams.verify import Verifier
 
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -70,20 +76,58 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ensure_kafka() -> str:
+def _ensure_kafka() -> tuple[str, int | None, bool]:
+    """The bootstrap address; the port of the local broker when the demo uses one, and
+    whether this copy of the project started it (and so `kafka down` here stops it)."""
+    from agents.broker.local import Broker, answers_metadata  # noqa: PLC0415
+
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if configured:
-        return configured
-    from agents.broker.local import Broker  # noqa: PLC0415
+        if not answers_metadata(configured):  # else the worker fails, after a wait, in its log
+            raise KafkaConnectionError(f"Unable to bootstrap from {configured}")
+        return configured, None, False
 
     broker = Broker(int(os.environ.get("KAFKA_PORT", "9092")))
     console.print(f"[bold]Kafka:[/] {broker.up()}")
-    return broker.bootstrap
+    return broker.bootstrap, broker.port, broker.pid() is not None
 
 
-def _policy(inbox: Inbox) -> str:
+def next_steps(run: str, local_port: int | None, home: Path, ours: bool = True) -> list[str]:
+    """The closing screen's exact commands: the run's data is on topics of its own prefix."""
+    env = {"CR_TOPIC_PREFIX": f"{run}."}
+    if local_port is None:
+        env = {"KAFKA_BOOTSTRAP_SERVERS": os.environ["KAFKA_BOOTSTRAP_SERVERS"], **env}
+    elif "KAFKA_PORT" in os.environ:
+        env = {"KAFKA_PORT": str(local_port), **env}
+    prefix = " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
+    lines = [
+        f"This run's data is on the topics prefixed {run}. (e.g. {run}.connector.audit); "
+        "look at it with:",
+        f"  {prefix} connector-recovery report --format html --out demo-report.html",
+        f"  {prefix} connector-recovery verify",
+        f"  {prefix} connector-recovery replay --connector SAP-AR",
+        f"The worker's log and policy are in {home}",
+    ]
+    if local_port is not None and ours:
+        port_env = f"KAFKA_PORT={local_port} " if "KAFKA_PORT" in os.environ else ""
+        lines.append(
+            f"The local Kafka broker is still running on 127.0.0.1:{local_port}; "
+            f"stop it with: {port_env}connector-recovery kafka down"
+        )
+    elif local_port is not None:
+        lines.append(
+            f"The Kafka broker on 127.0.0.1:{local_port} is still running; it was not started "
+            "from this copy of the project: stop it from where it was started"
+        )
+    return lines
+
+
+def _policy(inbox: Inbox, connectors: str = "") -> str:
     closed = _free_port()  # nothing listens there: initech's webhook is down
-    return f"""
+    connectors_block = f"connectors:\n{connectors}" if connectors else ""
+    return (
+        connectors_block
+        + f"""
 defaults:
   max_retries: 3
   attempt_timeout_s: 4
@@ -102,6 +146,7 @@ dashboard:  # the admin page, signed in with the token "demo" (its sha256 below)
     demo-admin:
       token_sha256: 2a97516c354b68848cdbd8f54a226a0a55b21ed138e207ad6c5cbb9c00aa5aea
 """
+    )
 
 
 def _get_json(port: int, path: str) -> Any:
@@ -128,11 +173,17 @@ def _mttr(port: int) -> str:
     return f"{sum(values) / sum(counts):.1f}s over {sum(counts):.0f}" if sum(counts) else "-"
 
 
-def _view(port: int, sim: Simulation, elapsed: float, actions: list[str]) -> Group:
+def _status(port: int) -> dict[str, Any]:
     try:
-        status = _get_json(port, "/status")
+        status: dict[str, Any] = _get_json(port, "/status")
     except OSError:
-        status = {"connectors": [], "open_incidents": []}
+        return {"connectors": [], "open_incidents": []}
+    return status
+
+
+def _view(
+    status: dict[str, Any], mttr: str, sim: Simulation, elapsed: float, actions: list[str]
+) -> Group:
     failing = [c for c in status["connectors"] if c["phase"] == "FAILED"]
     table = Table(
         title=f"connector-recovery demo — {elapsed:4.0f}s / {DURATION_S:.0f}s, "
@@ -154,21 +205,38 @@ def _view(port: int, sim: Simulation, elapsed: float, actions: list[str]) -> Gro
             incident,
         )
     healthy = len(sim.connectors) - len(failing)
+    now_ms = time.time_ns() // 1_000_000
+    incidents = Table(title="open incidents (they need a human)")
+    for column in ("incident", "connector", "tenant", "age", "acknowledged by"):
+        incidents.add_column(column)
+    for incident in status["open_incidents"][:8]:
+        age_s = (now_ms - ms_from_iso(incident["opened_at"])) / 1000
+        incidents.add_row(
+            incident["incident_id"],
+            incident["connector_id"],
+            incident["tenant_id"] or "_platform",
+            f"{age_s:.0f}s",
+            incident.get("acknowledged_by") or "nobody yet",
+        )
     footer = Table.grid()
     footer.add_row(
         f"healthy or recovered: {healthy}   failing: {len(failing)}   "
-        f"open incidents: {len(status['open_incidents'])}   MTTR so far: "
-        f"{_mttr(port)}"
+        f"open incidents: {len(status['open_incidents'])}   MTTR so far: {mttr}"
     )
     for action in actions[-4:]:
         footer.add_row(f"[cyan]{action}[/]")
-    return Group(table, footer)
+    return Group(table, incidents, footer)
 
 
 async def _play_admin(
-    settings: Settings, port: int, actions: list[str], stop: asyncio.Event
+    settings: Settings,
+    port: int,
+    actions: list[str],
+    stop: asyncio.Event,
+    repairs: dict[str, Callable[[], str]],
 ) -> None:
-    """The Platform Admin: acknowledge open incidents, then recover the connector."""
+    """The Platform Admin: acknowledge open incidents, repair what it knows how to (`repairs`
+    by connector), then recover the connector."""
     handled: set[str] = set()
     while not stop.is_set():
         await asyncio.sleep(2)
@@ -181,6 +249,9 @@ async def _play_admin(
             if incident_id in handled or incident["failure"] == "flapping":
                 continue
             handled.add(incident_id)
+            repair = repairs.get(incident["connector_id"])
+            if repair is not None:
+                actions.append(repair())
             for action, target in (
                 (AdminAction.ACKNOWLEDGE, incident_id),
                 (AdminAction.RECOVER, incident["connector_id"]),
@@ -189,8 +260,21 @@ async def _play_admin(
                     action, target, "demo-admin", reason="Platform Admin intervenes (demo)"
                 )
                 answers = await send_and_wait(settings, command, 20)
-                verdict = answers[0].type.value if answers else "no answer"
-                actions.append(f"admin {action.value.lower()} {target}: {verdict}")
+                actions.append(f"admin {action.value.lower()} {target}: {_verdict(answers)}")
+
+
+def _verdict(answers: list[AuditEvent]) -> str:
+    if not answers:
+        return "no answer"
+    answer = answers[0]
+    if answer.type is EventType.COMMAND_REJECTED:
+        # The decider refuses what the connector's state does not allow (e.g. recovering a
+        # connector that recovered by itself meanwhile); the event carries its reason.
+        return (
+            f"{answer.type.value}: the worker refused it, "
+            f"because {answer.attributes.get('rejection', 'no reason recorded')}"
+        )
+    return answer.type.value
 
 
 def _summary(events: list[AuditEvent]) -> int:
@@ -242,7 +326,7 @@ async def _read_audit(settings: Settings) -> list[AuditEvent]:
     from agents.wire.records import decode_audit  # noqa: PLC0415
 
     consumer = reader(settings)
-    await consumer.start()
+    await start_client(consumer)
     try:
         tps = await topic_partitions(consumer, settings.topics.audit)
         consumer.assign(tps)
@@ -258,17 +342,23 @@ async def _read_audit(settings: Settings) -> list[AuditEvent]:
         await consumer.stop()
 
 
-def run_demo() -> int:
-    bootstrap = _ensure_kafka()
+def run_demo(with_connect: bool = False) -> int:
+    from agents.broker.local import LocalKafkaError  # noqa: PLC0415
+
+    try:
+        bootstrap, local_port, ours = _ensure_kafka()
+    except LocalKafkaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     run = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     settings = Settings.from_env().but(
         bootstrap_servers=bootstrap, app_id=run, topics=Topics().with_prefix(f"{run}.")
     )
-    home = Path(".local") / run
+    from agents.broker.local import HOME  # noqa: PLC0415
+
+    home = HOME / run  # never the current directory: the demo runs from any folder
     home.mkdir(parents=True, exist_ok=True)
     inbox = Inbox()
-    policy = home / "policy.yaml"
-    policy.write_text(_policy(inbox))
     port = _free_port()
     env = {
         **os.environ,
@@ -278,6 +368,11 @@ def run_demo() -> int:
         "CR_TICK_INTERVAL_S": "0.2",
         "PYTHONUNBUFFERED": "1",
     }
+    connect = DemoConnect(bootstrap, run, home, env) if with_connect else None
+    if connect is not None:
+        console.print(f"[bold]Kafka Connect:[/] {connect.start()}")
+    policy = home / "policy.yaml"
+    policy.write_text(_policy(inbox, connect.policy_lines() if connect else ""))
     console.print(f"[bold]Worker:[/] starting ({run}, web on 127.0.0.1:{port}) ...")
     with (home / "worker.log").open("w") as log:
         worker = subprocess.Popen(
@@ -309,26 +404,45 @@ def run_demo() -> int:
             time.sleep(0.2)
         console.print("[bold]Worker:[/] ready — starting a fleet of 50 connectors")
         console.print(f"[bold]Admin page:[/] http://127.0.0.1:{port}/dashboard/ (token: demo)")
-        asyncio.run(_live(settings, port))
+        repairs = {}
+        if connect is not None:
+            connect.start_probe(home / "probe.log")
+            repairs[BROKEN] = connect.repair
+            console.print(f"[bold]Probe:[/] watching {connect.url} (log {home / 'probe.log'})")
+        asyncio.run(_live(settings, port, repairs))
         events = asyncio.run(_read_audit(settings))
     finally:
         worker.terminate()
         worker.wait(60)
+        if connect is not None:
+            console.print(connect.summary())
+            connect.stop()
     console.print(f"webhooks received: {dict(sorted(inbox.received.items()))}")
-    return _summary(events)
+    verdict = _summary(events)
+    for line in next_steps(run, local_port, home, ours):
+        # one line each, never wrapped: they are meant to be copied
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+    return verdict
 
 
-async def _live(settings: Settings, port: int) -> None:
+async def _live(settings: Settings, port: int, repairs: dict[str, Callable[[], str]]) -> None:
     sim = Simulation(settings)
     stop = asyncio.Event()
     actions: list[str] = []
     fleet = asyncio.create_task(sim.run(DURATION_S, stop))
-    admin = asyncio.create_task(_play_admin(settings, port, actions, stop))
+    admin = asyncio.create_task(_play_admin(settings, port, actions, stop, repairs))
     started = time.monotonic()
-    with Live(_view(port, sim, 0, actions), console=console, refresh_per_second=2) as live:
+    elapsed = 0.0
+    with Live(
+        _view(_status(port), "-", sim, 0, actions), console=console, refresh_per_second=2
+    ) as live:
         while not fleet.done():
             await asyncio.sleep(1)
-            live.update(_view(port, sim, time.monotonic() - started, actions))
+            elapsed = time.monotonic() - started
+            live.update(_view(_status(port), _mttr(port), sim, elapsed, actions))
+        # The last frame stays on the screen: without the actions, printed once below.
+        live.update(_view(_status(port), _mttr(port), sim, elapsed, []))
+    console.line()  # off a terminal, the last frame ends without a newline
     stop.set()
     await fleet
     await admin

@@ -173,7 +173,7 @@ class Pipeline:
             broker=f"kafka://{s.bootstrap_servers}",
             broker_credentials=faust_credentials(s),
             store=s.store,
-            datadir=str(s.data_dir),
+            datadir=str(s.worker_data_dir),
             web_enabled=True,
             web_host=s.web_host,
             web_port=s.web_port,
