@@ -330,7 +330,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from agents.dashboard.server import serve  # noqa: PLC0415
+    from agents.dashboard.page import slo_from_alerts  # noqa: PLC0415
+    from agents.dashboard.server import ALERT_RULES, serve  # noqa: PLC0415
     from agents.policyfile import load_policy  # noqa: PLC0415
 
     settings = _settings(args)
@@ -346,8 +347,16 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
+    rules = Path(args.alert_rules) if args.alert_rules else ALERT_RULES
+    if args.alert_rules and slo_from_alerts(rules) is None:
+        print(
+            f"error: no ConnectorMTTRAboveSLO threshold in {rules}: pass the project's"
+            " deploy/prometheus/alerts.yml (or rules with that alert)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     try:
-        asyncio.run(serve(settings, policy, args.host, args.port))
+        asyncio.run(serve(settings, policy, args.host, args.port, rules))
     except OSError as error:  # the port is taken, or the host is not ours
         print(f"error: cannot serve on {args.host}:{args.port}: {error.strerror}", file=sys.stderr)
         return EXIT_ERROR
@@ -393,6 +402,11 @@ def _add_dashboard_command(sub: Any) -> None:
     dashboard.add_argument("--port", type=int, default=6070)
     dashboard.add_argument("--host", default="127.0.0.1")
     dashboard.add_argument("--policy", help="policy YAML with a dashboard: section")
+    dashboard.add_argument(
+        "--alert-rules",
+        help="Prometheus rules whose ConnectorMTTRAboveSLO threshold is the charts' SLO line"
+        " (default: deploy/prometheus/alerts.yml of this checkout)",
+    )
     dashboard.set_defaults(func=cmd_dashboard)
 
 

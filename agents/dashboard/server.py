@@ -45,6 +45,8 @@ log = logging.getLogger("connector_recovery.dashboard")
 
 PREFIX = "/dashboard"
 STATIC = Path(__file__).parent / "static"
+# In a checkout, the rules next to the code; an installed package has none unless told
+# (`dashboard --alert-rules`), and the charts then say the SLO is unknown.
 ALERT_RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 PAGE_ACTIONS = {
     AdminAction.ACKNOWLEDGE,
@@ -297,10 +299,12 @@ class Dashboard:
         raise redirect
 
 
-async def serve(settings: Settings, policy: Policy, host: str, port: int) -> None:
+async def serve(
+    settings: Settings, policy: Policy, host: str, port: int, alert_rules: Path = ALERT_RULES
+) -> None:
     """`connector-recovery dashboard`: a follower of the audit topic and the page, until
     cancelled. Prints the page's URL, then `ready` once the views have caught up."""
-    dashboard = Dashboard(settings, policy, LiveProjection())
+    dashboard = Dashboard(settings, policy, LiveProjection(), alert_rules=alert_rules)
     app = web.Application()
     dashboard.mount(app)
     app.router.add_get("/", dashboard._to_page)

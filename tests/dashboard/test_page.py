@@ -443,6 +443,11 @@ def test_a_tenant_admins_event_stream_wakes_for_their_tenant_only() -> None:
         ("admins: [alice]\n", [], "nobody could sign in: the policy has no dashboard.users"),
         ("dashboard: {colour: red}\n", [], "invalid policy: dashboard.colour"),
         ("dashboard: {users: {alice: {}}}\n", ["--port", "TAKEN"], "cannot serve on"),
+        (
+            "dashboard: {users: {alice: {}}}\n",
+            ["--alert-rules", "missing.yml"],
+            "no ConnectorMTTRAboveSLO threshold in missing.yml",
+        ),
     ],
 )
 def test_the_dashboard_command_says_what_is_wrong(
