@@ -337,6 +337,42 @@ def _audit(args: argparse.Namespace, read: Any, scope: Any, integrity: Any) -> i
     return EXIT_FINDINGS if problems else EXIT_OK
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from agents.dashboard.page import slo_from_alerts  # noqa: PLC0415
+    from agents.dashboard.server import ALERT_RULES, serve  # noqa: PLC0415
+    from agents.policyfile import load_policy  # noqa: PLC0415
+
+    settings = _settings(args)
+    try:
+        policy = load_policy(settings.policy_path)
+    except PolicyError as error:
+        print(f"error: invalid policy: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    if not policy.dashboard.users:
+        print(
+            "error: nobody could sign in: the policy has no dashboard.users"
+            " (see docs/dashboard.md); pass --policy FILE or set CR_POLICY",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    rules = Path(args.alert_rules) if args.alert_rules else ALERT_RULES
+    if args.alert_rules and slo_from_alerts(rules) is None:
+        print(
+            f"error: no ConnectorMTTRAboveSLO threshold in {rules}: pass the project's"
+            " deploy/prometheus/alerts.yml (or rules with that alert)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    try:
+        asyncio.run(serve(settings, policy, args.host, args.port, rules))
+    except OSError as error:  # the port is taken, or the host is not ours
+        print(f"error: cannot serve on {args.host}:{args.port}: {error.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agents.demo.run import run_demo  # noqa: PLC0415
 
@@ -365,6 +401,21 @@ def _add_admin_commands(sub: Any) -> None:
         if name == "silence":
             command.add_argument("--until", required=True, help="ISO-8601 time")
         command.set_defaults(func=cmd_admin)
+
+
+def _add_dashboard_command(sub: Any) -> None:
+    dashboard = sub.add_parser(
+        "dashboard", help="the admin page: a read-only fold of the audit topic, and actions"
+    )
+    dashboard.add_argument("--port", type=int, default=6070)
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--policy", help="policy YAML with a dashboard: section")
+    dashboard.add_argument(
+        "--alert-rules",
+        help="Prometheus rules whose ConnectorMTTRAboveSLO threshold is the charts' SLO line"
+        " (default: deploy/prometheus/alerts.yml of this checkout)",
+    )
+    dashboard.set_defaults(func=cmd_dashboard)
 
 
 def _add_audit_commands(sub: Any) -> None:
@@ -473,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seconds", type=float, default=120.0)
     simulate.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
     simulate.set_defaults(func=cmd_simulate)
+
+    _add_dashboard_command(sub)
 
     demo = sub.add_parser("demo", help="start Kafka and a worker, show a failure and recovery")
     demo.add_argument(

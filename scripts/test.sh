@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh '[dev]'
 # From Debian: promtool (package prometheus) checks and unit-tests deploy/prometheus/alerts.yml;
-# chromium renders the HTML compliance report in a test.
+# chromium renders the HTML compliance report in a test, and Playwright drives it (by
+# executable_path, never `playwright install`) in the admin page's browser tests.
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)

@@ -109,6 +109,23 @@ class EscalationStep(_Strict):
     target: NotifyTarget
 
 
+class DashboardUser(_Strict):
+    """One user of the admin page. `tenant` confines them to one tenant (its key, e.g.
+    `acme`, or `_platform`); without it they see every tenant. Acting still needs the name
+    in the policy's `admins`."""
+
+    token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    tenant: str | None = Field(default=None, min_length=1)
+
+
+class Dashboard(_Strict):
+    """Who may open the admin page: users signing in with a token (only its SHA-256 is
+    kept here) or named by a trusted reverse proxy in `trusted_header`."""
+
+    users: dict[str, DashboardUser] = Field(default_factory=dict)
+    trusted_header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]+$")
+
+
 class Policy(_Strict):
     defaults: ConnectorPolicy = ConnectorPolicy()
     connectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -116,6 +133,7 @@ class Policy(_Strict):
     platform_admin: NotifyTarget = NotifyTarget()
     escalation: tuple[EscalationStep, ...] = ()
     admins: tuple[str, ...] = ()
+    dashboard: Dashboard = Dashboard()
 
     def problems(self) -> list[str]:
         """Errors that need the whole document: per-connector overrides, step order."""

@@ -42,6 +42,8 @@ def test_the_wheel_holds_the_run_time_files(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "agents/broker/pom.xml" in names
     assert "agents/connect/pom.xml" in names
+    assert "agents/dashboard/static/dashboard.js" in names
+    assert "agents/dashboard/static/dashboard.css" in names
     schemas = {p.relative_to(REPO).as_posix() for p in (REPO / "schemas").rglob("*.avsc")}
     assert schemas
     assert schemas <= names

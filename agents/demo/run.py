@@ -141,6 +141,10 @@ platform_admin: {{webhook: "{inbox.url}/platform"}}
 escalation:
   - {{after_s: 20, target: {{webhook: "{inbox.url}/oncall"}}}}
 admins: [demo-admin]
+dashboard:  # the admin page, signed in with the token "demo" (its sha256 below)
+  users:
+    demo-admin:
+      token_sha256: 2a97516c354b68848cdbd8f54a226a0a55b21ed138e207ad6c5cbb9c00aa5aea
 """
     )
 
@@ -399,6 +403,7 @@ def run_demo(with_connect: bool = False) -> int:
                 return 2
             time.sleep(0.2)
         console.print("[bold]Worker:[/] ready — starting a fleet of 50 connectors")
+        console.print(f"[bold]Admin page:[/] http://127.0.0.1:{port}/dashboard/ (token: demo)")
         repairs = {}
         if connect is not None:
             connect.start_probe(home / "probe.log")

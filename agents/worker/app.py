@@ -27,7 +27,9 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaProducer
 
+from agents.audit.live import LiveProjection
 from agents.broker.client import client_options, faust_credentials, partition_of
+from agents.dashboard.server import Dashboard
 from agents.settings import Settings
 from agents.wire.codec import registry
 from agents.wire.records import unpack
@@ -133,7 +135,12 @@ class WorkerApp:
             raw_producer=self._raw_producer,
         )
         self.router = Router(s, self.registry, self.counters)
-        self.web = WebEndpoints(settings, self.counters, self.ready, self._inputs_lag)
+        # One follower of the audit topic feeds /status, /metrics and the admin page.
+        self.dashboard = Dashboard(settings, policy, LiveProjection())
+        self.dashboard.mount(self.app.web.web_app)  # type: ignore[attr-defined]  # Faust's default web driver is aiohttp; its base class does not name the app
+        self.web = WebEndpoints(
+            self.dashboard.board.follower, self.counters, self.ready, self._inputs_lag
+        )
         self.clock = Clock(
             deadlines=self.processor.deadlines,
             front=self.router.front,

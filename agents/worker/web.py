@@ -11,8 +11,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from agents.audit.follow import AuditFollower
-from agents.audit.live import LiveProjection, exposition, metrics_registry
-from agents.settings import Settings
+from agents.audit.live import exposition, metrics_registry
 
 
 def _view(page: Any) -> Any:
@@ -30,7 +29,7 @@ class WebEndpoints:
 
     def __init__(
         self,
-        settings: Settings,
+        follower: AuditFollower,
         counters: dict[str, int],
         ready: asyncio.Event,
         inputs_lag: Callable[[], int],
@@ -38,8 +37,8 @@ class WebEndpoints:
         self.counters = counters
         self.ready = ready
         self.inputs_lag = inputs_lag
-        self.live = LiveProjection()
-        self.follower = AuditFollower(settings, self.live)
+        self.follower = follower
+        self.live = follower.live
         self.metrics = metrics_registry(self.live, counters)
 
     def register(self, app: Any) -> None:

@@ -1,0 +1,1 @@
+"""The Platform Admin's page: live connector states, incidents with actions, trends."""

@@ -1,0 +1,363 @@
+"""The admin page as server-rendered HTML: one renderer for the first load and for every
+live refresh (the script swaps `#live` for `GET fragment`), inline SVG charts, no build
+step and nothing fetched from elsewhere."""
+
+from __future__ import annotations
+
+import re
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agents.dashboard.auth import User
+from agents.dashboard.board import STATES
+
+SLO_ALERT = "ConnectorMTTRAboveSLO"
+ACTIONS_ON_INCIDENT = (("ACKNOWLEDGE", "acknowledge"), ("RESOLVE", "resolve"))
+ACTIONS_ON_CONNECTOR = (("RECOVER", "recover"), ("SILENCE", "silence"))
+
+
+def slo_from_alerts(path: Path) -> float | None:
+    """The MTTR SLO in seconds: the threshold of the `ConnectorMTTRAboveSLO` rule."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    for group in (document or {}).get("groups", []):
+        for rule in group.get("rules", []):
+            if rule.get("alert") == SLO_ALERT:
+                found = re.search(r">\s*([0-9.]+)\s*$", str(rule.get("expr", "")))
+                return float(found.group(1)) if found else None
+    return None
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else escape(str(value))
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours < 48 else f"{hours // 24}d {hours % 24}h"
+
+
+def _when(iso: str | None) -> str:
+    if not iso:
+        return ""
+    return f'<time datetime="{escape(iso)}">{escape(iso[:19].replace("T", " "))}Z</time>'
+
+
+def _buttons(actions: tuple[tuple[str, str], ...], target: str) -> str:
+    return "".join(
+        f'<button type="button" class="act" data-action="{action}" '
+        f'data-target="{escape(target)}">{label}</button>'
+        for action, label in actions
+    )
+
+
+def render_live(snapshot: dict[str, Any], slo_s: float | None) -> str:
+    return "".join(
+        (
+            _status_line(snapshot),
+            _fleet(snapshot["fleet"]),
+            _incidents(snapshot["incidents"]),
+            _connectors(snapshot["connectors"]),
+            _trends(snapshot["trends"], slo_s),
+        )
+    )
+
+
+def _status_line(snapshot: dict[str, Any]) -> str:
+    if snapshot["caught_up"]:
+        fold = (
+            f"live: {snapshot['folded']} audit events folded; "
+            f"{len(snapshot['connectors'])} connectors have a history"
+            " (one that never failed has none yet)"
+        )
+    else:
+        fold = (
+            f"catching up: {snapshot['folded']} of {snapshot['to_fold']} audit events folded"
+            " — figures are incomplete"
+        )
+    return (
+        f'<p class="fold" data-caught-up="{str(snapshot["caught_up"]).lower()}">'
+        f"{escape(fold)} · as of {_when(snapshot['generated_at'])}</p>"
+    )
+
+
+def _fleet(fleet: dict[str, int | None]) -> str:
+    tiles = [(state, fleet[state]) for state in STATES] + [
+        ("open incidents", fleet["open_incidents"]),
+        ("unacknowledged", fleet["unacknowledged"]),
+    ]
+    if fleet["dead_letters"] is not None or fleet["inputs_lag"] is not None:
+        tiles += [("dead letters", fleet["dead_letters"]), ("inputs lag", fleet["inputs_lag"])]
+    cells = "".join(
+        f'<div class="tile tile-{escape(name.replace(" ", "-"))}" data-figure="{escape(name)}">'
+        f'<span class="n">{"?" if value is None else value}</span>'
+        f'<span class="k">{escape(name)}</span></div>'
+        for name, value in tiles
+    )
+    return f'<section class="fleet" aria-label="fleet">{cells}</section>'
+
+
+def _incidents(incidents: list[dict[str, Any]]) -> str:
+    rows = []
+    for incident in incidents:
+        level = incident["escalation_level"]
+        step = "-" if level is None else ("Platform Admin" if level == 0 else f"step {level}")
+        actions = ""
+        if incident["open"]:
+            on_incident = tuple(
+                a
+                for a in ACTIONS_ON_INCIDENT
+                if not (a[0] == "ACKNOWLEDGE" and incident["acknowledged_by"])
+            )
+            actions = _buttons(on_incident, incident["incident_id"]) + _buttons(
+                ACTIONS_ON_CONNECTOR, incident["connector_id"]
+            )
+        rows.append(
+            f'<tr class="{"open" if incident["open"] else "closed"}" '
+            f'data-connector="{escape(incident["connector_id"])}">'
+            f"<td>{_text(incident['incident_id'])}</td>"
+            f"<td>{_text(incident['tenant'])}</td>"
+            f"<td>{_text(incident['failure'])}</td>"
+            f"<td>{'open' if incident['open'] else 'resolved'}</td>"
+            f"<td>{_when(incident['opened_at'])}</td>"
+            f"<td>{duration(incident['age_s'])}</td>"
+            f"<td>{escape(step)}</td>"
+            f"<td>{_text(incident['acknowledged_by']) or '-'}</td>"
+            f'<td class="actions">{actions}</td></tr>'
+        )
+    body = "".join(rows) or '<tr><td colspan="9" class="none">no incidents</td></tr>'
+    return (
+        '<section class="incidents"><h2>Incidents</h2><table id="incidents"><thead><tr>'
+        "<th>incident</th><th>tenant</th><th>failure</th><th>status</th><th>opened</th>"
+        "<th>age</th><th>escalation</th><th>acknowledged by</th><th>actions</th>"
+        f"</tr></thead><tbody>{body}</tbody></table></section>"
+    )
+
+
+def _connectors(connectors: list[dict[str, Any]]) -> str:
+    rows = "".join(
+        f'<tr class="connector state-{escape(c["state"])}" tabindex="0" '
+        f'data-connector="{escape(c["connector_id"])}" data-tenant="{escape(c["tenant"])}" '
+        f'data-state="{escape(c["state"])}">'
+        f"<td>{_text(c['connector_id'])}</td><td>{_text(c['tenant'])}</td>"
+        f'<td><span class="badge">{_text(c["state"])}</span></td>'
+        f"<td>{_when(c['since'])}</td><td>{_text(c['failure'])}</td>"
+        f"<td>{c['attempts']}</td><td>{_text(c['episode'])}</td></tr>"
+        for c in connectors
+    )
+    body = rows or '<tr><td colspan="7" class="none">no connectors yet</td></tr>'
+    return (
+        '<section class="connectors"><h2>Connectors</h2><table id="connectors"><thead><tr>'
+        "<th>connector</th><th>tenant</th><th>state</th><th>since</th><th>failure</th>"
+        f"<th>attempts</th><th>episode</th></tr></thead><tbody>{body}</tbody></table></section>"
+    )
+
+
+def _trends(trends: dict[str, Any], slo_s: float | None) -> str:
+    charts = "".join(
+        chart_svg(tenant, points, trends["window_s"], slo_s)
+        for tenant, points in trends["tenants"].items()
+    )
+    slo = f"SLO: p90 MTTR ≤ {duration(slo_s)}" if slo_s else "SLO: unknown (no alert rules)"
+    window = f"windows of {duration(trends['window_s'])}" if trends["window_s"] else "no failures"
+    return (
+        f'<section class="trends"><h2>Trends</h2><p class="note">{escape(window)} · '
+        f"{escape(slo)} (from the {SLO_ALERT} alert rule)</p>"
+        f'<div class="charts">{charts}</div></section>'
+    )
+
+
+SLO_IN_VIEW_FACTOR = 4
+CHART_W, CHART_H, PAD_L, PAD_R, PAD_T, PAD_B = 440, 190, 44, 34, 26, 28
+# (key, label, colour, stroke width, dash): equal values (one episode in a window) would
+# hide each other, so the lines differ in width and dash as well as colour.
+SERIES = (
+    ("mttr_mean_s", "mean", "#93c5fd", 5, "none"),
+    ("mttr_p50_s", "p50", "#059669", 2, "6 3"),
+    ("mttr_p90_s", "p90", "#d97706", 1.5, "none"),
+)
+
+
+def chart_svg(
+    tenant: str, points: list[dict[str, Any]], window_s: int | None, slo_s: float | None
+) -> str:
+    """MTTR mean/p50/p90 (lines, left axis) and failures (bars, right axis) per window,
+    with the SLO as a dashed line."""
+    plot_w, plot_h = CHART_W - PAD_L - PAD_R, CHART_H - PAD_T - PAD_B
+    n = max(1, len(points))
+    step = plot_w / n
+    values = [p[series[0]] for p in points for series in SERIES if p[series[0]] is not None]
+    # An SLO far above every value would squash the lines flat at the bottom: then the scale
+    # follows the values and the SLO is marked at the top edge as being above the chart.
+    highest = max([*values, 1.0])
+    slo_in_view = slo_s is not None and slo_s <= SLO_IN_VIEW_FACTOR * highest
+    top_s = max(highest, slo_s if slo_in_view and slo_s else 0) * 1.15
+    top_failures = max([p["failures"] for p in points] + [1])
+
+    def y_seconds(value: float) -> float:
+        return float(PAD_T + plot_h - value / top_s * plot_h)
+
+    parts = [
+        f'<svg class="chart" role="img" viewBox="0 0 {CHART_W} {CHART_H}" '
+        f'width="{CHART_W}" height="{CHART_H}" data-tenant="{escape(tenant)}">'
+        f"<title>{escape(tenant)}: MTTR and failures per window</title>",
+        f'<text x="{PAD_L}" y="16" class="ct">{escape(tenant)}</text>',
+        f'<line x1="{PAD_L}" y1="{PAD_T + plot_h}" x2="{PAD_L + plot_w}" '
+        f'y2="{PAD_T + plot_h}" class="axis"/>',
+        f'<text x="{PAD_L - 4}" y="{PAD_T + 4}" class="tick" text-anchor="end">'
+        f"{escape(duration(top_s))}</text>",
+        f'<text x="{PAD_L + plot_w + 4}" y="{PAD_T + 4}" class="tick">{top_failures}</text>',
+    ]
+    for index, point in enumerate(points):
+        height = point["failures"] / top_failures * plot_h
+        parts.append(
+            f'<rect class="bar" x="{PAD_L + index * step + step * 0.2:.1f}" '
+            f'y="{PAD_T + plot_h - height:.1f}" width="{step * 0.6:.1f}" height="{height:.1f}">'
+            f"<title>{escape(point['start'])}: {point['failures']} failure(s)</title></rect>"
+        )
+    for key, label, colour, width, dash in SERIES:
+        # One line per run of windows with recoveries: no line across a window without.
+        runs: list[list[str]] = [[]]
+        for index, point in enumerate(points):
+            if point[key] is None:
+                runs.append([])
+                continue
+            x, y = PAD_L + index * step + step / 2, y_seconds(point[key])
+            runs[-1].append(f"{x:.1f},{y:.1f}")
+            parts.append(
+                f'<circle data-series="{label}" cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>'
+            )
+        parts.extend(
+            f'<polyline class="series" data-series="{label}" points="{" ".join(run)}" '
+            f'fill="none" stroke="{colour}" stroke-width="{width}" stroke-dasharray="{dash}"/>'
+            for run in runs
+            if len(run) > 1
+        )
+    if slo_s and not slo_in_view:
+        parts.append(
+            f'<text x="{PAD_L + plot_w - 2}" y="{PAD_T - 2}" class="tick slo-label slo-above" '
+            f'text-anchor="end">SLO {escape(duration(slo_s))} ↑ above the chart</text>'
+        )
+    elif slo_s:
+        y = y_seconds(slo_s)
+        parts.append(
+            f'<line class="slo" x1="{PAD_L}" y1="{y:.1f}" x2="{PAD_L + plot_w}" y2="{y:.1f}" '
+            f'stroke="#dc2626" stroke-dasharray="5 4"/>'
+            f'<text x="{PAD_L + plot_w - 2}" y="{y - 4:.1f}" class="tick slo-label" '
+            f'text-anchor="end">SLO {escape(duration(slo_s))}</text>'
+        )
+    legend_x = PAD_L + 90
+    for key_index, (_, label, colour, _width, _dash) in enumerate(SERIES):
+        x = legend_x + key_index * 62
+        parts.append(
+            f'<rect x="{x}" y="8" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{x + 14}" y="17" class="tick">{label}</text>'
+        )
+    parts.append(
+        f'<rect x="{legend_x + 186}" y="8" width="10" height="10" class="bar"/>'
+        f'<text x="{legend_x + 200}" y="17" class="tick">failures</text>'
+    )
+    if points:
+        parts.append(
+            f'<text x="{PAD_L}" y="{CHART_H - 8}" class="tick">'
+            f"{escape(points[0]['start'][11:19])}</text>"
+            f'<text x="{PAD_L + plot_w}" y="{CHART_H - 8}" class="tick" text-anchor="end">'
+            f"{escape(points[-1]['start'][11:19])} (+{escape(duration(window_s))})</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _attributes(attributes: dict[str, str]) -> str:
+    return "".join(f"<div><b>{_text(k)}</b> {_text(v)}</div>" for k, v in attributes.items())
+
+
+def render_timeline(timeline: dict[str, Any]) -> str:
+    chain = timeline["chain"]
+    verdict = (
+        f'<p class="chain ok">hash chain intact over {chain["events_checked"]} events</p>'
+        if chain["verdict"] == "intact"
+        else f'<p class="chain broken">hash chain broken: {_text(chain["problem"])}</p>'
+    )
+    rows = "".join(
+        f"<tr><td>{event['sequence']}</td><td>{_when(event['occurred_at'])}</td>"
+        f"<td>{_text(event['type'])}</td><td>{_text(event['incident_id'])}</td>"
+        f"<td>{_text(event['attempt'])}</td><td>{_text(event['mode'])}</td>"
+        f"<td>{_text(event['actor'])}</td><td>{_text(event['failure'])}</td>"
+        f'<td class="attrs">'
+        + _attributes(event["attributes"])
+        + f'</td><td class="hash" title="{_text(event["hash"])}">{_text(event["hash"][:12])}…</td>'
+        f"<td>{_text(event['position'])}</td></tr>"
+        for event in timeline["events"]
+    )
+    earlier = timeline["earlier_events_not_shown"]
+    more = f'<p class="note">{earlier} earlier events not shown</p>' if earlier else ""
+    return (
+        f'<div class="timeline" data-connector="{_text(timeline["connector_id"])}">'
+        f"<h2>Timeline of {_text(timeline['connector_id'])} "
+        f'<span class="badge state-{_text(timeline["state"])}">{_text(timeline["state"])}</span>'
+        f"</h2><p>tenant {_text(timeline['tenant'])} · "
+        + _buttons(ACTIONS_ON_CONNECTOR, timeline["connector_id"])
+        + f"</p>{verdict}{more}<table><thead><tr><th>#</th><th>at</th><th>event</th>"
+        "<th>incident</th><th>attempt</th><th>mode</th><th>actor</th><th>failure</th>"
+        "<th>receipt and attributes</th><th>hash</th><th>log position</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></div>"
+    )
+
+
+def render_page(
+    snapshot: dict[str, Any], user: User, csrf: str, prefix: str, slo_s: float | None
+) -> str:
+    scope = "every tenant" if user.scope.tenant is None else f"tenant {user.scope.tenant}"
+    role = "admin" if user.may_act else "read-only"
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="csrf-token" content="{escape(csrf)}">'
+        f'<meta name="base" content="{escape(prefix)}">'
+        "<title>connector-recovery · admin</title>"
+        f'<link rel="stylesheet" href="{escape(prefix)}/static/dashboard.css"></head><body>'
+        '<header><h1>connector-recovery</h1><span class="who">'
+        f"{escape(user.name)} · {escape(role)} · {escape(scope)}</span>"
+        f'<form method="post" action="{escape(prefix)}/logout" class="logout">'
+        f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
+        '<button type="submit">sign out</button></form></header>'
+        '<p id="answer" role="status" aria-live="polite"></p>'
+        '<nav class="filters"><label>tenant <select id="f-tenant"><option value="">all'
+        '</option></select></label><label>state <select id="f-state"><option value="">all'
+        "</option>"
+        + "".join(f'<option value="{s}">{s}</option>' for s in STATES)
+        + '</select></label><label>search <input id="f-text" type="search" '
+        'placeholder="connector, failure, episode"></label>'
+        '<span id="live-status" class="live-status">connecting…</span></nav>'
+        f'<main id="live">{render_live(snapshot, slo_s)}</main>'
+        '<section id="timeline" aria-label="timeline"></section>'
+        f'<script src="{escape(prefix)}/static/dashboard.js"></script></body></html>'
+    )
+
+
+def render_login(prefix: str, message: str | None) -> str:
+    problem = f'<p class="error">{escape(message)}</p>' if message else ""
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        "<title>connector-recovery · sign in</title>"
+        f'<link rel="stylesheet" href="{escape(prefix)}/static/dashboard.css"></head><body>'
+        '<main class="login"><h1>connector-recovery</h1>'
+        f'{problem}<form method="post" action="{escape(prefix)}/login">'
+        '<label>dashboard token <input type="password" name="token" autocomplete="off" '
+        'autofocus required></label><button type="submit">sign in</button></form>'
+        "</main></body></html>"
+    )

@@ -1,0 +1,494 @@
+"""The admin page without a broker: the routes over a projection fed by the core's own
+events. Who sees what (every route, as a property over random fleets), who may act, CSRF,
+the chain verdict and the SLO line. The browser tests on the real broker and worker are in
+tests/kafka/test_dashboard_browser.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.audit.live import LiveProjection
+from agents.dashboard.auth import CSRF_HEADER, token_digest
+from agents.dashboard.board import Scope
+from agents.dashboard.page import chart_svg, slo_from_alerts
+from agents.dashboard.server import ALERT_RULES, Dashboard
+from agents.settings import Settings
+from streams.models import AdminCommand, AuditEvent, EventType
+from streams.policy import PolicyError, parse_policy
+from streams.projections import PLATFORM_TENANT, tenant_key
+from tests.core.driver import Driver
+
+TENANTS = ["acme", "globex", "initech", None]
+TOKENS = {"alice": "alice-secret", "tara": "tara-secret"}
+POLICY: dict[str, Any] = {
+    "defaults": {"failure_threshold": 1, "max_retries": 0},
+    "admins": ["alice", "ada", "gus"],
+    "dashboard": {
+        "trusted_header": "X-Forwarded-User",
+        "users": {
+            "alice": {"token_sha256": token_digest(TOKENS["alice"])},
+            "tara": {"token_sha256": token_digest(TOKENS["tara"]), "tenant": "acme"},
+            "ada": {"tenant": "acme"},
+            "gus": {"tenant": "globex"},
+            "ivy": {"tenant": "initech"},
+            "pat": {"tenant": PLATFORM_TENANT},
+            "carol": {},
+        },
+    },
+}
+SCOPED_USERS = {"ada": "acme", "gus": "globex", "ivy": "initech", "pat": PLATFORM_TENANT}
+
+Send = Callable[[Settings, AdminCommand, float], Awaitable[list[AuditEvent]]]
+
+
+class Recorder:
+    """Stands in for the broker round trip: records each command and answers like the
+    decider would (accepted: a `connector.recovery.started` by the command's actor)."""
+
+    def __init__(self, rejection: str | None = None) -> None:
+        self.sent: list[AdminCommand] = []
+        self.rejection = rejection
+
+    async def __call__(
+        self, _settings: Settings, command: AdminCommand, _timeout: float
+    ) -> list[AuditEvent]:
+        self.sent.append(command)
+        driver = Driver(connector_id=command.connector_id)
+        driver.ping(False, retryable=False)
+        kind = EventType.COMMAND_REJECTED if self.rejection else EventType.RECOVERY_STARTED
+        attributes = {"command_id": command.command_id}
+        if self.rejection:
+            attributes["rejection"] = self.rejection
+        model = driver.events[-1]
+        return [
+            model.model_copy(
+                update={"type": kind, "actor": command.actor, "attributes": attributes}
+            )
+        ]
+
+
+def fleet_events(fleet: list[tuple[str | None, list[bool]]]) -> tuple[dict[str, str], list[Any]]:
+    owners: dict[str, str] = {}
+    events: list[AuditEvent] = []
+    for index, (tenant, healths) in enumerate(fleet):
+        # Ids that are no substring of each other or of any tenant name.
+        driver = Driver.with_policy(POLICY, connector_id=f"Q{index}Z", tenant_id=tenant)
+        for healthy in healths:
+            driver.advance(1)
+            events.extend(driver.ping(healthy, retryable=index % 2 == 0))
+        if driver.events:  # a connector that was only ever healthy has no audit events
+            owners[driver.connector_id] = tenant_key(tenant)
+    return owners, events
+
+
+def dashboard_of(events: list[AuditEvent], send: Send | None = None) -> Dashboard:
+    dashboard = Dashboard(
+        Settings(), parse_policy(POLICY), LiveProjection(), send=send or Recorder()
+    )
+    for index, event in enumerate(events):
+        if dashboard.board.live.apply(event):
+            dashboard.board.on_event(f"0/{index}", event)
+    dashboard.board.follower.caught_up.set()
+    return dashboard
+
+
+async def with_client(
+    dashboard: Dashboard, check: Callable[[TestClient[Any, Any]], Awaitable[None]]
+) -> None:
+    app = web.Application()
+    dashboard.mount(app)
+    async with TestClient(TestServer(app)) as client:
+        await check(client)
+
+
+def as_user(name: str) -> dict[str, str]:
+    return {"X-Forwarded-User": name}
+
+
+async def csrf_of(client: TestClient[Any, Any], headers: dict[str, str]) -> str:
+    page = await (await client.get("/dashboard/", headers=headers)).text()
+    found = re.search(r'name="csrf-token" content="([0-9a-f]+)"', page)
+    assert found, page[:500]
+    return found.group(1)
+
+
+fleets = st.lists(
+    st.tuples(st.sampled_from(TENANTS), st.lists(st.booleans(), min_size=1, max_size=6)),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(fleets)
+def test_a_tenant_admin_sees_nothing_of_another_tenant_on_any_route(
+    fleet: list[tuple[str | None, list[bool]]],
+) -> None:
+    owners, events = fleet_events(fleet)
+    dashboard = dashboard_of(events)
+    every_tenant = {tenant_key(t) for t in TENANTS}
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        for user, tenant in SCOPED_USERS.items():
+            headers = as_user(user)
+            foreign = {c for c, t in owners.items() if t != tenant} | (every_tenant - {tenant})
+            bodies = [
+                await (await client.get(path, headers=headers)).text()
+                for path in ("/dashboard/", "/dashboard/fragment", "/dashboard/api/state")
+            ]
+            for connector_id in owners:
+                for path in ("/dashboard/timeline", "/dashboard/api/connector"):
+                    response = await client.get(path, params={"id": connector_id}, headers=headers)
+                    assert (response.status == 200) == (owners[connector_id] == tenant)
+                    bodies.append(await response.text())
+            for body in bodies:
+                leaked = {word for word in foreign if word in body}
+                assert not leaked, (user, leaked)
+            state = json.loads(bodies[2])
+            assert {c["connector_id"] for c in state["connectors"]} == {
+                c for c, t in owners.items() if t == tenant
+            }
+            assert state["fleet"]["dead_letters"] is None  # platform figures stay hidden
+
+    asyncio.run(with_client(dashboard, check))
+
+
+def failed_connector(tenant: str | None = "acme", connector_id: str = "SAP-AR") -> list[Any]:
+    driver = Driver.with_policy(POLICY, connector_id=connector_id, tenant_id=tenant)
+    driver.ping(False, failure="auth", retryable=False)
+    return driver.events
+
+
+def test_an_admin_acts_as_the_signed_in_user_whatever_the_body_says() -> None:
+    send = Recorder()
+    dashboard = dashboard_of(failed_connector(), send)
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        headers = as_user("alice")
+        csrf = await csrf_of(client, headers)
+        response = await client.post(
+            "/dashboard/api/actions",
+            json={"action": "RECOVER", "target": "SAP-AR", "actor": "mallory"},
+            headers={**headers, CSRF_HEADER: csrf},
+        )
+        answer = await response.json()
+        assert response.status == 200, answer
+        assert answer["verdict"] == "accepted"
+        assert answer["events"][0]["type"] == "connector.recovery.started"
+        assert [(c.action.value, c.actor, c.connector_id) for c in send.sent] == [
+            ("RECOVER", "alice", "SAP-AR")
+        ]
+
+    asyncio.run(with_client(dashboard, check))
+
+
+def test_the_deciders_rejection_is_the_answer() -> None:
+    send = Recorder(rejection="connector 'SAP-AR' is not failed")
+    dashboard = dashboard_of(failed_connector(), send)
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        headers = as_user("alice")
+        response = await client.post(
+            "/dashboard/api/actions",
+            json={"action": "RECOVER", "target": "SAP-AR"},
+            headers={**headers, CSRF_HEADER: await csrf_of(client, headers)},
+        )
+        answer = await response.json()
+        assert answer["verdict"] == "rejected"
+        assert answer["reason"] == "connector 'SAP-AR' is not failed"
+
+    asyncio.run(with_client(dashboard, check))
+
+
+@pytest.mark.parametrize(
+    ("user", "csrf", "extra", "status", "reason"),
+    [
+        ("carol", "own", {}, 403, "user 'carol' is not in the policy's admins"),
+        ("alice", None, {}, 403, "CSRF token is missing or stale"),
+        ("alice", "other", {}, 403, "CSRF token is missing or stale"),
+        ("alice", "own", {"Sec-Fetch-Site": "cross-site"}, 403, "only from the admin page"),
+        ("gus", "own", {}, 404, "no such connector: SAP-AR"),  # globex's admin, acme's connector
+        ("mallory", None, {}, 403, "'mallory' is not a dashboard user"),
+    ],
+)
+def test_refused_actions_say_why_and_publish_nothing(
+    user: str, csrf: str | None, extra: dict[str, str], status: int, reason: str
+) -> None:
+    send = Recorder()
+    dashboard = dashboard_of(failed_connector(), send)
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        headers = {**as_user(user), **extra}
+        token = {
+            "own": lambda: dashboard.gate.csrf_token(dashboard.gate.named(user)),
+            "other": lambda: dashboard.gate.csrf_token(dashboard.gate.named("gus")),
+        }
+        if csrf is not None:
+            headers[CSRF_HEADER] = token[csrf]()
+        response = await client.post(
+            "/dashboard/api/actions",
+            json={"action": "RECOVER", "target": "SAP-AR"},
+            headers=headers,
+        )
+        assert response.status == status
+        assert reason in (await response.json())["error"]
+        assert send.sent == []
+
+    asyncio.run(with_client(dashboard, check))
+
+
+def test_a_token_signs_in_and_the_cookie_carries_the_session() -> None:
+    dashboard = dashboard_of(failed_connector("acme") + failed_connector("globex", "GLOBEX-1"))
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        anonymous = await client.get("/dashboard/")
+        assert anonymous.status == 401
+        assert 'name="token"' in await anonymous.text()
+        assert (await client.get("/dashboard/api/state")).status == 401
+        wrong = await client.post("/dashboard/login", data={"token": "guess"})
+        assert wrong.status == 401
+        signed_in = await client.post("/dashboard/login", data={"token": TOKENS["tara"]})
+        assert signed_in.status == 200  # followed the redirect to the page
+        cookie = signed_in.history[0].headers["Set-Cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=Strict" in cookie
+        page = await signed_in.text()
+        assert "SAP-AR" in page
+        assert "GLOBEX-1" not in page  # tara is acme's
+        bearer = {"Authorization": f"Bearer {TOKENS['alice']}"}
+        state = await (await client.get("/dashboard/api/state", headers=bearer)).json()
+        assert {c["connector_id"] for c in state["connectors"]} == {"SAP-AR", "GLOBEX-1"}
+
+    asyncio.run(with_client(dashboard, check))
+
+
+def test_the_timeline_shows_receipt_fields_and_a_broken_chain() -> None:
+    driver = Driver.with_policy(POLICY, connector_id="SAP-AR", tenant_id="acme")
+    driver.ping(False)
+    driver.advance(5)
+    driver.ping(True)
+    events = list(driver.events)
+    completed = next(e for e in events if e.type is EventType.RECOVERY_COMPLETED)
+    intact = dashboard_of(events).board.timeline(Scope(), "SAP-AR")
+    assert intact is not None
+    assert intact["chain"]["verdict"] == "intact"
+    shown = next(e for e in intact["events"] if e["type"] == "connector.recovery.completed")
+    assert shown["attributes"] == dict(sorted(completed.attributes.items()))
+    tampered = [
+        e.model_copy(update={"failure": "edited"}) if e.sequence == 1 else e for e in events
+    ]
+    broken = dashboard_of(tampered).board.timeline(Scope(), "SAP-AR")
+    assert broken is not None
+    assert broken["chain"]["verdict"] == "broken"
+    assert "sequence 1 does not match its hash" in broken["chain"]["problem"]
+
+
+def test_the_slo_line_comes_from_the_alert_rules(tmp_path: Path) -> None:
+    assert slo_from_alerts(ALERT_RULES) == 900
+    rules = tmp_path / "alerts.yml"
+    rules.write_text(
+        ALERT_RULES.read_text().replace('quantile="0.9"}) > 900', 'quantile="0.9"}) > 300')
+    )
+    assert slo_from_alerts(rules) == 300
+    assert slo_from_alerts(tmp_path / "missing.yml") is None
+
+
+def test_the_chart_draws_mttr_failures_and_the_slo() -> None:
+    events = []
+    for index, outage_s in enumerate((4, 10, 1000)):  # the last one beyond the SLO
+        driver = Driver.with_policy(POLICY, connector_id=f"C{index}", tenant_id="acme")
+        driver.advance(index * 60)
+        driver.ping(False)
+        driver.advance(outage_s)
+        driver.ping(True)
+        events.extend(driver.events)
+    dashboard = dashboard_of(events)
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        page = await (await client.get("/dashboard/fragment", headers=as_user("alice"))).text()
+        svg = re.search(r'<svg class="chart".*?</svg>', page, re.S)
+        assert svg, page
+        for series in ("mean", "p50", "p90"):
+            assert svg.group(0).count(f'<circle data-series="{series}"') == 3
+        assert 'class="slo"' in svg.group(0)
+        assert "SLO 15m 00s" in svg.group(0)
+        assert svg.group(0).count('class="bar"') >= 3
+
+    asyncio.run(with_client(dashboard, check))
+
+
+def test_an_slo_far_above_every_value_is_marked_above_the_chart() -> None:
+    points = [
+        {"start": "2026-01-01T00:00:00.000Z", "failures": 2, "mttr_mean_s": 12.0,
+         "mttr_p50_s": 10.0, "mttr_p90_s": 30.0},
+    ]  # fmt: skip
+    squashed = chart_svg("acme", points, 10, 900.0)
+    assert 'class="slo"' not in squashed
+    assert "SLO 15m 00s ↑ above the chart" in squashed
+    near = chart_svg("acme", points, 10, 60.0)
+    assert 'class="slo"' in near
+
+
+@pytest.mark.parametrize(
+    ("document", "path"),
+    [
+        ("dashboard: {colour: blue}", "dashboard.colour"),
+        ("dashboard: {users: {bob: {token: plain}}}", "dashboard.users.bob.token"),
+        ("dashboard: {users: {bob: {token_sha256: abc}}}", "dashboard.users.bob.token_sha256"),
+        ("dashboard: {trusted_header: 'X Forwarded'}", "dashboard.trusted_header"),
+    ],
+)
+def test_bad_dashboard_sections_name_the_key(document: str, path: str) -> None:
+    import yaml  # noqa: PLC0415
+
+    with pytest.raises(PolicyError, match=path.replace(".", r"\.")):
+        parse_policy(yaml.safe_load(document))
+
+
+def test_silence_takes_minutes_and_refuses_nonsense() -> None:
+    send = Recorder()
+    dashboard = dashboard_of(failed_connector(), send)
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        headers = as_user("alice")
+        headers[CSRF_HEADER] = await csrf_of(client, headers)
+        for minutes in (0, "soon", 7 * 24 * 60 + 1):
+            response = await client.post(
+                "/dashboard/api/actions",
+                json={"action": "SILENCE", "target": "SAP-AR", "minutes": minutes},
+                headers=headers,
+            )
+            assert response.status == 400
+            assert "bad action request" in (await response.json())["error"]
+        retire = await client.post(
+            "/dashboard/api/actions", json={"action": "RETIRE", "target": "SAP-AR"}, headers=headers
+        )
+        assert retire.status == 400
+        assert send.sent == []
+        before = time.time_ns() // 1_000_000
+        await client.post(
+            "/dashboard/api/actions",
+            json={"action": "SILENCE", "target": "SAP-AR", "minutes": 30, "reason": "maintenance"},
+            headers=headers,
+        )
+        (command,) = send.sent
+        assert command.reason == "maintenance"
+        assert command.until is not None
+        assert 0 <= command.until - (before + 30 * 60_000) < 5_000
+
+    asyncio.run(with_client(dashboard, check))
+
+
+def test_a_tenant_admins_event_stream_wakes_for_their_tenant_only() -> None:
+    dashboard = dashboard_of(failed_connector("globex", "GLOBEX-1"))
+    acme = failed_connector("acme", "ACME-1")
+    globex = Driver.with_policy(POLICY, connector_id="GLOBEX-2", tenant_id="globex")
+    globex.ping(False, failure="auth", retryable=False)
+
+    def fold(events: list[AuditEvent]) -> None:
+        for event in events:
+            if dashboard.board.live.apply(event):
+                dashboard.board.on_event("0/0", event)
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        response = await client.get("/dashboard/events", headers=as_user("gus"))
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+
+        async def next_change(timeout_s: float) -> str | None:
+            """The live part of the page a `change` event carries."""
+            try:
+                while True:
+                    line = await asyncio.wait_for(response.content.readline(), timeout_s)
+                    if line.startswith(b"event: change"):
+                        data = await response.content.readline()
+                        fragment: str = json.loads(data.decode().removeprefix("data: "))
+                        return fragment
+            except TimeoutError:
+                return None
+
+        first = await next_change(5)  # the page as it is now
+        assert first is not None
+        assert "GLOBEX-1" in first
+        fold(acme)
+        assert await next_change(1.0) is None  # acme's events do not reach globex's admin
+        fold(globex.events)
+        second = await next_change(5)
+        assert second is not None
+        assert "GLOBEX-2" in second
+        assert "ACME-1" not in second
+        response.close()
+
+    asyncio.run(with_client(dashboard, check))
+
+
+@pytest.mark.parametrize(
+    ("policy", "argv", "message"),
+    [
+        ("admins: [alice]\n", [], "nobody could sign in: the policy has no dashboard.users"),
+        ("dashboard: {colour: red}\n", [], "invalid policy: dashboard.colour"),
+        ("dashboard: {users: {alice: {}}}\n", ["--port", "TAKEN"], "cannot serve on"),
+        (
+            "dashboard: {users: {alice: {}}}\n",
+            ["--alert-rules", "missing.yml"],
+            "no ConnectorMTTRAboveSLO threshold in missing.yml",
+        ),
+    ],
+)
+def test_the_dashboard_command_says_what_is_wrong(
+    tmp_path: Path, policy: str, argv: list[str], message: str
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = subprocess.run(
+            [sys.executable, "-m", "agents.cli", "dashboard", "--policy", str(path)]
+            + [port if a == "TAKEN" else a for a in argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
+        )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_timeline_shows_only_the_events_of_the_users_tenant() -> None:
+    """A corrupted log can move a connector between tenants (seen: re-decided events without
+    the tenant); neither tenant then sees the other's events in its timeline."""
+    events = failed_connector("globex", "HUBSPOT-CRM")
+    moved = [e.model_copy(update={"tenant_id": None}) for e in failed_connector(None, "X")]
+    last = events[-1]
+    orphan = moved[0].model_copy(
+        update={
+            "connector_id": "HUBSPOT-CRM",
+            "sequence": last.sequence + 1,
+            "prev_hash": last.hash,
+        }
+    )
+    dashboard = dashboard_of([*events, orphan])
+    platform = dashboard.board.timeline(Scope(PLATFORM_TENANT), "HUBSPOT-CRM")
+    assert platform is not None
+    assert [e["sequence"] for e in platform["events"]] == [orphan.sequence]
+    assert "globex" not in json.dumps(platform)
+    assert dashboard.board.timeline(Scope("globex"), "HUBSPOT-CRM") is None
