@@ -40,11 +40,10 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    import faust  # noqa: PLC0415
-
     from agents.broker.topics import AuditTopicMisconfigured, ensure_topics  # noqa: PLC0415
     from agents.policyfile import load_policy  # noqa: PLC0415
     from agents.worker.app import Pipeline  # noqa: PLC0415
+    from agents.worker.restore import RestoringWorker  # noqa: PLC0415
 
     settings = _settings(args)
     try:
@@ -65,7 +64,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     asyncio.set_event_loop(asyncio.new_event_loop())
     pipeline = Pipeline(settings, policy)
-    worker = faust.Worker(pipeline.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    # Restores the state table in bulk before Faust replays its changelog (P5).
+    worker = RestoringWorker(
+        pipeline.app, settings, loglevel=args.loglevel, quiet=True, redirect_stdouts=False
+    )
     # Faust's terminal spinner sets the root logger to DEBUG so it can spin on every record:
     # every debug call in aiokafka and Faust then builds a LogRecord (~9% of a busy worker's
     # CPU in a py-spy profile) and the spinner writes control characters into our output.

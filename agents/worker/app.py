@@ -40,6 +40,7 @@ from agents.wire.codec import AvroCodecError, registry
 from agents.wire.records import audit_record, decode_audit, input_record, unpack
 from agents.worker.clock import DeadlineIndex, due_ticks
 from agents.worker.executors import execute
+from agents.worker.graces import Graces
 from agents.worker.live import LiveProjection, exposition, metrics_registry
 from agents.worker.notifier import deliver
 from agents.worker.repair import reconcile
@@ -208,6 +209,7 @@ class Pipeline:
             value_type=bytes,  # faust picks the "raw" serializer for bytes
         )
         self.router = Router(s, self.registry, self.counters)
+        self.graces = Graces(s, self.registry, self._raw_producer, self.app.crash)
         self._register()
 
     def _register(self) -> None:
@@ -632,29 +634,14 @@ class Pipeline:
             for connector_id, live in self.liveness.items()
             if partition_of(connector_id.encode(), partitions) in owned
         }
-        watched_from = time.monotonic()
-        at = now_ms()
-        # Straight to the router's producer: Faust's send path costs ~200 µs a message,
-        # which made the graces half of a fresh worker's time to ready.
-        producer = await self._raw_producer()
-        codec = self.input_codecs["Watch"]
-        sent = [
-            await producer.send(
-                self.settings.inputs_topic,
-                key=connector_id.encode(),
-                value=codec.encode(input_record(Watch(connector_id=connector_id, at=at))),
-            )
-            for connector_id in sorted(connectors)
-        ]
-        await asyncio.gather(*sent)
+        self.graces.give(sorted(connectors), now_ms())  # in the background, after this
         log.info(
             "partitions %s assigned: %d connectors; table scan %.1fs, log ahead and checkpoints"
-            " %.1fs, heartbeat graces sent %.1fs",
+            " %.1fs",
             sorted(owned),
             len(connectors),
             scanned - began,
-            watched_from - scanned,
-            time.monotonic() - watched_from,
+            time.monotonic() - scanned,
         )
         self.ready.set()
 
