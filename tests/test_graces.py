@@ -30,7 +30,9 @@ class Recorder:
         return done
 
 
-async def _send_graces(connectors: list[str], settings: Settings) -> list[tuple[str, bytes, int]]:
+async def _send_graces(
+    connectors: dict[int, set[str]], settings: Settings
+) -> list[tuple[str, bytes, int]]:
     recorder = Recorder()
     crashes: list[BaseException] = []
 
@@ -51,7 +53,10 @@ async def _send_graces(connectors: list[str], settings: Settings) -> list[tuple[
 def test_every_connector_gets_one_grace_in_its_own_inputs_partition() -> None:
     settings = Settings(partitions=4)
     connectors = [f"CONN-{i:05d}" for i in range(3 * BATCH_ITEMS)]
-    sent = asyncio.run(_send_graces(connectors, settings))
+    by_partition: dict[int, set[str]] = {}
+    for connector_id in connectors:
+        by_partition.setdefault(partition_of(connector_id.encode(), 4), set()).add(connector_id)
+    sent = asyncio.run(_send_graces(by_partition, settings))
     reg = registry()
     watched: list[str] = []
     for offset, (topic, value, partition) in enumerate(sent):

@@ -45,7 +45,8 @@ from agents.worker.live import LiveProjection, exposition, metrics_registry
 from agents.worker.notifier import deliver
 from agents.worker.repair import reconcile
 from agents.worker.router import Router, dead_letter_headers
-from agents.worker.statecodec import dump_state, load_head, load_state
+from agents.worker.statecodec import dump_state, load_state
+from agents.worker.tablescan import scan_owned
 from streams.checkpoint import checkpoint_record
 from streams.decider import decide, next_deadline
 from streams.models import (
@@ -586,26 +587,11 @@ class Pipeline:
         give every owned connector a heartbeat grace."""
         began = time.monotonic()
         owned = self._owned_partitions()
-        connectors: set[str] = set()
-        checkpoints: dict[int, int] = {}
-        heads: dict[int, dict[str, tuple[int, str]]] = {}
         partitions = self.settings.partitions
-        for key, value in list(self.table.items()):
-            if key.startswith(CHECKPOINT_PREFIX):
-                partition = int(key[len(CHECKPOINT_PREFIX) :])
-                if partition in owned:
-                    checkpoints[partition] = int(value)
-                continue
-            partition = partition_of(key, partitions)
-            if partition not in owned:
-                continue  # a standby copy: its owner watches it
-            connector_id = key.decode()
-            connectors.add(connector_id)
-            sequence, head_hash = load_head(value)
-            if sequence:
-                heads.setdefault(partition, {})[connector_id] = (sequence, head_hash)
+        found = scan_owned(self.table, owned, partitions, CHECKPOINT_PREFIX)
+        connectors, heads = found.connectors, found.heads
         scanned = time.monotonic()
-        await self._read_log_ahead(owned, checkpoints)
+        await self._read_log_ahead(owned, found.checkpoints)
         # Kept for partitions this process owned before: Faust acks the events it skips as
         # "from an old generation" during a rebalance (streams.py, `skipped_value`), and
         # commits them, so after a second quick rebalance (a killed member's session expiring)
@@ -626,20 +612,21 @@ class Pipeline:
         self.heads = heads
         await self._read_last_checkpoints()
         for expected in self.policy.expected_connectors:
-            if partition_of(expected.encode(), self.settings.partitions) in owned:
-                connectors.add(expected)
+            partition = partition_of(expected.encode(), partitions)
+            if partition in owned:
+                connectors.setdefault(partition, set()).add(expected)
         self.deadlines.forget()
         self.liveness = {
             connector_id: live
             for connector_id, live in self.liveness.items()
             if partition_of(connector_id.encode(), partitions) in owned
         }
-        self.graces.give(sorted(connectors), now_ms())  # in the background, after this
+        self.graces.give(connectors, now_ms())  # in the background, after this
         log.info(
             "partitions %s assigned: %d connectors; table scan %.1fs, log ahead and checkpoints"
             " %.1fs",
             sorted(owned),
-            len(connectors),
+            sum(len(c) for c in connectors.values()),
             scanned - began,
             time.monotonic() - scanned,
         )

@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
 
-from agents.broker.client import partition_of
 from agents.settings import Settings
 from agents.wire.codec import SchemaRegistry
 from agents.wire.records import input_record
@@ -45,25 +44,20 @@ class Graces:
         self.crash = crash
         self._sending: asyncio.Task[None] | None = None
 
-    def give(self, connectors: list[str], at: int) -> None:
-        """Start sending graces for `connectors`; a newer assignment replaces an older one
-        still being sent (it names every connector the worker owns now)."""
+    def give(self, connectors: dict[int, set[str]], at: int) -> None:
+        """Start sending graces for `connectors` (per inputs partition); a newer assignment
+        replaces an older one still being sent (it names every connector owned now)."""
         if self._sending is not None:
             self._sending.cancel()
         self._sending = asyncio.ensure_future(self._send(connectors, at))
 
-    async def _send(self, connectors: list[str], at: int) -> None:
+    async def _send(self, connectors: dict[int, set[str]], at: int) -> None:
         began = time.monotonic()
-        partitions = self.settings.partitions
-        bound: dict[int, list[str]] = {}
-        for connector_id in connectors:
-            bound.setdefault(partition_of(connector_id.encode(), partitions), []).append(
-                connector_id
-            )
         try:
             producer = await self.producer()
             pending = []
-            for partition, owned in bound.items():
+            for partition, unordered in sorted(connectors.items()):
+                owned = sorted(unordered)
                 for start in range(0, len(owned), BATCH_ITEMS):
                     # One InputBatch at a time, yielding in between: the worker's own start
                     # (seeking, fetching, deciding) goes on while a million graces go out.
@@ -85,7 +79,7 @@ class Graces:
             raise
         log.info(
             "heartbeat graces sent for %d connectors in %.1fs",
-            len(connectors),
+            sum(len(owned) for owned in connectors.values()),
             time.monotonic() - began,
         )
 

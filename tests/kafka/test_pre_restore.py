@@ -19,9 +19,12 @@ from faust.types import TP
 
 from agents.broker.client import partition_of
 from agents.settings import Settings
-from agents.worker.app import Pipeline
+from agents.worker.app import CHECKPOINT_PREFIX, Pipeline, checkpoint_key
 from agents.worker.restore import Restored, pre_restore
+from agents.worker.statecodec import dump_state
+from agents.worker.tablescan import OwnedState, scan_owned
 from streams.policy import parse_policy
+from streams.state import ConnectorState
 from tests.kafka.harness import Namespace, run
 
 pytestmark = pytest.mark.kafka
@@ -49,16 +52,24 @@ async def create_changelog(settings: Settings, topic: str) -> None:
         await admin.close()
 
 
+def table_partition(key: bytes) -> int:
+    """Where the worker writes a table key: a connector's state in its connector's partition,
+    an audit position in the partition it describes."""
+    if key.startswith(CHECKPOINT_PREFIX):
+        return int(key[len(CHECKPOINT_PREFIX) :])
+    return partition_of(key, 4)
+
+
 async def append(
     settings: Settings, topic: str, records: list[tuple[bytes, bytes | None]], latest: Changelog
 ) -> None:
-    """Write `records` as the table would (keyed, in the key's partition) and fold them into
+    """Write `records` as the table would (see `table_partition`) and fold them into
     `latest`, the changelog's latest value per key (a tombstone removes the key)."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
     await producer.start()
     try:
         for key, value in records:
-            partition = partition_of(key, settings.partitions)
+            partition = table_partition(key)
             await producer.send(topic, key=key, value=value, partition=partition)
             if value is None:
                 latest.setdefault(partition, {}).pop(key, None)
@@ -123,6 +134,39 @@ def test_the_store_holds_the_latest_values_and_faust_replays_only_the_tail(
         assert store.persisted_offset(tp) == ends[partition] - 1
         recovery.add_active(table, tp)
         assert recovery.active_offsets[tp] == ends[partition] - 1
+
+
+def test_a_new_owner_scans_only_its_partitions_databases(pipeline: Pipeline) -> None:
+    """agents/worker/tablescan.py over the restored store: the connectors of the owned
+    partitions, their chain heads (none for a connector without events), and the audit
+    positions, exactly as written."""
+    settings, table = pipeline.settings, pipeline.table
+    topic = table.changelog_topic.get_topic_name()
+    owned = {0, 2}
+    states: list[tuple[bytes, bytes | None]] = []
+    expected = OwnedState(CHECKPOINT_PREFIX)
+    for index, key in enumerate(KEYS):
+        record = ConnectorState.new(key.decode()).record._replace(
+            sequence=index % 3, head_hash=f"{index:064x}"
+        )
+        value = dump_state(ConnectorState(record), index)
+        states.append((key, value))
+        partition = partition_of(key, settings.partitions)
+        if partition in owned:
+            expected.add(partition, key, value)
+    for partition in range(settings.partitions):
+        states.append((checkpoint_key(partition), str(100 + partition).encode()))
+    run(create_changelog(settings, topic))
+    run(append(settings, topic, states, {}))
+    run(pre_restore(table, settings))
+
+    found = scan_owned(table, owned, settings.partitions, CHECKPOINT_PREFIX)
+
+    assert found.connectors == expected.connectors
+    assert found.count() == sum(partition_of(k, 4) in owned for k in KEYS)
+    assert found.heads == expected.heads
+    assert all(sequence for heads in found.heads.values() for sequence, _ in heads.values())
+    assert found.checkpoints == {0: 100, 2: 102}
 
 
 def test_nothing_to_restore_without_a_changelog(pipeline: Pipeline) -> None:
