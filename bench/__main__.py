@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import core, floor, latency, replay, state, throughput
+from bench import core, floor, latency, peer, replay, state, throughput
 
 BENCHES = {
     "core": core.main,
@@ -16,6 +16,7 @@ BENCHES = {
     "latency": latency.main,
     "state": state.main,
     "floor": floor.main,
+    "peer": peer.main,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
