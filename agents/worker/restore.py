@@ -89,7 +89,13 @@ async def _restore_partition(
 ) -> Restored:
     path = store.partition_path(tp.partition)
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = store.rocksdb_options.open(path)
+    try:
+        db = store.rocksdb_options.open(path)
+    except Exception as error:  # rocksdict raises a bare Exception; Faust reads its text too
+        if "lock" not in str(error):
+            raise
+        log.warning("%s is open in another process: left to Faust's recovery", path)
+        return Restored(tp.partition, first, first, 0)
     try:
         persisted = db.get(store.offset_key)
         start = max(first, int(persisted) + 1 if persisted is not None else first)

@@ -13,11 +13,12 @@ from typing import cast
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import TopicPartition
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.tables.manager import TableManager
 from faust.types import TP
 
-from agents.broker.client import partition_of
+from agents.broker.client import partition_of, reader
 from agents.settings import Settings
 from agents.worker.app import CHECKPOINT_PREFIX, Pipeline, checkpoint_key
 from agents.worker.restore import Restored, pre_restore
@@ -167,6 +168,29 @@ def test_a_new_owner_scans_only_its_partitions_databases(pipeline: Pipeline) -> 
     assert found.heads == expected.heads
     assert all(sequence for heads in found.heads.values() for sequence, _ in heads.values())
     assert found.checkpoints == {0: 100, 2: 102}
+
+
+def test_a_store_open_elsewhere_is_left_to_faust(pipeline: Pipeline) -> None:
+    settings, table = pipeline.settings, pipeline.table
+    topic = table.changelog_topic.get_topic_name()
+    run(create_changelog(settings, topic))
+    run(append(settings, topic, writes(random.Random(3), 200, "a"), {}))  # noqa: S311 - data
+    store = cast(RocksDBStore, table.data)
+    held = store._db_for_partition(0)  # as a second worker on the same data dir would
+    restored = {r.partition: r for r in run(pre_restore(table, settings))}
+    assert restored[0].records == 0
+    assert held.get(store.offset_key) is None
+    assert sum(r.records for r in restored.values()) == 200 - run(count(settings, topic, 0))
+
+
+async def count(settings: Settings, topic: str, partition: int) -> int:
+    consumer = reader(settings)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        return int((await consumer.end_offsets([tp]))[tp])
+    finally:
+        await consumer.stop()
 
 
 def test_nothing_to_restore_without_a_changelog(pipeline: Pipeline) -> None:
