@@ -21,9 +21,7 @@ import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
-
-from quixstreams import Application, State, message_context
+from typing import TYPE_CHECKING, Any
 
 from agents.policyfile import load_policy
 from agents.wire.codec import registry
@@ -36,6 +34,9 @@ from streams.decider import decide
 from streams.models import AuditEvent, Command, RecoveryRequest
 from streams.policy import Policy
 from streams.state import ConnectorState
+
+if TYPE_CHECKING:
+    from quixstreams import State
 
 STATE_KEY = "state"
 
@@ -59,6 +60,10 @@ class QuixPeer:
     """The decider as a quixstreams StreamingDataFrame."""
 
     def __init__(self, bootstrap: str, health_topic: str, state_dir: Path, expected: int):
+        # Imported here: quixstreams is a dev dependency that only this benchmark uses.
+        from quixstreams import Application, message_context  # noqa: PLC0415
+
+        self.message_context = message_context
         self.registry = registry()
         self.policy = load_policy(None)
         self.audit_codec = self.registry.codec("AuditEvent")
@@ -97,7 +102,7 @@ class QuixPeer:
         live = self.liveness.get(connector_id)
         if live is not None:
             before = before._replace(last_checked_at=live[0], heartbeat_deadline=live[1])
-        context = message_context()
+        context = self.message_context()
         source = f"{context.topic}/{context.partition}/{context.offset}"
         decision = decide(before, ping, self.policy, source)
         after = decision.state
