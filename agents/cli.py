@@ -39,6 +39,46 @@ def cmd_kafka(args: argparse.Namespace) -> int:
     return localkafka.main(argv)
 
 
+def cmd_connect(args: argparse.Namespace) -> int:
+    from agents.connect import local as localconnect  # noqa: PLC0415
+
+    argv = [args.action]
+    if args.port:
+        argv += ["--port", str(args.port)]
+    if args.bootstrap:
+        argv += ["--bootstrap", args.bootstrap]
+    return localconnect.main(argv)
+
+
+def cmd_probe_kafka_connect(args: argparse.Namespace) -> int:
+    from agents.connect.probe import ConnectProbe, run_until_signalled  # noqa: PLC0415
+
+    if not args.url.startswith(("http://", "https://")):
+        print(f"error: --url {args.url!r} is not an http(s) URL of Kafka Connect", file=sys.stderr)
+        return EXIT_ERROR
+    if args.interval <= 0 or args.grace <= 0:
+        print("error: --interval and --grace must be positive seconds", file=sys.stderr)
+        return EXIT_ERROR
+    logging.getLogger("connector_recovery.probe").setLevel(logging.INFO)
+    probe = ConnectProbe(
+        _settings(args),
+        args.url,
+        interval_s=args.interval,
+        tenant_key=args.tenant_key,
+        grace_s=args.grace,
+    )
+    try:
+        run_until_signalled(probe, args.metrics_port or None)
+    except OSError as error:  # the /metrics port is taken (the loop itself handles outages)
+        print(
+            f"error: cannot serve /metrics on port {args.metrics_port}: {error.strerror or error};"
+            " choose another --metrics-port",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    return EXIT_OK
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from agents.broker.topics import AuditTopicMisconfigured, ensure_topics  # noqa: PLC0415
     from agents.policyfile import load_policy  # noqa: PLC0415
@@ -278,10 +318,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_FINDINGS if problems else EXIT_OK
 
 
-def cmd_demo(_args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from agents.demo.run import run_demo  # noqa: PLC0415
 
-    return run_demo()
+    return run_demo(with_connect=args.connect)
 
 
 def _add_admin_commands(sub: Any) -> None:
@@ -344,6 +384,37 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.add_argument("--port", type=int, default=None)
     kafka.set_defaults(func=cmd_kafka)
 
+    connect = sub.add_parser("connect", help="local Kafka Connect worker (distributed mode)")
+    connect.add_argument("action", choices=["up", "down", "status"])
+    connect.add_argument("--port", type=int, default=None, help="REST port ($CONNECT_PORT, 8083)")
+    connect.add_argument("--bootstrap", help="Kafka bootstrap servers (default: the local broker)")
+    connect.set_defaults(func=cmd_connect)
+
+    probe = sub.add_parser("probe", help="watch a connector runtime and publish health pings")
+    runtimes = probe.add_subparsers(dest="runtime", required=True)
+    kafka_connect = runtimes.add_parser(
+        "kafka-connect", help="every connector of a Kafka Connect cluster, until SIGTERM"
+    )
+    kafka_connect.add_argument(
+        "--url", required=True, help="Kafka Connect REST, e.g. http://127.0.0.1:8083"
+    )
+    kafka_connect.add_argument(
+        "--interval", type=float, default=10.0, help="seconds between checks"
+    )
+    kafka_connect.add_argument(
+        "--tenant-key", default="tenant", help="connector config key holding the tenant id"
+    )
+    kafka_connect.add_argument(
+        "--grace",
+        type=float,
+        default=60.0,
+        help="seconds a connector may stay RESTARTING/UNASSIGNED before it counts as failed",
+    )
+    kafka_connect.add_argument(
+        "--metrics-port", type=int, default=9469, help="port of the probe's /metrics (0: none)"
+    )
+    kafka_connect.set_defaults(func=cmd_probe_kafka_connect)
+
     worker = sub.add_parser("worker", help="run the Faust worker")
     worker.add_argument("--policy", help="policy YAML (see examples/policy.yaml)")
     worker.add_argument("--web-port", type=int)
@@ -376,6 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(func=cmd_simulate)
 
     demo = sub.add_parser("demo", help="start Kafka and a worker, show a failure and recovery")
+    demo.add_argument(
+        "--connect",
+        action="store_true",
+        help="also a Kafka Connect worker with real FileStream connectors (one breaks)",
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

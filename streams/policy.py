@@ -44,8 +44,13 @@ class WebhookAction(_Strict):
 class KafkaConnectAction(_Strict):
     type: Literal["kafka_connect"]
     url: str = Field(pattern=r"^https?://")
-    connector: str = Field(min_length=1)
+    # The Connect connector's name; by default the connector id, so one `defaults:` entry
+    # covers every connector of a cluster watched by `probe kafka-connect`.
+    connector: str | None = Field(default=None, min_length=1)
     timeout_s: Seconds = 5.0
+
+    def connector_name(self, connector_id: str) -> str:
+        return self.connector or connector_id
 
 
 RecoveryAction = Annotated[

@@ -92,6 +92,35 @@ def kafka_version() -> str:
     return match.group(1)
 
 
+def copy_dependencies(pom: Path, target: Path, what: str) -> Path:
+    """Resolve the runtime jars of `pom` from Maven Central into `target`, once."""
+    marker = target / ".complete"
+    if marker.exists():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    command = [
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={target}",
+    ]
+    print(f"resolving {what} jars from Maven Central ...", file=sys.stderr)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise LocalKafkaError(
+            "mvn not found: install Apache Maven (apt-get install maven)"
+        ) from None
+    if result.returncode != 0:
+        raise LocalKafkaError(f"mvn failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+    marker.write_text(what)
+    return target
+
+
 @dataclass(frozen=True)
 class Broker:
     port: int
@@ -130,28 +159,7 @@ class Broker:
 
     # -- jars -----------------------------------------------------------------------------
     def resolve_jars(self) -> Path:
-        marker = self.jars / ".complete"
-        if marker.exists():
-            return self.jars
-        self.jars.mkdir(parents=True, exist_ok=True)
-        command = [
-            "mvn",
-            "-q",
-            "-B",
-            "-f",
-            str(POM),
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={self.jars}",
-        ]
-        print(
-            f"resolving Apache Kafka {kafka_version()} jars from Maven Central ...", file=sys.stderr
-        )
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise LocalKafkaError(f"mvn failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
-        marker.write_text(kafka_version())
-        return self.jars
+        return copy_dependencies(POM, self.jars, f"Apache Kafka {kafka_version()}")
 
     def _java(self, *args: str, heap: str | None = None) -> list[str]:
         command = ["java"]

@@ -38,14 +38,24 @@ def pings_from_jsonl(path: Path) -> list[HealthPing]:
     return pings
 
 
+async def open_producer(settings: Settings) -> AIOKafkaProducer:
+    """A started producer with the project's delivery options (the caller stops it)."""
+    producer = AIOKafkaProducer(
+        **client_options(settings), acks="all", enable_idempotence=True, linger_ms=5
+    )
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()  # else asyncio reports an unclosed producer after the error
+        raise
+    return producer
+
+
 async def publish_records(
     settings: Settings, topic: str, schema: str, records: Iterable[tuple[str, dict[str, Any]]]
 ) -> int:
     codec = registry().codec(schema)
-    producer = AIOKafkaProducer(
-        **client_options(settings), acks="all", enable_idempotence=True, linger_ms=5
-    )
-    await producer.start()
+    producer = await open_producer(settings)
     sent = 0
     try:
         futures = []

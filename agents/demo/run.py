@@ -4,7 +4,8 @@ Starts a local Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), a worker, a local 
 receiver for the admins, and a simulated fleet of 50 connectors with injected faults
 (see agents/demo/simulate.py). A live view shows connector states, open incidents and MTTR; the
 demo itself plays the Platform Admin for the incidents that need one. It ends with a summary
-read from the audit log, verified.
+read from the audit log, verified. `--connect` adds a real Kafka Connect worker with
+FileStream connectors watched by `probe kafka-connect` (agents/demo/connect.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from rich.table import Table
 
 from agents.admin import build_command, send_and_wait
 from agents.broker.client import reader, topic_partitions
+from agents.demo.connect import BROKEN, DemoConnect
 from agents.demo.simulate import Simulation
 from agents.settings import Settings, Topics
 from streams.models import AdminAction, AuditEvent
@@ -81,9 +84,12 @@ def _ensure_kafka() -> str:
     return broker.bootstrap
 
 
-def _policy(inbox: Inbox) -> str:
+def _policy(inbox: Inbox, connectors: str = "") -> str:
     closed = _free_port()  # nothing listens there: initech's webhook is down
-    return f"""
+    connectors_block = f"connectors:\n{connectors}" if connectors else ""
+    return (
+        connectors_block
+        + f"""
 defaults:
   max_retries: 3
   attempt_timeout_s: 4
@@ -98,6 +104,7 @@ escalation:
   - {{after_s: 20, target: {{webhook: "{inbox.url}/oncall"}}}}
 admins: [demo-admin]
 """
+    )
 
 
 def _get_json(port: int, path: str) -> Any:
@@ -162,9 +169,14 @@ def _view(port: int, sim: Simulation, elapsed: float, actions: list[str]) -> Gro
 
 
 async def _play_admin(
-    settings: Settings, port: int, actions: list[str], stop: asyncio.Event
+    settings: Settings,
+    port: int,
+    actions: list[str],
+    stop: asyncio.Event,
+    repairs: dict[str, Callable[[], str]],
 ) -> None:
-    """The Platform Admin: acknowledge open incidents, then recover the connector."""
+    """The Platform Admin: acknowledge open incidents, repair what it knows how to (`repairs`
+    by connector), then recover the connector."""
     handled: set[str] = set()
     while not stop.is_set():
         await asyncio.sleep(2)
@@ -177,6 +189,9 @@ async def _play_admin(
             if incident_id in handled or incident["failure"] == "flapping":
                 continue
             handled.add(incident_id)
+            repair = repairs.get(incident["connector_id"])
+            if repair is not None:
+                actions.append(repair())
             for action, target in (
                 (AdminAction.ACKNOWLEDGE, incident_id),
                 (AdminAction.RECOVER, incident["connector_id"]),
@@ -254,7 +269,7 @@ async def _read_audit(settings: Settings) -> list[AuditEvent]:
         await consumer.stop()
 
 
-def run_demo() -> int:
+def run_demo(with_connect: bool = False) -> int:
     bootstrap = _ensure_kafka()
     run = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     settings = Settings.from_env().but(
@@ -263,8 +278,6 @@ def run_demo() -> int:
     home = Path(".local") / run
     home.mkdir(parents=True, exist_ok=True)
     inbox = Inbox()
-    policy = home / "policy.yaml"
-    policy.write_text(_policy(inbox))
     port = _free_port()
     env = {
         **os.environ,
@@ -274,6 +287,11 @@ def run_demo() -> int:
         "CR_TICK_INTERVAL_S": "0.2",
         "PYTHONUNBUFFERED": "1",
     }
+    connect = DemoConnect(bootstrap, run, home, env) if with_connect else None
+    if connect is not None:
+        console.print(f"[bold]Kafka Connect:[/] {connect.start()}")
+    policy = home / "policy.yaml"
+    policy.write_text(_policy(inbox, connect.policy_lines() if connect else ""))
     console.print(f"[bold]Worker:[/] starting ({run}, web on 127.0.0.1:{port}) ...")
     with (home / "worker.log").open("w") as log:
         worker = subprocess.Popen(
@@ -304,21 +322,29 @@ def run_demo() -> int:
                 return 2
             time.sleep(0.2)
         console.print("[bold]Worker:[/] ready — starting a fleet of 50 connectors")
-        asyncio.run(_live(settings, port))
+        repairs = {}
+        if connect is not None:
+            connect.start_probe(home / "probe.log")
+            repairs[BROKEN] = connect.repair
+            console.print(f"[bold]Probe:[/] watching {connect.url} (log {home / 'probe.log'})")
+        asyncio.run(_live(settings, port, repairs))
         events = asyncio.run(_read_audit(settings))
     finally:
         worker.terminate()
         worker.wait(60)
+        if connect is not None:
+            console.print(connect.summary())
+            connect.stop()
     console.print(f"webhooks received: {dict(sorted(inbox.received.items()))}")
     return _summary(events)
 
 
-async def _live(settings: Settings, port: int) -> None:
+async def _live(settings: Settings, port: int, repairs: dict[str, Callable[[], str]]) -> None:
     sim = Simulation(settings)
     stop = asyncio.Event()
     actions: list[str] = []
     fleet = asyncio.create_task(sim.run(DURATION_S, stop))
-    admin = asyncio.create_task(_play_admin(settings, port, actions, stop))
+    admin = asyncio.create_task(_play_admin(settings, port, actions, stop, repairs))
     started = time.monotonic()
     with Live(_view(port, sim, 0, actions), console=console, refresh_per_second=2) as live:
         while not fleet.done():

@@ -34,6 +34,8 @@ from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
+from agents.audit.follow import AuditFollower
+from agents.audit.live import LiveProjection, exposition, metrics_registry
 from agents.broker.client import client_options, faust_credentials, partition_of, reader
 from agents.settings import Settings
 from agents.wire.codec import AvroCodecError, registry
@@ -41,7 +43,6 @@ from agents.wire.records import audit_record, decode_audit, input_record, unpack
 from agents.worker.clock import DeadlineIndex, due_ticks
 from agents.worker.executors import execute
 from agents.worker.graces import Graces
-from agents.worker.live import LiveProjection, exposition, metrics_registry
 from agents.worker.notifier import deliver
 from agents.worker.repair import reconcile
 from agents.worker.router import Router, dead_letter_headers
@@ -165,6 +166,7 @@ class Pipeline:
         self.checkpointed: dict[int, int] = {}
         self.checkpoint_prev: dict[int, str] = {}
         self.live = LiveProjection()
+        self.follower = AuditFollower(settings, self.live)
         self.metrics = metrics_registry(self.live, self.counters_view())
         s = settings
         self.app = faust.App(
@@ -222,7 +224,7 @@ class Pipeline:
         # one instance for at most its bounded retries, never the other connectors.
         self.app.agent(self.requests_topic, name="execute", concurrency=8)(self._execute_stream)
         self.app.agent(self.notifications_topic, name="notify", concurrency=16)(self._notify_stream)
-        self.app.agent(self.audit_topic, name="observe")(self._observe_stream)
+        self.app.task(self._follow_audit)
         for path, page in (
             ("/metrics", self._metrics_page),
             ("/status", self._status_page),
@@ -517,17 +519,10 @@ class Pipeline:
         return f"{base}?tenant={tenant_key(tenant_id)}"
 
     # -- live view of the audit log -----------------------------------------------------------
-    async def _observe_stream(self, stream: Any) -> None:
-        async for event in stream.events():
-            try:
-                self.live.apply(decode_audit(self.registry, event.value))
-            except (AvroCodecError, ValidationError) as error:
-                log.error(
-                    "undecodable audit record at %s/%s: %s",
-                    event.message.partition,
-                    event.message.offset,
-                    error,
-                )
+    async def _follow_audit(self) -> None:
+        """The whole audit topic from the beginning (agents/audit/follow.py): a restarted
+        worker, or one owning other partitions, shows what a replay shows."""
+        await self.follower.run()
 
     def counters_view(self) -> dict[str, int]:
         return self.counters
@@ -554,8 +549,10 @@ class Pipeline:
         return web.json(self.live.status(tenant))
 
     async def _healthz_page(self, web: Any, _request: Any) -> Any:
-        ok = self.ready.is_set()
-        return web.json({"ready": ok}, status=200 if ok else 503)
+        processing, views = self.ready.is_set(), self.follower.caught_up.is_set()
+        ok = processing and views
+        body = {"ready": ok, "processing": processing, "views_caught_up": views}
+        return web.json(body, status=200 if ok else 503)
 
     # -- time ---------------------------------------------------------------------------------
     async def _clock(self) -> None:
@@ -699,5 +696,6 @@ class Pipeline:
 
     async def _announce_ready(self) -> None:
         await self.ready.wait()
+        await self.follower.caught_up.wait()
         # One plain line on stdout that scripts and tests wait for.
         print("ready", flush=True)

@@ -5,6 +5,7 @@
 * `webhook` — POST the request (JSON) to the URL; 2xx = accepted.
 * `kafka_connect` — Kafka Connect REST (KIP-745):
   `POST {url}/connectors/{name}/restart?includeTasks=true&onlyFailed=true`; 202/204 = accepted.
+  `name` is the action's `connector`, by default the connector id.
 
 The action's success never completes a recovery; only a healthy ping does.
 """
@@ -52,8 +53,17 @@ async def execute(
             headers["X-Connector-Recovery-Signature"] = signature(secret, body)
         outcome = await post(session, action.url, body, headers=headers, timeout_s=action.timeout_s)
     elif isinstance(action, KafkaConnectAction):
-        url = kafka_connect_restart_url(action.url, action.connector)
-        outcome = await post(session, url, b"", timeout_s=action.timeout_s, accept=(202, 204))
+        url = kafka_connect_restart_url(action.url, action.connector_name(request.connector_id))
+        # Connect's REST resources consume JSON only: without this header aiohttp labels the
+        # empty body application/octet-stream and Connect answers 415 Unsupported Media Type.
+        outcome = await post(
+            session,
+            url,
+            b"",
+            headers={"Content-Type": "application/json"},
+            timeout_s=action.timeout_s,
+            accept=(202, 204),
+        )
     else:  # pragma: no cover - the policy model admits no other type
         raise TypeError(f"unknown recovery action {action!r}")
     return RecoveryResult(

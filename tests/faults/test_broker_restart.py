@@ -16,7 +16,7 @@ from tests.kafka.harness import (
     Namespace,
     Worker,
     fleet_policy,
-    free_port,
+    free_broker_port,
     wait_caught_up,
     wait_for,
 )
@@ -30,7 +30,7 @@ RESTARTS = 3 if FULL else 1
 def own_broker() -> Iterator[Broker]:
     """A broker of this test's own: restarting the shared one would disturb nothing here,
     but the shared one may be a cluster we do not control (KAFKA_BOOTSTRAP_SERVERS)."""
-    broker = Broker(free_port())
+    broker = Broker(free_broker_port())
     shutil.rmtree(broker.data, ignore_errors=True)
     broker.up(timeout_s=180)
     yield broker

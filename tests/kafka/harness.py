@@ -68,6 +68,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_broker_port(avoid: frozenset[int] = frozenset()) -> int:
+    """A port for a local broker: it and the one above it (the broker's controller listener)
+    are free, and neither is in `avoid`."""
+    import socket  # noqa: PLC0415
+
+    while True:
+        port = free_port()
+        if port + 1 > 65535 or {port, port + 1} & avoid:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
 @dataclass
 class Namespace:
     """Fresh topic names and app id for one test, so tests never see each other's data."""

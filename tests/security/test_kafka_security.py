@@ -33,6 +33,7 @@ from streams.models import AuditEvent, EventType
 from tests.kafka.harness import (
     Namespace,
     Worker,
+    free_broker_port,
     free_port,
     read_audit,
     read_records,
@@ -91,7 +92,10 @@ class SecureKafka:
 @pytest.fixture(scope="module")
 def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
     pki = make_pki(tmp_path_factory.mktemp("pki"))
-    broker = Broker(free_port(), sasl_port=free_port(), keystore=pki.keystore)
+    port = free_broker_port()
+    broker = Broker(
+        port, sasl_port=free_broker_port(frozenset({port, port + 1})), keystore=pki.keystore
+    )
     shutil.rmtree(broker.data, ignore_errors=True)
     broker.up(timeout_s=180)
     try:

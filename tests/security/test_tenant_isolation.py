@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.audit.live import LiveProjection
 from agents.audit.log import LogRead, Scope
 from agents.audit.report import build
-from agents.worker.live import LiveProjection
 from agents.worker.notifier import resolve_target
 from streams.models import AuditEvent, NotificationRequest
 from streams.policy import parse_policy
