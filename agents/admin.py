@@ -8,7 +8,7 @@ import os
 import time
 import uuid
 
-from agents.broker.client import reader, topic_partitions
+from agents.broker.client import reader, start_client, topic_partitions
 from agents.broker.producer import publish_records
 from agents.settings import Settings
 from agents.wire.codec import registry
@@ -65,7 +65,7 @@ async def send_and_wait(
 ) -> list[AuditEvent]:
     """Every audit event answering the command (empty if none came within the timeout)."""
     consumer = reader(settings)
-    await consumer.start()
+    await start_client(consumer)
     try:
         tps = await topic_partitions(consumer, settings.topics.audit)
         consumer.assign(tps)

@@ -10,9 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from agents.broker.client import describe, remember_connect_failures
+from agents.broker.client import (
+    describe,
+    hide_reported_connect_failures,
+    no_broker,
+    remember_connect_failures,
+)
 from streams.policy import PolicyError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -82,7 +87,7 @@ def cmd_probe_kafka_connect(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from agents.broker.topics import AuditTopicMisconfigured, ensure_topics  # noqa: PLC0415
     from agents.policyfile import load_policy  # noqa: PLC0415
-    from agents.worker.app import Pipeline  # noqa: PLC0415
+    from agents.worker.app import WorkerApp  # noqa: PLC0415
     from agents.worker.restore import RestoringWorker  # noqa: PLC0415
 
     settings = _settings(args)
@@ -96,14 +101,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except AuditTopicMisconfigured as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    except Exception as error:  # connection failures: say what and where, not a traceback
+    except KafkaConnectionError:
+        raise  # main's one line: no broker, and how to start one
+    except Exception as error:  # other failures: say what and where, not a traceback
         print(
             f"error: cannot prepare topics on {settings.bootstrap_servers}: {describe(error)}",
             file=sys.stderr,
         )
         return EXIT_ERROR
+    # Faust creates only the last level of its data directory.
+    settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.set_event_loop(asyncio.new_event_loop())
-    pipeline = Pipeline(settings, policy)
+    pipeline = WorkerApp(settings, policy)
     # Restores the state table in bulk before Faust replays its changelog (P5).
     worker = RestoringWorker(
         pipeline.app, settings, loglevel=args.loglevel, quiet=True, redirect_stdouts=False
@@ -164,7 +173,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     try:
         answers = admin.run(settings, command, args.timeout)
-    except Exception as error:  # broker unreachable: say so, exit 2
+    except KafkaConnectionError:
+        raise  # main's one line: no broker, and how to start one
+    except Exception as error:  # anything else the broker answered: say so, exit 2
         print(f"error: {describe(error)}", file=sys.stderr)
         return EXIT_ERROR
     if not answers:
@@ -265,6 +276,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     try:
         read, scope, extra = _read_scoped(args)
+    except KafkaConnectionError:
+        raise  # main's one line: no broker, and how to start one
     except (OSError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -381,7 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     kafka = sub.add_parser("kafka", help="local single-node Apache Kafka (KRaft)")
     kafka.add_argument("action", choices=["up", "down", "status"])
-    kafka.add_argument("--port", type=int, default=None)
+    kafka.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="client port (default: $KAFKA_PORT, else 9092); the controller listens on PORT+1",
+    )
     kafka.set_defaults(func=cmd_kafka)
 
     connect = sub.add_parser("connect", help="local Kafka Connect worker (distributed mode)")
@@ -425,7 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
     publish = sub.add_parser("publish", help="publish health pings")
     publish.add_argument("--connector")
     publish.add_argument("--status", choices=["healthy", "unhealthy", "HEALTHY", "UNHEALTHY"])
-    publish.add_argument("--failure")
+    publish.add_argument(
+        "--failure",
+        help="what failed, as free text (not a fixed set), e.g. timeout, auth, http_503;"
+        " only with --status unhealthy (default there: unknown)",
+    )
     publish.add_argument("--tenant")
     publish.add_argument("--position")
     publish.add_argument("--not-retryable", action="store_true")
@@ -456,13 +478,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TIME_OPTIONS = {"since": "--since", "until": "--until", "as_of": "--as-of"}
+
+
+def _bad_time_option(args: argparse.Namespace) -> str | None:
+    """The first time option that is not ISO-8601, as the error to print (checked before any
+    command reads a topic, so a typo costs nothing)."""
+    from streams.timefmt import ms_from_iso  # noqa: PLC0415
+
+    for dest, option in TIME_OPTIONS.items():
+        text = getattr(args, dest, None)
+        if text is None:
+            continue
+        try:
+            ms_from_iso(text)
+        except ValueError:
+            return f"{option}: not an ISO-8601 time: {text!r} (e.g. 2026-01-31T09:30:00Z)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     remember_connect_failures()
+    hide_reported_connect_failures()
     args = build_parser().parse_args(argv)
+    bad_time = _bad_time_option(args)
+    if bad_time is not None:
+        print(f"error: {bad_time}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         code: int = args.func(args)
-    except KafkaError as error:  # unreachable, refused, unauthorized: one line, exit 2
+    except KafkaConnectionError as error:
+        print(f"error: {no_broker(error, _settings(args).bootstrap_servers)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KafkaError as error:  # refused, unauthorized: one line, exit 2
         print(f"error: {describe(error)}", file=sys.stderr)
         return EXIT_ERROR
     return code

@@ -14,4 +14,4 @@ def load_policy(path: Path | None) -> Policy:
         text = path.read_text()
     except OSError as error:
         raise PolicyError(f"cannot read policy {path}: {error.strerror}") from None
-    return policy_from_yaml(text)
+    return policy_from_yaml(text, source=str(path))

@@ -11,6 +11,14 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def state_home() -> Path:
+    """The per-user state directory of the project (XDG Base Directory): worker data, the
+    demo's files and, outside a source checkout, the local broker. Never the current
+    directory, so every command works from any folder."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "connector-recovery"
+
+
 @dataclass(frozen=True)
 class Topics:
     health: str = "connector.health"
@@ -78,7 +86,8 @@ class Settings:
     app_id: str = "connector-recovery"
     topics: Topics = field(default_factory=Topics)
     partitions: int = 4
-    data_dir: Path = Path(".local/worker-data")
+    # None: `state_home() / app_id`, created with its parents when the worker starts.
+    data_dir: Path | None = None
     web_port: int = 6066
     web_host: str = "127.0.0.1"
     store: str = "rocksdb://"
@@ -87,6 +96,10 @@ class Settings:
     tick_interval_s: float = 1.0
     checkpoint_interval_s: float = 60.0
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+    @property
+    def worker_data_dir(self) -> Path:
+        return self.data_dir if self.data_dir is not None else state_home() / self.app_id
 
     @property
     def inputs_topic(self) -> str:
@@ -103,7 +116,7 @@ class Settings:
             app_id=_env("CR_APP_ID", "connector-recovery"),
             topics=Topics().with_prefix(prefix),
             partitions=int(_env("CR_PARTITIONS", "4")),
-            data_dir=Path(_env("CR_DATA_DIR", ".local/worker-data")),
+            data_dir=Path(os.environ["CR_DATA_DIR"]) if os.environ.get("CR_DATA_DIR") else None,
             web_port=int(_env("CR_WEB_PORT", "6066")),
             store=_env("CR_STORE", "rocksdb://"),
             policy_path=Path(policy) if policy else None,

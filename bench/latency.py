@@ -21,7 +21,7 @@ from agents.settings import Settings
 from agents.wire.codec import registry
 from bench.replay import bootstrap
 from bench.throughput import output_topic, produce
-from bench.worker import fresh, running_worker
+from bench.worker import audited, fresh, running_worker
 from streams.projections import nearest_rank
 
 RATE = 1000
@@ -185,6 +185,8 @@ def main(_repeats: int) -> dict[str, Any]:
     base = summary(asyncio.run(baseline(settings)))
     with running_worker(ns, settings):
         system = summary(asyncio.run(measure(settings, settings.topics.audit, detected=True)))
+    # The load makes LAT-0000..LAT-0199 fail one after another, all pinging until the end.
+    audit = audited(ns, settings, {f"LAT-{index:04d}" for index in range(CONNECTORS)})
     print(
         f"P2 detection latency at {RATE} pings/s for {SECONDS} s ({CONNECTORS} connectors, "
         f"one new failure every 100 ms), ms:"
@@ -199,5 +201,6 @@ def main(_repeats: int) -> dict[str, Any]:
         "seconds": SECONDS,
         "worker_ms": system,
         "baseline_ms": base,
+        "audit_events": audit,
         "goal_p99_ms": 100,
     }

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from agents.settings import Settings, Topics
-from tests.kafka.harness import Namespace, free_port
+from streams.models import EventType
+from tests.kafka.harness import Namespace, free_port, read_audit
 
 
 def fresh(server: str) -> tuple[Namespace, Settings]:
@@ -25,7 +26,7 @@ def fresh(server: str) -> tuple[Namespace, Settings]:
 
 @contextmanager
 def running_worker(
-    ns: Namespace, settings: Settings, ready_timeout_s: float = 1800
+    ns: Namespace, settings: Settings, ready_timeout_s: float = 1800, policy: Path | None = None
 ) -> Iterator[Path]:
     """Start `connector-recovery worker`, wait until it logs 'ready', yield its data dir,
     stop it at the end. The wait fails if the worker dies or the timeout passes."""
@@ -49,6 +50,7 @@ def running_worker(
                 str(data),
                 "--web-port",
                 str(free_port()),
+                *(["--policy", str(policy)] if policy is not None else []),
             ],
             env=env,
             stdout=log,
@@ -66,3 +68,33 @@ def running_worker(
         finally:
             worker.terminate()
             worker.wait(120)
+
+
+class SpuriousWork(AssertionError):
+    """A benchmark's worker did work the load does not call for: the figure is wrong."""
+
+
+def audited(ns: Namespace, settings: Settings, failing: set[str]) -> dict[str, int]:
+    """The audit events of a benchmark run, by type, after checking that every detection is
+    of a connector the load made fail, by its pings (a heartbeat miss, or a detection of a
+    healthy connector, is the worker paging for nothing)."""
+    counts: dict[str, int] = {}
+    false_pages: list[str] = []
+    for event in read_audit(ns.bootstrap, settings.topics.audit, timeout_s=5):
+        counts[event.type.value] = counts.get(event.type.value, 0) + 1
+        if event.type is EventType.FAILURE_DETECTED and (
+            event.failure == "heartbeat_missed" or event.connector_id not in failing
+        ):
+            false_pages.append(f"{event.connector_id} ({event.failure})")
+    if false_pages:
+        raise SpuriousWork(f"{len(false_pages)} false pages, e.g. {false_pages[:5]}")
+    return counts
+
+
+def policy_file(directory: Path, heartbeat_timeout_s: int) -> Path:
+    """The benchmark policy: the defaults, with a heartbeat timeout longer than the run, so
+    pings stamped when the load was generated are not missed heartbeats by the time the
+    worker reads them."""
+    path = directory / "bench-policy.yaml"
+    path.write_text(f"defaults:\n  heartbeat_timeout_s: {heartbeat_timeout_s}\n")
+    return path

@@ -3,4 +3,7 @@
 #   scripts/kafka.sh up|down|status   (port: $KAFKA_PORT, default 9092)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python -m agents.broker.local "$@"
+# the project's .venv/ (scripts/demo.sh and test.sh create it) when there is one
+python=python
+[ -x .venv/bin/python ] && python=.venv/bin/python
+exec "$python" -m agents.broker.local "$@"

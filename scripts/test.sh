@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: installs the package with its dev extras, runs
-# ruff and mypy, then pytest. Tests marked `kafka` use a real broker: KAFKA_BOOTSTRAP_SERVERS
+# The whole test suite, from a fresh clone: installs the package with its dev extras into
+# the project's .venv/ (scripts/venv.sh), runs ruff and mypy, then pytest. Tests marked `kafka` use a real broker: KAFKA_BOOTSTRAP_SERVERS
 # if set, else testcontainers (Docker), else the project's own local KRaft broker, which the
 # session fixture starts (resolving the jars from Maven Central once) and stops at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+source scripts/venv.sh '[dev]'
 # From Debian: promtool (package prometheus) checks and unit-tests deploy/prometheus/alerts.yml;
 # chromium renders the HTML compliance report in a test.
 missing=()
@@ -13,6 +13,8 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
 # openssl makes the throwaway CA of the SASL_SSL tests (tests/security/tls.py).
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# tmux gives the demo a real terminal in tests/kafka/test_demo.py (what a person sees).
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -184,9 +184,14 @@ def parse_policy(document: Any) -> Policy:
     return policy
 
 
-def policy_from_yaml(text: str) -> Policy:
+def policy_from_yaml(text: str, source: str = "policy") -> Policy:
+    """`source` names the text in errors (the file's path), with the line and column."""
     try:
         document = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise PolicyError(f"{where}: not valid YAML: {error.problem or error.context}") from None
     except yaml.YAMLError as error:
-        raise PolicyError(f"policy: not valid YAML: {error}") from None
+        raise PolicyError(f"{source}: not valid YAML: {error}") from None
     return parse_policy(document)

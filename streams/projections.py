@@ -78,6 +78,7 @@ class Episode:
     recovered_at: int | None = None
     opened_at: int | None = None
     acknowledged_at: int | None = None
+    acknowledged_by: str | None = None
     resolved_at: int | None = None
     mode: str | None = None
     retries: int | None = None
@@ -147,6 +148,7 @@ class Projection:
             episode.opened_at = event.occurred_at
         elif kind is EventType.INCIDENT_ACKNOWLEDGED:
             episode.acknowledged_at = event.occurred_at
+            episode.acknowledged_by = event.actor
         elif kind is EventType.INCIDENT_RESOLVED:
             episode.resolved_at = event.occurred_at
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.worker.clock import DeadlineIndex, due_ticks
+from agents.worker.clock import DeadlineIndex, due_ticks, lagging_partitions
 
 
 def test_due_connectors_fire_once_in_deadline_order() -> None:
@@ -59,3 +59,10 @@ def test_an_input_applied_meanwhile_replaces_the_deferred_deadline() -> None:
     index.schedule("B", 10_000)  # a ping from the backlog moved the heartbeat deadline
     assert due_ticks(index, 300, set(), partition, retry_ms=50) == []
     assert due_ticks(index, 10_000, set(), partition, retry_ms=50) == ["B"]
+
+
+def test_lag_is_counted_in_records_so_one_batch_of_pings_behind_is_behind() -> None:
+    # Each record may be an InputBatch of 500 pings: five records are 2,500 inputs behind.
+    assert lagging_partitions({0: 105, 1: 102, 2: None}, {0: 100, 1: 100}) == {0}
+    # A partition never delivered yet counts from its start.
+    assert lagging_partitions({3: 5}, {}) == {3}

@@ -66,3 +66,14 @@ def test_the_policy_loader_never_crashes(document: object) -> None:
 def test_the_yaml_reader_never_crashes(text: str) -> None:
     with contextlib.suppress(PolicyError):
         policy_from_yaml(text)
+
+
+def test_a_yaml_syntax_error_names_the_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("defaults:\n  max_retries: 3\n  backoff: {base_s: 1\nadmins: [alice]\n")
+    with pytest.raises(PolicyError) as raised:
+        load_policy(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}:4:7: not valid YAML: ")  # the ':' after `admins`
+    assert "\n" not in message
+    assert "<unicode string>" not in message

@@ -17,6 +17,8 @@ from tests.test_auditlog import as_read, fleet_log
 
 BAR = (0x4A, 0x7F, 0xB5)  # the distribution chart's bars
 TOTALS = (0xEE, 0xF4, 0xFA)  # the totals block
+AXIS = (0x33, 0x55, 0x77)  # report.AXIS_COLOUR: the MTTR-over-time axes and their ticks
+POINT = (0xD9, 0x82, 0x2B)  # report.POINT_COLOUR
 
 
 def chromium() -> str:
@@ -39,6 +41,41 @@ def count(image: Image.Image, colour: tuple[int, int, int], box: tuple[int, int,
         and abs(raw[k + 1] - colour[1]) <= 3
         and abs(raw[k + 2] - colour[2]) <= 3
     )
+
+
+def near(pixel: tuple[int, ...], colour: tuple[int, int, int], tolerance: int) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel, colour, strict=True))
+
+
+def runs(flags: list[bool]) -> int:
+    """How many separate stretches of True."""
+    return sum(1 for k, flag in enumerate(flags) if flag and (k == 0 or not flags[k - 1]))
+
+
+def assert_axes_with_ticks(image: Image.Image, box: tuple[int, int, int, int]) -> None:
+    """An x axis (a long horizontal line) with tick marks below it, and a y axis (a long
+    vertical line) with tick marks to its left, all in the axis colour."""
+    left, top, right, bottom = box
+    pixels = image.load()
+    assert pixels is not None
+
+    def axis(x: int, y: int, tolerance: int = 3) -> bool:
+        pixel = pixels[x, y]
+        assert isinstance(pixel, tuple)  # an RGB image
+        return near(pixel, AXIS, tolerance)
+
+    rows = {y: sum(axis(x, y) for x in range(left, right)) for y in range(top, bottom)}
+    x_axis = max(rows, key=lambda y: rows[y])
+    assert rows[x_axis] > 400, f"no x axis: longest axis-coloured row has {rows[x_axis]} px"
+    columns = {x: sum(axis(x, y) for y in range(top, bottom)) for x in range(left, right)}
+    y_axis = max(columns, key=lambda x: columns[x])
+    assert columns[y_axis] > 120, f"no y axis: longest column has {columns[y_axis]} px"
+    # Tick marks stick out 6 px: below the x axis, left of the y axis (anti-aliased, so a
+    # looser colour match).
+    below = [axis(x, x_axis + 4, 60) for x in range(left, right)]
+    assert runs(below) >= 4, f"{runs(below)} ticks under the x axis"
+    beside = [axis(y_axis - 4, y, 60) for y in range(top, bottom)]
+    assert runs(beside) >= 4, f"{runs(beside)} ticks beside the y axis"
 
 
 def test_the_html_report_renders_totals_and_charts(tmp_path: Path) -> None:
@@ -73,6 +110,28 @@ def test_the_html_report_renders_totals_and_charts(tmp_path: Path) -> None:
     assert count(image, TOTALS, (0, 0, 1200, 300)) > 5_000  # the totals block, near the top
     assert count(image, BAR, (0, 0, 1200, 1600)) > 2_000  # the MTTR distribution bars
     dots = count(image, (0, 0, 0), (0, 300, 1200, 900))
-    assert dots > 50  # MTTR-over-time points and text
+    assert dots > 50  # chart labels and text
+    assert_axes_with_ticks(image.convert("RGB"), (0, 300, 1200, 700))
+    assert count(image, POINT, (0, 300, 1200, 700)) > 6 * 30  # one dot per recovery
     text = page.read_text()
     assert f"failures <b>{built['totals']['failure_count']}</b>" in text
+    assert ">recovered at (UTC)</text>" in text
+    assert ">MTTR (s)</text>" in text
+
+
+def test_the_report_lists_incidents_apart_from_automatic_recoveries() -> None:
+    built = report.build(as_read(fleet_log()), Scope())
+    opened = [i for i in built["incidents"] if i["opened_at"] is not None]
+    automatic = [i for i in built["incidents"] if i["opened_at"] is None]
+    assert opened
+    assert automatic
+    page = report.render(built, "html")
+    incidents_part, automatic_part = page.split("<h2>Failure episodes recovered automatically")
+    incidents_part = incidents_part.split("<h2>Incidents: failures that needed a human")[1]
+    assert incidents_part.startswith(f" ({len(opened)})</h2>")
+    assert automatic_part.startswith(f" ({len(automatic)})</h2>")
+    assert incidents_part.count("<details>") == len(opened)
+    assert automatic_part.split("<h2>")[0].count("<details>") == len(automatic)
+    markdown = report.render(built, "md")
+    assert f"## Incidents: failures that needed a human ({len(opened)})" in markdown
+    assert f"## Failure episodes recovered automatically ({len(automatic)})" in markdown

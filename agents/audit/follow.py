@@ -20,7 +20,7 @@ from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
 
 from agents.audit.live import LiveProjection
-from agents.broker.client import reader, topic_partitions
+from agents.broker.client import reader, start_client, topic_partitions
 from agents.settings import Settings
 from agents.wire.codec import AvroCodecError, registry
 from agents.wire.records import decode_audit
@@ -61,7 +61,7 @@ class AuditFollower:
     async def run(self) -> None:
         """Until cancelled."""
         consumer = reader(self.settings)
-        await consumer.start()
+        await start_client(consumer)
         try:
             tps = await self._wait_for_topic(consumer)
             consumer.assign(tps)

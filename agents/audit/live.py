@@ -80,6 +80,7 @@ class LiveProjection:
                 "failure": e.failure,
                 "opened_at": iso_from_ms(e.opened_at or e.detected_at),
                 "acknowledged": e.acknowledged_at is not None,
+                "acknowledged_by": e.acknowledged_by,
             }
             for e in self.projection.episodes.values()
             if e.incident_open and (tenant is None or tenant_key(e.tenant_id) == tenant)

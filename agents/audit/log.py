@@ -23,7 +23,7 @@ from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
 from rich.progress import Progress
 
-from agents.broker.client import client_options, reader, topic_partitions
+from agents.broker.client import client_options, reader, start_client, topic_partitions
 from agents.settings import Settings
 from agents.wire.codec import AvroCodecError, registry
 from agents.wire.records import decode_audit
@@ -54,7 +54,7 @@ def _undecodable(position: str, key: bytes | None, error: Exception) -> Finding:
 async def _read_topic(settings: Settings, quiet: bool) -> LogRead:
     read = LogRead(f"topic {settings.topics.audit}")
     consumer = reader(settings)
-    await consumer.start()
+    await start_client(consumer)
     try:
         tps = await topic_partitions(consumer, settings.topics.audit)
         if not tps:

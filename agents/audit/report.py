@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import html
 import json
+import math
+from datetime import UTC, datetime
 from typing import Any
 
 from agents.audit.log import LogRead, Scope
 from streams.models import AuditEvent
 from streams.projections import Episode, Projection, group_totals, tenant_key, totals
-from streams.timefmt import iso_from_ms
+from streams.timefmt import iso_from_ms, ms_from_iso
 from streams.verify import DEFAULT_GRACE_MS, Finding, Verifier
 
 RECEIPT_KEYS = (
@@ -146,6 +148,16 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _incidents_and_episodes(
+    report: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The report's `incidents` key holds every failure episode; an incident is an episode
+    that opened one (retries exhausted, or not retryable), as the totals count them."""
+    episodes = report["incidents"]
+    opened = [e for e in episodes if e["opened_at"] is not None]
+    return opened, [e for e in episodes if e["opened_at"] is None]
+
+
 def markdown(report: dict[str, Any]) -> str:
     t = report["totals"]
     scope = report["scope"]
@@ -171,13 +183,18 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {tenant} | {f['failure_count']} | {f['recovered_count']} | "
             f"{f['open_incidents']} | {_fmt(f['mttr_seconds']['mean'])} |"
         )
-    lines += ["", "## Incidents", ""]
-    for incident in report["incidents"]:
-        lines.append(
-            f"- **{incident['incident_id']}** ({incident['failure']}): detected "
-            f"{incident['detected_at']}, recovered {incident['recovered_at'] or '—'}"
-            f" ({incident['mode'] or 'open'})"
-        )
+    incidents, automatic = _incidents_and_episodes(report)
+    for title, episodes in (
+        (f"Incidents: failures that needed a human ({len(incidents)})", incidents),
+        (f"Failure episodes recovered automatically ({len(automatic)})", automatic),
+    ):
+        lines += ["", f"## {title}", ""]
+        lines += [
+            f"- **{episode['incident_id']}** ({episode['failure']}): detected "
+            f"{episode['detected_at']}, recovered {episode['recovered_at'] or '—'}"
+            f" ({episode['mode'] or 'open'})"
+            for episode in episodes
+        ]
     verdict = "passed" if report["verification"]["ok"] else "FAILED"
     lines += ["", f"## Verification: {verdict}", ""]
     lines += [
@@ -187,24 +204,93 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+AXIS_COLOUR = "#335577"  # the charts' axes and ticks (the rendering test looks for it)
+POINT_COLOUR = "#d9822b"
+TIME_STEPS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400]
+
+
+def _value_ticks(top: float, most: int = 5) -> list[float]:
+    """0 and round steps (1, 2 or 5 times a power of ten) up to at least `top`."""
+    magnitude = 10 ** math.floor(math.log10(top / most)) if top > 0 else 1
+    step = next(m * magnitude for m in (1, 2, 5, 10) if top / (m * magnitude) <= most)
+    return [k * step for k in range(math.ceil(top / step - 1e-9) + 1)]
+
+
+def _time_ticks(start_ms: int, end_ms: int, most: int = 6) -> list[int]:
+    """Round instants (whole seconds, minutes, hours, days) within [start, end]."""
+    span_s = max((end_ms - start_ms) / 1000, 1)
+    step_s = next((s for s in TIME_STEPS_S if span_s / s <= most), TIME_STEPS_S[-1])
+    step = step_s * 1000
+    first = math.ceil(start_ms / step) * step
+    return list(range(first, end_ms + 1, step))
+
+
+def _time_label(at_ms: int, span_ms: int) -> str:
+    moment = datetime.fromtimestamp(at_ms / 1000, tz=UTC)
+    if span_ms > 86_400_000:
+        return moment.strftime("%m-%d %H:%M")
+    return moment.strftime("%H:%M" if span_ms > 600_000 else "%H:%M:%S")
+
+
 def _svg_points(incidents: list[dict[str, Any]]) -> str:
-    points = [(i["recovered_at"], i["mttr_seconds"]) for i in incidents if i["mttr_seconds"]]
-    width, height = 640, 200
+    """MTTR (seconds, y) of each recovery against when it recovered (UTC, x), with axes."""
+    points = sorted(
+        (ms_from_iso(i["recovered_at"]), i["mttr_seconds"])
+        for i in incidents
+        if i["mttr_seconds"] is not None
+    )
+    width, height = 640, 220
     if not points:
         return (
             f'<svg width="{width}" height="{height}"><text x="10" y="20">no recoveries</text></svg>'
         )
-    top = max(v for _, v in points) or 1
-    step = width / max(len(points), 1)
-    dots = "".join(
-        f'<circle cx="{20 + k * step:.1f}" cy="{height - 20 - v / top * (height - 40):.1f}" '
-        f'r="4"><title>{html.escape(t)}: {v:.1f}s</title></circle>'
-        for k, (t, v) in enumerate(sorted(points))
+    left, right, top_pad, bottom = 64, 20, 16, 44
+    plot_w, plot_h = width - left - right, height - top_pad - bottom
+    start, end = points[0][0], points[-1][0]
+    pad = max((end - start) // 20, 30_000)  # no point on an axis; a lone one gets a minute
+    start, end = start - pad, end + pad
+    y_ticks = _value_ticks(max(v for _, v in points))
+    y_top = y_ticks[-1] or 1
+
+    def x(at_ms: int) -> float:
+        return left + (at_ms - start) / (end - start) * plot_w
+
+    def y(seconds: float) -> float:
+        return top_pad + plot_h - seconds / y_top * plot_h
+
+    axis = f'stroke="{AXIS_COLOUR}" stroke-width="2"'
+    base = top_pad + plot_h
+    parts = [
+        f'<line x1="{left}" y1="{top_pad}" x2="{left}" y2="{base}" {axis}/>',
+        f'<line x1="{left}" y1="{base}" x2="{left + plot_w}" y2="{base}" {axis}/>',
+    ]
+    for value in y_ticks:
+        parts.append(
+            f'<line x1="{left - 6}" y1="{y(value):.1f}" x2="{left}" y2="{y(value):.1f}" {axis}/>'
+            f'<text x="{left - 9}" y="{y(value) + 4:.1f}" font-size="11" '
+            f'text-anchor="end">{value:g}</text>'
+        )
+    for at in _time_ticks(start, end):
+        parts.append(
+            f'<line x1="{x(at):.1f}" y1="{base}" x2="{x(at):.1f}" y2="{base + 6}" {axis}/>'
+            f'<text x="{x(at):.1f}" y="{base + 19}" font-size="11" text-anchor="middle">'
+            f"{_time_label(at, end - start)}</text>"
+        )
+    parts.append(
+        f'<text x="{left + plot_w / 2:.0f}" y="{height - 4}" font-size="12" '
+        f'text-anchor="middle">recovered at (UTC)</text>'
+        f'<text x="14" y="{top_pad + plot_h / 2:.0f}" font-size="12" text-anchor="middle" '
+        f'transform="rotate(-90 14 {top_pad + plot_h / 2:.0f})">MTTR (s)</text>'
     )
+    parts += [
+        f'<circle cx="{x(at):.1f}" cy="{y(v):.1f}" r="4" fill="{POINT_COLOUR}">'
+        f"<title>{html.escape(iso_from_ms(at))}: {v:.1f}s</title></circle>"
+        for at, v in points
+    ]
     return (
         f'<svg role="img" aria-label="MTTR over time" width="{width}" height="{height}">'
-        f'<line x1="20" y1="{height - 20}" x2="{width}" y2="{height - 20}" stroke="#999"/>'
-        f'<text x="22" y="14">max {top:.1f}s</text>{dots}</svg>'
+        + "".join(parts)
+        + "</svg>"
     )
 
 
@@ -241,13 +327,20 @@ def html_report(report: dict[str, Any]) -> str:
         f"<td>{_fmt(f['mttr_seconds']['p90'])}</td></tr>"
         for k, f in report["tenants"].items()
     )
-    timelines = "".join(
-        f"<details><summary>{esc(i['incident_id'])} — {esc(str(i['failure']))}, "
-        f"{esc(i['mode'] or 'open')}</summary><ol>"
-        + "".join(f"<li>{esc(s['at'])} {esc(s['event'])}</li>" for s in i["timeline"])
-        + "</ol></details>"
-        for i in report["incidents"]
-    )
+
+    def timelines(episodes: list[dict[str, Any]]) -> str:
+        return (
+            "".join(
+                f"<details><summary>{esc(i['incident_id'])} — {esc(str(i['failure']))}, "
+                f"{esc(i['mode'] or 'open')}</summary><ol>"
+                + "".join(f"<li>{esc(s['at'])} {esc(s['event'])}</li>" for s in i["timeline"])
+                + "</ol></details>"
+                for i in episodes
+            )
+            or "<p>none</p>"
+        )
+
+    incidents, automatic = _incidents_and_episodes(report)
     ok = report["verification"]["ok"]
     findings = "".join(
         f"<li>{esc(f['kind'])} {esc(f['connector_id'])} #{f['sequence']}: {esc(f['detail'])}</li>"
@@ -275,7 +368,8 @@ td:first-child,th:first-child{{text-align:left}}.ok{{color:#176b2c}}.bad{{color:
 <th>MTTR mean (s)</th><th>p90 (s)</th></tr>{rows}</table>
 <h2>MTTR over time</h2>{_svg_points(report["incidents"])}
 <h2>MTTR distribution</h2>{_svg_histogram(report["incidents"])}
-<h2>Incidents</h2>{timelines}
+<h2>Incidents: failures that needed a human ({len(incidents)})</h2>{timelines(incidents)}
+<h2>Failure episodes recovered automatically ({len(automatic)})</h2>{timelines(automatic)}
 <h2>Verification: <span class="{"ok" if ok else "bad"}">{"passed" if ok else "FAILED"}</span>
 </h2><ul>{findings}</ul>
 <p><small>MTTR = recovery.completed minus failure.detected; percentiles by nearest rank.</small></p>

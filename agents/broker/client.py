@@ -7,7 +7,7 @@ import logging
 import ssl
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
@@ -72,6 +72,16 @@ def reader(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
+async def start_client(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """`client.start()`, stopping the client when that fails: one left half-started warns
+    "Unclosed AIOKafka..." on the terminal after the command's error line."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
+
+
 async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     """Every partition of `topic` (empty if it does not exist)."""
     partitions = consumer.partitions_for_topic(topic)
@@ -91,17 +101,45 @@ class _ConnectFailures(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        if message.startswith("Unable connect to") or "Authentication" in message:
+        if _is_connect_failure(message):
             self.last = message
 
 
+def _is_connect_failure(message: str) -> bool:
+    return message.startswith("Unable connect to") or "Authentication" in message
+
+
+class _HideConnectFailures(logging.Filter):
+    """The command's own error line says what aiokafka's connect failures said."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("aiokafka") and _is_connect_failure(record.getMessage()))
+
+
 _failures = _ConnectFailures()
+_hide = _HideConnectFailures()
 
 
 def remember_connect_failures() -> None:
     logger = logging.getLogger("aiokafka")
     if _failures not in logger.handlers:
         logger.addHandler(_failures)
+
+
+def hide_reported_connect_failures() -> None:
+    """Keep aiokafka's connect failures off the terminal: `describe` and `no_broker` put
+    their reason into the one error line a command prints."""
+    for handler in logging.getLogger().handlers:
+        if _hide not in handler.filters:
+            handler.addFilter(_hide)
+
+
+def no_broker(error: BaseException, bootstrap: str) -> str:
+    """One line for a client that could not connect: nothing answers, or who we are was
+    refused (then aiokafka's reason is the news)."""
+    if _failures.last and "Authentication" in _failures.last:
+        return describe(error)
+    return f"no Kafka broker at {bootstrap} (start one with: connector-recovery kafka up)"
 
 
 def describe(error: BaseException) -> str:

@@ -1,7 +1,9 @@
 """A single-node Apache Kafka (KRaft) on 127.0.0.1, started from Maven Central jars.
 
-`up` resolves `org.apache.kafka:kafka_2.13` with `mvn` from `scripts/kafka/pom.xml` into
-`.local/kafka/jars-<version>/` (ignored by git, reused afterwards), formats the storage with
+`up` resolves `org.apache.kafka:kafka_2.13` with `mvn` from `pom.xml` beside this module
+(package data, so an installed package has it) into `HOME/kafka/jars-<version>/` (reused
+afterwards; HOME is $CR_LOCAL_DIR, else `.local/` of a source checkout, ignored by git, else
+the per-user state directory), formats the storage with
 `kafka.tools.StorageTool`, starts `kafka.Kafka` with a generated `server.properties` and
 waits until the broker answers a metadata request. `down` stops only the broker it started
 (pid file + command line check). No Docker engine needed.
@@ -22,9 +24,22 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-POM = REPO / "scripts" / "kafka" / "pom.xml"
-HOME = Path(os.environ.get("CR_LOCAL_DIR", REPO / ".local"))
+from agents.settings import state_home
+
+POM = Path(__file__).with_name("pom.xml")
+CHECKOUT = Path(__file__).resolve().parents[2]  # site-packages when installed
+
+
+def _home() -> Path:
+    configured = os.environ.get("CR_LOCAL_DIR")
+    if configured:
+        return Path(configured)
+    if (CHECKOUT / "pyproject.toml").exists():
+        return CHECKOUT / ".local"
+    return state_home()
+
+
+HOME = _home()
 HEAP = os.environ.get("CR_KAFKA_HEAP", "512m")
 
 SERVER_PROPERTIES = """\
@@ -189,6 +204,16 @@ class Broker:
         if self.pid() is not None:
             wait_until_ready(self.bootstrap, timeout_s)
             return f"already running (pid {self.pid()}) on {self.bootstrap}"
+        for port, role in ((self.port, "client"), (self.port + 1, "controller")):
+            holder = port_holder(port)
+            if holder is not None and port == self.port and answers_metadata(self.bootstrap):
+                # e.g. started from another copy of the project: a broker is what was asked for
+                return f"a Kafka broker already answers on {self.bootstrap}: {holder}"
+            if holder is not None:
+                raise LocalKafkaError(
+                    f"port {port} ({role} listener) is held by {holder}; stop it or pick "
+                    f"another port: KAFKA_PORT=N connector-recovery kafka up (uses N and N+1)"
+                )
         self.resolve_jars()
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "log4j.properties").write_text(LOG4J.format(log=self.log_file))
@@ -234,9 +259,9 @@ class Broker:
         started = time.monotonic()
         try:
             wait_until_ready(self.bootstrap, timeout_s, process=process)
-        except LocalKafkaError:
+        except LocalKafkaError as error:
             self.down()
-            raise
+            raise LocalKafkaError(f"{error}; see its log: {self.log_file}") from None
         return (
             f"started Apache Kafka {kafka_version()} (KRaft) on {self.bootstrap} "
             f"in {time.monotonic() - started:.1f}s (pid {process.pid}, log {self.log_file})"
@@ -258,10 +283,53 @@ class Broker:
     def status(self) -> str:
         pid = self.pid()
         if pid is None:
-            return f"down (port {self.port})"
-        ready = _answers_metadata(self.bootstrap)
+            held = [
+                f"port {port} is held by {holder}"
+                for port in (self.port, self.port + 1)
+                if (holder := port_holder(port)) is not None
+            ]
+            return f"down (port {self.port})" + (f", but {'; '.join(held)}" if held else "")
+        ready = answers_metadata(self.bootstrap)
         state = "up" if ready else "starting"
         return f"{state}: pid {pid} on {self.bootstrap}, log {self.log_file}"
+
+
+def port_holder(port: int) -> str | None:
+    """Who listens on a local TCP port: `pid N (command line)` when /proc shows it, else
+    `another process`; None when the port is free."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            listening = fields[3] == "0A"
+            if listening and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    if not inodes:
+        return None if not _connects(port) else "another process"
+    sockets = {f"socket:[{inode}]" for inode in inodes}
+    for process in Path("/proc").iterdir():
+        if not process.name.isdigit():
+            continue
+        try:
+            links = {os.readlink(fd) for fd in (process / "fd").iterdir()}
+            if links & sockets:
+                command = (process / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                return f"pid {process.name} ({command.strip()[:120]})"
+        except OSError:  # gone, or another user's: not ours to read
+            continue
+    return "another process (pid not visible to this user)"
+
+
+def _connects(port: int) -> bool:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _cluster_id() -> str:
@@ -271,7 +339,7 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _answers_metadata(bootstrap: str) -> bool:
+def answers_metadata(bootstrap: str) -> bool:
     # A broker that is still starting refuses connections; that is the expected answer here,
     # not something to log on every probe.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -298,8 +366,8 @@ def wait_until_ready(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise LocalKafkaError(f"broker exited with {process.returncode}; see its log")
-        if _answers_metadata(bootstrap):
+            raise LocalKafkaError(f"broker exited with {process.returncode}")
+        if answers_metadata(bootstrap):
             return
         time.sleep(0.5)
     raise LocalKafkaError(f"broker on {bootstrap} did not answer within {timeout_s:.0f}s")
@@ -310,7 +378,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="connector-recovery kafka", description="Local single-node Apache Kafka (KRaft)."
     )
     parser.add_argument("action", choices=["up", "down", "status"])
-    parser.add_argument("--port", type=int, default=int(os.environ.get("KAFKA_PORT", "9092")))
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("KAFKA_PORT", "9092")),
+        help="client port (default: $KAFKA_PORT, else 9092); the controller listens on PORT+1",
+    )
     args = parser.parse_args(argv)
     broker = Broker(args.port)
     try:

@@ -9,21 +9,33 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
 
-from agents.broker.client import client_options
+from agents.broker.client import client_options, start_client
 from agents.settings import Settings
 from agents.wire.codec import registry
 from streams.models import HealthPing, HealthStatus
 
 
 def ping_from_fields(fields: dict[str, Any]) -> HealthPing:
-    """A ping from loose CLI/JSONL fields: status in any case, checked_at defaults to now."""
+    """A ping from loose CLI/JSONL fields: status in any case, checked_at defaults to now.
+
+    `failure` is free text in `schemas/health_ping.avsc`, but only an UNHEALTHY ping has one,
+    and a blank one names nothing: both are refused here, before anything is sent."""
     values = dict(fields)
     values["status"] = str(values.get("status", "")).upper()
     values.setdefault("checked_at", time.time_ns() // 1_000_000)
-    if values["status"] == HealthStatus.HEALTHY:
-        values.setdefault("failure", None)
-    return HealthPing.model_validate(values)
+    failure = values.get("failure")
+    if failure is not None and not str(failure).strip():
+        raise ValueError("failure is blank: name what failed (e.g. timeout, auth, http_503)")
+    if values["status"] == HealthStatus.HEALTHY and failure is not None:
+        raise ValueError(f"failure {failure!r} on a HEALTHY ping: only an UNHEALTHY ping has one")
+    try:
+        return HealthPing.model_validate(values)
+    except ValidationError as error:
+        raise ValueError(
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        ) from None
 
 
 def pings_from_jsonl(path: Path) -> list[HealthPing]:
@@ -43,11 +55,7 @@ async def open_producer(settings: Settings) -> AIOKafkaProducer:
     producer = AIOKafkaProducer(
         **client_options(settings), acks="all", enable_idempotence=True, linger_ms=5
     )
-    try:
-        await producer.start()
-    except BaseException:
-        await producer.stop()  # else asyncio reports an unclosed producer after the error
-        raise
+    await start_client(producer)
     return producer
 
 

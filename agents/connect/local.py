@@ -1,8 +1,9 @@
 """One Kafka Connect worker in distributed mode on 127.0.0.1, from Maven Central jars.
 
 `up` resolves `connect-runtime`, `connect-file` and `connect-json` with `mvn` from
-`scripts/connect/pom.xml` into `.local/connect/jars-<version>/` (ignored by git, reused
-afterwards), writes a `worker-<port>.properties` and starts
+`agents/connect/pom.xml` (shipped with the package) into
+`<local dir>/connect/jars-<version>/` (reused afterwards), writes a
+`worker-<port>.properties` and starts
 `org.apache.kafka.connect.cli.ConnectDistributed`; it returns once `GET /connectors` answers.
 The worker creates its internal topics (`<group>-configs`, `-offsets`, `-status`) itself.
 `down` stops only the worker it started (pid file + command line check).
@@ -25,9 +26,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.broker.local import HOME, REPO, LocalKafkaError, _answers_metadata, copy_dependencies
+from agents.broker.local import HOME, LocalKafkaError, answers_metadata, copy_dependencies
 
-POM = REPO / "scripts" / "connect" / "pom.xml"
+POM = Path(__file__).with_name("pom.xml")
 HEAP = os.environ.get("CR_CONNECT_HEAP", "512m")
 MAIN_CLASS = "org.apache.kafka.connect.cli.ConnectDistributed"
 
@@ -150,7 +151,7 @@ class ConnectWorker:
             raise LocalKafkaError(
                 f"port {self.port} is taken by another process: set CONNECT_PORT or --port"
             )
-        if not _answers_metadata(self.bootstrap):
+        if not answers_metadata(self.bootstrap):
             raise LocalKafkaError(
                 f"no Kafka broker answers at {self.bootstrap}: start one with "
                 "`connector-recovery kafka up` or set KAFKA_BOOTSTRAP_SERVERS"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -23,17 +24,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaConnectionError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from agents.admin import build_command, send_and_wait
-from agents.broker.client import reader, topic_partitions
+from agents.broker.client import reader, start_client, topic_partitions
 from agents.demo.connect import BROKEN, DemoConnect
 from agents.demo.simulate import Simulation
 from agents.settings import Settings, Topics
-from streams.models import AdminAction, AuditEvent
+from streams.models import AdminAction, AuditEvent, EventType
 from streams.projections import Projection, group_totals, totals
+from streams.timefmt import ms_from_iso
 from streams.verify import Verifier
 
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -73,15 +76,50 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ensure_kafka() -> str:
+def _ensure_kafka() -> tuple[str, int | None, bool]:
+    """The bootstrap address; the port of the local broker when the demo uses one, and
+    whether this copy of the project started it (and so `kafka down` here stops it)."""
+    from agents.broker.local import Broker, answers_metadata  # noqa: PLC0415
+
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if configured:
-        return configured
-    from agents.broker.local import Broker  # noqa: PLC0415
+        if not answers_metadata(configured):  # else the worker fails, after a wait, in its log
+            raise KafkaConnectionError(f"Unable to bootstrap from {configured}")
+        return configured, None, False
 
     broker = Broker(int(os.environ.get("KAFKA_PORT", "9092")))
     console.print(f"[bold]Kafka:[/] {broker.up()}")
-    return broker.bootstrap
+    return broker.bootstrap, broker.port, broker.pid() is not None
+
+
+def next_steps(run: str, local_port: int | None, home: Path, ours: bool = True) -> list[str]:
+    """The closing screen's exact commands: the run's data is on topics of its own prefix."""
+    env = {"CR_TOPIC_PREFIX": f"{run}."}
+    if local_port is None:
+        env = {"KAFKA_BOOTSTRAP_SERVERS": os.environ["KAFKA_BOOTSTRAP_SERVERS"], **env}
+    elif "KAFKA_PORT" in os.environ:
+        env = {"KAFKA_PORT": str(local_port), **env}
+    prefix = " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
+    lines = [
+        f"This run's data is on the topics prefixed {run}. (e.g. {run}.connector.audit); "
+        "look at it with:",
+        f"  {prefix} connector-recovery report --format html --out demo-report.html",
+        f"  {prefix} connector-recovery verify",
+        f"  {prefix} connector-recovery replay --connector SAP-AR",
+        f"The worker's log and policy are in {home}",
+    ]
+    if local_port is not None and ours:
+        port_env = f"KAFKA_PORT={local_port} " if "KAFKA_PORT" in os.environ else ""
+        lines.append(
+            f"The local Kafka broker is still running on 127.0.0.1:{local_port}; "
+            f"stop it with: {port_env}connector-recovery kafka down"
+        )
+    elif local_port is not None:
+        lines.append(
+            f"The Kafka broker on 127.0.0.1:{local_port} is still running; it was not started "
+            "from this copy of the project: stop it from where it was started"
+        )
+    return lines
 
 
 def _policy(inbox: Inbox, connectors: str = "") -> str:
@@ -131,11 +169,17 @@ def _mttr(port: int) -> str:
     return f"{sum(values) / sum(counts):.1f}s over {sum(counts):.0f}" if sum(counts) else "-"
 
 
-def _view(port: int, sim: Simulation, elapsed: float, actions: list[str]) -> Group:
+def _status(port: int) -> dict[str, Any]:
     try:
-        status = _get_json(port, "/status")
+        status: dict[str, Any] = _get_json(port, "/status")
     except OSError:
-        status = {"connectors": [], "open_incidents": []}
+        return {"connectors": [], "open_incidents": []}
+    return status
+
+
+def _view(
+    status: dict[str, Any], mttr: str, sim: Simulation, elapsed: float, actions: list[str]
+) -> Group:
     failing = [c for c in status["connectors"] if c["phase"] == "FAILED"]
     table = Table(
         title=f"connector-recovery demo — {elapsed:4.0f}s / {DURATION_S:.0f}s, "
@@ -157,15 +201,27 @@ def _view(port: int, sim: Simulation, elapsed: float, actions: list[str]) -> Gro
             incident,
         )
     healthy = len(sim.connectors) - len(failing)
+    now_ms = time.time_ns() // 1_000_000
+    incidents = Table(title="open incidents (they need a human)")
+    for column in ("incident", "connector", "tenant", "age", "acknowledged by"):
+        incidents.add_column(column)
+    for incident in status["open_incidents"][:8]:
+        age_s = (now_ms - ms_from_iso(incident["opened_at"])) / 1000
+        incidents.add_row(
+            incident["incident_id"],
+            incident["connector_id"],
+            incident["tenant_id"] or "_platform",
+            f"{age_s:.0f}s",
+            incident.get("acknowledged_by") or "nobody yet",
+        )
     footer = Table.grid()
     footer.add_row(
         f"healthy or recovered: {healthy}   failing: {len(failing)}   "
-        f"open incidents: {len(status['open_incidents'])}   MTTR so far: "
-        f"{_mttr(port)}"
+        f"open incidents: {len(status['open_incidents'])}   MTTR so far: {mttr}"
     )
     for action in actions[-4:]:
         footer.add_row(f"[cyan]{action}[/]")
-    return Group(table, footer)
+    return Group(table, incidents, footer)
 
 
 async def _play_admin(
@@ -200,8 +256,21 @@ async def _play_admin(
                     action, target, "demo-admin", reason="Platform Admin intervenes (demo)"
                 )
                 answers = await send_and_wait(settings, command, 20)
-                verdict = answers[0].type.value if answers else "no answer"
-                actions.append(f"admin {action.value.lower()} {target}: {verdict}")
+                actions.append(f"admin {action.value.lower()} {target}: {_verdict(answers)}")
+
+
+def _verdict(answers: list[AuditEvent]) -> str:
+    if not answers:
+        return "no answer"
+    answer = answers[0]
+    if answer.type is EventType.COMMAND_REJECTED:
+        # The decider refuses what the connector's state does not allow (e.g. recovering a
+        # connector that recovered by itself meanwhile); the event carries its reason.
+        return (
+            f"{answer.type.value}: the worker refused it, "
+            f"because {answer.attributes.get('rejection', 'no reason recorded')}"
+        )
+    return answer.type.value
 
 
 def _summary(events: list[AuditEvent]) -> int:
@@ -253,7 +322,7 @@ async def _read_audit(settings: Settings) -> list[AuditEvent]:
     from agents.wire.records import decode_audit  # noqa: PLC0415
 
     consumer = reader(settings)
-    await consumer.start()
+    await start_client(consumer)
     try:
         tps = await topic_partitions(consumer, settings.topics.audit)
         consumer.assign(tps)
@@ -270,12 +339,20 @@ async def _read_audit(settings: Settings) -> list[AuditEvent]:
 
 
 def run_demo(with_connect: bool = False) -> int:
-    bootstrap = _ensure_kafka()
+    from agents.broker.local import LocalKafkaError  # noqa: PLC0415
+
+    try:
+        bootstrap, local_port, ours = _ensure_kafka()
+    except LocalKafkaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     run = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     settings = Settings.from_env().but(
         bootstrap_servers=bootstrap, app_id=run, topics=Topics().with_prefix(f"{run}.")
     )
-    home = Path(".local") / run
+    from agents.broker.local import HOME  # noqa: PLC0415
+
+    home = HOME / run  # never the current directory: the demo runs from any folder
     home.mkdir(parents=True, exist_ok=True)
     inbox = Inbox()
     port = _free_port()
@@ -336,7 +413,11 @@ def run_demo(with_connect: bool = False) -> int:
             console.print(connect.summary())
             connect.stop()
     console.print(f"webhooks received: {dict(sorted(inbox.received.items()))}")
-    return _summary(events)
+    verdict = _summary(events)
+    for line in next_steps(run, local_port, home, ours):
+        # one line each, never wrapped: they are meant to be copied
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+    return verdict
 
 
 async def _live(settings: Settings, port: int, repairs: dict[str, Callable[[], str]]) -> None:
@@ -346,10 +427,17 @@ async def _live(settings: Settings, port: int, repairs: dict[str, Callable[[], s
     fleet = asyncio.create_task(sim.run(DURATION_S, stop))
     admin = asyncio.create_task(_play_admin(settings, port, actions, stop, repairs))
     started = time.monotonic()
-    with Live(_view(port, sim, 0, actions), console=console, refresh_per_second=2) as live:
+    elapsed = 0.0
+    with Live(
+        _view(_status(port), "-", sim, 0, actions), console=console, refresh_per_second=2
+    ) as live:
         while not fleet.done():
             await asyncio.sleep(1)
-            live.update(_view(port, sim, time.monotonic() - started, actions))
+            elapsed = time.monotonic() - started
+            live.update(_view(_status(port), _mttr(port), sim, elapsed, actions))
+        # The last frame stays on the screen: without the actions, printed once below.
+        live.update(_view(_status(port), _mttr(port), sim, elapsed, []))
+    console.line()  # off a terminal, the last frame ends without a newline
     stop.set()
     await fleet
     await admin

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from agents.broker.client import client_options
+from agents.broker.client import client_options, start_client
 from agents.settings import Settings
 from agents.wire.codec import registry
 from streams.models import RecoveryMode
@@ -111,7 +111,7 @@ class Simulation:
     async def run(self, duration_s: float, stop: asyncio.Event | None = None) -> None:
         codec = registry().codec("HealthPing")
         producer = AIOKafkaProducer(**client_options(self.settings), acks="all", linger_ms=10)
-        await producer.start()
+        await start_client(producer)
         runtime = asyncio.create_task(self._runtime())
         started = time.monotonic()
         tick = 0
@@ -156,9 +156,9 @@ class Simulation:
             auto_offset_reset="earliest",
         )
         producer = AIOKafkaProducer(**client_options(self.settings))
-        await consumer.start()
-        await producer.start()
-        try:
+        try:  # started inside: stop() closes what a failed start() left open
+            await consumer.start()
+            await producer.start()
             async for message in consumer:
                 request = codec.decode(message.value)
                 sim = self.connectors.get(request["connector_id"])

@@ -9,7 +9,7 @@ tick costs O(due · log n) — never a scan of every connector.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 
 class DeadlineIndex:
@@ -59,6 +59,25 @@ class DeadlineIndex:
         return due
 
 
+# A partition more than this many inputs-topic records behind gets no ticks: its ticks would
+# find deadlines computed from old inputs (harmless, the tick lands after the newer ones,
+# but wasted work while the worker is behind). Counted in records, each of which may be an
+# InputBatch of up to agents.worker.router.BATCH_ITEMS inputs, so a few records; a limit of
+# 2,000 "inputs" counted in records was a million pings.
+LAG_LIMIT_RECORDS = 4
+
+
+def lagging_partitions(
+    highwaters: Mapping[int, int | None], next_offsets: Mapping[int, int]
+) -> set[int]:
+    """The owned inputs partitions with more than LAG_LIMIT_RECORDS records unread."""
+    return {
+        partition
+        for partition, highwater in highwaters.items()
+        if highwater is not None and highwater - next_offsets.get(partition, 0) > LAG_LIMIT_RECORDS
+    }
+
+
 def due_ticks(
     index: DeadlineIndex,
     now: int,
@@ -66,10 +85,11 @@ def due_ticks(
     partition_of: Callable[[str], int],
     retry_ms: int,
 ) -> list[str]:
-    """The connectors to tick now. A connector whose inputs partition is behind is not:
-    its next ping may be sitting in the backlog, and the clock (wall time) must not declare
-    a heartbeat missed — or fire any deadline — ahead of the data. It is asked again
-    `retry_ms` later, until its partition has caught up."""
+    """The connectors to tick at `now` (the inputs front: wall time only when nothing is
+    unread upstream, agents.worker.router.Router.front). Deadlines after it wait in the
+    index: a connector's next ping may be unread, and the clock must not declare a heartbeat
+    missed — or fire any deadline — ahead of the data. A connector whose inputs partition is
+    behind is asked again `retry_ms` later, until its partition has caught up."""
     ticks: list[str] = []
     for connector_id in index.pop_due(now):
         if partition_of(connector_id) in lagging:
@@ -77,3 +97,37 @@ def due_ticks(
         else:
             ticks.append(connector_id)
     return ticks
+
+
+class Clock:
+    """The worker's timer: ticks for the deadlines due up to the inputs front (`front`,
+    None while nothing is known about the inputs), except on lagging partitions."""
+
+    def __init__(
+        self,
+        *,
+        deadlines: DeadlineIndex,
+        front: Callable[[int], Awaitable[int | None]],
+        highwaters: Callable[[], Mapping[int, int | None]],
+        next_offsets: Callable[[], Mapping[int, int]],
+        partition_of: Callable[[str], int],
+        retry_ms: int,
+        send_tick: Callable[[str, int], Awaitable[None]],
+    ) -> None:
+        self.deadlines = deadlines
+        self.front = front
+        self.highwaters = highwaters
+        self.next_offsets = next_offsets
+        self.partition_of = partition_of
+        self.retry_ms = retry_ms
+        self.send_tick = send_tick
+
+    async def tick(self, wall_now: int) -> None:
+        now = await self.front(wall_now)
+        if now is None:
+            return
+        lagging = lagging_partitions(self.highwaters(), self.next_offsets())
+        for connector_id in due_ticks(
+            self.deadlines, now, lagging, self.partition_of, self.retry_ms
+        ):
+            await self.send_tick(connector_id, now)

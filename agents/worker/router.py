@@ -71,6 +71,40 @@ class Router:
         }
         self.batch_codec = registry.codec("InputBatch")
         self._skip_through: dict[TopicPartition, int] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._forwarded: dict[TopicPartition, int] = {}  # next offset to forward, per source
+        self._last_timestamp: dict[TopicPartition, int] = {}  # of the last record forwarded
+
+    async def front(self, now: int) -> int | None:
+        """The time up to which every external input on this router's partitions has been
+        forwarded (and acked): `now` for a partition it has forwarded to its end offset
+        (asked of the broker now), else the timestamp of the last record it forwarded
+        from it. None before the router has a position on each of its partitions.
+
+        A tick sent now lands on the inputs topic after all of that; so the clock may fire a
+        deadline only up to this front, whatever this process was busy with meanwhile."""
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        assigned = consumer.assignment()
+        if not assigned:
+            return now
+        try:
+            ends = await consumer.end_offsets(list(assigned))
+        except KafkaError as error:  # e.g. amid a rebalance: the next tick asks again
+            log.info("no end offsets for the inputs front (%s)", error)
+            return None
+        front = now
+        for tp in assigned:
+            forwarded = self._forwarded.get(tp)
+            if forwarded is None:
+                return None
+            if forwarded < ends[tp]:
+                last = self._last_timestamp.get(tp)
+                if last is None:
+                    return None
+                front = min(front, last)
+        return front
 
     async def run(self, producer: AIOKafkaProducer) -> None:
         """Route until cancelled. `producer` is shared with the rest of the worker."""
@@ -84,6 +118,7 @@ class Router:
             heartbeat_interval_ms=int(min(3.0, self.settings.session_timeout_s / 3) * 1000),
         )
         await consumer.start()
+        self._consumer = consumer
         router = self
 
         class ReadBack(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
@@ -99,7 +134,10 @@ class Router:
                 batch = await consumer.getmany(timeout_ms=100)
                 if batch:
                     await self._forward(producer, consumer, batch)
+                for tp in consumer.assignment() - self._forwarded.keys():
+                    self._forwarded[tp] = await consumer.position(tp)
         finally:
+            self._consumer = None
             await consumer.stop()
 
     async def _forward(
@@ -159,6 +197,9 @@ class Router:
         for target, (items, sources) in bound.items():
             pending.append(await self._send_batch(producer, target, items, sources))
         await asyncio.gather(*pending)
+        self._forwarded.update(commit)
+        for tp, records in batch.items():
+            self._last_timestamp[tp] = max(r.timestamp for r in records)
         try:
             await consumer.commit(commit)
         except KafkaError as error:
@@ -177,6 +218,8 @@ class Router:
     async def _read_back(self, assigned: set[TopicPartition]) -> None:
         """What was forwarded from `assigned` beyond their committed offsets."""
         self._skip_through = {}
+        self._forwarded = {}
+        self._last_timestamp = {}
         if not assigned:
             return
         wanted = {(tp.topic, tp.partition) for tp in assigned}

@@ -19,19 +19,20 @@ from typing import Any
 from faust.stores.rocksdb import Store as RocksDBStore
 
 from agents.broker.client import partition_of
+from agents.worker.checkpoints import partition_of_checkpoint_key
 from agents.worker.statecodec import load_head
 
 
 @dataclass
 class OwnedState:
-    checkpoint_prefix: bytes  # table keys of the audit positions: prefix + partition
     connectors: dict[int, set[str]] = field(default_factory=dict)  # per owned partition
     heads: dict[int, dict[str, tuple[int, str]]] = field(default_factory=dict)
     checkpoints: dict[int, int] = field(default_factory=dict)  # next audit offset
 
     def add(self, partition: int, key: bytes, value: bytes) -> None:
-        if key.startswith(self.checkpoint_prefix):
-            self.checkpoints[int(key[len(self.checkpoint_prefix) :])] = int(value)
+        checkpointed = partition_of_checkpoint_key(key)
+        if checkpointed is not None:
+            self.checkpoints[checkpointed] = int(value)
             return
         connector_id = key.decode()
         self.connectors.setdefault(partition, set()).add(connector_id)
@@ -43,11 +44,9 @@ class OwnedState:
         return sum(len(connectors) for connectors in self.connectors.values())
 
 
-def scan_owned(
-    table: Any, owned: set[int], partitions: int, checkpoint_prefix: bytes
-) -> OwnedState:
+def scan_owned(table: Any, owned: set[int], partitions: int) -> OwnedState:
     """`table`: the Faust table of connector states (bytes keys and values)."""
-    found = OwnedState(checkpoint_prefix)
+    found = OwnedState()
     store = table.data
     if isinstance(store, RocksDBStore):
         for partition in sorted(owned):
@@ -57,10 +56,8 @@ def scan_owned(
         return found
     items: Iterable[tuple[bytes, bytes]] = table.items()
     for key, value in items:
-        if key.startswith(checkpoint_prefix):
-            partition = int(key[len(checkpoint_prefix) :])
-        else:
-            partition = partition_of(key, partitions)
+        checkpointed = partition_of_checkpoint_key(key)
+        partition = partition_of(key, partitions) if checkpointed is None else checkpointed
         if partition in owned:  # else a standby copy: its owner watches it
             found.add(partition, key, value)
     return found

@@ -148,10 +148,16 @@ class Worker:
         name: str = "w1",
         policy: Path | None = None,
         env: dict[str, str] | None = None,
+        *,
+        cwd: Path | None = None,
+        default_data_dir: bool = False,
     ) -> None:
+        """`default_data_dir`: no --data-dir and no CR_DATA_DIR, as a user who sets none."""
         self.ns = ns
         self.extra_env = env or {}
         self.name = name
+        self.cwd = cwd
+        self.default_data_dir = default_data_dir
         self.data_dir = ns.tmp / f"{name}-data"
         self.web_port = free_port()
         self.policy = policy
@@ -168,15 +174,19 @@ class Worker:
             "warning",
             "--web-port",
             str(self.web_port),
-            "--data-dir",
-            str(self.data_dir),
         ]
+        env = self.ns.env(**self.extra_env)
+        if self.default_data_dir:
+            env.pop("CR_DATA_DIR", None)
+        else:
+            args += ["--data-dir", str(self.data_dir)]
         if self.policy is not None:
             args += ["--policy", str(self.policy)]
         self.lines = []
         self.process = subprocess.Popen(
             args,
-            env=self.ns.env(**self.extra_env),
+            env=env,
+            cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -20,7 +20,8 @@ from faust.types import TP
 
 from agents.broker.client import partition_of, reader
 from agents.settings import Settings
-from agents.worker.app import CHECKPOINT_PREFIX, Pipeline, checkpoint_key
+from agents.worker.app import WorkerApp
+from agents.worker.checkpoints import CHECKPOINT_PREFIX, checkpoint_key
 from agents.worker.restore import Restored, pre_restore
 from agents.worker.statecodec import dump_state
 from agents.worker.tablescan import OwnedState, scan_owned
@@ -35,10 +36,10 @@ Changelog = dict[int, dict[bytes, bytes]]
 
 
 @pytest.fixture
-def pipeline(ns: Namespace, tmp_path: Path) -> Iterator[Pipeline]:
+def pipeline(ns: Namespace, tmp_path: Path) -> Iterator[WorkerApp]:
     loop = asyncio.new_event_loop()  # Faust binds the app to the current loop
     asyncio.set_event_loop(loop)
-    yield Pipeline(ns.settings().but(data_dir=tmp_path / "data"), parse_policy({}))
+    yield WorkerApp(ns.settings().but(data_dir=tmp_path / "data"), parse_policy({}))
     loop.close()
 
 
@@ -96,7 +97,7 @@ def ends_of(restored: list[Restored]) -> dict[int, int]:
 
 
 def test_the_store_holds_the_latest_values_and_faust_replays_only_the_tail(
-    pipeline: Pipeline,
+    pipeline: WorkerApp,
 ) -> None:
     settings, table = pipeline.settings, pipeline.table
     topic = table.changelog_topic.get_topic_name()
@@ -137,7 +138,7 @@ def test_the_store_holds_the_latest_values_and_faust_replays_only_the_tail(
         assert recovery.active_offsets[tp] == ends[partition] - 1
 
 
-def test_a_new_owner_scans_only_its_partitions_databases(pipeline: Pipeline) -> None:
+def test_a_new_owner_scans_only_its_partitions_databases(pipeline: WorkerApp) -> None:
     """agents/worker/tablescan.py over the restored store: the connectors of the owned
     partitions, their chain heads (none for a connector without events), and the audit
     positions, exactly as written."""
@@ -145,7 +146,7 @@ def test_a_new_owner_scans_only_its_partitions_databases(pipeline: Pipeline) -> 
     topic = table.changelog_topic.get_topic_name()
     owned = {0, 2}
     states: list[tuple[bytes, bytes | None]] = []
-    expected = OwnedState(CHECKPOINT_PREFIX)
+    expected = OwnedState()
     for index, key in enumerate(KEYS):
         record = ConnectorState.new(key.decode()).record._replace(
             sequence=index % 3, head_hash=f"{index:064x}"
@@ -161,7 +162,7 @@ def test_a_new_owner_scans_only_its_partitions_databases(pipeline: Pipeline) -> 
     run(append(settings, topic, states, {}))
     run(pre_restore(table, settings))
 
-    found = scan_owned(table, owned, settings.partitions, CHECKPOINT_PREFIX)
+    found = scan_owned(table, owned, settings.partitions)
 
     assert found.connectors == expected.connectors
     assert found.count() == sum(partition_of(k, 4) in owned for k in KEYS)
@@ -170,7 +171,7 @@ def test_a_new_owner_scans_only_its_partitions_databases(pipeline: Pipeline) -> 
     assert found.checkpoints == {0: 100, 2: 102}
 
 
-def test_a_store_open_elsewhere_is_left_to_faust(pipeline: Pipeline) -> None:
+def test_a_store_open_elsewhere_is_left_to_faust(pipeline: WorkerApp) -> None:
     settings, table = pipeline.settings, pipeline.table
     topic = table.changelog_topic.get_topic_name()
     run(create_changelog(settings, topic))
@@ -193,5 +194,5 @@ async def count(settings: Settings, topic: str, partition: int) -> int:
         await consumer.stop()
 
 
-def test_nothing_to_restore_without_a_changelog(pipeline: Pipeline) -> None:
+def test_nothing_to_restore_without_a_changelog(pipeline: WorkerApp) -> None:
     assert run(pre_restore(pipeline.table, pipeline.settings)) == []

@@ -1,0 +1,85 @@
+"""Audit checkpoints: per owned audit partition, the heads of its hash chains, digested and
+chained on the checkpoints topic; and the audit position (next offset) recorded in the
+table beside the states, where crash repair starts reading (agents/worker/recovery.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka.structs import TopicPartition
+
+from agents.broker.client import reader
+from agents.settings import Settings
+from agents.wire.codec import SingleObjectCodec
+from streams.checkpoint import checkpoint_record
+from streams.models import GENESIS_HASH, AuditEvent
+
+CHECKPOINT_PREFIX = b"\x00audit-position:"
+
+
+def checkpoint_key(partition: int) -> bytes:
+    """Per-partition table key (never a connector id: those are non-empty text)."""
+    return CHECKPOINT_PREFIX + str(partition).encode()
+
+
+def partition_of_checkpoint_key(key: bytes) -> int | None:
+    if not key.startswith(CHECKPOINT_PREFIX):
+        return None
+    return int(key[len(CHECKPOINT_PREFIX) :])
+
+
+class AuditCheckpoints:
+    def __init__(self) -> None:
+        # Per audit partition: the next audit offset, and the chain heads below it.
+        self.positions: dict[int, int] = {}
+        self.heads: dict[int, dict[str, tuple[int, str]]] = {}
+        # What was last checkpointed, per partition (read back at assignment).
+        self.checkpointed: dict[int, int] = {}
+        self.previous: dict[int, str] = {}
+
+    def written(self, events: Iterable[tuple[AuditEvent, int]], offsets: Iterable[int]) -> None:
+        """Audit events the broker acked, with their offsets. Positions and chain heads
+        move together (no await in between): a checkpoint taken at any moment describes
+        exactly the log below its position."""
+        for (event, partition), offset in zip(events, offsets, strict=True):
+            self.positions[partition] = max(self.positions.get(partition, 0), offset + 1)
+            self.heads.setdefault(partition, {})[event.connector_id] = (event.sequence, event.hash)
+
+    def due(self, owned: Iterable[int], now: int) -> list[dict[str, Any]]:
+        """A checkpoint record per owned audit partition whose log grew since the last."""
+        records = []
+        for partition in sorted(owned):
+            position = self.positions.get(partition, 0)
+            if position == self.checkpointed.get(partition) or partition not in self.heads:
+                continue
+            records.append(
+                checkpoint_record(
+                    partition,
+                    position,
+                    self.heads[partition],
+                    now,
+                    self.previous.get(partition, GENESIS_HASH),
+                )
+            )
+        return records
+
+    def sent(self, record: dict[str, Any]) -> None:
+        self.checkpointed[record["partition"]] = record["end_offset"]
+        self.previous[record["partition"]] = record["hash"]
+
+    async def read_last(self, settings: Settings, codec: SingleObjectCodec) -> None:
+        """The last checkpoint of every partition, from the checkpoints topic."""
+        consumer = reader(settings)
+        await consumer.start()
+        try:
+            tp = TopicPartition(settings.topics.checkpoints, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            while await consumer.position(tp) < end:
+                for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                    for record in records:
+                        self.sent(codec.decode(record.value))
+        finally:
+            await consumer.stop()

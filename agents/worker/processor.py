@@ -1,0 +1,234 @@
+"""The decider without a broker: inputs in, outputs out, over a state store.
+
+`InputProcessor.process(items)` applies decoded inputs of the inputs topic (in partition
+order) to the per-connector states of a `StateStore` and returns what must happen next, as
+data: the commands and audit events to send (commands first), and the whole new states to
+write once the broker holds those. Nothing here awaits, reads a clock or touches Kafka, so
+tests and benchmarks drive it with a dict (`DictStore`); the live worker gives it the
+Faust table (agents/worker/faust_context.py) and sends its outputs
+(agents/worker/effects.py).
+
+Kept in memory beside the store: liveness (last ping time, heartbeat deadline: it changes
+with every ping and is not written, agents/worker/statecodec.py), the deadline index the
+clock reads, and the audit events a crash left ahead of the table (agents/worker/repair.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+from agents.broker.client import partition_of
+from agents.wire.records import Unpacked
+from agents.worker.clock import DeadlineIndex
+from agents.worker.repair import reconcile
+from agents.worker.statecodec import dump_state, load_state
+from streams.decider import decide, next_deadline
+from streams.models import AuditEvent, Command
+from streams.policy import Policy
+from streams.state import ConnectorState
+
+log = logging.getLogger("connector_recovery.worker")
+
+COUNTERS = (
+    "inputs",
+    "late_pings",
+    "skipped_redeliveries",
+    "repaired_dropped",
+)
+
+
+class StateStore(Protocol):
+    """The table of connector states: the stored bytes (agents/worker/statecodec.py) per
+    connector key, read from the inputs partition the key belongs to."""
+
+    def get(self, key: bytes, partition: int) -> bytes | None: ...
+
+    def put(self, key: bytes, value: bytes, partition: int) -> None: ...
+
+
+class DictStore:
+    """A `StateStore` in a dict, for tests and benchmarks."""
+
+    def __init__(self, data: MutableMapping[bytes, bytes] | None = None) -> None:
+        self.data: MutableMapping[bytes, bytes] = {} if data is None else data
+
+    def get(self, key: bytes, partition: int) -> bytes | None:  # noqa: ARG002 - one dict holds all partitions
+        return self.data.get(key)
+
+    def put(self, key: bytes, value: bytes, partition: int) -> None:  # noqa: ARG002 - as in get
+        self.data[key] = value
+
+
+class Input(NamedTuple):
+    """One decoded item of an inputs-topic record (agents.wire.records.unpack), and the
+    inputs partition it was read from."""
+
+    item: Unpacked
+    partition: int
+
+
+class PendingState(NamedTuple):
+    state: ConnectorState
+    applied: int  # position of the last input applied, stored beside the state
+    partition: int  # the inputs partition: where the write goes
+
+
+class DeadLetter(NamedTuple):
+    partition: int
+    problem: str
+    data: bytes | None
+
+
+@dataclass
+class Outputs:
+    """What one batch of inputs calls for, in the order it must happen: commands, then
+    audit events (an event in the log implies its commands are), then state writes."""
+
+    commands: list[tuple[bytes, Command]] = field(default_factory=list)
+    events: list[tuple[bytes, AuditEvent, int]] = field(
+        default_factory=list
+    )  # key, event, partition
+    states: dict[bytes, PendingState] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    def audit_partitions(self) -> set[int]:
+        """Partitions whose audit position moves (and must be written beside the states)."""
+        return {partition for _key, _event, partition in self.events}
+
+    def state_writes(self) -> Iterable[tuple[bytes, bytes, int]]:
+        """(key, stored bytes, partition): the whole new value, never a mutation in place."""
+        for key, pending in self.states.items():
+            yield key, dump_state(pending.state, pending.applied), pending.partition
+
+
+class InputProcessor:
+    def __init__(
+        self,
+        policy: Policy,
+        store: StateStore,
+        partitions: int,
+        counters: dict[str, int] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.store = store
+        self.partitions = partitions
+        self.deadlines = DeadlineIndex()
+        # Liveness (last ping time, heartbeat deadline) per connector: in memory only.
+        self.liveness: dict[str, tuple[int | None, int | None]] = {}
+        # Crash repair: per connector, audit events found after the table's audit position
+        # (written by inputs whose state did not reach the table).
+        self.logged_ahead: dict[str, list[AuditEvent]] = {}
+        # Parsed states of owned partitions, as in the store (liveness aside): a steady ping
+        # is then a dict lookup, no store read and no JSON. Filled on first read and on each
+        # write; a partition's part is dropped when it is revoked (`forget_partitions`),
+        # since another worker may write its store before it comes back.
+        self._parsed: dict[int, dict[bytes, tuple[ConnectorState, int]]] = {}
+        self.counters = {} if counters is None else counters
+        for name in COUNTERS:
+            self.counters.setdefault(name, 0)
+
+    def process(self, inputs: Iterable[Input]) -> Outputs:
+        outputs = Outputs()
+        for one in inputs:
+            self.apply(one, outputs)
+        return outputs
+
+    def apply(self, one: Input, outputs: Outputs) -> None:
+        """One input into `outputs` (a batch may grow by several calls, e.g. a gap's
+        records read directly before the record that revealed the gap)."""
+        item, partition = one
+        message = item.message
+        if message is None:  # only our own router writes here; keep going anyway
+            outputs.dead_letters.append(DeadLetter(partition, item.problem or "?", item.data))
+            return
+        connector_id = message.connector_id
+        key = connector_id.encode()
+        pending = outputs.states.get(key)
+        if pending is not None:
+            state, applied = pending.state, pending.applied
+        else:
+            state, applied = self._stored(key, connector_id, partition)
+        if item.position <= applied:
+            self.counters["skipped_redeliveries"] += 1
+            return  # crash repair case (b): the state already holds this input
+        decision = decide(state, message, self.policy, item.source)
+        self.counters["inputs"] += 1
+        self.counters["late_pings"] += int(decision.late)
+        events, commands, new_state = decision.events, decision.commands, decision.state
+        logged = self.logged_ahead.get(connector_id)
+        if logged:
+            fixed = reconcile(state, decision, logged)
+            events, commands, new_state = fixed.events, fixed.commands, fixed.state
+            self.counters["repaired_dropped"] += fixed.dropped
+            log.info(
+                "crash repair for %s at %s: %d re-derived events already logged",
+                connector_id,
+                item.source,
+                fixed.dropped,
+            )
+            if fixed.diverged:
+                log.warning(
+                    "%s: the audit log diverges from the re-derived decision; the log wins",
+                    connector_id,
+                )
+            remaining = [e for e in logged if e.sequence > new_state.record.sequence]
+            self.logged_ahead[connector_id] = remaining
+        self.liveness[connector_id] = (new_state.last_checked_at, new_state.heartbeat_deadline)
+        # Written only on change: a steady ping changes only the liveness.
+        # Identity first: a steady ping keeps the record and memory objects it was given.
+        if (
+            pending is not None
+            or events
+            or (new_state.record is not state.record and new_state.record != state.record)
+            or (new_state.memory is not state.memory and new_state.memory != state.memory)
+        ):
+            outputs.states[key] = PendingState(new_state, item.position, partition)
+        for command in commands:
+            outputs.commands.append((key, command))
+        for audit_event in events:
+            outputs.events.append((key, audit_event, partition))
+        due = next_deadline(new_state.record, new_state.heartbeat_deadline)
+        self.deadlines.schedule(connector_id, None if due is None else due[0])
+
+    def _stored(self, key: bytes, connector_id: str, partition: int) -> tuple[ConnectorState, int]:
+        parsed = self._parsed.setdefault(partition, {})
+        cached = parsed.get(key)
+        if cached is not None:
+            state, applied = cached
+        else:
+            stored = self.store.get(key, partition)
+            if stored is None:
+                state, applied = ConnectorState.new(connector_id), -1
+            else:
+                state, applied = load_state(stored)
+            parsed[key] = (state, applied)
+        live = self.liveness.get(connector_id)
+        if live is not None:
+            state = state._replace(last_checked_at=live[0], heartbeat_deadline=live[1])
+        return state, applied
+
+    def write(self, outputs: Outputs) -> None:
+        """The batch's new states into the store: call only once the broker holds its
+        commands and events, so the table is never ahead of the log."""
+        for key, value, partition in outputs.state_writes():
+            self.store.put(key, value, partition)
+        for key, pending in outputs.states.items():
+            self._parsed.setdefault(pending.partition, {})[key] = (pending.state, pending.applied)
+
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """Revoked: their stored states may change elsewhere before they come back."""
+        for partition in partitions:
+            self._parsed.pop(partition, None)
+
+    def keep_owned(self, owned: set[int]) -> None:
+        """After a rebalance: forget the liveness of connectors this worker no longer owns,
+        and the deadline index (rebuilt by the heartbeat graces)."""
+        self.deadlines.forget()
+        self.liveness = {
+            connector_id: live
+            for connector_id, live in self.liveness.items()
+            if partition_of(connector_id.encode(), self.partitions) in owned
+        }

@@ -1,0 +1,177 @@
+"""Rebalance recovery: what a worker does when partitions are assigned to it, a method per
+step, in the order `run` calls them. After it, the processor holds the log ahead of the
+table (crash repair), the checkpoints their heads and positions, the gap filler its next
+offsets, and every owned connector has a heartbeat grace on its way."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
+from pydantic import ValidationError
+
+from agents.broker.client import client_options, partition_of, reader
+from agents.settings import Settings
+from agents.wire.codec import AvroCodecError, SchemaRegistry
+from agents.wire.records import decode_audit
+from agents.worker.checkpoints import AuditCheckpoints
+from agents.worker.effects import Effects
+from agents.worker.graces import Graces
+from agents.worker.processor import InputProcessor
+from agents.worker.tablescan import OwnedState, scan_owned
+from streams.models import AuditEvent
+from streams.policy import Policy
+
+log = logging.getLogger("connector_recovery.worker")
+
+
+class RebalanceRecovery:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        policy: Policy,
+        registry: SchemaRegistry,
+        processor: InputProcessor,
+        checkpoints: AuditCheckpoints,
+        effects: Effects,
+        raw_producer: Callable[[], Awaitable[AIOKafkaProducer]],
+        crash: Callable[[BaseException], Awaitable[None]],
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.registry = registry
+        self.processor = processor
+        self.checkpoints = checkpoints
+        self.effects = effects
+        self.raw_producer = raw_producer
+        self.graces = Graces(settings, registry, raw_producer, crash)
+        # The offset each owned inputs partition must deliver next (from the committed
+        # offsets at assignment): an event past it means Faust skipped inputs (gaps.py).
+        self.next_offsets: dict[int, int] = {}
+        self._owned_before: set[int] = set()
+
+    async def run(self, owned: set[int], table: Any, now: int) -> None:
+        """`table`: the Faust table of connector states (tablescan.py reads it)."""
+        began = time.monotonic()
+        scan = scan_owned(table, owned, self.settings.partitions)
+        scanned = time.monotonic()
+        await self.read_log_ahead(owned, scan.checkpoints)
+        await self.resume_offsets(owned)
+        self.rebuild_heads(scan)
+        await self.checkpoints.read_last(self.settings, self.effects.checkpoint_codec)
+        connectors = scan.connectors
+        for expected in self.expected_connectors(owned):
+            partition = partition_of(expected.encode(), self.settings.partitions)
+            connectors.setdefault(partition, set()).add(expected)
+        self.processor.keep_owned(owned)
+        self.graces.give(connectors, now)  # in the background, after the worker is ready
+        log.info(
+            "partitions %s assigned: %d connectors; table scan %.1fs, log ahead and checkpoints"
+            " %.1fs",
+            sorted(owned),
+            sum(len(c) for c in connectors.values()),
+            scanned - began,
+            time.monotonic() - scanned,
+        )
+
+    async def read_log_ahead(self, owned: set[int], recorded: dict[int, int]) -> None:
+        """Crash repair: the audit events written after each owned partition's recorded
+        position (by inputs whose state did not reach the table)."""
+        logged_ahead: dict[str, list[AuditEvent]] = {}
+        positions = {p: recorded.get(p, 0) for p in owned}
+        self.checkpoints.positions = positions
+        self.processor.logged_ahead = logged_ahead
+        if not owned:
+            return
+        consumer = reader(self.settings)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.settings.topics.audit, p) for p in sorted(owned)]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, positions[tp.partition])
+            remaining = {tp for tp in tps if ends[tp] > positions[tp.partition]}
+            while remaining:
+                batch = await consumer.getmany(*remaining, timeout_ms=1000)
+                for tp, records in batch.items():
+                    for record in records:
+                        positions[tp.partition] = record.offset + 1
+                        event = self._decode_audit(tp.partition, record)
+                        if event is not None:
+                            logged_ahead.setdefault(event.connector_id, []).append(event)
+                remaining = {tp for tp in remaining if positions[tp.partition] < ends[tp]}
+        finally:
+            await consumer.stop()
+        found = sum(len(events) for events in logged_ahead.values())
+        if found:
+            log.warning("crash repair: %d audit events ahead of the state table", found)
+
+    def _decode_audit(self, partition: int, record: Any) -> AuditEvent | None:
+        try:
+            return decode_audit(self.registry, record.value)
+        except (AvroCodecError, ValidationError, ValueError) as error:
+            # Not ours (a stray producer): `verify` reports it; the worker must not stop.
+            log.error("undecodable audit record at %s/%s: %s", partition, record.offset, error)
+            return None
+
+    async def resume_offsets(self, owned: set[int]) -> None:
+        """Kept for partitions this process owned before: Faust acks the events it skips as
+        "from an old generation" during a rebalance (streams.py, `skipped_value`), and
+        commits them, so after a second quick rebalance (a killed member's session expiring)
+        the committed offset can be past inputs nobody applied. Our own next offset still
+        points at them, and the first event past it makes the gap filler read them."""
+        committed = await self.committed_inputs(owned)
+        self.next_offsets = {
+            p: self.next_offsets[p]
+            if p in self._owned_before and p in self.next_offsets
+            else committed[p]
+            for p in owned
+        }
+        self._owned_before = owned
+
+    async def committed_inputs(self, owned: set[int]) -> dict[int, int]:
+        """Where the worker's group resumes each owned inputs partition: its committed
+        offset, else the start of the log (the group's reset policy is earliest)."""
+        if not owned:
+            return {}
+        tps = [TopicPartition(self.settings.inputs_topic, p) for p in sorted(owned)]
+        admin = AIOKafkaAdminClient(**client_options(self.settings))
+        consumer = reader(self.settings)
+        await admin.start()
+        await consumer.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(self.settings.app_id)
+            starts = await consumer.beginning_offsets(tps)
+        finally:
+            await consumer.stop()
+            await admin.close()
+        return {
+            tp.partition: committed[tp].offset
+            if tp in committed and committed[tp].offset >= 0
+            else starts[tp]
+            for tp in tps
+        }
+
+    def rebuild_heads(self, scan: OwnedState) -> None:
+        """Chain heads: the table's, moved on by the events logged ahead of it."""
+        heads = scan.heads
+        for connector_id, events in self.processor.logged_ahead.items():
+            partition = partition_of(connector_id.encode(), self.settings.partitions)
+            last = events[-1]
+            heads.setdefault(partition, {})[connector_id] = (last.sequence, last.hash)
+        self.checkpoints.heads = heads
+
+    def expected_connectors(self, owned: set[int]) -> set[str]:
+        """The policy's expected connectors on owned partitions: watched even if silent."""
+        return {
+            expected
+            for expected in self.policy.expected_connectors
+            if partition_of(expected.encode(), self.settings.partitions) in owned
+        }

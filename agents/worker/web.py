@@ -1,0 +1,68 @@
+"""The worker's web endpoints (/metrics, /status, /healthz) and the live projection they
+serve: the whole audit topic from the beginning, followed (agents/audit/follow.py), so a
+restarted worker, or one owning other partitions, shows what a replay shows."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from agents.audit.follow import AuditFollower
+from agents.audit.live import LiveProjection, exposition, metrics_registry
+from agents.settings import Settings
+
+
+def _view(page: Any) -> Any:
+    """faust calls a function view as fun(view, request); a bound method needs a shim."""
+
+    async def view(web: Any, request: Any) -> Any:
+        return await page(web, request)
+
+    view.__name__ = page.__name__
+    return view
+
+
+class WebEndpoints:
+    """`inputs_lag`: inputs not yet applied on this worker's partitions, for /metrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        counters: dict[str, int],
+        ready: asyncio.Event,
+        inputs_lag: Callable[[], int],
+    ) -> None:
+        self.counters = counters
+        self.ready = ready
+        self.inputs_lag = inputs_lag
+        self.live = LiveProjection()
+        self.follower = AuditFollower(settings, self.live)
+        self.metrics = metrics_registry(self.live, counters)
+
+    def register(self, app: Any) -> None:
+        for path, page in (
+            ("/metrics", self.metrics_page),
+            ("/status", self.status_page),
+            ("/healthz", self.healthz_page),
+        ):
+            app.page(path)(_view(page))
+
+    async def follow_audit(self) -> None:
+        await self.follower.run()
+
+    async def metrics_page(self, web: Any, _request: Any) -> Any:
+        self.counters["inputs_lag"] = self.inputs_lag()
+        return web.bytes(exposition(self.metrics), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def status_page(self, web: Any, request: Any) -> Any:
+        tenant = request.query.get("tenant")
+        return web.json(self.live.status(tenant))
+
+    async def healthz_page(self, web: Any, _request: Any) -> Any:
+        processing, views = self.ready.is_set(), self.follower.caught_up.is_set()
+        ok = processing and views
+        body = {"ready": ok, "processing": processing, "views_caught_up": views}
+        return web.json(body, status=200 if ok else 503)

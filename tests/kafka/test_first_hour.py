@@ -1,0 +1,48 @@
+"""A newcomer's first hour on a real broker: the worker runs from any folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.kafka.harness import Namespace, Worker
+
+pytestmark = pytest.mark.kafka
+
+
+def test_the_worker_starts_from_an_empty_folder_without_a_data_dir(
+    ns: Namespace, workers: list[Worker]
+) -> None:
+    empty = ns.tmp / "empty"
+    empty.mkdir()
+    home = ns.tmp / "home"  # no ~/.local/state yet: the worker creates it, parents included
+    worker = Worker(
+        ns, env={"HOME": str(home), "XDG_STATE_HOME": ""}, cwd=empty, default_data_dir=True
+    )
+    workers.append(worker)
+    worker.start()  # fails unless it logs "ready"
+    assert (home / ".local" / "state" / "connector-recovery" / ns.app_id).is_dir()
+    assert not list(empty.iterdir())  # nothing written where it was started
+
+
+def test_kafka_up_uses_a_broker_that_already_answers_on_the_port(
+    kafka: str, tmp_path: Path
+) -> None:
+    # e.g. one started from another copy of the project: its pid file is elsewhere
+    host, port = kafka.rsplit(":", 1)
+    if host != "127.0.0.1":
+        pytest.skip(f"the test broker is not on this machine's loopback ({kafka})")
+    result = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "kafka", "up", "--port", port],
+        env={**os.environ, "CR_LOCAL_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"a Kafka broker already answers on 127.0.0.1:{port}: pid ")

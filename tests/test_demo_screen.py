@@ -1,0 +1,131 @@
+"""What the demo's screens say (rendered without Kafka): open incidents in the live view,
+refused admin commands explained, and the closing screen's commands."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from agents.demo import run as demo
+from agents.demo.simulate import Simulation
+from agents.settings import Settings
+from streams.models import AuditEvent, EventType
+from streams.timefmt import iso_from_ms
+
+
+def rendered(renderable: object) -> str:
+    console = Console(width=160, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_the_live_view_lists_open_incidents() -> None:
+    opened = time.time_ns() // 1_000_000 - 42_000
+    status = {
+        "connectors": [],
+        "open_incidents": [
+            {
+                "incident_id": "SAP-AR:7",
+                "connector_id": "SAP-AR",
+                "tenant_id": "acme",
+                "failure": "timeout",
+                "opened_at": iso_from_ms(opened),
+                "acknowledged": True,
+                "acknowledged_by": "demo-admin",
+            },
+            {
+                "incident_id": "SFDC-CRM:3",
+                "connector_id": "SFDC-CRM",
+                "tenant_id": None,
+                "failure": "auth",
+                "opened_at": iso_from_ms(opened),
+                "acknowledged": False,
+                "acknowledged_by": None,
+            },
+        ],
+    }
+    text = rendered(demo._view(status, "-", Simulation(Settings()), 10, []))
+    rows = [line for line in text.splitlines() if "SAP-AR:7" in line or "SFDC-CRM:3" in line]
+    assert len(rows) == 2, text
+    assert all(word in rows[0] for word in ("SAP-AR", "acme", "demo-admin")), rows[0]
+    assert any(f"{age}s" in rows[0] for age in range(42, 50)), rows[0]
+    assert "_platform" in rows[1], rows[1]
+    assert "nobody yet" in rows[1], rows[1]
+    assert "open incidents: 2" in text
+
+
+def test_a_refused_admin_command_says_why() -> None:
+    rejected = AuditEvent.model_validate(
+        {
+            "event_id": "e1",
+            "type": EventType.COMMAND_REJECTED,
+            "connector_id": "SAP-AR",
+            "tenant_id": "acme",
+            "sequence": 9,
+            "occurred_at": 0,
+            "prev_hash": "0" * 64,
+            "hash": "1" * 64,
+            "attributes": {"rejection": "SAP-AR is not failed"},
+        }
+    )
+    verdict = demo._verdict([rejected])
+    assert verdict == ("command.rejected: the worker refused it, because SAP-AR is not failed")
+
+
+@pytest.mark.parametrize(
+    ("env", "local_port", "expected_prefix", "stop"),
+    [
+        ({}, 9092, "CR_TOPIC_PREFIX=demo-1.", "stop it with: connector-recovery kafka down"),
+        (
+            {"KAFKA_PORT": "9100"},
+            9100,
+            "KAFKA_PORT=9100 CR_TOPIC_PREFIX=demo-1.",
+            "stop it with: KAFKA_PORT=9100 connector-recovery kafka down",
+        ),
+        (
+            {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"},
+            None,
+            "KAFKA_BOOTSTRAP_SERVERS=kafka:9092 CR_TOPIC_PREFIX=demo-1.",
+            None,
+        ),
+    ],
+)
+def test_the_closing_screen_names_the_topics_and_the_broker(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    local_port: int | None,
+    expected_prefix: str,
+    stop: str | None,
+) -> None:
+    for name in ("KAFKA_PORT", "KAFKA_BOOTSTRAP_SERVERS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    lines = demo.next_steps("demo-1", local_port, Path("/state/demo-1"))
+    commands = [line.strip() for line in lines if "connector-recovery " in line][:3]
+    assert commands == [
+        f"{expected_prefix} connector-recovery report --format html --out demo-report.html",
+        f"{expected_prefix} connector-recovery verify",
+        f"{expected_prefix} connector-recovery replay --connector SAP-AR",
+    ]
+    running = [line for line in lines if "still running" in line]
+    if stop is None:
+        assert not running  # not a local broker: nothing to say about it
+    else:
+        assert len(running) == 1
+        assert running[0].endswith(stop)
+
+
+def test_the_closing_screen_leaves_a_broker_started_elsewhere_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    lines = demo.next_steps("demo-1", 9092, Path("/state/demo-1"), ours=False)
+    assert not [line for line in lines if "kafka down" in line]
+    assert lines[-1].endswith(
+        "not started from this copy of the project: stop it from where it was started"
+    )
