@@ -85,11 +85,10 @@ def cmd_probe_kafka_connect(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    import faust  # noqa: PLC0415
-
     from agents.broker.topics import AuditTopicMisconfigured, ensure_topics  # noqa: PLC0415
     from agents.policyfile import load_policy  # noqa: PLC0415
     from agents.worker.app import WorkerApp  # noqa: PLC0415
+    from agents.worker.restore import RestoringWorker  # noqa: PLC0415
 
     settings = _settings(args)
     try:
@@ -114,7 +113,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.set_event_loop(asyncio.new_event_loop())
     pipeline = WorkerApp(settings, policy)
-    worker = faust.Worker(pipeline.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    # Restores the state table in bulk before Faust replays its changelog (P5).
+    worker = RestoringWorker(
+        pipeline.app, settings, loglevel=args.loglevel, quiet=True, redirect_stdouts=False
+    )
     # Faust's terminal spinner sets the root logger to DEBUG so it can spin on every record:
     # every debug call in aiokafka and Faust then builds a LogRecord (~9% of a busy worker's
     # CPU in a py-spy profile) and the spinner writes control characters into our output.

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import core, floor, latency, memory, processor, replay, state, throughput
+from bench import core, floor, latency, memory, peer, processor, replay, state, throughput
 
 BENCHES = {
     "core": core.main,
@@ -17,6 +17,7 @@ BENCHES = {
     "state": state.main,
     "floor": floor.main,
     "memory": memory.main,
+    "peer": peer.main,
     "processor": processor.main,
 }
 RESULTS = Path(__file__).resolve().parent / "results"

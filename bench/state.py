@@ -1,14 +1,16 @@
 """P5: state size and recovery. N connectors' states are written straight into the state
 table's changelog (as the worker would have), then a fresh worker (empty data dir) starts:
 measured are the bytes per connector in the changelog and in RocksDB, and the time from the
-worker's start to 'ready' (changelog recovery, plus the heartbeat-grace Watch it sends for
-every owned connector).
+worker's start to 'ready': the bulk pre-restore of the changelog (agents/worker/restore.py),
+Faust's replay of the tail, and the assignment scan. The heartbeat graces go out after
+'ready'. With CR_LOGLEVEL=info the worker logs the parts; they are read from its log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,19 @@ async def fill(settings: Settings, changelog: str) -> int:
     return total
 
 
+# Lines the worker logs at info level (agents/worker/restore.py, agents/worker/app.py).
+PARTS = {
+    "pre_restore_s": re.compile(r"pre-restored \d+ changelog records in ([\d.]+)s"),
+    "table_scan_s": re.compile(r"table scan ([\d.]+)s"),
+    "log_ahead_and_checkpoints_s": re.compile(r"log ahead and checkpoints ([\d.]+)s"),
+}
+
+
+def parts_of(log: str) -> dict[str, float | None]:
+    found = {name: pattern.search(log) for name, pattern in PARTS.items()}
+    return {name: float(match.group(1)) if match else None for name, match in found.items()}
+
+
 def du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -99,16 +114,20 @@ def main(_repeats: int) -> dict[str, Any]:
     with running_worker(ns, settings) as data:
         ready_s = time.perf_counter() - started
         rocksdb = du(data)
+    parts = parts_of((ns.tmp / "worker.log").read_text(errors="replace"))
     result = {
         "connectors": N,
         "changelog_bytes_per_connector": payload / N,
         "rocksdb_bytes_per_connector": rocksdb / N,
         "changelog_fill_s": fill_s,
         "recovery_to_ready_s": ready_s,
+        "parts_s": parts,
         "goals": {"bytes_per_connector": 1024, "recovery_s": 60},
     }
     print(f"P5 state: {N:,} connectors")
     print(f"  changelog payload : {result['changelog_bytes_per_connector']:.0f} B/connector")
     print(f"  RocksDB on disk   : {result['rocksdb_bytes_per_connector']:.0f} B/connector")
     print(f"  fresh worker ready: {ready_s:.1f} s (changelog written in {fill_s:.1f} s)")
+    for name, seconds in parts.items():
+        print(f"    {name:<28}: {'-' if seconds is None else f'{seconds:.1f} s'}")
     return result

@@ -89,6 +89,19 @@ def unpack(
     ]
 
 
+def batch_origins(registry: SchemaRegistry, data: bytes | None) -> list[str]:
+    """Where the inputs of an `InputBatch` record came from (none for a single input, or a
+    record that is not a batch): what the router's read-back needs, without decoding each
+    input (a worker's heartbeat graces alone are a million of them at a million connectors)."""
+    try:
+        if data is None or registry.short_name_of(data) != "InputBatch":
+            return []
+        sources: list[str] = registry.codec("InputBatch").decode(data)["sources"]
+    except (AvroCodecError, ValueError):
+        return []  # the decider dead-letters it; nothing of it was forwarded
+    return sources
+
+
 def _one(
     registry: SchemaRegistry, data: bytes | None, position: int, source: str, origin: str | None
 ) -> Unpacked:

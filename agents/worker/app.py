@@ -133,6 +133,7 @@ class WorkerApp:
             checkpoints=self.checkpoints,
             effects=self.effects,
             raw_producer=self._raw_producer,
+            crash=self.app.crash,
         )
         self.router = Router(s, self.registry, self.counters)
         # One follower of the audit topic feeds /status, /metrics and the admin page.
@@ -300,7 +301,7 @@ class WorkerApp:
     async def _on_rebalance_complete(self, *_signal: Any, **_details: Any) -> None:
         """Crash repair, checkpoints, the gap filler's offsets, and a heartbeat grace for
         every owned connector (recovery.py)."""
-        await self.recovery.run(self._owned_partitions(), list(self.table.items()), now_ms())
+        await self.recovery.run(self._owned_partitions(), self.table, now_ms())
         self.ready.set()
 
     async def _announce_ready(self) -> None:

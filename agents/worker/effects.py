@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from agents.settings import Settings
@@ -24,7 +23,7 @@ from agents.worker.executors import execute
 from agents.worker.notifier import deliver
 from agents.worker.processor import Outputs
 from agents.worker.router import dead_letter_headers
-from streams.models import NotificationRequest, RecoveryRequest, Tick, Watch
+from streams.models import NotificationRequest, RecoveryRequest, Tick
 from streams.policy import Policy
 
 log = logging.getLogger("connector_recovery.worker")
@@ -54,7 +53,7 @@ class Effects:
         self.counters = counters
         self.status_url = status_url
         self.audit_codec = registry.codec("AuditEvent")
-        self.input_codecs = {name: registry.codec(name) for name in ("Tick", "Watch")}
+        self.input_codecs = {"Tick": registry.codec("Tick")}  # graces: graces.py
         self.request_codec = registry.codec("RecoveryRequest")
         self.notification_codec = registry.codec("NotificationRequest")
         self.result_codec = registry.codec("RecoveryResult")
@@ -124,20 +123,6 @@ class Effects:
             key=tick.connector_id.encode(),
             value=self.input_codecs["Tick"].encode(input_record(tick)),
         )
-
-    async def send_graces(self, producer: AIOKafkaProducer, watches: list[Watch]) -> None:
-        """Straight to the raw producer: Faust's send path costs ~200 µs a message, which
-        made the graces half of a fresh worker's time to ready."""
-        codec = self.input_codecs["Watch"]
-        sent = [
-            await producer.send(
-                self.settings.inputs_topic,
-                key=watch.connector_id.encode(),
-                value=codec.encode(input_record(watch)),
-            )
-            for watch in watches
-        ]
-        await asyncio.gather(*sent)
 
     # -- executors and notifier ---------------------------------------------------------------
     def session(self) -> aiohttp.ClientSession:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -20,24 +19,15 @@ from agents.broker.client import client_options, partition_of, reader
 from agents.settings import Settings
 from agents.wire.codec import AvroCodecError, SchemaRegistry
 from agents.wire.records import decode_audit
-from agents.worker.checkpoints import AuditCheckpoints, partition_of_checkpoint_key
+from agents.worker.checkpoints import AuditCheckpoints
 from agents.worker.effects import Effects
+from agents.worker.graces import Graces
 from agents.worker.processor import InputProcessor
-from agents.worker.statecodec import load_head
-from streams.models import AuditEvent, Watch
+from agents.worker.tablescan import OwnedState, scan_owned
+from streams.models import AuditEvent
 from streams.policy import Policy
 
 log = logging.getLogger("connector_recovery.worker")
-
-
-@dataclass
-class TableScan:
-    """What the owned part of the table says: its connectors, the audit position recorded
-    per partition, and the chain heads of the states."""
-
-    connectors: set[str] = field(default_factory=set)
-    positions: dict[int, int] = field(default_factory=dict)
-    heads: dict[int, dict[str, tuple[int, str]]] = field(default_factory=dict)
 
 
 class RebalanceRecovery:
@@ -51,6 +41,7 @@ class RebalanceRecovery:
         checkpoints: AuditCheckpoints,
         effects: Effects,
         raw_producer: Callable[[], Awaitable[AIOKafkaProducer]],
+        crash: Callable[[BaseException], Awaitable[None]],
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -59,50 +50,35 @@ class RebalanceRecovery:
         self.checkpoints = checkpoints
         self.effects = effects
         self.raw_producer = raw_producer
+        self.graces = Graces(settings, registry, raw_producer, crash)
         # The offset each owned inputs partition must deliver next (from the committed
         # offsets at assignment): an event past it means Faust skipped inputs (gaps.py).
         self.next_offsets: dict[int, int] = {}
         self._owned_before: set[int] = set()
 
-    async def run(self, owned: set[int], table_items: list[tuple[bytes, bytes]], now: int) -> None:
+    async def run(self, owned: set[int], table: Any, now: int) -> None:
+        """`table`: the Faust table of connector states (tablescan.py reads it)."""
         began = time.monotonic()
-        scan = self.scan_table(owned, table_items)
+        scan = scan_owned(table, owned, self.settings.partitions)
         scanned = time.monotonic()
-        await self.read_log_ahead(owned, scan.positions)
+        await self.read_log_ahead(owned, scan.checkpoints)
         await self.resume_offsets(owned)
         self.rebuild_heads(scan)
         await self.checkpoints.read_last(self.settings, self.effects.checkpoint_codec)
-        connectors = scan.connectors | self.expected_connectors(owned)
+        connectors = scan.connectors
+        for expected in self.expected_connectors(owned):
+            partition = partition_of(expected.encode(), self.settings.partitions)
+            connectors.setdefault(partition, set()).add(expected)
         self.processor.keep_owned(owned)
-        graces_from = time.monotonic()
-        await self.send_graces(connectors, now)
+        self.graces.give(connectors, now)  # in the background, after the worker is ready
         log.info(
             "partitions %s assigned: %d connectors; table scan %.1fs, log ahead and checkpoints"
-            " %.1fs, heartbeat graces sent %.1fs",
+            " %.1fs",
             sorted(owned),
-            len(connectors),
+            sum(len(c) for c in connectors.values()),
             scanned - began,
-            graces_from - scanned,
-            time.monotonic() - graces_from,
+            time.monotonic() - scanned,
         )
-
-    def scan_table(self, owned: set[int], items: list[tuple[bytes, bytes]]) -> TableScan:
-        scan = TableScan()
-        for key, value in items:
-            checkpointed = partition_of_checkpoint_key(key)
-            if checkpointed is not None:
-                if checkpointed in owned:
-                    scan.positions[checkpointed] = int(value)
-                continue
-            partition = partition_of(key, self.settings.partitions)
-            if partition not in owned:
-                continue  # a standby copy: its owner watches it
-            connector_id = key.decode()
-            scan.connectors.add(connector_id)
-            sequence, head_hash = load_head(value)
-            if sequence:
-                scan.heads.setdefault(partition, {})[connector_id] = (sequence, head_hash)
-        return scan
 
     async def read_log_ahead(self, owned: set[int], recorded: dict[int, int]) -> None:
         """Crash repair: the audit events written after each owned partition's recorded
@@ -183,7 +159,7 @@ class RebalanceRecovery:
             for tp in tps
         }
 
-    def rebuild_heads(self, scan: TableScan) -> None:
+    def rebuild_heads(self, scan: OwnedState) -> None:
         """Chain heads: the table's, moved on by the events logged ahead of it."""
         heads = scan.heads
         for connector_id, events in self.processor.logged_ahead.items():
@@ -199,10 +175,3 @@ class RebalanceRecovery:
             for expected in self.policy.expected_connectors
             if partition_of(expected.encode(), self.settings.partitions) in owned
         }
-
-    async def send_graces(self, connectors: set[str], now: int) -> None:
-        """A heartbeat grace (a `Watch`) for every owned connector: the new owner starts
-        their liveness from it."""
-        producer = await self.raw_producer()
-        watches = [Watch(connector_id=c, at=now) for c in sorted(connectors)]
-        await self.effects.send_graces(producer, watches)

@@ -30,7 +30,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from agents.broker.client import client_options, partition_of, reader, topic_partitions
 from agents.settings import Settings
 from agents.wire.codec import SchemaRegistry
-from agents.wire.records import BadInput, decode_input, unpack
+from agents.wire.records import BadInput, batch_origins, decode_input
 from streams.models import AdminCommand, DeciderInput, HealthPing, RecoveryResult
 
 log = logging.getLogger("connector_recovery.router")
@@ -238,10 +238,8 @@ class Router:
                 got = await consumer.getmany(*remaining, timeout_ms=1000)
                 for records in got.values():
                     for record in records:
-                        for item in unpack(
-                            self.registry, record.value, record.topic, record.partition, 0
-                        ):
-                            source = parse_source(item.origin) if item.origin else None
+                        for origin in batch_origins(self.registry, record.value):
+                            source = parse_source(origin)
                             if source and (source[0], source[1]) in wanted:
                                 tp = TopicPartition(source[0], source[1])
                                 highest[tp] = max(highest.get(tp, -1), source[2])

@@ -1,0 +1,63 @@
+"""What a new owner needs from the state table of its partitions: the connectors of each
+owned partition, their chain heads, and the audit position recorded per partition.
+
+At a million connectors the scan through the Faust table took 24 s, half of it murmur2 in
+pure Python (`partition_of` per key, to drop keys of partitions not owned) and most of the
+rest Faust's per-item deserialization layers. With the RocksDB store each partition has its
+own database (faust/stores/rocksdb.py: one per changelog partition, and a table write goes
+to its event's partition, which is its key's), so the scan reads the owned partitions'
+databases directly, raw bytes as stored (the table's serializer is "raw"), and knows each
+key's partition from where it found it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from faust.stores.rocksdb import Store as RocksDBStore
+
+from agents.broker.client import partition_of
+from agents.worker.checkpoints import partition_of_checkpoint_key
+from agents.worker.statecodec import load_head
+
+
+@dataclass
+class OwnedState:
+    connectors: dict[int, set[str]] = field(default_factory=dict)  # per owned partition
+    heads: dict[int, dict[str, tuple[int, str]]] = field(default_factory=dict)
+    checkpoints: dict[int, int] = field(default_factory=dict)  # next audit offset
+
+    def add(self, partition: int, key: bytes, value: bytes) -> None:
+        checkpointed = partition_of_checkpoint_key(key)
+        if checkpointed is not None:
+            self.checkpoints[checkpointed] = int(value)
+            return
+        connector_id = key.decode()
+        self.connectors.setdefault(partition, set()).add(connector_id)
+        sequence, head_hash = load_head(value)
+        if sequence:
+            self.heads.setdefault(partition, {})[connector_id] = (sequence, head_hash)
+
+    def count(self) -> int:
+        return sum(len(connectors) for connectors in self.connectors.values())
+
+
+def scan_owned(table: Any, owned: set[int], partitions: int) -> OwnedState:
+    """`table`: the Faust table of connector states (bytes keys and values)."""
+    found = OwnedState()
+    store = table.data
+    if isinstance(store, RocksDBStore):
+        for partition in sorted(owned):
+            # Faust opened it on assignment; `_visible_items` skips Faust's offset key.
+            for key, value in store._visible_items(store._db_for_partition(partition)):
+                found.add(partition, key, value)
+        return found
+    items: Iterable[tuple[bytes, bytes]] = table.items()
+    for key, value in items:
+        checkpointed = partition_of_checkpoint_key(key)
+        partition = partition_of(key, partitions) if checkpointed is None else checkpointed
+        if partition in owned:  # else a standby copy: its owner watches it
+            found.add(partition, key, value)
+    return found

@@ -1,0 +1,198 @@
+"""The bulk pre-restore (agents/worker/restore.py) on the real broker: after it, Faust's own
+store holds exactly the changelog's latest values, and Faust's recovery starts at the end
+of what was restored, so it replays only the tail."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import TopicPartition
+from faust.stores.rocksdb import Store as RocksDBStore
+from faust.tables.manager import TableManager
+from faust.types import TP
+
+from agents.broker.client import partition_of, reader
+from agents.settings import Settings
+from agents.worker.app import WorkerApp
+from agents.worker.checkpoints import CHECKPOINT_PREFIX, checkpoint_key
+from agents.worker.restore import Restored, pre_restore
+from agents.worker.statecodec import dump_state
+from agents.worker.tablescan import OwnedState, scan_owned
+from streams.policy import parse_policy
+from streams.state import ConnectorState
+from tests.kafka.harness import Namespace, run
+
+pytestmark = pytest.mark.kafka
+
+KEYS = [f"CONN-{i:03d}".encode() for i in range(120)]
+Changelog = dict[int, dict[bytes, bytes]]
+
+
+@pytest.fixture
+def pipeline(ns: Namespace, tmp_path: Path) -> Iterator[WorkerApp]:
+    loop = asyncio.new_event_loop()  # Faust binds the app to the current loop
+    asyncio.set_event_loop(loop)
+    yield WorkerApp(ns.settings().but(data_dir=tmp_path / "data"), parse_policy({}))
+    loop.close()
+
+
+async def create_changelog(settings: Settings, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(topic, settings.partitions, 1, topic_configs={"cleanup.policy": "compact"})]
+        )
+    finally:
+        await admin.close()
+
+
+def table_partition(key: bytes) -> int:
+    """Where the worker writes a table key: a connector's state in its connector's partition,
+    an audit position in the partition it describes."""
+    if key.startswith(CHECKPOINT_PREFIX):
+        return int(key[len(CHECKPOINT_PREFIX) :])
+    return partition_of(key, 4)
+
+
+async def append(
+    settings: Settings, topic: str, records: list[tuple[bytes, bytes | None]], latest: Changelog
+) -> None:
+    """Write `records` as the table would (see `table_partition`) and fold them into
+    `latest`, the changelog's latest value per key (a tombstone removes the key)."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            partition = table_partition(key)
+            await producer.send(topic, key=key, value=value, partition=partition)
+            if value is None:
+                latest.setdefault(partition, {}).pop(key, None)
+            else:
+                latest.setdefault(partition, {})[key] = value
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def writes(rng: random.Random, count: int, generation: str) -> list[tuple[bytes, bytes | None]]:
+    """Overwrites of a few keys many times over, and tombstones (some for absent keys)."""
+    out: list[tuple[bytes, bytes | None]] = []
+    for index in range(count):
+        key = rng.choice(KEYS)
+        value = None if rng.random() < 0.2 else f"{generation}-{index}".encode()
+        out.append((key, value))
+    return out
+
+
+def ends_of(restored: list[Restored]) -> dict[int, int]:
+    return {r.partition: r.end for r in restored}
+
+
+def test_the_store_holds_the_latest_values_and_faust_replays_only_the_tail(
+    pipeline: WorkerApp,
+) -> None:
+    settings, table = pipeline.settings, pipeline.table
+    topic = table.changelog_topic.get_topic_name()
+    rng = random.Random(12)  # noqa: S311 - a reproducible mix, not a secret
+    latest: Changelog = {}
+    run(create_changelog(settings, topic))
+    first = writes(rng, 1_500, "a")
+    run(append(settings, topic, first, latest))
+
+    after_first = {key for keys in latest.values() for key in keys}
+    restored = run(pre_restore(table, settings))
+    assert [r.start for r in restored] == [0, 0, 0, 0]
+    assert sum(r.records for r in restored) == len(first)
+
+    # Written after the first restore: overwrites and tombstones of keys it restored.
+    tail = writes(rng, 400, "b")
+    run(append(settings, topic, tail, latest))
+    deleted = after_first - {key for keys in latest.values() for key in keys}
+    assert deleted, "the tail deletes keys the first restore wrote"
+    again = run(pre_restore(table, settings))
+    assert {r.partition: r.start for r in again} == ends_of(restored)  # only the tail is read
+    assert sum(r.records for r in again) == len(tail)
+    ends = ends_of(again)
+    assert sum(ends.values()) == len(first) + len(tail)
+
+    # Faust's own store, opened the way Faust opens it, holds exactly the latest values.
+    store = cast(RocksDBStore, table.data)
+    for partition in range(settings.partitions):
+        held = dict(store._visible_items(store._db_for_partition(partition)))
+        assert held == latest.get(partition, {}), f"partition {partition}"
+
+    # And Faust's recovery starts at the last restored offset: it replays only what follows.
+    recovery = cast(TableManager, pipeline.app.tables).recovery
+    for partition in range(settings.partitions):
+        tp = TP(topic, partition)
+        assert store.persisted_offset(tp) == ends[partition] - 1
+        recovery.add_active(table, tp)
+        assert recovery.active_offsets[tp] == ends[partition] - 1
+
+
+def test_a_new_owner_scans_only_its_partitions_databases(pipeline: WorkerApp) -> None:
+    """agents/worker/tablescan.py over the restored store: the connectors of the owned
+    partitions, their chain heads (none for a connector without events), and the audit
+    positions, exactly as written."""
+    settings, table = pipeline.settings, pipeline.table
+    topic = table.changelog_topic.get_topic_name()
+    owned = {0, 2}
+    states: list[tuple[bytes, bytes | None]] = []
+    expected = OwnedState()
+    for index, key in enumerate(KEYS):
+        record = ConnectorState.new(key.decode()).record._replace(
+            sequence=index % 3, head_hash=f"{index:064x}"
+        )
+        value = dump_state(ConnectorState(record), index)
+        states.append((key, value))
+        partition = partition_of(key, settings.partitions)
+        if partition in owned:
+            expected.add(partition, key, value)
+    for partition in range(settings.partitions):
+        states.append((checkpoint_key(partition), str(100 + partition).encode()))
+    run(create_changelog(settings, topic))
+    run(append(settings, topic, states, {}))
+    run(pre_restore(table, settings))
+
+    found = scan_owned(table, owned, settings.partitions)
+
+    assert found.connectors == expected.connectors
+    assert found.count() == sum(partition_of(k, 4) in owned for k in KEYS)
+    assert found.heads == expected.heads
+    assert all(sequence for heads in found.heads.values() for sequence, _ in heads.values())
+    assert found.checkpoints == {0: 100, 2: 102}
+
+
+def test_a_store_open_elsewhere_is_left_to_faust(pipeline: WorkerApp) -> None:
+    settings, table = pipeline.settings, pipeline.table
+    topic = table.changelog_topic.get_topic_name()
+    run(create_changelog(settings, topic))
+    run(append(settings, topic, writes(random.Random(3), 200, "a"), {}))  # noqa: S311 - data
+    store = cast(RocksDBStore, table.data)
+    held = store._db_for_partition(0)  # as a second worker on the same data dir would
+    restored = {r.partition: r for r in run(pre_restore(table, settings))}
+    assert restored[0].records == 0
+    assert held.get(store.offset_key) is None
+    assert sum(r.records for r in restored.values()) == 200 - run(count(settings, topic, 0))
+
+
+async def count(settings: Settings, topic: str, partition: int) -> int:
+    consumer = reader(settings)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        return int((await consumer.end_offsets([tp]))[tp])
+    finally:
+        await consumer.stop()
+
+
+def test_nothing_to_restore_without_a_changelog(pipeline: WorkerApp) -> None:
+    assert run(pre_restore(pipeline.table, pipeline.settings)) == []
