@@ -8,6 +8,8 @@ from pathlib import Path
 
 from agents.wire.cloudevents import default_source
 
+STATE_TABLE = "connector-state"  # the worker's Faust table of per-connector state
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
@@ -108,6 +110,11 @@ class Settings:
     @property
     def worker_data_dir(self) -> Path:
         return self.data_dir if self.data_dir is not None else state_home() / self.app_id
+
+    @property
+    def state_changelog_topic(self) -> str:
+        """The state table's changelog, named as Faust names it."""
+        return f"{self.app_id}-{STATE_TABLE}-changelog"
 
     @property
     def inputs_topic(self) -> str:

@@ -21,7 +21,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from agents.broker.client import partition_of
 from agents.broker.topics import ensure_topics
 from agents.settings import Settings
-from agents.worker.app import STATE_TABLE
 from agents.worker.statecodec import dump_state
 from bench.replay import bootstrap
 from bench.worker import fresh, running_worker
@@ -106,7 +105,7 @@ def du(path: Path) -> int:
 def main(_repeats: int) -> dict[str, Any]:
     server = bootstrap()
     ns, settings = fresh(server)
-    changelog = f"{settings.app_id}-{STATE_TABLE}-changelog"
+    changelog = settings.state_changelog_topic
     started = time.perf_counter()
     payload = asyncio.run(fill(settings, changelog))
     fill_s = time.perf_counter() - started

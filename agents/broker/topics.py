@@ -46,6 +46,10 @@ def owned_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.recovery_results, n, {}),
         TopicSpec(t.notifications, n, {}),
         TopicSpec(t.checkpoints, 1, dict(AUDIT_CONFIG)),
+        # Created here, before Faust starts, rather than by Faust: when Faust creates it, its
+        # consumer can still see 0 partitions at the first table write on a loaded machine,
+        # and the write fails with PartitionsMismatch.
+        TopicSpec(settings.state_changelog_topic, n, {"cleanup.policy": "compact"}),
     ]
 
 

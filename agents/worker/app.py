@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 from agents.audit.live import LiveProjection
 from agents.broker.client import client_options, faust_credentials, partition_of
 from agents.dashboard.server import Dashboard
-from agents.settings import Settings
+from agents.settings import STATE_TABLE, Settings
 from agents.wire.codec import registry
 from agents.wire.records import unpack
 from agents.worker.checkpoints import AuditCheckpoints, checkpoint_key
@@ -48,7 +48,6 @@ from streams.projections import tenant_key
 
 log = logging.getLogger("connector_recovery.worker")
 
-STATE_TABLE = "connector-state"
 DECIDE_BATCH = 1000
 DECIDE_WITHIN_S = 0.01
 
@@ -208,8 +207,16 @@ class WorkerApp:
         # Batches, not one event at a time: the outputs of a whole batch are awaited once,
         # and its table writes follow. `within` bounds the latency a batch adds when traffic
         # is light.
-        async for events in stream.take_events(DECIDE_BATCH, DECIDE_WITHIN_S):
-            await self.decide_batch(events)
+        try:
+            async for events in stream.take_events(DECIDE_BATCH, DECIDE_WITHIN_S):
+                await self.decide_batch(events)
+        except Exception as error:
+            # Faust would restart the agent in this process and go on from the table as it
+            # was, though the batch's events may be in the log already: the next decision
+            # would conflict with them. Crash repair runs at assignment, so crash the worker.
+            log.exception("the decider stopped")
+            await self.app.crash(error)
+            raise
 
     async def decide_batch(self, events: list[Any]) -> None:
         """Decode → processor → send the outputs → write the whole new states.

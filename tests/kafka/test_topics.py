@@ -40,6 +40,16 @@ def test_audit_topic_is_created_append_only_and_kept_forever(ns: Namespace) -> N
     assert asyncio.run(ensure_topics(ns.settings())) == []  # idempotent
 
 
+def test_the_state_changelog_exists_compacted_before_faust_starts(ns: Namespace) -> None:
+    """Faust creating it itself left its consumer seeing 0 partitions at the first table
+    write on a loaded machine (PartitionsMismatch, and the decider restarting mid-batch)."""
+    settings = ns.settings()
+    assert settings.state_changelog_topic == f"{ns.app_id}-connector-state-changelog"
+    assert settings.state_changelog_topic in asyncio.run(ensure_topics(settings))
+    config = asyncio.run(_config(ns.bootstrap, settings.state_changelog_topic))
+    assert config["cleanup.policy"] == "compact"
+
+
 @pytest.mark.parametrize(
     "bad",
     [
