@@ -16,7 +16,6 @@ import asyncio
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.broker.jvm import running_pid, stop
 from agents.settings import state_home
 
 POM = Path(__file__).with_name("pom.xml")
@@ -41,6 +41,7 @@ def _home() -> Path:
 
 HOME = _home()
 HEAP = os.environ.get("CR_KAFKA_HEAP", "512m")
+MAIN_CLASS = "kafka.Kafka"
 
 SERVER_PROPERTIES = """\
 process.roles=broker,controller
@@ -190,15 +191,7 @@ class Broker:
 
     # -- lifecycle ------------------------------------------------------------------------
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            return None
-        return pid if "kafka.Kafka" in cmdline and str(self.config_file) in cmdline else None
+        return running_pid(self.pid_file, MAIN_CLASS, self.config_file)
 
     def up(self, timeout_s: float = 120.0) -> str:
         if self.pid() is not None:
@@ -268,16 +261,9 @@ class Broker:
         )
 
     def down(self, timeout_s: float = 30.0) -> str:
-        pid = self.pid()
+        pid = stop(self.pid_file, MAIN_CLASS, self.config_file, timeout_s)
         if pid is None:
             return f"no broker started by this project on port {self.port}"
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.pid() is not None:
-            time.sleep(0.2)
-        if self.pid() is not None:
-            os.kill(pid, signal.SIGKILL)
-        self.pid_file.unlink(missing_ok=True)
         return f"stopped broker pid {pid}"
 
     def status(self) -> str:

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.broker.jvm import running_pid, stop
 from agents.broker.local import HOME, LocalKafkaError, answers_metadata, copy_dependencies
 
 POM = Path(__file__).with_name("pom.xml")
@@ -123,15 +123,7 @@ class ConnectWorker:
         return f"http://127.0.0.1:{self.port}"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            return None
-        return pid if MAIN_CLASS in cmdline and str(self.config_file) in cmdline else None
+        return running_pid(self.pid_file, MAIN_CLASS, self.config_file)
 
     def answers(self) -> bool:
         try:
@@ -217,16 +209,9 @@ class ConnectWorker:
         return errors[-1].strip() if errors else f"see {self.log_file}"
 
     def down(self, timeout_s: float = 30.0) -> str:
-        pid = self.pid()
+        pid = stop(self.pid_file, MAIN_CLASS, self.config_file, timeout_s)
         if pid is None:
             return f"no Kafka Connect worker started by this project on port {self.port}"
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.pid() is not None:
-            time.sleep(0.2)
-        if self.pid() is not None:
-            os.kill(pid, signal.SIGKILL)
-        self.pid_file.unlink(missing_ok=True)
         return f"stopped Kafka Connect pid {pid}"
 
     def status(self) -> str:
