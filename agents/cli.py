@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
@@ -18,6 +18,7 @@ from agents.broker.client import (
     no_broker,
     remember_connect_failures,
 )
+from agents.broker.producer import MissingTopic
 from streams.policy import PolicyError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -173,8 +174,8 @@ def cmd_admin(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     try:
         answers = admin.run(settings, command, args.timeout)
-    except KafkaConnectionError:
-        raise  # main's one line: no broker, and how to start one
+    except (KafkaConnectionError, MissingTopic):
+        raise  # main's one line: no broker, or no topic, and what to do
     except Exception as error:  # anything else the broker answered: say so, exit 2
         print(f"error: {describe(error)}", file=sys.stderr)
         return EXIT_ERROR
@@ -204,11 +205,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - our own worker
             status = json.load(response)
-    except OSError as error:
-        print(f"error: no worker answers at {url}: {error}", file=sys.stderr)
+    except OSError:
+        print(
+            f"error: no worker answers at {url} (start one with: connector-recovery worker; "
+            "or pass its --web-port)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
+    console = Console(width=None if sys.stdout.isatty() else 160)
     table = Table(title="connectors")
-    for column in ("connector", "tenant", "phase", "incident", "attempts", "last event"):
+    for column in ("connector", "tenant", "phase", "episode", "attempts", "last event"):
         table.add_column(column)
     for row in status["connectors"]:
         phase = row["phase"] + (" (flapping)" if row["flapping"] else "")
@@ -220,7 +226,21 @@ def cmd_status(args: argparse.Namespace) -> int:
             str(row["attempts"]),
             row["last_event_at"],
         )
-    Console().print(table)
+    console.print(table)
+    incidents = Table(title="open incidents (need a human)")
+    for column in ("incident", "connector", "tenant", "failure", "opened", "acknowledged by"):
+        incidents.add_column(column)
+    for row in status["open_incidents"]:
+        incidents.add_row(
+            row["incident_id"],
+            row["connector_id"],
+            row["tenant_id"] or "_platform",
+            row["failure"] or "",
+            row["opened_at"] or "",
+            row.get("acknowledged_by") or "",
+        )
+    if status["open_incidents"]:
+        console.print(incidents)
     print(f"open incidents: {len(status['open_incidents'])}")
     return EXIT_OK
 
@@ -266,6 +286,10 @@ def _read_scoped(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         return read, scope, lambda done: auditlog.check_manifest(path, done)
     read = auditlog.read_topic(_settings(args), quiet=args.quiet, stream=True)
     return read, scope, auditlog.check_checkpoints
+
+
+def _seconds(value: float | None) -> str:
+    return "- (nothing recovered yet)" if value is None else f"{value} s"
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -323,16 +347,18 @@ def _audit(args: argparse.Namespace, read: Any, scope: Any, integrity: Any) -> i
     else:  # replay
         totals = built["totals"]
         print(f"replayed {built['events']} events from {built['source']}")
+        mttr = totals["mttr_seconds"]
         print(
             f"failures {totals['failure_count']}, recovered {totals['recovered_count']}, "
-            f"open incidents {totals['open_incidents']}, MTTR mean "
-            f"{totals['mttr_seconds']['mean']} s (p50 {totals['mttr_seconds']['p50']}, "
-            f"p90 {totals['mttr_seconds']['p90']}, p99 {totals['mttr_seconds']['p99']})"
+            f"open incidents {totals['open_incidents']}, MTTR mean {_seconds(mttr['mean'])} "
+            f"(p50 {_seconds(mttr['p50'])}, p90 {_seconds(mttr['p90'])}, "
+            f"p99 {_seconds(mttr['p99'])})"
         )
         for tenant, figures in built["tenants"].items():
             print(
                 f"  {tenant}: failures {figures['failure_count']}, recovered "
-                f"{figures['recovered_count']}, MTTR mean {figures['mttr_seconds']['mean']} s"
+                f"{figures['recovered_count']}, MTTR mean "
+                f"{_seconds(figures['mttr_seconds']['mean'])}"
             )
         if problems:
             print(f"{len(problems)} verification finding(s): run `verify` for details")
@@ -444,12 +470,22 @@ def _add_audit_commands(sub: Any) -> None:
         command.set_defaults(func=cmd_audit)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line that names the command's help (argparse prints the whole
+    usage block first); subcommands inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="connector-recovery",
         description="Detect and recover failing data connectors, with evidence.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    # Not `required`: argparse would then report a missing command before an unknown flag.
+    sub = parser.add_subparsers(dest="command")
 
     kafka = sub.add_parser("kafka", help="local single-node Apache Kafka (KRaft)")
     kafka.add_argument("action", choices=["up", "down", "status"])
@@ -558,11 +594,23 @@ def _bad_time_option(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("connector-recovery")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     remember_connect_failures()
     hide_reported_connect_failures()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.error("name a command, e.g. demo, worker, kafka up")
     bad_time = _bad_time_option(args)
     if bad_time is not None:
         print(f"error: {bad_time}", file=sys.stderr)
@@ -571,6 +619,9 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
     except KafkaConnectionError as error:
         print(f"error: {no_broker(error, _settings(args).bootstrap_servers)}", file=sys.stderr)
+        return EXIT_ERROR
+    except MissingTopic as error:
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KafkaError as error:  # refused, unauthorized: one line, exit 2
         print(f"error: {describe(error)}", file=sys.stderr)

@@ -135,3 +135,25 @@ def test_publish_from_a_file_names_the_line_of_a_refused_ping(tmp_path: Path) ->
     )
     line = one_line_error(cli(tmp_path, "publish", "--file", str(pings)))
     assert line.startswith(f"error: {pings}:2: failure 'timeout' on a HEALTHY ping")
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--wrong-flag"], "--wrong-flag"),
+        (["status", "--wrong-flag"], "--wrong-flag"),
+        (["kafka", "sideways"], "sideways"),
+    ],
+)
+def test_a_usage_error_is_one_line_naming_the_help(
+    tmp_path: Path, args: list[str], named: str
+) -> None:
+    line = one_line_error(cli(tmp_path, *args))
+    assert named in line
+    assert "--help" in line
+
+
+def test_the_cli_says_its_version(tmp_path: Path) -> None:
+    result = cli(tmp_path, "--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("connector-recovery ")

@@ -59,6 +59,21 @@ async def open_producer(settings: Settings) -> AIOKafkaProducer:
     return producer
 
 
+class MissingTopic(RuntimeError):
+    """The topic to publish to does not exist (the broker does not create topics)."""
+
+
+async def require_topic(producer: AIOKafkaProducer, topic: str, bootstrap: str) -> None:
+    """Before the first send: aiokafka would wait for the topic's metadata for its whole
+    request timeout, logging an ERROR line a few times a second."""
+    metadata = await producer.client.fetch_all_metadata()
+    if topic not in metadata.topics():
+        raise MissingTopic(
+            f"no topic {topic!r} on {bootstrap}: a worker creates its topics when it starts "
+            "(run connector-recovery worker with the same CR_TOPIC_PREFIX first)"
+        )
+
+
 async def publish_records(
     settings: Settings, topic: str, schema: str, records: Iterable[tuple[str, dict[str, Any]]]
 ) -> int:
@@ -66,6 +81,7 @@ async def publish_records(
     producer = await open_producer(settings)
     sent = 0
     try:
+        await require_topic(producer, topic, settings.bootstrap_servers)
         futures = []
         for key, record in records:
             futures.append(await producer.send(topic, key=key.encode(), value=codec.encode(record)))

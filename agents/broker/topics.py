@@ -77,11 +77,26 @@ async def ensure_topics(settings: Settings) -> list[str]:
                     raise RuntimeError(f"cannot create topic {topic}: {message} (error {code})")
                 if code == 0:
                     created.append(topic)
+        await _wait_for_leaders(admin, created)
         for topic in (settings.topics.audit, settings.topics.checkpoints):
             await verify_audit_topic(admin, topic)
         return created
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str]) -> None:
+    """Until every partition of the topics just created has a leader: a client that starts
+    sooner (Faust fetching its changelog's offsets) logs NotLeaderForPartition errors."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + NEW_TOPIC_WAIT_S
+    while topics and loop.time() < deadline:
+        described = await admin.describe_topics(topics)
+        if all(
+            t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"]) for t in described
+        ):
+            return
+        await asyncio.sleep(0.1)
 
 
 async def topic_config(admin: AIOKafkaAdminClient, topic: str) -> dict[str, str]:

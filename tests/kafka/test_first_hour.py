@@ -46,3 +46,23 @@ def test_kafka_up_uses_a_broker_that_already_answers_on_the_port(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"a Kafka broker already answers on 127.0.0.1:{port}: pid ")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["publish", "--connector", "SAP-AR", "--status", "unhealthy"],
+        ["ack", "SAP-AR:1", "--actor", "alice", "--timeout", "5"],
+    ],
+)
+def test_publishing_before_any_worker_created_the_topics_is_one_line(
+    ns: Namespace, command: list[str]
+) -> None:
+    """aiokafka waited its whole request timeout (40 s) for the topic's metadata, logging an
+    ERROR line several times a second (~370 lines), before a raw UnknownTopicOrPartition."""
+    result = ns.cli(*command, timeout_s=30)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: no topic '{ns.prefix}connector."), lines[0]
+    assert "run connector-recovery worker" in lines[0]
