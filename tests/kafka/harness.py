@@ -237,6 +237,25 @@ class Worker:
             self.process.wait()
 
 
+def web_get(worker: Worker, path: str) -> bytes:
+    """A page of the worker's web server (`/status`, `/metrics`, `/healthz`, ...)."""
+    import urllib.request  # noqa: PLC0415
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}{path}", timeout=5) as r:
+        body: bytes = r.read()
+        return body
+
+
+def metric_samples(exposition: str) -> dict[str, float]:
+    """Prometheus text exposition → {'name{labels}': value}."""
+    out = {}
+    for line in exposition.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 

@@ -4,30 +4,14 @@ restart, and on every worker of a fleet, they equal a replay of the same topic."
 from __future__ import annotations
 
 import json
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.kafka.harness import Namespace, Worker, wait_caught_up
+from tests.kafka.harness import Namespace, Worker, metric_samples, wait_caught_up, web_get
 
 pytestmark = pytest.mark.kafka
-
-
-def get(worker: Worker, path: str) -> bytes:
-    with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}{path}", timeout=5) as r:
-        body: bytes = r.read()
-        return body
-
-
-def metric_samples(worker: Worker) -> dict[str, float]:
-    out = {}
-    for line in get(worker, "/metrics").decode().splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
 
 
 def publish_history(ns: Namespace, tmp_path: Path) -> None:
@@ -70,12 +54,12 @@ def replayed_totals(ns: Namespace) -> dict[str, Any]:
 
 def assert_views_equal_replay(worker: Worker, replay: dict[str, Any]) -> None:
     """Read right after `ready`: no waiting, the views must already hold the history."""
-    health = json.loads(get(worker, "/healthz"))
+    health = json.loads(web_get(worker, "/healthz"))
     assert health["ready"] is True
-    status = json.loads(get(worker, "/status?tenant=acme"))
+    status = json.loads(web_get(worker, "/status?tenant=acme"))
     assert [i["connector_id"] for i in status["open_incidents"]] == ["LIVE-OPEN"]
     assert {c["connector_id"] for c in status["connectors"]} == {"LIVE-0", "LIVE-1", "LIVE-OPEN"}
-    values = metric_samples(worker)
+    values = metric_samples(web_get(worker, "/metrics").decode())
     assert values['connector_failure_count_total{tenant="acme"}'] == replay["failure_count"]
     assert values['connector_recovered_total{tenant="acme"}'] == replay["recovered_count"]
     assert values['connector_open_incidents{tenant="acme"}'] == replay["open_incidents"]

@@ -8,33 +8,25 @@ import os
 import re
 import shutil
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from streams.projections import Projection, group_totals
-from tests.kafka.harness import Namespace, Worker, read_audit, wait_caught_up, wait_for
+from tests.kafka.harness import (
+    Namespace,
+    Worker,
+    metric_samples,
+    read_audit,
+    wait_caught_up,
+    wait_for,
+    web_get,
+)
 
 pytestmark = pytest.mark.kafka
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-
-
-def get(worker: Worker, path: str) -> bytes:
-    with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}{path}", timeout=5) as r:
-        body: bytes = r.read()
-        return body
-
-
-def samples(exposition: str) -> dict[str, float]:
-    out = {}
-    for line in exposition.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
 
 
 @pytest.fixture
@@ -88,7 +80,7 @@ def test_live_metrics_equal_a_replay_of_the_audit_log(ns: Namespace, busy_worker
     replay = group_totals(Projection().apply_all(events).episodes.values(), "tenant")
 
     def live() -> dict[str, float] | None:
-        values = samples(get(busy_worker, "/metrics").decode())
+        values = metric_samples(web_get(busy_worker, "/metrics").decode())
         seen = values.get('connector_failure_count_total{tenant="acme"}')
         return values if seen == replay["acme"].failure_count else None
 
@@ -109,17 +101,17 @@ def test_live_metrics_equal_a_replay_of_the_audit_log(ns: Namespace, busy_worker
 
 def test_status_is_filtered_by_tenant(ns: Namespace, busy_worker: Worker) -> None:
     wait_for(
-        lambda: len(json.loads(get(busy_worker, "/status"))["connectors"]) == 5,
+        lambda: len(json.loads(web_get(busy_worker, "/status"))["connectors"]) == 5,
         30,
         "every connector on /status",
     )
-    acme = json.loads(get(busy_worker, "/status?tenant=acme"))
+    acme = json.loads(web_get(busy_worker, "/status?tenant=acme"))
     assert {c["connector_id"] for c in acme["connectors"]} == {"OBS-0", "OBS-1", "OBS-OPEN"}
     assert [i["connector_id"] for i in acme["open_incidents"]] == ["OBS-OPEN"]
-    globex = get(busy_worker, "/status?tenant=globex").decode()
+    globex = web_get(busy_worker, "/status?tenant=globex").decode()
     assert "acme" not in globex
     assert "OBS-OPEN" not in globex
-    assert json.loads(get(busy_worker, "/healthz"))["ready"] is True
+    assert json.loads(web_get(busy_worker, "/healthz"))["ready"] is True
     shown = ns.cli("status", "--tenant", "acme", "--web-port", str(busy_worker.web_port))
     assert shown.returncode == 0, shown.stderr
     assert "OBS-OPEN" in shown.stdout
@@ -130,7 +122,7 @@ def test_status_is_filtered_by_tenant(ns: Namespace, busy_worker: Worker) -> Non
 def test_alert_rules_and_dashboard_use_only_exposed_metrics(busy_worker: Worker) -> None:
     exposed = {
         re.split(r"[{ ]", line)[0]
-        for line in get(busy_worker, "/metrics").decode().splitlines()
+        for line in web_get(busy_worker, "/metrics").decode().splitlines()
         if line and not line.startswith("#")
     }
     alerts = (DEPLOY / "prometheus" / "alerts.yml").read_text()
