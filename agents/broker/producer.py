@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from pydantic import ValidationError
 
 from agents.broker.client import client_options, start_client
@@ -65,8 +68,21 @@ class MissingTopic(RuntimeError):
 
 async def require_topic(producer: AIOKafkaProducer, topic: str, bootstrap: str) -> None:
     """Before the first send: aiokafka would wait for the topic's metadata for its whole
-    request timeout, logging an ERROR line a few times a second."""
-    metadata = await producer.client.fetch_all_metadata()
+    request timeout, logging an ERROR line a few times a second. The topic is asked for by
+    name (aiokafka has no public call for that), so the broker says why it is missing:
+    unknown, or not this client's to see (an ACL)."""
+    metadata = ClusterMetadata()
+    cluster_log = logging.getLogger("aiokafka.cluster")
+    level = cluster_log.level
+    cluster_log.setLevel(logging.CRITICAL)  # its "not found" ERROR line: we say it better below
+    try:
+        answered = await producer.client._metadata_update(metadata, [topic])
+    finally:
+        cluster_log.setLevel(level)
+    if not answered:
+        raise KafkaError(f"no broker at {bootstrap} answered a metadata request")
+    if topic in metadata.unauthorized_topics:
+        raise TopicAuthorizationFailedError(topic)
     if topic not in metadata.topics():
         raise MissingTopic(
             f"no topic {topic!r} on {bootstrap}: a worker creates its topics when it starts "
