@@ -92,11 +92,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from agents.worker.restore import RestoringWorker  # noqa: PLC0415
 
     settings = _settings(args)
-    try:
-        policy = load_policy(settings.policy_path)
-    except PolicyError as error:
-        print(f"error: invalid policy: {error}", file=sys.stderr)
-        return EXIT_ERROR
+    policy = load_policy(settings.policy_path)  # a PolicyError is main's one line
     try:
         asyncio.run(ensure_topics(settings))
     except AuditTopicMisconfigured as error:
@@ -371,11 +367,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from agents.policyfile import load_policy  # noqa: PLC0415
 
     settings = _settings(args)
-    try:
-        policy = load_policy(settings.policy_path)
-    except PolicyError as error:
-        print(f"error: invalid policy: {error}", file=sys.stderr)
-        return EXIT_ERROR
+    policy = load_policy(settings.policy_path)  # a PolicyError is main's one line
     if not policy.dashboard.users:
         print(
             "error: nobody could sign in: the policy has no dashboard.users"
@@ -622,6 +614,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except MissingTopic as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except PolicyError as error:
+        print(f"error: invalid policy: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KafkaError as error:  # refused, unauthorized: one line, exit 2
         print(f"error: {describe(error)}", file=sys.stderr)
