@@ -613,10 +613,13 @@ def _on_tick(state: ConnectorState, tick: Tick, policy: Policy, source: str | No
 
 def next_deadline(record: Record, heartbeat_deadline: int | None) -> tuple[int, str] | None:
     """The earliest deadline the connector waits for, and its kind."""
+    phase = record.phase
+    if phase is Phase.OK and not record.incident_open:  # nearly every connector, nearly always
+        return None if heartbeat_deadline is None else (heartbeat_deadline, "heartbeat")
     candidates: list[tuple[int, str]] = []
-    if record.phase is Phase.OK and heartbeat_deadline is not None:
+    if phase is Phase.OK and heartbeat_deadline is not None:
         candidates.append((heartbeat_deadline, "heartbeat"))
-    if record.phase is Phase.FAILED and not record.flapping:
+    if phase is Phase.FAILED and not record.flapping:
         if record.next_attempt_at is not None:
             candidates.append((record.next_attempt_at, "attempt"))
         if record.attempt_deadline is not None:

@@ -32,6 +32,8 @@ from streams.state import ConnectorState
 
 log = logging.getLogger("connector_recovery.worker")
 
+_tuple_new = tuple.__new__  # a NamedTuple without its Python-level __new__, per input
+
 COUNTERS = (
     "inputs",
     "late_pings",
@@ -116,15 +118,18 @@ class InputProcessor:
         self.store = store
         self.partitions = partitions
         self.deadlines = DeadlineIndex()
-        # Liveness (last ping time, heartbeat deadline) per connector: in memory only.
-        self.liveness: dict[str, tuple[int | None, int | None]] = {}
+        # Liveness (last ping time, heartbeat deadline) is in memory only: in the parsed
+        # states below, and here for the connectors whose parsed state was dropped with a
+        # revoked partition, until they are read again or `keep_owned` forgets them.
+        self._dropped_liveness: dict[str, tuple[int | None, int | None]] = {}
         # Crash repair: per connector, audit events found after the table's audit position
         # (written by inputs whose state did not reach the table).
         self.logged_ahead: dict[str, list[AuditEvent]] = {}
-        # Parsed states of owned partitions, as in the store (liveness aside): a steady ping
-        # is then a dict lookup, no store read and no JSON. Filled on first read and on each
-        # write; a partition's part is dropped when it is revoked (`forget_partitions`),
-        # since another worker may write its store before it comes back.
+        # Parsed states of owned partitions, as in the store plus the liveness: a steady
+        # ping is then a dict lookup, no store read, no JSON and no copy. Filled on first
+        # read, on each write and by each steady ping (which changes only the liveness); a
+        # partition's part is dropped when it is revoked (`forget_partitions`), since
+        # another worker may write its store before it comes back.
         self._parsed: dict[int, dict[bytes, tuple[ConnectorState, int]]] = {}
         self.counters = {} if counters is None else counters
         for name in COUNTERS:
@@ -132,8 +137,9 @@ class InputProcessor:
 
     def process(self, inputs: Iterable[Input]) -> Outputs:
         outputs = Outputs()
+        apply = self.apply
         for one in inputs:
-            self.apply(one, outputs)
+            apply(one, outputs)
         return outputs
 
     def apply(self, one: Input, outputs: Outputs) -> None:
@@ -155,8 +161,10 @@ class InputProcessor:
             self.counters["skipped_redeliveries"] += 1
             return  # crash repair case (b): the state already holds this input
         decision = decide(state, message, self.policy, item.source)
-        self.counters["inputs"] += 1
-        self.counters["late_pings"] += int(decision.late)
+        counters = self.counters
+        counters["inputs"] += 1
+        if decision.late:
+            counters["late_pings"] += 1
         events, commands, new_state = decision.events, decision.commands, decision.state
         logged = self.logged_ahead.get(connector_id)
         if logged:
@@ -176,7 +184,6 @@ class InputProcessor:
                 )
             remaining = [e for e in logged if e.sequence > new_state.record.sequence]
             self.logged_ahead[connector_id] = remaining
-        self.liveness[connector_id] = (new_state.last_checked_at, new_state.heartbeat_deadline)
         # Written only on change: a steady ping changes only the liveness.
         # Identity first: a steady ping keeps the record and memory objects it was given.
         if (
@@ -185,29 +192,32 @@ class InputProcessor:
             or (new_state.record is not state.record and new_state.record != state.record)
             or (new_state.memory is not state.memory and new_state.memory != state.memory)
         ):
-            outputs.states[key] = PendingState(new_state, item.position, partition)
-        for command in commands:
-            outputs.commands.append((key, command))
-        for audit_event in events:
-            outputs.events.append((key, audit_event, partition))
+            outputs.states[key] = _tuple_new(PendingState, (new_state, item.position, partition))
+        else:
+            self._parsed[partition][key] = (new_state, applied)
+        if commands:
+            outputs.commands.extend((key, command) for command in commands)
+        if events:
+            outputs.events.extend((key, audit_event, partition) for audit_event in events)
         due = next_deadline(new_state.record, new_state.heartbeat_deadline)
         self.deadlines.schedule(connector_id, None if due is None else due[0])
 
     def _stored(self, key: bytes, connector_id: str, partition: int) -> tuple[ConnectorState, int]:
-        parsed = self._parsed.setdefault(partition, {})
+        parsed = self._parsed.get(partition)
+        if parsed is None:
+            parsed = self._parsed[partition] = {}
         cached = parsed.get(key)
         if cached is not None:
-            state, applied = cached
+            return cached
+        stored = self.store.get(key, partition)
+        if stored is None:
+            state, applied = ConnectorState.new(connector_id), -1
         else:
-            stored = self.store.get(key, partition)
-            if stored is None:
-                state, applied = ConnectorState.new(connector_id), -1
-            else:
-                state, applied = load_state(stored)
-            parsed[key] = (state, applied)
-        live = self.liveness.get(connector_id)
+            state, applied = load_state(stored)
+        live = self._dropped_liveness.pop(connector_id, None)
         if live is not None:
             state = state._replace(last_checked_at=live[0], heartbeat_deadline=live[1])
+        parsed[key] = (state, applied)
         return state, applied
 
     def write(self, outputs: Outputs) -> None:
@@ -218,17 +228,34 @@ class InputProcessor:
         for key, pending in outputs.states.items():
             self._parsed.setdefault(pending.partition, {})[key] = (pending.state, pending.applied)
 
+    def liveness_of(self, connector_id: str) -> tuple[int | None, int | None]:
+        """(last ping time, heartbeat deadline) as this worker knows them."""
+        key = connector_id.encode()
+        for parsed in self._parsed.values():
+            cached = parsed.get(key)
+            if cached is not None:
+                return cached[0].last_checked_at, cached[0].heartbeat_deadline
+        return self._dropped_liveness.get(connector_id, (None, None))
+
     def forget_partitions(self, partitions: Iterable[int]) -> None:
-        """Revoked: their stored states may change elsewhere before they come back."""
+        """Revoked: their stored states may change elsewhere before they come back; their
+        connectors' liveness is kept aside in case they do (`keep_owned` decides)."""
         for partition in partitions:
-            self._parsed.pop(partition, None)
+            for key, (state, _applied) in self._parsed.pop(partition, {}).items():
+                if state.last_checked_at is not None or state.heartbeat_deadline is not None:
+                    self._dropped_liveness[key.decode()] = (
+                        state.last_checked_at,
+                        state.heartbeat_deadline,
+                    )
 
     def keep_owned(self, owned: set[int]) -> None:
         """After a rebalance: forget the liveness of connectors this worker no longer owns,
         and the deadline index (rebuilt by the heartbeat graces)."""
         self.deadlines.forget()
-        self.liveness = {
+        for partition in set(self._parsed) - owned:
+            self.forget_partitions([partition])
+        self._dropped_liveness = {
             connector_id: live
-            for connector_id, live in self.liveness.items()
+            for connector_id, live in self._dropped_liveness.items()
             if partition_of(connector_id.encode(), self.partitions) in owned
         }

@@ -13,31 +13,32 @@ import json
 from json.scanner import make_scanner
 from typing import Any
 
+import orjson
+
 from streams.models import RecoveryMode
 from streams.state import ConnectorState, DetectorMemory, Phase, Record
 
 FORMAT = 3  # 3: the applied position is offset * BATCH_SLOTS + item index
 _RECORD_FIELDS = Record._fields
 _MEMORY_FIELDS = DetectorMemory._fields
+_NOTIFIED = _RECORD_FIELDS.index("notified")  # a frozenset: JSON has no sets
 
 
 class StateFormatError(ValueError):
     pass
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, frozenset):
-        return sorted(value)
-    return value
-
-
 def dump_state(state: ConnectorState, applied_offset: int = -1) -> bytes:
     """`applied_offset`: position (agents.wire.records.unpack) in the inputs partition of the last
     input applied."""
-    record = [_plain(v) for v in state.record]
+    record = list(state.record)
+    record[_NOTIFIED] = sorted(record[_NOTIFIED])
     memory = list(state.memory)
     envelope = [FORMAT, record, memory, applied_offset]
-    return json.dumps(envelope, separators=(",", ":")).encode()
+    try:
+        return orjson.dumps(envelope)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits (a flap window that wide)
+        return json.dumps(envelope, separators=(",", ":")).encode()
 
 
 _SEQUENCE = _RECORD_FIELDS.index("sequence")

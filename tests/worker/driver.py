@@ -41,9 +41,7 @@ class ProcessorDriver(Driver):
         """The state as the worker would read it next: the table's bytes plus liveness."""
         stored = self.store.data.get(self.connector_id.encode())
         state = ConnectorState.new(self.connector_id) if stored is None else load_state(stored)[0]
-        last_checked_at, heartbeat_deadline = self.processor.liveness.get(
-            self.connector_id, (None, None)
-        )
+        last_checked_at, heartbeat_deadline = self.processor.liveness_of(self.connector_id)
         return state._replace(
             last_checked_at=last_checked_at, heartbeat_deadline=heartbeat_deadline
         )

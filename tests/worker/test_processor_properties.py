@@ -118,7 +118,7 @@ def test_outputs_over_random_batches_equal_the_reference_fold(
         stored = store.data.get(connector.encode())
         got = ConnectorState.new(connector) if stored is None else load_state(stored)[0]
         assert (got.record, got.memory) == (state.record, state.memory)
-        assert processor.liveness[connector] == (state.last_checked_at, state.heartbeat_deadline)
+        assert processor.liveness_of(connector) == (state.last_checked_at, state.heartbeat_deadline)
 
 
 def test_a_redelivered_input_is_skipped() -> None:
