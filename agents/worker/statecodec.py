@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from json.scanner import make_scanner
-from typing import Any
 
 import orjson
 
