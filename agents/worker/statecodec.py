@@ -30,8 +30,8 @@ class StateFormatError(ValueError):
 def dump_state(state: ConnectorState, applied_offset: int = -1) -> bytes:
     """`applied_offset`: position (agents.wire.records.unpack) in the inputs partition of the last
     input applied."""
-    record = list(state.record)
-    record[_NOTIFIED] = sorted(record[_NOTIFIED])
+    record: list[object] = list(state.record)
+    record[_NOTIFIED] = sorted(state.record.notified)
     memory = list(state.memory)
     envelope = [FORMAT, record, memory, applied_offset]
     try:
