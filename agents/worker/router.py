@@ -6,6 +6,11 @@ a plain aiokafka consume → decode → produce loop in batches rather than a Fa
 Faust's per-event stream machinery tops out at ~4,000 events/s on our 2-core machine
 (BENCHMARKS.md) and the decider already pays it once; paying it twice starved the decider.
 
+Polls are pipelined: the next poll is decoded and sent while the previous polls' records
+are in flight; each poll's source offsets are committed (and count as forwarded, for the
+front) only once the broker has acked its batches and every earlier poll is done, in poll
+order. At most IN_FLIGHT_POLLS polls are unacked at a time.
+
 It forwards in `InputBatch` records (schemas/input_batch.avsc): the inputs of one poll
 bound for one inputs partition, up to BATCH_ITEMS, each with its source
 ("<topic>/<partition>/<offset>"), so the decider pays Faust's per-event cost once per batch.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -41,6 +47,7 @@ log = logging.getLogger("connector_recovery.router")
 READ_BACK_RECORDS = 2_000
 BATCH_RECORDS = 2_000  # records per poll of the external topics
 BATCH_ITEMS = 500  # inputs per InputBatch record (at most agents.wire.records.BATCH_SLOTS)
+IN_FLIGHT_POLLS = 4  # polls sent but not yet acked and committed
 
 DeadLetter = Callable[[ConsumerRecord[bytes, bytes], str], Awaitable[None]]
 
@@ -74,6 +81,7 @@ class Router:
         self._consumer: AIOKafkaConsumer | None = None
         self._forwarded: dict[TopicPartition, int] = {}  # next offset to forward, per source
         self._last_timestamp: dict[TopicPartition, int] = {}  # of the last record forwarded
+        self._unacked: dict[TopicPartition, int] = {}  # polls in flight with its records
 
     async def front(self, now: int) -> int | None:
         """The time up to which every external input on this router's partitions has been
@@ -120,10 +128,13 @@ class Router:
         await consumer.start()
         self._consumer = consumer
         router = self
+        in_flight: deque[asyncio.Task[None]] = deque()  # one per poll, in poll order
 
         class ReadBack(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
             async def on_partitions_revoked(self, _revoked: Any) -> None:
-                return None
+                # Commit what is acked before the partitions go; a failure surfaces in
+                # the loop below.
+                await asyncio.gather(*in_flight, return_exceptions=True)
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 await router._read_back(set(assigned))
@@ -132,20 +143,31 @@ class Router:
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=100)
+                while in_flight and (in_flight[0].done() or len(in_flight) >= IN_FLIGHT_POLLS):
+                    await in_flight.popleft()  # raises what failed
                 if batch:
-                    await self._forward(producer, consumer, batch)
-                for tp in consumer.assignment() - self._forwarded.keys():
+                    sent, commit = await self._send(producer, batch)
+                    previous = in_flight[-1] if in_flight else None
+                    in_flight.append(
+                        asyncio.create_task(self._complete(consumer, batch, sent, commit, previous))
+                    )
+                # A partition with nothing forwarded yet is forwarded up to its position,
+                # unless records of it are still in flight (the position is past those).
+                for tp in consumer.assignment() - self._forwarded.keys() - self._unacked.keys():
                     self._forwarded[tp] = await consumer.position(tp)
         finally:
+            for task in in_flight:
+                task.cancel()  # unacked polls are not committed: the next owner reads back
             self._consumer = None
             await consumer.stop()
 
-    async def _forward(
+    async def _send(
         self,
         producer: AIOKafkaProducer,
-        consumer: AIOKafkaConsumer,
         batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
-    ) -> None:
+    ) -> tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]]:
+        """One poll's records onto the inputs topic (and dead letters): the send futures,
+        and the offsets to commit once they are acked."""
         pending: list[asyncio.Future[Any]] = []
         commit: dict[TopicPartition, int] = {}
         dlq = self.settings.topics.dlq
@@ -196,7 +218,29 @@ class Router:
                     del bound[target]
         for target, (items, sources) in bound.items():
             pending.append(await self._send_batch(producer, target, items, sources))
-        await asyncio.gather(*pending)
+        for tp in commit:
+            self._unacked[tp] = self._unacked.get(tp, 0) + 1
+        return pending, commit
+
+    async def _complete(
+        self,
+        consumer: AIOKafkaConsumer,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        sent: list[asyncio.Future[Any]],
+        commit: dict[TopicPartition, int],
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        """After the poll before it: await the acks, then count the poll as forwarded and
+        commit its offsets (so commits never go back, and never run ahead of the log)."""
+        try:
+            if previous is not None:
+                await previous
+            await asyncio.gather(*sent)
+        finally:
+            for tp in commit:
+                left = self._unacked.pop(tp) - 1
+                if left:
+                    self._unacked[tp] = left
         self._forwarded.update(commit)
         for tp, records in batch.items():
             self._last_timestamp[tp] = max(r.timestamp for r in records)
