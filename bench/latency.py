@@ -24,7 +24,7 @@ from bench.throughput import output_topic, produce
 from bench.worker import audited, fresh, running_worker
 from streams.projections import nearest_rank
 
-RATE = 1000
+RATE = int(os.environ.get("CR_BENCH_RATE", "1000"))  # pings/s
 SECONDS = int(os.environ.get("CR_BENCH_SECONDS", "30"))
 CONNECTORS = 200
 
