@@ -109,7 +109,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # Faust creates only the last level of its data directory.
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.set_event_loop(asyncio.new_event_loop())
-    pipeline = WorkerApp(settings, policy)
+    pipeline = WorkerApp(settings, policy, loglevel=args.loglevel)
     # Restores the state table in bulk before Faust replays its changelog (P5).
     worker = RestoringWorker(
         pipeline.app, settings, loglevel=args.loglevel, quiet=True, redirect_stdouts=False

@@ -53,10 +53,12 @@ def pings_from_jsonl(path: Path) -> list[HealthPing]:
     return pings
 
 
-async def open_producer(settings: Settings) -> AIOKafkaProducer:
-    """A started producer with the project's delivery options (the caller stops it)."""
+async def open_producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
+    """A started producer with the project's delivery options, plus `options` (e.g. a
+    shorter linger); the caller stops it."""
     producer = AIOKafkaProducer(
-        **client_options(settings), acks="all", enable_idempotence=True, linger_ms=5
+        **client_options(settings),
+        **{"acks": "all", "enable_idempotence": True, "linger_ms": 5, **options},
     )
     await start_client(producer)
     return producer

@@ -28,7 +28,8 @@ import faust
 from aiokafka import AIOKafkaProducer
 
 from agents.audit.live import LiveProjection
-from agents.broker.client import client_options, faust_credentials, partition_of
+from agents.broker.client import faust_credentials, partition_of
+from agents.broker.producer import open_producer
 from agents.dashboard.server import Dashboard
 from agents.settings import STATE_TABLE, Settings
 from agents.wire.codec import registry
@@ -40,7 +41,7 @@ from agents.worker.faust_context import FaustTableStore
 from agents.worker.gaps import read_gap
 from agents.worker.processor import Input, InputProcessor, Outputs
 from agents.worker.recovery import RebalanceRecovery
-from agents.worker.router import Router
+from agents.worker.router_process import ROUTER_PRODUCER, RouterProcess
 from agents.worker.web import WebEndpoints
 from streams.models import Tick
 from streams.policy import Policy
@@ -53,7 +54,7 @@ DECIDE_WITHIN_S = 0.01
 
 
 class WorkerApp:
-    def __init__(self, settings: Settings, policy: Policy) -> None:
+    def __init__(self, settings: Settings, policy: Policy, loglevel: str = "warning") -> None:
         self.settings = settings
         self.policy = policy
         self.registry = registry()
@@ -137,7 +138,7 @@ class WorkerApp:
             raw_producer=self._raw_producer,
             crash=self.app.crash,
         )
-        self.router = Router(s, self.registry, self.counters)
+        self.router = RouterProcess(s, loglevel, self.counters)
         # One follower of the audit topic feeds /status, /metrics and the admin page.
         self.dashboard = Dashboard(settings, policy, LiveProjection())
         self.dashboard.mount(self.app.web.web_app)  # type: ignore[attr-defined]  # Faust's default web driver is aiohttp; its base class does not name the app
@@ -178,31 +179,24 @@ class WorkerApp:
 
     # -- routing: see router.py ---------------------------------------------------------------
     async def _run_router(self) -> None:
-        producer = await self._raw_producer()
         try:
-            await self.router.run(producer)
+            await self.router.run()
         except Exception as error:
             # A worker that no longer routes must not look healthy: crash it, loudly.
             log.exception("the router stopped")
             await self.app.crash(error)
             raise
         finally:
-            await producer.stop()
+            # This task lives as long as the worker: the graces' producer closes with it.
+            if self._producer is not None:
+                await self._producer.stop()
 
     async def _raw_producer(self) -> AIOKafkaProducer:
-        """A plain aiokafka producer for the router and the heartbeat graces, started by
-        whichever needs it first (Faust starts app tasks only after the first assignment)."""
+        """A plain aiokafka producer for the heartbeat graces (batches of inputs, as the
+        router writes them), started on first use."""
         async with self._producer_lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(
-                    **client_options(self.settings),
-                    acks="all",
-                    enable_idempotence=True,
-                    linger_ms=2,
-                    max_batch_size=262_144,
-                )
-                await producer.start()
-                self._producer = producer
+                self._producer = await open_producer(self.settings, **ROUTER_PRODUCER)
             return self._producer
 
     # -- deciding -----------------------------------------------------------------------------

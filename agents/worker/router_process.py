@@ -1,0 +1,177 @@
+"""The router (router.py) in a process of its own, so routing and deciding each get a core.
+
+Measured on the 2-core machine (BENCHMARKS.md, P1): the router's decoding and producing
+and the decider's shared one event loop, and moving the router out of the worker's process
+took one worker from ~18,000 to ~28,000 pings/s. The router is stateless and keeps its own
+consumer group, so nothing but two things cross the process boundary, as JSON lines over
+the child's stdin/stdout:
+
+- the worker asks `{"front": now}` on each clock tick; the child answers with the inputs
+  front (router.py, `Router.front`) and its counters (dead letters, skipped redeliveries),
+  which the worker adds to its own for /metrics;
+- either end gone is the other's end: the child exits when its stdin closes (the worker
+  died, even by SIGKILL), and the worker crashes when the child's stdout closes (a worker
+  that no longer routes must not look healthy).
+
+The first line the worker writes is the settings (pickled: the child is this same code).
+The child logs to the inherited stderr, into the worker's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import pickle
+import sys
+from typing import Any
+
+from agents.settings import Settings
+
+log = logging.getLogger("connector_recovery.router")
+
+FRONT_TIMEOUT_S = 5.0  # an answer later than this is no answer: the clock waits a tick
+STOP_TIMEOUT_S = 10.0  # for the child to stop its consumer (and leave its group)
+# Batches of a whole poll; a short linger, since a poll's acks gate its commit.
+ROUTER_PRODUCER: dict[str, Any] = {"linger_ms": 2, "max_batch_size": 262_144}
+
+
+class RouterStopped(RuntimeError):
+    """The router process exited while the worker runs."""
+
+
+class RouterProcess:
+    """The worker's side: start the child, ask it for the front, crash when it dies."""
+
+    def __init__(self, settings: Settings, loglevel: str, counters: dict[str, int]) -> None:
+        self.settings = settings
+        self.loglevel = loglevel
+        self.counters = counters  # the child's counters are added to these
+        self._reported: dict[str, int] = {}  # the child's, as last added
+        self._process: asyncio.subprocess.Process | None = None
+        self._answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._asking = asyncio.Lock()
+
+    async def run(self) -> None:
+        """Start the child and read its answers until it exits (RouterStopped) or this is
+        cancelled (the child is stopped)."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agents.worker.router_process",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self._process = process
+        assert process.stdin is not None  # noqa: S101 - PIPE above
+        assert process.stdout is not None  # noqa: S101 - PIPE above
+        handshake = {"settings": self.settings, "loglevel": self.loglevel}
+        process.stdin.write(base64.b64encode(pickle.dumps(handshake)) + b"\n")
+        try:
+            while line := await process.stdout.readline():
+                self._answers.put_nowait(json.loads(line))
+            code = await process.wait()
+            raise RouterStopped(f"the router process exited with code {code}")
+        finally:
+            self._process = None
+            await _stop(process)
+
+    async def front(self, now: int) -> int | None:
+        """The inputs front (router.py `Router.front`), or None when the child cannot say
+        now (starting, rebalancing, slow): the clock then waits for the next tick."""
+        process = self._process
+        if process is None or process.stdin is None:
+            return None
+        async with self._asking:
+            while not self._answers.empty():  # answers to questions that timed out
+                self._answers.get_nowait()
+            try:
+                process.stdin.write(json.dumps({"front": now}).encode() + b"\n")
+                await process.stdin.drain()
+                answer = await asyncio.wait_for(self._answers.get(), FRONT_TIMEOUT_S)
+            except (TimeoutError, ConnectionError):
+                return None
+        self._count(answer["counters"])
+        front: int | None = answer["front"]
+        return front
+
+    def _count(self, reported: dict[str, int]) -> None:
+        for name, value in reported.items():
+            self.counters[name] = self.counters.get(name, 0) + value - self._reported.get(name, 0)
+        self._reported = dict(reported)
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is not None:
+        return
+    if process.stdin is not None:
+        process.stdin.close()  # the child's cue to stop
+    try:
+        await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
+# -- the child ---------------------------------------------------------------------------------
+
+
+async def _serve() -> int:
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    first = await stdin.readline()
+    if not first:
+        return 0  # the worker was gone before it said anything
+    handshake = pickle.loads(base64.b64decode(first))  # noqa: S301 - our own parent, over a pipe only it holds
+    settings: Settings = handshake["settings"]
+    logging.basicConfig(
+        level=handshake["loglevel"].upper(),
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+    )
+
+    # Imported here: the worker's side needs none of Kafka's client code.
+    from agents.broker.producer import open_producer  # noqa: PLC0415
+    from agents.wire.codec import registry  # noqa: PLC0415
+    from agents.worker.router import Router  # noqa: PLC0415
+
+    counters = {"dead_letters": 0, "router_skipped_forwarded": 0}
+    router = Router(settings, registry(), counters)
+    producer = await open_producer(settings, **ROUTER_PRODUCER)
+    routing = asyncio.create_task(router.run(producer))
+    try:
+        while True:
+            reading = asyncio.ensure_future(stdin.readline())
+            await asyncio.wait({reading, routing}, return_when=asyncio.FIRST_COMPLETED)
+            if routing.done():
+                reading.cancel()
+                routing.result()  # raises what stopped it
+                return 1
+            line = reading.result()
+            if not line:
+                return 0  # the worker is gone or stopping us
+            now = json.loads(line)["front"]
+            answer = {"front": await router.front(now), "counters": counters}
+            sys.stdout.buffer.write(json.dumps(answer).encode() + b"\n")
+            sys.stdout.buffer.flush()
+    except Exception:
+        log.exception("the router stopped")
+        return 1
+    finally:
+        routing.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await routing
+        await producer.stop()
+
+
+def main() -> int:
+    try:
+        return asyncio.run(_serve())
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
