@@ -437,18 +437,31 @@ def _on_ping(
 ) -> Decision:
     """A ping older than the last one applied is counted and ignored; one that repeats a
     steady state moves only the liveness; any other is judged in full."""
+    heartbeat_deadline = steady_deadline(state, ping, policy)
+    if heartbeat_deadline is not None:
+        liveness = (state.record, state.memory, ping.checked_at, heartbeat_deadline)
+        return _tuple_new(Decision, ((), (), _tuple_new(ConnectorState, liveness), False))
     last = state.last_checked_at
     if last is not None and ping.checked_at < last:
         memory = state.memory
         late = memory._replace(late_pings=memory.late_pings + 1)
         return Decision((), (), state._replace(memory=late), late=True)
-    record, memory = state.record, state.memory
-    rules = policy.for_connector(record.connector_id)
-    if _repeats_steady_state(record, memory, ping, rules):
-        heartbeat_deadline = ping.checked_at + rules.heartbeat_timeout_ms
-        liveness = _tuple_new(ConnectorState, (record, memory, ping.checked_at, heartbeat_deadline))
-        return _tuple_new(Decision, ((), (), liveness, False))
+    rules = policy.for_connector(state.record.connector_id)
     return _judge_ping(state, ping, policy, rules, source)
+
+
+def steady_deadline(state: ConnectorState, ping: HealthPing, policy: Policy) -> int | None:
+    """When `decide(state, ping)` would change nothing but the liveness (the ping repeats
+    a steady state, in order): the heartbeat deadline it sets, else None. A processor that
+    keeps states in memory applies such a ping without a `Decision`."""
+    last = state.last_checked_at
+    if last is not None and ping.checked_at < last:
+        return None
+    record = state.record
+    rules = policy.for_connector(record.connector_id)
+    if _repeats_steady_state(record, state.memory, ping, rules):
+        return ping.checked_at + rules.heartbeat_timeout_ms
+    return None
 
 
 def _repeats_steady_state(

@@ -25,8 +25,8 @@ from agents.wire.records import Unpacked
 from agents.worker.clock import DeadlineIndex
 from agents.worker.repair import reconcile
 from agents.worker.statecodec import dump_state, load_state
-from streams.decider import decide, next_deadline
-from streams.models import AuditEvent, Command
+from streams.decider import decide, next_deadline, steady_deadline
+from streams.models import AuditEvent, Command, HealthPing
 from streams.policy import Policy
 from streams.state import ConnectorState
 
@@ -160,6 +160,19 @@ class InputProcessor:
         if item.position <= applied:
             self.counters["skipped_redeliveries"] += 1
             return  # crash repair case (b): the state already holds this input
+        if pending is None and type(message) is HealthPing and not self.logged_ahead:
+            deadline = steady_deadline(state, message, self.policy)
+            if deadline is not None:  # most pings: only the liveness moves
+                self.counters["inputs"] += 1
+                self._parsed[partition][key] = (
+                    _tuple_new(
+                        ConnectorState, (state.record, state.memory, message.checked_at, deadline)
+                    ),
+                    applied,
+                )
+                due = next_deadline(state.record, deadline)
+                self.deadlines.schedule(connector_id, None if due is None else due[0])
+                return
         decision = decide(state, message, self.policy, item.source)
         counters = self.counters
         counters["inputs"] += 1
