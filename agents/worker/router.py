@@ -233,9 +233,14 @@ class Router:
         """After the poll before it: await the acks, then count the poll as forwarded and
         commit its offsets (so commits never go back, and never run ahead of the log)."""
         try:
+            # Every outcome retrieved (none left to warn "never retrieved"), the first
+            # failure raised, once the poll before is done.
+            outcomes = await asyncio.gather(*sent, return_exceptions=True)
             if previous is not None:
                 await previous
-            await asyncio.gather(*sent)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         finally:
             for tp in commit:
                 left = self._unacked.pop(tp) - 1

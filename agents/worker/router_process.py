@@ -9,9 +9,10 @@ the child's stdin/stdout:
 - the worker asks `{"front": now}` on each clock tick; the child answers with the inputs
   front (router.py, `Router.front`) and its counters (dead letters, skipped redeliveries),
   which the worker adds to its own for /metrics;
-- either end gone is the other's end: the child exits when its stdin closes (the worker
-  died, even by SIGKILL), and the worker crashes when the child's stdout closes (a worker
-  that no longer routes must not look healthy).
+- the child exits when its stdin closes (the worker died, even by SIGKILL); the worker
+  starts a new child when one exits (e.g. its producer failed across a broker restart),
+  and stops when that keeps happening (a worker that no longer routes must not look
+  healthy).
 
 The first line the worker writes is the settings (pickled: the child is this same code).
 The child logs to the inherited stderr, into the worker's log.
@@ -26,6 +27,8 @@ import json
 import logging
 import pickle
 import sys
+import time
+from collections import deque
 from typing import Any
 
 from agents.settings import Settings
@@ -34,29 +37,47 @@ log = logging.getLogger("connector_recovery.router")
 
 FRONT_TIMEOUT_S = 5.0  # an answer later than this is no answer: the clock waits a tick
 STOP_TIMEOUT_S = 10.0  # for the child to stop its consumer (and leave its group)
+RESTARTS, RESTART_WINDOW_S = 5, 300.0  # this many exits within the window stop the worker
+RESTART_DELAY_S = 1.0
 # Batches of a whole poll; a short linger, since a poll's acks gate its commit.
 ROUTER_PRODUCER: dict[str, Any] = {"linger_ms": 2, "max_batch_size": 262_144}
 
 
 class RouterStopped(RuntimeError):
-    """The router process exited while the worker runs."""
+    """The router process kept exiting while the worker runs."""
 
 
 class RouterProcess:
-    """The worker's side: start the child, ask it for the front, crash when it dies."""
+    """The worker's side: start the child, ask it for the front, restart it when it exits
+    (it is stateless: a new one reads back what the last one forwarded, router.py), and
+    stop the worker when it exits RESTARTS times within RESTART_WINDOW_S."""
 
     def __init__(self, settings: Settings, loglevel: str, counters: dict[str, int]) -> None:
         self.settings = settings
         self.loglevel = loglevel
         self.counters = counters  # the child's counters are added to these
-        self._reported: dict[str, int] = {}  # the child's, as last added
+        self._reported: dict[str, int] = {}  # the running child's, as last added
         self._process: asyncio.subprocess.Process | None = None
         self._answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._asking = asyncio.Lock()
 
     async def run(self) -> None:
-        """Start the child and read its answers until it exits (RouterStopped) or this is
-        cancelled (the child is stopped)."""
+        """Run the child until cancelled (the child is stopped), restarting it when it
+        exits; RouterStopped when it exits too often."""
+        exits: deque[float] = deque(maxlen=RESTARTS)
+        while True:
+            code = await self._run_once()
+            exits.append(time.monotonic())
+            if len(exits) == RESTARTS and exits[-1] - exits[0] < RESTART_WINDOW_S:
+                raise RouterStopped(
+                    f"the router process exited {RESTARTS} times in {RESTART_WINDOW_S:.0f} s"
+                    f" (last with code {code}); its log lines above say why"
+                )
+            log.warning("the router process exited with code %s; starting a new one", code)
+            await asyncio.sleep(RESTART_DELAY_S)
+
+    async def _run_once(self) -> int:
+        """One child, from start to exit: its exit code."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -65,6 +86,7 @@ class RouterProcess:
             stdout=asyncio.subprocess.PIPE,
         )
         self._process = process
+        self._reported = {}
         assert process.stdin is not None  # noqa: S101 - PIPE above
         assert process.stdout is not None  # noqa: S101 - PIPE above
         handshake = {"settings": self.settings, "loglevel": self.loglevel}
@@ -72,8 +94,7 @@ class RouterProcess:
         try:
             while line := await process.stdout.readline():
                 self._answers.put_nowait(json.loads(line))
-            code = await process.wait()
-            raise RouterStopped(f"the router process exited with code {code}")
+            return await process.wait()
         finally:
             self._process = None
             await _stop(process)

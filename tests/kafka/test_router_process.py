@@ -1,16 +1,20 @@
 """The router runs in a child process of the worker (agents/worker/router_process.py): it
-ends with its worker, however the worker ends, and a worker whose router died does not go
-on looking healthy."""
+ends with its worker, however the worker ends; one that dies is replaced; and a worker
+whose router keeps dying does not go on looking healthy."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.kafka.harness import Worker, wait_for
+from agents.wire.codec import registry
+from agents.worker.router_process import RESTARTS
+from streams.models import EventType
+from tests.kafka.harness import Namespace, Worker, produce_raw, wait_for, wait_for_audit
 
 pytestmark = pytest.mark.kafka
 
@@ -52,15 +56,56 @@ def test_the_router_process_ends_with_its_worker(worker: Worker, how: str) -> No
     wait_for(lambda: not running(router), 30, "the router process to exit after its worker")
 
 
-def test_a_worker_whose_router_dies_stops_instead_of_looking_healthy(worker: Worker) -> None:
+def failing_ping(connector_id: str) -> bytes:
+    return (
+        registry()
+        .codec("HealthPing")
+        .encode(
+            {
+                "connector_id": connector_id,
+                "tenant_id": None,
+                "status": "UNHEALTHY",
+                "failure": "timeout",
+                "retryable": True,
+                "checked_at": int(time.time() * 1000),
+                "latency_ms": None,
+                "message": None,
+                "position": None,
+            }
+        )
+    )
+
+
+def test_a_killed_router_process_is_replaced_and_routing_goes_on(
+    ns: Namespace, worker: Worker
+) -> None:
+    first = router_of(worker)
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: router_of(worker) not in (None, first), 60, "a new router process")
+    produce_raw(ns.bootstrap, ns.topics.health, [(b"AFTER-1", failing_ping("AFTER-1"))])
+    events = wait_for_audit(
+        ns,
+        lambda ev: any(e.type is EventType.FAILURE_DETECTED for e in ev),
+        60,
+        "the ping routed by the new router to be judged",
+    )
+    assert {e.connector_id for e in events} == {"AFTER-1"}
     assert worker.process is not None
-    router = router_of(worker)
-    assert router is not None
-    os.kill(router, signal.SIGKILL)
+    assert worker.process.poll() is None
+
+
+def test_a_router_process_that_keeps_exiting_stops_the_worker(worker: Worker) -> None:
+    """A worker that no longer routes must not look healthy."""
+    for _ in range(RESTARTS):
+        router = wait_for(lambda: router_of(worker), 60, "a router process")
+        os.kill(router, signal.SIGKILL)
+        wait_for(lambda r=router: not running(r), 30, "the router process to die")  # type: ignore[misc]
+    assert worker.process is not None
     wait_for(
         lambda: worker.process is not None and worker.process.poll() is not None,
         60,
-        "the worker to stop after its router died",
+        "the worker to stop",
     )
     assert worker.process.returncode != 0
-    assert "the router process exited" in worker.output()
+    assert f"the router process exited {RESTARTS} times" in worker.output()
