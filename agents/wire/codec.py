@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -69,10 +69,10 @@ class SchemaVersion:
     parsed: Any
     fingerprint: bytes  # 8 bytes, little endian
     current: bool
+    short_name: str = field(init=False)  # e.g. HealthPing: asked of every record decoded
 
-    @property
-    def short_name(self) -> str:
-        return self.name.rsplit(".", 1)[-1]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "short_name", self.name.rsplit(".", 1)[-1])
 
 
 def _load(path: Path, current: bool) -> SchemaVersion:
