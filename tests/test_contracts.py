@@ -281,3 +281,33 @@ def test_an_input_batch_unpacks_in_order_with_positions_and_sources() -> None:
     assert items[1].problem
     single = unpack(reg, pings[2], "in", 2, 6)
     assert [(i.position, i.source, i.origin) for i in single] == [(6 * BATCH_SLOTS, "in/2/6", None)]
+
+
+pings = st.fixed_dictionaries(
+    {
+        "connector_id": st.text(min_size=1, max_size=12).filter(str.strip),
+        "tenant_id": st.none() | st.text(max_size=8),
+        "status": st.sampled_from(["HEALTHY", "UNHEALTHY"]),
+        "failure": st.none() | st.text(max_size=8),
+        "retryable": st.booleans(),
+        "checked_at": st.integers(1_700_000_000_000, 2_000_000_000_000),
+        "latency_ms": st.none() | st.integers(0, 10**6),
+        "message": st.none() | st.text(max_size=8),
+        "position": st.none() | st.text(max_size=8),
+    }
+)
+
+
+@settings(max_examples=200)
+@given(pings)
+def test_a_forwarded_ping_decodes_as_a_validated_one(record: dict[str, Any]) -> None:
+    """The decider builds router-validated pings without validating again
+    (agents/wire/records.py `_validated_ping`): the same model, field for field."""
+    data = registry().codec("HealthPing").encode(record)
+    validated = decode_input(registry(), data)
+    forwarded = decode_input(registry(), data, validated=True)
+    assert forwarded == validated
+    assert forwarded.model_dump() == validated.model_dump()
+    assert forwarded.model_fields_set == validated.model_fields_set
+    assert type(forwarded.status) is type(validated.status)  # type: ignore[union-attr]  # both are pings
+    assert hash(forwarded) == hash(validated)
