@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from streams.evidence import EvidenceError, FailureDetected, RecoveryCompleted, read, write
 from streams.evolve import evolve
@@ -83,7 +83,7 @@ class Episode:
     mode: str | None = None
     retries: int | None = None
     receipt: RecoveryCompleted | None = None  # None too when incomplete (a verify finding)
-    timeline: list[tuple[int, str, int]] = field(default_factory=list)
+    timeline: list[tuple[int, str, int]] | None = None  # kept with the projection's detail
 
     @property
     def receipt_attributes(self) -> dict[str, str] | None:
@@ -126,25 +126,26 @@ class Projection:
 
     def apply(self, event: AuditEvent, folded: Record | None = None) -> None:
         """Apply one event; `folded` is the record after it when the caller already folded
-        it (the verify fold does), so it is not folded twice."""
+        it (the verify fold does, and keeps the records), so it is not folded twice."""
         if folded is None:
             record = self.records.get(event.connector_id) or Record(event.connector_id)
-            folded = evolve(record, event)
-        self.records[event.connector_id] = folded
+            self.records[event.connector_id] = evolve(record, event)
+        incident_id = event.incident_id
         kind = event.type
-        if kind is EventType.FAILURE_DETECTED and event.incident_id is not None:
-            self.episodes[event.incident_id] = Episode(
-                incident_id=event.incident_id,
+        if kind is EventType.FAILURE_DETECTED and incident_id is not None:
+            self.episodes[incident_id] = Episode(
+                incident_id=incident_id,
                 connector_id=event.connector_id,
                 tenant_id=event.tenant_id,
                 failure=event.failure,
                 detected_at=event.occurred_at,
                 first_failing_at=read(FailureDetected, event.attributes).first_failing_at,
+                timeline=[] if self.detail else None,
             )
-        episode = self.episodes.get(event.incident_id or "")
+        episode = self.episodes.get(incident_id or "")
         if episode is None:
             return
-        if self.detail:
+        if episode.timeline is not None:
             episode.timeline.append((event.occurred_at, kind.value, event.sequence))
         if kind is EventType.RECOVERY_COMPLETED:
             episode.recovered_at = event.occurred_at

@@ -30,7 +30,7 @@ from rich.progress import Progress
 from agents.broker.client import client_options, reader, start_client, topic_partitions
 from agents.settings import Settings
 from agents.wire.codec import AvroCodecError, SchemaRegistry, registry
-from agents.wire.records import audit_record, decode_audit
+from agents.wire.records import audit_event, audit_record, decode_audit
 from schemas import SCHEMA_DIR
 from streams.checkpoint import checkpoint_intact, heads_digest
 from streams.models import AuditEvent
@@ -119,7 +119,7 @@ class _TopicEvents:
 
     async def _open(self) -> None:
         settings = self.settings
-        self.consumer = consumer = reader(settings)
+        self.consumer = consumer = reader(settings, bounded=True)
         await start_client(consumer)
         self.tps = await topic_partitions(consumer, settings.topics.audit)
         if not self.tps:
@@ -216,9 +216,12 @@ async def _read_checkpoints(consumer: AIOKafkaConsumer, settings: Settings) -> l
     finally:
         await admin.close()
     tp = TopicPartition(topic, 0)
+    # the end first, while nothing is assigned: no fetch of this partition is in flight yet
+    end = (await consumer.end_offsets([tp]))[tp]
+    if end == 0:
+        return []
     consumer.assign([tp])
     await consumer.seek_to_beginning(tp)
-    end = (await consumer.end_offsets([tp]))[tp]
     codec = registry().codec("AuditCheckpoint")
     checkpoints: list[dict[str, Any]] = []
     while await consumer.position(tp) < end:
@@ -317,6 +320,7 @@ class _ArchiveEvents:
                 tally.records += 1
                 read.findings.append(_undecodable("#0", None, error))
                 return
+            build = _event_builder(records)
             with _progress(
                 self.quiet, "reading the archive", _manifest_count(self.path)
             ) as advance:
@@ -331,7 +335,7 @@ class _ArchiveEvents:
                         break
                     tally.records += 1
                     try:
-                        event = AuditEvent.model_validate(_plain_times(record))
+                        event = build(_plain_times(record))
                     except ValidationError as error:
                         read.findings.append(_undecodable(f"#{index}", None, error))
                     else:
@@ -340,6 +344,18 @@ class _ArchiveEvents:
                     index += 1
                     if index % PROGRESS_EVERY == 0:
                         advance(PROGRESS_EVERY)
+
+
+def _event_builder(records: Any) -> Callable[[dict[str, Any]], AuditEvent]:
+    """How an archive's records become events: those of an archive written with the current
+    schema hold the Avro types `audit_event` relies on; any other writer schema (an older
+    version, or a file that only claims to be an archive) is validated field by field."""
+    codec = registry()
+    try:
+        version = codec.version_of(json.loads(records.metadata["avro.schema"]))
+    except (KeyError, TypeError, ValueError):
+        version = None
+    return audit_event if version is codec.current["AuditEvent"] else AuditEvent.model_validate
 
 
 def _manifest_count(path: Path) -> int | None:
