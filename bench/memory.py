@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
 from agents.audit import log as auditlog
-from agents.broker.topics import ensure_topics
+from agents.broker.topics import ensure_topics, owned_topics
 from agents.settings import Settings, Topics
 from agents.wire import cloudevents
 from agents.wire.codec import registry
@@ -143,6 +144,16 @@ async def produce_topic(settings: Settings, template: list[AuditEvent], size: in
         await producer.stop()
 
 
+async def delete_topics(settings: Settings) -> None:
+    """The run's topics, so ten million events do not stay on the broker's disk."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.delete_topics([spec.name for spec in owned_topics(settings)])
+    finally:
+        await admin.close()
+
+
 def peak_rss(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, float, str]:
     """(maximum resident set size in bytes, seconds, stdout) of one CLI command."""
     started = time.perf_counter()
@@ -204,6 +215,8 @@ def measured(events: int, source: str) -> dict[str, Any]:
     )
     if source == "archive":
         archive.unlink()
+    else:
+        asyncio.run(delete_topics(settings))
     return {
         "events": events,
         "source": source,
