@@ -112,7 +112,9 @@ class Verifier:
                 position,
                 f"content does not match its hash (recomputed {recomputed[:12]}…)",
             )
-        seen = chain.hashes.get(sequence)
+        record = chain.record
+        # every hash kept is of a sequence the record has reached: a later one is new
+        seen = chain.hashes.get(sequence) if sequence <= record.sequence else None
         if seen is not None:
             if seen == event.hash and intact:
                 self._find("benign_duplicate", event, position, "identical re-send")
@@ -124,7 +126,6 @@ class Verifier:
                     "same sequence as an earlier event, different content",
                 )
             return False
-        record = chain.record
         expected = record.sequence + 1
         if sequence > expected:
             self._find(
