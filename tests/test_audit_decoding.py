@@ -28,6 +28,7 @@ def test_a_decoded_record_becomes_the_same_event_as_by_validation() -> None:
         assert type(built.type) is type(validated.type)
         assert type(built.mode) is type(validated.mode)
         assert built.model_dump() == validated.model_dump()
+        assert audit_record(built) == record  # what `export` writes
         assert event_hash(built) == event.hash
         changed = built.model_copy(update={"actor": "mallory"})
         assert (changed.actor, built.actor) == ("mallory", event.actor)
