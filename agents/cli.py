@@ -324,7 +324,10 @@ def _audit(args: argparse.Namespace, read: Any, scope: Any, integrity: Any) -> i
         state = report.state_as_of(read, scope, ms_from_iso(args.as_of))
         print(json.dumps(state, indent=2))
         return EXIT_OK
-    built = report.build(read, scope, after_read=integrity, detail=args.command == "report")
+    if args.command == "verify":
+        built = report.verification(read, scope, after_read=integrity)
+    else:
+        built = report.build(read, scope, after_read=integrity, detail=args.command == "report")
     problems = [f for f in built["verification"]["findings"] if f["kind"] != "benign_duplicate"]
     if args.command == "report":
         text = report.render(built, args.format)

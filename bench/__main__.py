@@ -27,8 +27,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("name", choices=sorted(BENCHES))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--events", type=int, help="memory: replay a log of this many events (no extrapolation)"
+    )
+    parser.add_argument(
+        "--source", choices=("topic", "archive"), default="topic", help="memory: with --events"
+    )
     args = parser.parse_args(argv)
-    result = BENCHES[args.name](args.repeats)
+    if args.name == "memory":
+        result = memory.main(args.repeats, args.events, args.source)
+    else:
+        result = BENCHES[args.name](args.repeats)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     return 0

@@ -32,6 +32,8 @@ HASHED_FIELDS = (
     "prev_hash",
 )
 
+_EVENT_FIELDS = frozenset((*HASHED_FIELDS, "hash"))
+
 
 def canonical_bytes(fields: dict[str, Any]) -> bytes:
     """Canonical JSON of the hashed fields of an event given as a plain mapping.
@@ -41,7 +43,11 @@ def canonical_bytes(fields: dict[str, Any]) -> bytes:
     types (tests/core/test_chain.py checks it) in a fraction of the time; the standard
     encoder stays for what orjson refuses (integers beyond 64 bits).
     """
-    body = {name: fields.get(name) for name in HASHED_FIELDS}
+    if fields.keys() == _EVENT_FIELDS:  # an event's own fields: all of them but its hash
+        body = fields.copy()
+        del body["hash"]
+    else:
+        body = {name: fields.get(name) for name in HASHED_FIELDS}
     try:
         return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:
@@ -57,13 +63,23 @@ def reference_canonical_bytes(fields: dict[str, Any]) -> bytes:
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def chain_digest(prev_hash: str, fields: dict[str, Any]) -> bytes:
+    """The 32 bytes of the hash (`chain_hash` is their hex)."""
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical_bytes(fields)).digest()
+
+
 def chain_hash(prev_hash: str, fields: dict[str, Any]) -> str:
-    return hashlib.sha256(prev_hash.encode("ascii") + canonical_bytes(fields)).hexdigest()
+    return chain_digest(prev_hash, fields).hex()
+
+
+def event_digest(event: AuditEvent) -> bytes:
+    """The 32 bytes of the hash an event should carry."""
+    return chain_digest(event.prev_hash, event.__dict__)
 
 
 def event_hash(event: AuditEvent) -> str:
     """Recompute the hash an event should carry."""
-    return chain_hash(event.prev_hash, event.__dict__)
+    return event_digest(event).hex()
 
 
 class SeenHashes:
@@ -71,7 +87,8 @@ class SeenHashes:
     a conflicting one. Sequences run 1, 2, 3 …, so canonical (lowercase hex SHA-256) hashes
     are kept as 32 raw bytes at slot `sequence - 1` of one buffer: a replay of millions of
     events holds 32 bytes per event instead of a string and a dict entry. Anything else
-    (a non-canonical hash, a sequence far past the end) goes to a small dict."""
+    (a non-canonical hash, a sequence far past the end) goes to a small dict, made when
+    first needed."""
 
     __slots__ = ("_digests", "_others")
 
@@ -79,12 +96,13 @@ class SeenHashes:
 
     def __init__(self) -> None:
         self._digests = bytearray()
-        self._others: dict[int, str] = {}
+        self._others: dict[int, str] | None = None
 
     def get(self, sequence: int) -> str | None:
-        other = self._others.get(sequence)
-        if other is not None:
-            return other
+        if self._others is not None:
+            other = self._others.get(sequence)
+            if other is not None:
+                return other
         start = (sequence - 1) * 32
         if sequence < 1 or start >= len(self._digests):
             return None
@@ -92,16 +110,32 @@ class SeenHashes:
         return digest.hex() if any(digest) else None
 
     def __setitem__(self, sequence: int, hash_hex: str) -> None:
+        self.add(sequence, hash_hex, None)
+
+    def add(self, sequence: int, hash_hex: str, digest: bytes | None) -> None:
+        """`self[sequence] = hash_hex`; `digest`, when given, is `bytes.fromhex(hash_hex)`
+        and `hash_hex` is canonical (a hash just recomputed and found equal)."""
         start = (sequence - 1) * 32
+        if start == len(self._digests) and digest is not None and digest != _EMPTY_SLOT:
+            if self._others is not None:
+                self._others.pop(sequence, None)
+            self._digests += digest  # the next sequence of an intact chain: the usual case
+            return
         fits = sequence >= 1 and start <= len(self._digests) + self.MAX_PADDING * 32
         digest = _digest(hash_hex) if fits else None
         if digest is None:
+            if self._others is None:
+                self._others = {}
             self._others[sequence] = hash_hex
             return
-        self._others.pop(sequence, None)
+        if self._others is not None:
+            self._others.pop(sequence, None)
         if start > len(self._digests):
             self._digests.extend(bytes(start - len(self._digests)))
         self._digests[start : start + 32] = digest
+
+
+_EMPTY_SLOT = bytes(32)
 
 
 def _digest(hash_hex: str) -> bytes | None:
@@ -112,4 +146,4 @@ def _digest(hash_hex: str) -> bytes | None:
         digest = bytes.fromhex(hash_hex)
     except ValueError:
         return None
-    return digest if digest.hex() == hash_hex and any(digest) else None
+    return digest if digest.hex() == hash_hex and digest != _EMPTY_SLOT else None

@@ -59,6 +59,12 @@ _NO_ATTEMPTS: dict[str, Any] = {
 def _changes(record: Record, event: AuditEvent) -> dict[str, Any]:
     kind = event.type
     match kind:
+        # the most frequent type first: a match tries its cases in order
+        case EventType.NOTIFICATION_SENT | EventType.NOTIFICATION_FAILED:
+            if event.incident_id != record.incident_id:
+                return {}
+            outcome = read(NotificationOutcome, event.attributes)
+            return {"notified": record.notified.union((outcome.dedup_key,))}
         case EventType.FAILURE_DETECTED:
             detected = read(FailureDetected, event.attributes)
             return {
@@ -134,37 +140,44 @@ def _changes(record: Record, event: AuditEvent) -> dict[str, Any]:
             # Ends the episode: after a recovery, or by a human without one.
             phase = Phase.RETIRED if record.phase is Phase.RETIRED else Phase.OK
             return {**_NO_EPISODE, "phase": phase, "flapping": False}
-        case EventType.NOTIFICATION_SENT | EventType.NOTIFICATION_FAILED:
-            if event.incident_id != record.incident_id:
-                return {}
-            outcome = read(NotificationOutcome, event.attributes)
-            return {"notified": record.notified | {outcome.dedup_key}}
         case EventType.NOTIFICATION_SUPPRESSED | EventType.COMMAND_REJECTED:
             return {}
         case _:
             assert_never(kind)
 
 
-def _chain_moved(event: AuditEvent) -> dict[str, Any]:
-    """The fields every event moves, whatever its type."""
-    return {
-        "sequence": event.sequence,
-        "head_hash": event.hash,
-        "last_occurred_at": event.occurred_at,
-        "tenant_id": event.tenant_id,
-    }
+_AT = {name: index for index, name in enumerate(Record._fields)}
+_TENANT, _SEQUENCE, _HEAD, _LAST_AT = (
+    _AT[name] for name in ("tenant_id", "sequence", "head_hash", "last_occurred_at")
+)
+
+
+def _chain_moved(record: Record, event: AuditEvent) -> list[Any]:
+    """The record's fields as a list, with those every event moves (whatever its type)
+    already moved."""
+    values = list(record)
+    values[_TENANT] = event.tenant_id
+    values[_SEQUENCE] = event.sequence
+    values[_HEAD] = event.hash
+    values[_LAST_AT] = event.occurred_at
+    return values
 
 
 def evolve(record: Record, event: AuditEvent) -> Record:
     """The record after `event`; EvidenceError when its attributes do not read as its
     type's view (never for an event the decider wrote)."""
-    return record._replace(**_chain_moved(event), **_changes(record, event))
+    changes = _changes(record, event)
+    values = _chain_moved(record, event)
+    # `_replace` with a list instead of keywords: replay folds this once per event
+    for name, value in changes.items():
+        values[_AT[name]] = value
+    return Record._make(values)
 
 
 def advance_chain(record: Record, event: AuditEvent) -> Record:
     """The record with only the chain fields of `event` applied: how the verify fold steps
     over an event whose evidence it cannot read, so the chain checks go on."""
-    return record._replace(**_chain_moved(event))
+    return Record._make(_chain_moved(record, event))
 
 
 def fold(record: Record, events: Iterable[AuditEvent]) -> Record:

@@ -14,8 +14,9 @@ value at rank ceil(p/100 * n) (1-based). Tenant key for platform-scoped connecto
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from array import array
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from streams.evidence import EvidenceError, FailureDetected, RecoveryCompleted, read, write
 from streams.evolve import evolve
@@ -83,7 +84,7 @@ class Episode:
     mode: str | None = None
     retries: int | None = None
     receipt: RecoveryCompleted | None = None  # None too when incomplete (a verify finding)
-    timeline: list[tuple[int, str, int]] = field(default_factory=list)
+    timeline: list[tuple[int, str, int]] | None = None  # kept with the projection's detail
 
     @property
     def receipt_attributes(self) -> dict[str, str] | None:
@@ -126,28 +127,32 @@ class Projection:
 
     def apply(self, event: AuditEvent, folded: Record | None = None) -> None:
         """Apply one event; `folded` is the record after it when the caller already folded
-        it (the verify fold does), so it is not folded twice."""
+        it (the verify fold does, and keeps the records), so it is not folded twice."""
         if folded is None:
             record = self.records.get(event.connector_id) or Record(event.connector_id)
-            folded = evolve(record, event)
-        self.records[event.connector_id] = folded
+            self.records[event.connector_id] = evolve(record, event)
+        incident_id = event.incident_id
         kind = event.type
-        if kind is EventType.FAILURE_DETECTED and event.incident_id is not None:
-            self.episodes[event.incident_id] = Episode(
-                incident_id=event.incident_id,
+        if kind is EventType.FAILURE_DETECTED and incident_id is not None:
+            self.episodes[incident_id] = Episode(
+                incident_id=incident_id,
                 connector_id=event.connector_id,
                 tenant_id=event.tenant_id,
                 failure=event.failure,
                 detected_at=event.occurred_at,
                 first_failing_at=read(FailureDetected, event.attributes).first_failing_at,
+                timeline=[] if self.detail else None,
             )
-        episode = self.episodes.get(event.incident_id or "")
+        episode = self.episodes.get(incident_id or "")
         if episode is None:
             return
-        if self.detail:
+        if episode.timeline is not None:
             episode.timeline.append((event.occurred_at, kind.value, event.sequence))
+        instant = _INSTANT_SET_BY.get(kind)
+        if instant is None:
+            return
+        setattr(episode, instant, event.occurred_at)
         if kind is EventType.RECOVERY_COMPLETED:
-            episode.recovered_at = event.occurred_at
             episode.mode = event.mode.value if event.mode else None
             try:
                 receipt: RecoveryCompleted | None = read(RecoveryCompleted, event.attributes)
@@ -156,18 +161,124 @@ class Projection:
             episode.retries = None if receipt is None else receipt.retries
             if self.detail:
                 episode.receipt = receipt
-        elif kind is EventType.INCIDENT_OPENED:
-            episode.opened_at = event.occurred_at
         elif kind is EventType.INCIDENT_ACKNOWLEDGED:
-            episode.acknowledged_at = event.occurred_at
             episode.acknowledged_by = event.actor
-        elif kind is EventType.INCIDENT_RESOLVED:
-            episode.resolved_at = event.occurred_at
 
     def apply_all(self, events: Iterable[AuditEvent]) -> Projection:
         for event in events:
             self.apply(event)
         return self
+
+
+# The instant of its episode an event sets to its own time (detection aside).
+_INSTANT_SET_BY = {
+    EventType.RECOVERY_COMPLETED: "recovered_at",
+    EventType.INCIDENT_OPENED: "opened_at",
+    EventType.INCIDENT_ACKNOWLEDGED: "acknowledged_at",
+    EventType.INCIDENT_RESOLVED: "resolved_at",
+}
+# `Figures` keeps six instants per episode, in this order.
+_INSTANTS = ("detected_at", "first_failing_at", *_INSTANT_SET_BY.values())
+_INSTANT_AT = {name: index for index, name in enumerate(_INSTANTS)}
+_UNSET = -(2**63)  # an instant not (yet) recorded: None on an Episode
+_DETECTED, _FIRST_FAILING, _RECOVERED, _OPENED, _ACKNOWLEDGED, _RESOLVED = range(6)
+
+
+class Figures:
+    """The episodes of a `Projection` without detail as figures only: six instants per
+    episode in one array of machine integers, instead of an `Episode` with its boxed
+    instants (about 400 bytes each): a replay of millions of events holds every episode to
+    the end of the log. Fed like a `Projection`, with records the caller folds; gives the
+    totals and per-tenant totals `replay` shows, and the open incidents."""
+
+    __slots__ = ("_instants", "_slot", "_tenants", "records")
+
+    def __init__(self) -> None:
+        self._slot: dict[str, int] = {}  # incident id -> its episode's place
+        self._tenants: list[str | None] = []
+        self._instants = array("q")
+        self.records: dict[str, Record] = {}  # set by the caller's fold
+
+    def apply(self, event: AuditEvent, folded: Record) -> None:  # noqa: ARG002 - as Projection
+        """Apply one event (not a duplicate), already folded by the caller."""
+        kind = event.type
+        incident_id = event.incident_id
+        if kind is EventType.FAILURE_DETECTED and incident_id is not None:
+            first_failing_at = read(FailureDetected, event.attributes).first_failing_at
+            slot = self._slot.get(incident_id)
+            if slot is None:
+                slot = self._slot[incident_id] = len(self._tenants)
+                self._tenants.append(event.tenant_id)
+                self._instants.extend(_NO_INSTANTS)
+            else:  # detected again: a new episode under the same id, as in a Projection
+                self._tenants[slot] = event.tenant_id
+                self._instants[slot * 6 : slot * 6 + 6] = _NO_INSTANTS
+            self._instants[slot * 6 + _DETECTED] = event.occurred_at
+            self._instants[slot * 6 + _FIRST_FAILING] = first_failing_at
+            return
+        instant = _INSTANT_SET_BY.get(kind)
+        if instant is None:
+            return
+        slot = self._slot.get(incident_id or "")
+        if slot is not None:
+            self._instants[slot * 6 + _INSTANT_AT[instant]] = event.occurred_at
+
+    def open_incidents(self) -> list[str]:
+        times = self._instants
+        return [
+            incident_id
+            for incident_id, slot in self._slot.items()
+            if times[slot * 6 + _OPENED] != _UNSET and times[slot * 6 + _RESOLVED] == _UNSET
+        ]
+
+    def totals(self, in_period: Callable[[int], bool]) -> tuple[Totals, dict[str, Totals]]:
+        """(totals, totals per tenant key) of the episodes detected `in_period`."""
+        groups: dict[str, _Values] = {}
+        times = self._instants
+        for slot, tenant in enumerate(self._tenants):
+            (detected, first_failing, recovered, opened, acknowledged, resolved) = times[
+                slot * 6 : slot * 6 + 6
+            ]
+            if not in_period(detected):
+                continue
+            values = groups.get(tenant_key(tenant))
+            if values is None:
+                values = groups[tenant_key(tenant)] = _Values()
+            values.count += 1
+            values.mttd.append((detected - first_failing) / 1000)
+            if recovered != _UNSET:
+                values.mttr.append((recovered - detected) / 1000)
+            if opened != _UNSET:
+                values.open += resolved == _UNSET
+                if acknowledged != _UNSET:
+                    values.mtta.append((acknowledged - opened) / 1000)
+        every = _Values()
+        for values in groups.values():
+            every.count += values.count
+            every.open += values.open
+            every.mttr.extend(values.mttr)
+            every.mttd.extend(values.mttd)
+            every.mtta.extend(values.mtta)
+        return every.totals(), {key: groups[key].totals() for key in sorted(groups)}
+
+
+_NO_INSTANTS = array("q", [_UNSET] * 6)
+
+
+class _Values:
+    """An episode group's figures, collected for `Totals` (seconds, machine doubles)."""
+
+    __slots__ = ("count", "mtta", "mttd", "mttr", "open")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.open = 0
+        self.mttr = array("d")
+        self.mttd = array("d")
+        self.mtta = array("d")
+
+    def totals(self) -> Totals:
+        return _totals(self.count, self.open, self.mttr, self.mttd, self.mtta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,14 +303,28 @@ class Totals:
 
 def totals(episodes: Iterable[Episode]) -> Totals:
     chosen = list(episodes)
-    mttr = [e.mttr_ms / 1000 for e in chosen if e.mttr_ms is not None]
-    mtta = [e.mtta_ms / 1000 for e in chosen if e.mtta_ms is not None]
+    return _totals(
+        len(chosen),
+        sum(1 for e in chosen if e.incident_open),
+        [e.mttr_ms / 1000 for e in chosen if e.mttr_ms is not None],
+        [e.mttd_ms / 1000 for e in chosen],
+        [e.mtta_ms / 1000 for e in chosen if e.mtta_ms is not None],
+    )
+
+
+def _totals(
+    count: int,
+    open_incidents: int,
+    mttr: Sequence[float],
+    mttd: Sequence[float],
+    mtta: Sequence[float],
+) -> Totals:
     return Totals(
-        failure_count=len(chosen),
+        failure_count=count,
         recovered_count=len(mttr),
-        open_incidents=sum(1 for e in chosen if e.incident_open),
+        open_incidents=open_incidents,
         mttr_seconds=summarize(mttr),
-        mttd_seconds=summarize(e.mttd_ms / 1000 for e in chosen),
+        mttd_seconds=summarize(mttd),
         mtta_seconds=summarize(mtta),
     )
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from streams.chain import SeenHashes, event_hash
+from streams.chain import SeenHashes, event_digest
 from streams.decider import next_deadline
 from streams.evidence import EvidenceError, RecoveryCompleted, read
 from streams.evolve import advance_chain, evolve
@@ -29,6 +29,15 @@ from streams.state import Phase, Record
 from streams.timefmt import iso_from_ms
 
 INFORMATIONAL = frozenset({"benign_duplicate"})
+# the types `Verifier._compliance` looks at
+_COMPLIANCE_TYPES = frozenset(
+    {
+        EventType.RECOVERY_COMPLETED,
+        EventType.INCIDENT_OPENED,
+        EventType.NOTIFICATION_SENT,
+        EventType.NOTIFICATION_SUPPRESSED,
+    }
+)
 DEFAULT_GRACE_MS = 60_000
 
 
@@ -58,9 +67,9 @@ class Finding:
 class _Chain:
     record: Record
     hashes: SeenHashes = field(default_factory=SeenHashes)
-    missing: set[int] = field(default_factory=set)
-    # incident id -> (opened at, position) for incidents still lacking a notification outcome
-    unnotified: dict[str, tuple[int, int, str | None]] = field(default_factory=dict)
+    # incident id -> (opened at, sequence, position) for incidents still lacking a
+    # notification outcome; None while there are none (most chains, most of the time)
+    unnotified: dict[str, tuple[int, int, str | None]] | None = None
 
 
 class Verifier:
@@ -69,6 +78,10 @@ class Verifier:
     def record_of(self, connector_id: str) -> Record:
         """The connector's state of record after the events checked so far."""
         return self.chains[connector_id].record
+
+    def records(self) -> dict[str, Record]:
+        """Every connector's state of record after the events checked so far."""
+        return {connector_id: chain.record for connector_id, chain in self.chains.items()}
 
     def __init__(self, grace_ms: int = DEFAULT_GRACE_MS) -> None:
         self.grace_ms = grace_ms
@@ -83,23 +96,27 @@ class Verifier:
     def check(self, event: AuditEvent, position: str | None = None) -> bool:
         """Check one event; True when it is new evidence (not a duplicate) and was folded."""
         self.count += 1
-        chain = self.chains.get(event.connector_id)
+        connector_id, sequence = event.connector_id, event.sequence
+        chain = self.chains.get(connector_id)
         if chain is None:
-            chain = self.chains[event.connector_id] = _Chain(Record(event.connector_id))
-        expected_id = f"{event.connector_id}:{event.sequence}"
-        if event.event_id != expected_id:
+            chain = self.chains[connector_id] = _Chain(Record(connector_id))
+        if event.event_id != f"{connector_id}:{sequence}":
             self._find("bad_event_id", event, position, f"event_id {event.event_id!r}")
-        recomputed = event_hash(event)
-        if recomputed != event.hash:
+        digest = event_digest(event)
+        recomputed = digest.hex()
+        intact = recomputed == event.hash
+        if not intact:
             self._find(
                 "hash_mismatch",
                 event,
                 position,
                 f"content does not match its hash (recomputed {recomputed[:12]}…)",
             )
-        seen = chain.hashes.get(event.sequence)
+        record = chain.record
+        # every hash kept is of a sequence the record has reached: a later one is new
+        seen = chain.hashes.get(sequence) if sequence <= record.sequence else None
         if seen is not None:
-            if seen == event.hash and recomputed == event.hash:
+            if seen == event.hash and intact:
                 self._find("benign_duplicate", event, position, "identical re-send")
             else:
                 self._find(
@@ -109,38 +126,33 @@ class Verifier:
                     "same sequence as an earlier event, different content",
                 )
             return False
-        record = chain.record
         expected = record.sequence + 1
-        if event.sequence > expected:
-            gap = range(expected, event.sequence)
-            chain.missing.update(gap)
+        if sequence > expected:
             self._find(
                 "sequence_gap",
                 event,
                 position,
-                f"sequences {gap.start}..{gap.stop - 1} missing before this event",
+                f"sequences {expected}..{sequence - 1} missing before this event",
             )
-        elif event.sequence < expected:
-            chain.missing.discard(event.sequence)
+        elif sequence < expected:
             self._find(
                 "out_of_order",
                 event,
                 position,
-                f"sequence {event.sequence} arrived after {record.sequence}",
+                f"sequence {sequence} arrived after {record.sequence}",
             )
-            chain.hashes[event.sequence] = event.hash
+            chain.hashes.add(sequence, event.hash, digest if intact else None)
             return False
-        else:
-            previous = record.head_hash if record.sequence else GENESIS_HASH
-            if event.prev_hash != previous:
-                self._find(
-                    "chain_break",
-                    event,
-                    position,
-                    "prev_hash is not the hash of the previous event",
-                )
-        self._compliance(chain, event, position)
-        chain.hashes[event.sequence] = event.hash
+        elif event.prev_hash != (record.head_hash if record.sequence else GENESIS_HASH):
+            self._find(
+                "chain_break",
+                event,
+                position,
+                "prev_hash is not the hash of the previous event",
+            )
+        if event.type in _COMPLIANCE_TYPES:
+            self._compliance(chain, event, position)
+        chain.hashes.add(sequence, event.hash, digest if intact else None)
         self.newest_at = max(self.newest_at, event.occurred_at)
         try:
             chain.record = evolve(record, event)
@@ -165,9 +177,13 @@ class Verifier:
             except EvidenceError as error:
                 self._find("receipt_incomplete", event, position, f"receipt {error}")
         elif kind is EventType.INCIDENT_OPENED and event.incident_id is not None:
+            if chain.unnotified is None:
+                chain.unnotified = {}
             chain.unnotified[event.incident_id] = (event.occurred_at, event.sequence, position)
-        elif kind in (EventType.NOTIFICATION_SENT, EventType.NOTIFICATION_SUPPRESSED):
+        elif kind is not EventType.INCIDENT_OPENED and chain.unnotified is not None:
             chain.unnotified.pop(event.incident_id or "", None)
+            if not chain.unnotified:
+                chain.unnotified = None
 
     def finish(self) -> list[Finding]:
         """All findings, including those judged at the end of the log."""
@@ -186,7 +202,7 @@ class Verifier:
                         f"(log ends {iso_from_ms(self.newest_at)})",
                     )
                 )
-            for incident_id, (opened_at, sequence, position) in chain.unnotified.items():
+            for incident_id, (opened_at, sequence, position) in (chain.unnotified or {}).items():
                 if opened_at < cutoff:
                     findings.append(
                         Finding(

@@ -17,6 +17,7 @@ from agents.audit import report
 from agents.audit.log import LogRead, Scope
 from streams.evolve import fold
 from streams.models import AdminAction, AuditEvent, EventType
+from streams.projections import Projection
 from streams.state import Record
 from tests.core.driver import Driver
 
@@ -191,3 +192,33 @@ def test_a_tenant_scope_shows_nothing_of_other_tenants(
     assert built["totals"]["failure_count"] == sum(
         1 for e in mine if e.type is EventType.FAILURE_DETECTED
     )
+
+
+@pytest.mark.parametrize("period", [(None, None), (0, None), (None, 1), (60_000, 240_000)])
+def test_replay_figures_match_the_report_s_episodes(period: tuple[int | None, int | None]) -> None:
+    """`replay` keeps its episodes as figures only (`streams.projections.Figures`): the same
+    totals and per-tenant totals as the report's episodes, for any period."""
+    events = fleet_log()
+    start = events[0].occurred_at
+    since, until = (None if offset is None else start + offset for offset in period)
+    scope = Scope(since_ms=since, until_ms=until)
+    replayed = report.build(as_read(events), scope, detail=False)
+    reported = report.build(as_read(events), scope)
+    assert replayed["totals"]["failure_count"] > 0 or period != (None, None)
+    assert (replayed["totals"], replayed["tenants"]) == (reported["totals"], reported["tenants"])
+    assert "connectors" not in replayed
+    assert "incidents" not in replayed
+
+
+def test_time_travel_lists_the_incidents_open_at_that_time() -> None:
+    events = fleet_log()
+    opened = {e.incident_id for e in events if e.type is EventType.INCIDENT_OPENED}
+    resolved = {e.incident_id for e in events if e.type is EventType.INCIDENT_RESOLVED}
+    assert opened - resolved  # the log has incidents still open
+    assert opened & resolved  # and resolved ones
+    for cut in sorted({e.occurred_at for e in events}):
+        so_far = [e for e in events if e.occurred_at <= cut]
+        projection = Projection().apply_all(so_far)
+        expected = sorted(e.incident_id for e in projection.episodes.values() if e.incident_open)
+        state = report.state_as_of(as_read(events), Scope(), cut)
+        assert state["open_incidents"] == expected

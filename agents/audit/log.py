@@ -30,7 +30,7 @@ from rich.progress import Progress
 from agents.broker.client import client_options, reader, start_client, topic_partitions
 from agents.settings import Settings
 from agents.wire.codec import AvroCodecError, SchemaRegistry, registry
-from agents.wire.records import audit_record, decode_audit
+from agents.wire.records import audit_event, audit_record, decode_audit
 from schemas import SCHEMA_DIR
 from streams.checkpoint import checkpoint_intact, heads_digest
 from streams.models import AuditEvent
@@ -50,12 +50,10 @@ class Tally:
     of events to count afterwards)."""
 
     records: int = 0  # events and undecodable records
-    heads: dict[str, tuple[int, str]] = field(default_factory=dict)  # newest (sequence, hash)
+    # archive reads (for the manifest): each connector's newest (sequence, hash)
+    heads: dict[str, tuple[int, str]] = field(default_factory=dict)
     # per partition: the chain heads below the end offset of its newest checkpoint
     below_checkpoint: dict[int, dict[str, tuple[int, str]]] = field(default_factory=dict)
-
-    def add(self, event: AuditEvent) -> None:
-        _advance_head(self.heads, event)
 
 
 def _advance_head(heads: dict[str, tuple[int, str]], event: AuditEvent) -> None:
@@ -119,7 +117,7 @@ class _TopicEvents:
 
     async def _open(self) -> None:
         settings = self.settings
-        self.consumer = consumer = reader(settings)
+        self.consumer = consumer = reader(settings, bounded=True)
         await start_client(consumer)
         self.tps = await topic_partitions(consumer, settings.topics.audit)
         if not self.tps:
@@ -150,6 +148,7 @@ class _TopicEvents:
         read.partitions = {tp.partition: {"count": 0, "end_offset": ends[tp]} for tp in self.tps}
         self._run(self._rewind())
         codec = registry()
+        shared: dict[object, object] = {}  # see `audit_event`
         total = sum(ends[tp] - self.starts[tp] for tp in self.tps)
         with _progress(self.quiet, "reading the audit topic", total) as advance:
             pending = {tp for tp in self.tps if ends[tp] > self.starts[tp]}
@@ -159,7 +158,7 @@ class _TopicEvents:
                     end = ends[tp]
                     records = [r for r in fetched if r.offset < end]
                     if records:
-                        yield from self._decoded(tp.partition, records, codec)
+                        yield from self._decoded(tp.partition, records, codec, shared)
                     advance(len(fetched))
                 pending = {tp for tp in pending if self._run(consumer.position(tp)) < ends[tp]}
         for info in read.partitions.values():
@@ -168,7 +167,11 @@ class _TopicEvents:
                     info[f"{name}_time"] = iso_from_ms(info.pop(f"{name}_ms"))
 
     def _decoded(
-        self, partition: int, records: list[Any], codec: SchemaRegistry
+        self,
+        partition: int,
+        records: list[Any],
+        codec: SchemaRegistry,
+        shared: dict[object, object],
     ) -> Iterator[tuple[str, AuditEvent]]:
         """The events of one fetch of one partition; what it tallies is per fetch."""
         read, tally = self.read, self.read.tally
@@ -184,13 +187,12 @@ class _TopicEvents:
         for record in records:
             position = f"{partition}/{record.offset}"
             try:
-                event = decode_audit(codec, record.value)
+                event = decode_audit(codec, record.value, shared)
             except (AvroCodecError, ValidationError, ValueError) as error:
                 read.findings.append(_undecodable(position, record.key, error))
                 continue
             if first is None:
                 first = event
-            _advance_head(tally.heads, event)
             if record.offset < cut:
                 _advance_head(below, event)
             yield position, event
@@ -216,9 +218,12 @@ async def _read_checkpoints(consumer: AIOKafkaConsumer, settings: Settings) -> l
     finally:
         await admin.close()
     tp = TopicPartition(topic, 0)
+    # the end first, while nothing is assigned: no fetch of this partition is in flight yet
+    end = (await consumer.end_offsets([tp]))[tp]
+    if end == 0:
+        return []
     consumer.assign([tp])
     await consumer.seek_to_beginning(tp)
-    end = (await consumer.end_offsets([tp]))[tp]
     codec = registry().codec("AuditCheckpoint")
     checkpoints: list[dict[str, Any]] = []
     while await consumer.position(tp) < end:
@@ -317,6 +322,7 @@ class _ArchiveEvents:
                 tally.records += 1
                 read.findings.append(_undecodable("#0", None, error))
                 return
+            build = _event_builder(records)
             with _progress(
                 self.quiet, "reading the archive", _manifest_count(self.path)
             ) as advance:
@@ -331,15 +337,30 @@ class _ArchiveEvents:
                         break
                     tally.records += 1
                     try:
-                        event = AuditEvent.model_validate(_plain_times(record))
+                        event = build(_plain_times(record))
                     except ValidationError as error:
                         read.findings.append(_undecodable(f"#{index}", None, error))
                     else:
-                        tally.add(event)
+                        _advance_head(tally.heads, event)
                         yield f"#{index}", event
                     index += 1
                     if index % PROGRESS_EVERY == 0:
                         advance(PROGRESS_EVERY)
+
+
+def _event_builder(records: Any) -> Callable[[dict[str, Any]], AuditEvent]:
+    """How an archive's records become events: those of an archive written with the current
+    schema hold the Avro types `audit_event` relies on; any other writer schema (an older
+    version, or a file that only claims to be an archive) is validated field by field."""
+    codec = registry()
+    try:
+        version = codec.version_of(json.loads(records.metadata["avro.schema"]))
+    except (KeyError, TypeError, ValueError):
+        version = None
+    if version is not codec.current["AuditEvent"]:
+        return AuditEvent.model_validate
+    shared: dict[object, object] = {}
+    return lambda record: audit_event(record, shared)
 
 
 def _manifest_count(path: Path) -> int | None:

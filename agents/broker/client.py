@@ -67,13 +67,20 @@ def faust_credentials(settings: Settings) -> Any:
     return None
 
 
-def reader(settings: Settings) -> AIOKafkaConsumer:
-    """A consumer in no group: it assigns partitions itself and never commits."""
+BOUNDED_FETCH_WAIT_MS = 10
+
+
+def reader(settings: Settings, bounded: bool = False) -> AIOKafkaConsumer:
+    """A consumer in no group: it assigns partitions itself and never commits. A `bounded`
+    reader reads up to end offsets it took beforehand, so it has nothing to long-poll for:
+    a fetch left waiting at an end (for 500 ms by default) would hold up the requests queued
+    behind it on the connection, such as the next seek."""
     return AIOKafkaConsumer(
         **client_options(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **({"fetch_max_wait_ms": BOUNDED_FETCH_WAIT_MS} if bounded else {}),
     )
 
 

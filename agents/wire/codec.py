@@ -75,13 +75,17 @@ class SchemaVersion:
         object.__setattr__(self, "short_name", self.name.rsplit(".", 1)[-1])
 
 
+def _fingerprint(document: Any) -> bytes:
+    """CRC-64-AVRO of the schema's Parsing Canonical Form, little endian."""
+    canonical = fastavro.schema.to_parsing_canonical_form(document)
+    return crc64_avro(canonical.encode()).to_bytes(8, "little")
+
+
 def _load(path: Path, current: bool) -> SchemaVersion:
     document = json.loads(path.read_text())
-    canonical = fastavro.schema.to_parsing_canonical_form(document)
     parsed = fastavro.parse_schema(_strip_logical_types(document))
     name = f"{document.get('namespace', '')}.{document['name']}".lstrip(".")
-    fingerprint = crc64_avro(canonical.encode()).to_bytes(8, "little")
-    return SchemaVersion(name, path, document, parsed, fingerprint, current)
+    return SchemaVersion(name, path, document, parsed, _fingerprint(document), current)
 
 
 class SchemaRegistry:
@@ -104,6 +108,15 @@ class SchemaRegistry:
 
     def codec(self, short_name: str) -> SingleObjectCodec:
         return SingleObjectCodec(self, self.current[short_name])
+
+    def version_of(self, document: Any) -> SchemaVersion | None:
+        """The shipped version a schema (as JSON) is, by its Parsing Canonical Form: e.g. the
+        writer schema an Avro container file declares. None for any other schema."""
+        try:
+            fingerprint = _fingerprint(document)
+        except Exception:  # whatever fastavro rejects is no version of ours
+            return None
+        return self.by_fingerprint.get(fingerprint)
 
     def short_name_of(self, data: bytes) -> str:
         """The record type of single-object encoded bytes, from their fingerprint alone."""
