@@ -24,7 +24,7 @@ from agents.wire.records import decode_audit
 from bench.replay import bootstrap
 from bench.throughput import output_topic, produce
 from bench.worker import audited, fresh, running_worker
-from streams.models import AuditEvent, EventType
+from streams.models import EventType
 from streams.projections import nearest_rank
 from tests.kafka.harness import read_records
 
@@ -191,16 +191,12 @@ def hops(settings: Settings) -> dict[str, list[float]]:
         topic: {(r.partition, r.offset): r for r in read_records(settings.bootstrap_servers, topic)}
         for topic in (settings.topics.health, settings.inputs_topic)
     }
-    # The last detection of each connector: the measured one (the worker first reads the
-    # baseline's pings, which failed every connector once before the measured load).
-    last: dict[str, tuple[Any, AuditEvent]] = {}
-    for record in read_records(settings.bootstrap_servers, settings.topics.audit):
-        event = decode_audit(reg, record.value)
-        if event.type is EventType.FAILURE_DETECTED:
-            last[event.connector_id] = (record, event)
     router: list[float] = []
     decider: list[float] = []
-    for record, event in last.values():
+    for record in read_records(settings.bootstrap_servers, settings.topics.audit):
+        event = decode_audit(reg, record.value)
+        if event.type is not EventType.FAILURE_DETECTED:
+            continue
         # attributes.source: "<inputs topic>/<partition>/<offset>#<item>"
         _topic, partition, offset_item = event.attributes["source"].rsplit("/", 2)
         offset, _, item = offset_item.partition("#")
@@ -216,9 +212,13 @@ def hops(settings: Settings) -> dict[str, list[float]]:
 
 def main(_repeats: int) -> dict[str, Any]:
     server = bootstrap()
+    # Topics of their own for the baseline: the worker must not start on the baseline's
+    # pings (they fail every connector once, 30 s before its own load).
+    _base_ns, base_settings = fresh(server)
+    asyncio.run(produce(base_settings, []))  # topics only
+    base = summary(asyncio.run(baseline(base_settings)))
     ns, settings = fresh(server)
-    asyncio.run(produce(settings, []))  # topics only
-    base = summary(asyncio.run(baseline(settings)))
+    asyncio.run(produce(settings, []))
     with running_worker(ns, settings):
         system = summary(asyncio.run(measure(settings, settings.topics.audit, detected=True)))
     # The load makes LAT-0000..LAT-0199 fail one after another, all pinging until the end.

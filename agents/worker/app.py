@@ -37,7 +37,7 @@ from agents.wire.records import unpack
 from agents.worker.checkpoints import AuditCheckpoints, checkpoint_key
 from agents.worker.clock import Clock
 from agents.worker.effects import Effects, now_ms
-from agents.worker.faust_context import FaustTableStore
+from agents.worker.faust_context import FaustTableStore, shorten_fetch_wait
 from agents.worker.gaps import read_gap
 from agents.worker.processor import Input, InputProcessor, Outputs
 from agents.worker.recovery import RebalanceRecovery
@@ -305,6 +305,7 @@ class WorkerApp:
     async def _on_rebalance_complete(self, *_signal: Any, **_details: Any) -> None:
         """Crash repair, checkpoints, the gap filler's offsets, and a heartbeat grace for
         every owned connector (recovery.py)."""
+        shorten_fetch_wait(self.app)
         await self.recovery.run(self._owned_partitions(), self.table, now_ms())
         self.ready.set()
 

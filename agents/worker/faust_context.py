@@ -1,4 +1,5 @@
-"""The one place that uses Faust's private API: the current-event context variable.
+"""The one place that uses Faust's private API: the current-event context variable, and
+its consumer's fetch wait.
 
 Faust finds the partition of a table read or write (its changelog partition and RocksDB
 column) through `faust.streams._current_event`, which a `take_events()` batch does not set
@@ -41,3 +42,20 @@ class FaustTableStore:
     def put(self, key: bytes, value: bytes, partition: int) -> None:
         with acting_for(self.events[partition]):
             self.table[key] = value
+
+
+# Faust builds its consumer with fetch_max_wait_ms=1500 and no setting to change it. While
+# the records of one partition wait to be consumed, aiokafka leaves that partition out of
+# the next fetch, which then long-polls the others (nothing new on them) for the whole wait:
+# an input arriving meanwhile waits up to 1.5 s (P2's tail, BENCHMARKS.md).
+FETCH_MAX_WAIT_MS = 50
+
+
+def shorten_fetch_wait(app: Any, wait_ms: int = FETCH_MAX_WAIT_MS) -> bool:
+    """Set the fetch wait of the app's started consumer; False while it has none yet."""
+    consumer = app.consumer._thread._consumer  # aiokafka's AIOKafkaConsumer, once started
+    fetcher = None if consumer is None else getattr(consumer, "_fetcher", None)
+    if fetcher is None:
+        return False
+    fetcher._fetch_max_wait_ms = wait_ms
+    return True

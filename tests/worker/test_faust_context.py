@@ -4,11 +4,13 @@ the variable is restored after."""
 
 from __future__ import annotations
 
+import inspect
+from types import SimpleNamespace
 from typing import Any
 
 from faust.streams import current_event
 
-from agents.worker.faust_context import FaustTableStore, acting_for
+from agents.worker.faust_context import FaustTableStore, acting_for, shorten_fetch_wait
 
 
 class Event:
@@ -50,3 +52,30 @@ def test_the_table_store_reads_and_writes_as_the_event_of_the_key_partition() ->
     assert store.get(b"k", 0) == b"v"
     assert table.seen == [("put", second), ("get", first)]
     assert current_event() is None
+
+
+def test_the_fetch_wait_is_set_on_the_started_consumer_only() -> None:
+    """`shorten_fetch_wait` reaches aiokafka's fetcher through Faust's consumer thread; the
+    names it walks are checked against the installed Faust and aiokafka below."""
+
+    class Fetcher:
+        _fetch_max_wait_ms = 1500
+
+    fetcher = Fetcher()
+    started = SimpleNamespace(_fetcher=fetcher)
+    app = SimpleNamespace(consumer=SimpleNamespace(_thread=SimpleNamespace(_consumer=None)))
+    assert not shorten_fetch_wait(app)
+    app.consumer._thread._consumer = started
+    assert shorten_fetch_wait(app, 50)
+    assert fetcher._fetch_max_wait_ms == 50
+
+
+def test_the_private_names_it_walks_exist_in_the_installed_libraries() -> None:
+    from aiokafka.consumer.consumer import AIOKafkaConsumer  # noqa: PLC0415
+    from aiokafka.consumer.fetcher import Fetcher  # noqa: PLC0415
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread  # noqa: PLC0415
+
+    assert "self._fetch_max_wait_ms = fetch_max_wait_ms" in inspect.getsource(Fetcher.__init__)
+    assert "self._fetcher = Fetcher(" in inspect.getsource(AIOKafkaConsumer.start)
+    assert "self._consumer = self._create_consumer(" in inspect.getsource(AIOKafkaConsumerThread)
+    assert "fetch_max_wait_ms=1500" in inspect.getsource(AIOKafkaConsumerThread)
