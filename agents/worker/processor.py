@@ -160,7 +160,8 @@ class InputProcessor:
         if item.position <= applied:
             self.counters["skipped_redeliveries"] += 1
             return  # crash repair case (b): the state already holds this input
-        if pending is None and type(message) is HealthPing and not self.logged_ahead:
+        logged = self.logged_ahead.get(connector_id)
+        if pending is None and not logged and type(message) is HealthPing:
             deadline = steady_deadline(state, message, self.policy)
             if deadline is not None:  # most pings: only the liveness moves
                 self.counters["inputs"] += 1
@@ -179,7 +180,6 @@ class InputProcessor:
         if decision.late:
             counters["late_pings"] += 1
         events, commands, new_state = decision.events, decision.commands, decision.state
-        logged = self.logged_ahead.get(connector_id)
         if logged:
             fixed = reconcile(state, decision, logged)
             events, commands, new_state = fixed.events, fixed.commands, fixed.state
@@ -196,7 +196,10 @@ class InputProcessor:
                     connector_id,
                 )
             remaining = [e for e in logged if e.sequence > new_state.record.sequence]
-            self.logged_ahead[connector_id] = remaining
+            if remaining:
+                self.logged_ahead[connector_id] = remaining
+            else:
+                del self.logged_ahead[connector_id]
         # Written only on change: a steady ping changes only the liveness.
         # Identity first: a steady ping keeps the record and memory objects it was given.
         if (

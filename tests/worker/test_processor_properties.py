@@ -133,3 +133,20 @@ def test_a_redelivered_input_is_skipped() -> None:
     again = processor.process(batch)
     assert (again.events, again.commands, again.states) == ([], [], {})
     assert processor.counters["skipped_redeliveries"] == 1
+
+
+def test_a_repaired_connector_leaves_the_log_ahead_once_it_has_caught_up() -> None:
+    """Crash repair case (a): the events an input wrote before its state reached the table
+    are re-derived, not sent again; then the connector is no longer 'ahead', so its steady
+    pings (and every other connector's) go back to the fast path."""
+    ping = HealthPing(connector_id="A", status=HealthStatus.UNHEALTHY, checked_at=T0)
+    batch = [Input(Unpacked(ping, 7, "in/7", None, None), 0)]
+    crashed = InputProcessor(parse_policy({}), DictStore(), partitions=1)
+    logged = [event for _key, event, _partition in crashed.process(batch).events]
+    assert logged  # the state of this batch never reached the table
+    restarted = InputProcessor(parse_policy({}), DictStore(), partitions=1)
+    restarted.logged_ahead = {"A": logged}
+    outputs = restarted.process(batch)
+    assert outputs.events == []  # already in the log
+    assert outputs.states  # the state catches up with the log
+    assert restarted.logged_ahead == {}
