@@ -5,12 +5,12 @@ the store's bytes on change. In the same run, alternating: its ceiling, `decide`
 
 from __future__ import annotations
 
-import gc
 import statistics
 import time
 from typing import Any
 
 from agents.wire.records import Unpacked
+from agents.worker import heap
 from agents.worker.processor import DictStore, Input, InputProcessor
 from bench.core import run_core, workload
 from streams.models import HealthPing, Tick
@@ -42,10 +42,11 @@ def run_processor(items: list[Input]) -> tuple[float, int]:
 def main(repeats: int) -> dict[str, Any]:
     inputs = workload()
     items = items_of(inputs)
-    # The workload's ~600,000 objects live through the whole benchmark, as a worker's inputs
-    # never do (it holds one batch): frozen, so the collector's full passes do not walk
-    # them on both sides of the ratio (run to run, they moved the figure by up to 40%).
-    gc.freeze()
+    # The collector as a ready worker runs it (agents/worker/heap.py), on both sides of the
+    # ratio. That also freezes the workload's ~600,000 objects, which live through the whole
+    # benchmark as a worker's inputs never do (it holds one batch); walked by every full
+    # pass, they moved the figure by up to 40% run to run.
+    heap.settle()
     processor_s: list[float] = []
     ceiling_s: list[float] = []
     events = 0

@@ -34,6 +34,7 @@ from agents.dashboard.server import Dashboard
 from agents.settings import STATE_TABLE, Settings
 from agents.wire.codec import registry
 from agents.wire.records import unpack
+from agents.worker import heap
 from agents.worker.checkpoints import AuditCheckpoints, checkpoint_key
 from agents.worker.clock import Clock
 from agents.worker.effects import Effects, now_ms
@@ -312,5 +313,6 @@ class WorkerApp:
     async def _announce_ready(self) -> None:
         await self.ready.wait()
         await self.web.follower.caught_up.wait()
+        heap.settle()  # before 'ready': the first pings meet no pass over a fresh heap
         # One plain line on stdout that scripts and tests wait for.
         print("ready", flush=True)
