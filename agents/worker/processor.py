@@ -25,7 +25,7 @@ from agents.wire.records import Unpacked
 from agents.worker.clock import DeadlineIndex
 from agents.worker.repair import reconcile
 from agents.worker.statecodec import dump_state, load_state
-from streams.decider import decide, next_deadline, steady_deadline
+from streams.decider import Decision, decide, next_deadline, steady_deadline
 from streams.models import AuditEvent, Command, HealthPing
 from streams.policy import Policy
 from streams.state import ConnectorState
@@ -156,11 +156,16 @@ class InputProcessor:
         if pending is not None:
             state, applied = pending.state, pending.applied
         else:
-            state, applied = self._stored(key, connector_id, partition)
+            parsed = self._parsed.get(partition)
+            cached = None if parsed is None else parsed.get(key)
+            if cached is None:
+                state, applied = self._stored(key, connector_id, partition)
+            else:
+                state, applied = cached
         if item.position <= applied:
             self.counters["skipped_redeliveries"] += 1
             return  # crash repair case (b): the state already holds this input
-        logged = self.logged_ahead.get(connector_id)
+        logged = self.logged_ahead.get(connector_id) if self.logged_ahead else None
         if pending is None and not logged and type(message) is HealthPing:
             deadline = steady_deadline(state, message, self.policy)
             if deadline is not None:  # most pings: only the liveness moves
@@ -181,25 +186,7 @@ class InputProcessor:
             counters["late_pings"] += 1
         events, commands, new_state = decision.events, decision.commands, decision.state
         if logged:
-            fixed = reconcile(state, decision, logged)
-            events, commands, new_state = fixed.events, fixed.commands, fixed.state
-            self.counters["repaired_dropped"] += fixed.dropped
-            log.info(
-                "crash repair for %s at %s: %d re-derived events already logged",
-                connector_id,
-                item.source,
-                fixed.dropped,
-            )
-            if fixed.diverged:
-                log.warning(
-                    "%s: the audit log diverges from the re-derived decision; the log wins",
-                    connector_id,
-                )
-            remaining = [e for e in logged if e.sequence > new_state.record.sequence]
-            if remaining:
-                self.logged_ahead[connector_id] = remaining
-            else:
-                del self.logged_ahead[connector_id]
+            events, commands, new_state = self._repaired(state, decision, logged, item.source)
         # Written only on change: a steady ping changes only the liveness.
         # Identity first: a steady ping keeps the record and memory objects it was given.
         if (
@@ -217,6 +204,31 @@ class InputProcessor:
             outputs.events.extend((key, audit_event, partition) for audit_event in events)
         due = next_deadline(new_state.record, new_state.heartbeat_deadline)
         self.deadlines.schedule(connector_id, None if due is None else due[0])
+
+    def _repaired(
+        self, state: ConnectorState, decision: Decision, logged: list[AuditEvent], source: str
+    ) -> tuple[tuple[AuditEvent, ...], tuple[Command, ...], ConnectorState]:
+        """Crash repair: `decision` reconciled with the events of it already in the log."""
+        connector_id = state.record.connector_id
+        fixed = reconcile(state, decision, logged)
+        self.counters["repaired_dropped"] += fixed.dropped
+        log.info(
+            "crash repair for %s at %s: %d re-derived events already logged",
+            connector_id,
+            source,
+            fixed.dropped,
+        )
+        if fixed.diverged:
+            log.warning(
+                "%s: the audit log diverges from the re-derived decision; the log wins",
+                connector_id,
+            )
+        remaining = [e for e in logged if e.sequence > fixed.state.record.sequence]
+        if remaining:
+            self.logged_ahead[connector_id] = remaining
+        else:
+            del self.logged_ahead[connector_id]
+        return fixed.events, fixed.commands, fixed.state
 
     def _stored(self, key: bytes, connector_id: str, partition: int) -> tuple[ConnectorState, int]:
         parsed = self._parsed.get(partition)
