@@ -15,12 +15,15 @@ import fastavro
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from agents.wire.codec import AvroCodecError, SchemaRegistry, crc64_avro, registry
 from agents.wire.records import BadInput, decode_input
 from agents.worker.statecodec import dump_state, load_state
 from schemas import HISTORY_DIR, SCHEMA_DIR
 from streams.models import (
+    MAX_TIMESTAMP_MS,
+    MIN_TIMESTAMP_MS,
     AdminAction,
     AdminCommand,
     AuditEvent,
@@ -311,3 +314,42 @@ def test_a_forwarded_ping_decodes_as_a_validated_one(record: dict[str, Any]) -> 
     assert forwarded.model_fields_set == validated.model_fields_set
     assert type(forwarded.status) is type(validated.status)  # type: ignore[union-attr]  # both are pings
     assert hash(forwarded) == hash(validated)
+
+
+any_pings = st.fixed_dictionaries(
+    {
+        "connector_id": st.text(max_size=3)
+        | st.text(alphabet=" \t\n\u3000\u2028x", max_size=6)
+        | st.text(min_size=247, max_size=252),
+        "tenant_id": st.none() | st.text(max_size=8),
+        "status": st.sampled_from(["HEALTHY", "UNHEALTHY"]),
+        "failure": st.none() | st.text(max_size=8),
+        "retryable": st.booleans(),
+        "checked_at": st.sampled_from([MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS]).flatmap(
+            lambda edge: st.integers(edge - 2, edge + 2)
+        )
+        | st.integers(-(2**63), 2**63 - 1),
+        "latency_ms": st.none() | st.integers(-(2**63), 2**63 - 1),
+        "message": st.none() | st.text(max_size=8),
+        "position": st.none() | st.text(max_size=8),
+    }
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(any_pings)
+def test_a_ping_is_judged_as_pydantic_judges_it(record: dict[str, Any]) -> None:
+    """The router checks pings without pydantic where Avro vouches for the types
+    (agents/wire/records.py `_valid_ping`): the same model, or the same error, as
+    `model_validate`."""
+    data = registry().codec("HealthPing").encode(record)
+    try:
+        expected = HealthPing.model_validate(dict(record))
+    except ValidationError:
+        with pytest.raises(BadInput, match=r"^invalid HealthPing: "):
+            decode_input(registry(), data)
+        return
+    got = decode_input(registry(), data)
+    assert got == expected
+    assert got.model_dump() == expected.model_dump()
+    assert got.model_fields_set == expected.model_fields_set

@@ -20,6 +20,7 @@ from typing import Any
 
 import fastavro
 
+from agents.wire.flatreader import FlatReader, FlatReadError, flat_reader
 from schemas import HISTORY_DIR, SCHEMA_DIR
 
 MAGIC = b"\xc3\x01"
@@ -70,9 +71,11 @@ class SchemaVersion:
     fingerprint: bytes  # 8 bytes, little endian
     current: bool
     short_name: str = field(init=False)  # e.g. HealthPing: asked of every record decoded
+    flat: FlatReader | None = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "short_name", self.name.rsplit(".", 1)[-1])
+        object.__setattr__(self, "flat", flat_reader(self.document))
 
 
 def _fingerprint(document: Any) -> bytes:
@@ -140,6 +143,11 @@ class SchemaRegistry:
 
 
 def _read(data: bytes, writer: SchemaVersion, reader: SchemaVersion) -> dict[str, Any]:
+    if writer is reader and writer.flat is not None:
+        try:
+            return writer.flat(data, 10)
+        except FlatReadError:
+            pass  # what fastavro makes of the bytes stands, its error included
     buffer = io.BytesIO(data)
     buffer.seek(10)
     try:
