@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.broker.local import _cluster_id
 from tests.kafka.harness import free_port
 
 
@@ -84,3 +85,12 @@ def test_status_of_a_free_port_is_plain_down(tmp_path: Path) -> None:
 def test_the_help_says_the_controller_uses_the_next_port(tmp_path: Path) -> None:
     result = kafka(tmp_path, "--help")
     assert "the controller listens on PORT+1" in " ".join(result.stdout.split())
+
+
+def test_a_new_cluster_id_never_reads_as_an_option() -> None:
+    """One random id in 64 starts with "-", which `kafka-storage format -t` took for an
+    option: the local broker then failed to start (seen once in CI's broker-restart test)."""
+    ids = [_cluster_id() for _ in range(2_000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 for i in ids)  # 16 bytes, base64url, unpadded
+    assert len(set(ids)) == len(ids)

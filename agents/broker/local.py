@@ -319,10 +319,15 @@ def _connects(port: int) -> bool:
 
 
 def _cluster_id() -> str:
-    # A KRaft cluster id is 16 random bytes, base64url without padding (as `random-uuid`).
+    """16 random bytes, base64url without padding, as `kafka-storage random-uuid` makes it;
+    like Kafka's `Uuid.randomUuid`, never one starting with "-" (1 in 64), which the
+    storage tool's argument parser would take for an option and refuse."""
     import base64  # noqa: PLC0415 - only needed when formatting
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def answers_metadata(bootstrap: str) -> bool:
