@@ -18,9 +18,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.env import env_int
 from bench.replay import bootstrap
 
-EVENTS = int(os.environ.get("CR_BENCH_PINGS", "60000"))
+EVENTS = env_int("CR_BENCH_PINGS", 60000)
 
 
 async def fill(server: str, topic: str) -> None:
@@ -98,7 +99,7 @@ def main(repeats: int) -> dict[str, Any]:
         "raw_consumer_events_per_s": {"median": statistics.median(raw_rates), "all": raw_rates},
         "ratio": statistics.median(agent_rates) / statistics.median(raw_rates),
     }
-    print(f"Faust floor: {EVENTS:,} events, {len(agent_rates)} alternating runs")
+    print(f"Faust floor: {EVENTS:,} events, {len(agent_rates)} run(s), alternating")
     print(f"  empty Faust agent : {result['faust_empty_agent_events_per_s']['median']:>9,.0f}/s")
     print(f"  raw aiokafka loop : {result['raw_consumer_events_per_s']['median']:>9,.0f}/s")
     print(f"  ratio             : {result['ratio']:.3f}")

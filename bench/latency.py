@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from agents.settings import Settings
 from agents.wire.codec import registry
 from agents.wire.records import decode_audit
+from bench.env import env_int
 from bench.replay import bootstrap
 from bench.throughput import output_topic, produce
 from bench.worker import audited, fresh, running_worker
@@ -28,8 +28,8 @@ from streams.models import EventType
 from streams.projections import nearest_rank
 from tests.kafka.harness import read_records
 
-RATE = int(os.environ.get("CR_BENCH_RATE", "1000"))  # pings/s
-SECONDS = int(os.environ.get("CR_BENCH_SECONDS", "30"))
+RATE = env_int("CR_BENCH_RATE", 1000)  # pings/s
+SECONDS = env_int("CR_BENCH_SECONDS", 30)
 CONNECTORS = 200
 
 

@@ -38,6 +38,7 @@ from agents.settings import Settings, Topics
 from agents.wire import cloudevents
 from agents.wire.codec import registry
 from agents.wire.records import audit_record
+from bench.env import env_int, env_ints
 from bench.replay import bootstrap, generate
 from streams.chain import chain_hash
 from streams.models import GENESIS_HASH, AuditEvent
@@ -175,7 +176,7 @@ def peak_rss(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, f
 
 
 def _template() -> list[AuditEvent]:
-    episodes = int(os.environ.get("CR_BENCH_MEMORY_EPISODES", "4"))
+    episodes = env_int("CR_BENCH_MEMORY_EPISODES", 4)
     template = generate(episodes, healthy_between=0 if episodes <= 4 else 42)
     connectors = len({event.connector_id for event in template})
     print(f"  template: {len(template):,} events, {len(template) / connectors:.0f} per connector")
@@ -227,7 +228,7 @@ def measured(events: int, source: str) -> dict[str, Any]:
 
 
 def extrapolated() -> dict[str, Any]:
-    sizes = [int(n) for n in os.environ.get("CR_BENCH_MEMORY_SIZES", DEFAULT_SIZES).split(",")]
+    sizes = env_ints("CR_BENCH_MEMORY_SIZES", DEFAULT_SIZES)
     template = _template()
     connectors = len({event.connector_id for event in template})
     folder = Path(tempfile.mkdtemp())

@@ -15,10 +15,13 @@ changelog committed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import logging
 import shutil
 import statistics
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +30,7 @@ from agents.policyfile import load_policy
 from agents.wire.codec import registry
 from agents.wire.records import audit_record, decode_input
 from agents.worker.statecodec import dump_state, load_state
+from bench.env import BenchConfigError
 from bench.replay import bootstrap
 from bench.throughput import baseline, pings, produce, system
 from bench.worker import audited, fresh
@@ -54,6 +58,22 @@ def reference_outputs(records: list[tuple[bytes, bytes]], policy: Policy) -> int
         states[ping.connector_id] = decision.state
         outputs += len(decision.events) + len(decision.commands)
     return outputs
+
+
+def _require_quixstreams() -> None:
+    """Before any work: quixstreams is a dev dependency (`pip install -e '.[dev]'`)."""
+    with warnings.catch_warnings():
+        # authlib (which quixstreams imports) warns about its own httpx module on import, and
+        # sets its warnings to "always" when first imported: so after that, they are ignored.
+        with contextlib.suppress(ImportError):
+            importlib.import_module("authlib.deprecate")
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            importlib.import_module("quixstreams")
+        except ImportError:
+            raise BenchConfigError(
+                "bench peer needs quixstreams, a dev dependency: pip install -e '.[dev]'"
+            ) from None
 
 
 class QuixPeer:
@@ -135,6 +155,7 @@ class QuixPeer:
 
 
 def main(repeats: int) -> dict[str, Any]:
+    _require_quixstreams()
     logging.getLogger("quixstreams").setLevel(logging.WARNING)
     records, failing = pings()
     expected_outputs = reference_outputs(records, load_policy(None))
@@ -165,7 +186,7 @@ def main(repeats: int) -> dict[str, Any]:
         "worker_over_ceiling": medians["worker"] / medians["ceiling"],
         "goal": "worker >= quixstreams",
     }
-    print(f"P1p peer: {len(records):,} pings, {len(rates['worker'])} alternating runs")
+    print(f"P1p peer: {len(records):,} pings, {len(rates['worker'])} run(s), alternating")
     for name in ("worker", "quixstreams", "ceiling"):
         runs = ", ".join(f"{r:,.0f}" for r in rates[name])
         print(f"  {name:<11}: {medians[name]:>9,.0f} pings/s ({runs})")

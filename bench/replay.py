@@ -30,6 +30,7 @@ from agents.settings import Settings, Topics
 from agents.wire import cloudevents
 from agents.wire.codec import registry
 from agents.wire.records import audit_record
+from bench.env import env_int
 from schemas import SCHEMA_DIR
 from streams.models import AuditEvent
 from tests.core.driver import Driver
@@ -69,7 +70,7 @@ def bootstrap() -> str:
         return configured
     from agents.broker.local import Broker  # noqa: PLC0415
 
-    broker = Broker(int(os.environ.get("KAFKA_PORT", "9092")))
+    broker = Broker(env_int("KAFKA_PORT", 9092))
     broker.up()
     return broker.bootstrap
 

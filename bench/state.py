@@ -9,7 +9,6 @@ Faust's replay of the tail, and the assignment scan. The heartbeat graces go out
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from agents.broker.client import partition_of
 from agents.broker.topics import ensure_topics
 from agents.settings import Settings
 from agents.worker.statecodec import dump_state
+from bench.env import env_int
 from bench.replay import bootstrap
 from bench.worker import fresh, running_worker
 from streams.decider import decide
@@ -29,7 +29,7 @@ from streams.models import HealthPing, HealthStatus
 from streams.policy import parse_policy
 from streams.state import ConnectorState
 
-N = int(os.environ.get("CR_BENCH_CONNECTORS", "1000000"))
+N = env_int("CR_BENCH_CONNECTORS", 1_000_000)
 
 
 def typical_state(connector_id: str) -> bytes:

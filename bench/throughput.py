@@ -10,7 +10,6 @@ The worker is measured from 'ready' until its group has committed every input.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import shutil
 import statistics
@@ -26,14 +25,15 @@ from agents.broker.client import topic_partitions
 from agents.broker.topics import ensure_topics
 from agents.settings import Settings
 from agents.wire.codec import registry
+from bench.env import env_int
 from bench.replay import bootstrap
 from bench.worker import audited, fresh, policy_file, running_worker
 from tests.kafka.harness import Namespace
 
-PINGS = int(os.environ.get("CR_BENCH_PINGS", "30000"))
+PINGS = env_int("CR_BENCH_PINGS", 30000)
 # 200 connectors x 150 pings each: a fleet mostly past its first 21 pings (which fill the
 # flap window and so change the stored state); CR_BENCH_CONNECTORS=1000 gives the cold case.
-CONNECTORS = int(os.environ.get("CR_BENCH_CONNECTORS", "200"))
+CONNECTORS = env_int("CR_BENCH_CONNECTORS", 200)
 
 
 # Pings are stamped one simulated second apart, ending when they are generated; the worker
@@ -211,7 +211,7 @@ def main(repeats: int) -> dict[str, Any]:
         "audit_events_of_the_last_run": audit,
         "goal": {"ratio": 0.5, "pings_per_s": 10_000},
     }
-    print(f"P1 throughput: {len(records):,} pings, {len(system_rates)} alternating runs")
+    print(f"P1 throughput: {len(records):,} pings, {len(system_rates)} run(s), alternating")
     print(
         f"  worker  : {result['system_pings_per_s']['median']:>9,.0f} pings/s "
         f"({', '.join(f'{r:,.0f}' for r in system_rates)})"
