@@ -19,8 +19,12 @@ command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # the prometheus package may start a server on :9090; the tests need only promtool
-  (systemctl stop prometheus || service prometheus stop || pkill -x prometheus) >/dev/null 2>&1 || true
+  # the prometheus package may start a server on :9090; the tests need only promtool. Only
+  # the server the package just started (its own service user), never someone else's.
+  if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+    (systemctl stop prometheus || service prometheus stop || pkill -x -u prometheus prometheus) \
+      >/dev/null 2>&1 || true
+  fi
 fi
 ruff check .
 ruff format --check .
