@@ -58,6 +58,15 @@ def test_the_live_view_lists_open_incidents() -> None:
     assert "open incidents: 2" in text
 
 
+def test_the_live_view_says_when_nothing_fails() -> None:
+    """Not two tables of headers only: a newcomer reads that all is well."""
+    quiet = rendered(
+        demo._view({"connectors": [], "open_incidents": []}, "-", Simulation(Settings()), 75, [])
+    )
+    assert "(none failing)" in quiet
+    assert "(none open)" in quiet
+
+
 def test_a_refused_admin_command_says_why() -> None:
     rejected = AuditEvent.model_validate(
         {
@@ -74,6 +83,11 @@ def test_a_refused_admin_command_says_why() -> None:
     )
     verdict = demo._verdict([rejected])
     assert verdict == ("command.rejected: the worker refused it, because SAP-AR is not failed")
+    # so the demo's admin resolves the incident itself, rather than leave it open
+    assert demo._recovered_meanwhile([rejected])
+    in_flight = rejected.model_copy(update={"attributes": {"rejection": "attempt 2 is in flight"}})
+    assert not demo._recovered_meanwhile([in_flight])
+    assert not demo._recovered_meanwhile([])
 
 
 @pytest.mark.parametrize(

@@ -204,6 +204,8 @@ def _view(
             str(row["attempts"]),
             incident,
         )
+    if not failing:
+        table.add_row("(none failing)", "", "", "", "", "")
     healthy = len(sim.connectors) - len(failing)
     now_ms = time.time_ns() // 1_000_000
     incidents = Table(title="open incidents (they need a human)")
@@ -218,6 +220,8 @@ def _view(
             f"{age_s:.0f}s",
             incident.get("acknowledged_by") or "nobody yet",
         )
+    if not status["open_incidents"]:
+        incidents.add_row("(none open)", "", "", "", "")
     footer = Table.grid()
     footer.add_row(
         f"healthy or recovered: {healthy}   failing: {len(failing)}   "
@@ -261,6 +265,20 @@ async def _play_admin(
                 )
                 answers = await send_and_wait(settings, command, 20)
                 actions.append(f"admin {action.value.lower()} {target}: {_verdict(answers)}")
+            if _recovered_meanwhile(answers):
+                # The incident stays open until someone closes it: the admin does, saying why.
+                command = build_command(
+                    AdminAction.RESOLVE,
+                    incident_id,
+                    "demo-admin",
+                    reason="the connector recovered by itself before the admin's recover",
+                )
+                answers = await send_and_wait(settings, command, 20)
+                actions.append(f"admin resolve {incident_id}: {_verdict(answers)}")
+
+
+def _recovered_meanwhile(answers: list[AuditEvent]) -> bool:
+    return bool(answers) and "is not failed" in answers[0].attributes.get("rejection", "")
 
 
 def _verdict(answers: list[AuditEvent]) -> str:
