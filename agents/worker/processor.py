@@ -231,12 +231,7 @@ class InputProcessor:
         return fixed.events, fixed.commands, fixed.state
 
     def _stored(self, key: bytes, connector_id: str, partition: int) -> tuple[ConnectorState, int]:
-        parsed = self._parsed.get(partition)
-        if parsed is None:
-            parsed = self._parsed[partition] = {}
-        cached = parsed.get(key)
-        if cached is not None:
-            return cached
+        """A state not in the parsed-state cache (`apply` looked): read, parsed, cached."""
         stored = self.store.get(key, partition)
         if stored is None:
             state, applied = ConnectorState.new(connector_id), -1
@@ -245,7 +240,7 @@ class InputProcessor:
         live = self._dropped_liveness.pop(connector_id, None)
         if live is not None:
             state = state._replace(last_checked_at=live[0], heartbeat_deadline=live[1])
-        parsed[key] = (state, applied)
+        self._parsed.setdefault(partition, {})[key] = (state, applied)
         return state, applied
 
     def write(self, outputs: Outputs) -> None:
