@@ -38,8 +38,11 @@ step = st.one_of(
 scripts = st.lists(step, max_size=60)
 
 
-def play(script: list[tuple[object, ...]], check_each_step: bool = False) -> Driver:
-    d = Driver.with_policy(POLICY)
+def play(
+    script: list[tuple[object, ...]], check_each_step: bool = False, **driver: str | None
+) -> Driver:
+    """`driver`: the Driver's connector_id and tenant_id, if not its own."""
+    d = Driver.with_policy(POLICY, **driver)
     d.ping(True)
     for item in script:
         match item:

@@ -1,0 +1,563 @@
+"""Live views as state: what `/metrics`, `/status` and the admin page show, folded from the
+audit log into a structure whose size follows the fleet, not the history behind it.
+
+A `FleetView` holds, and only holds:
+* the state of record of every connector (`evolve`, the fold `replay` uses), which is also
+  each connector's chain head (re-deliveries at or below it are skipped);
+* the episodes still open (detected and not yet recovered, or an incident not yet resolved);
+* per tenant, all-time figures and trend windows: counts and sums exactly, MTTR percentiles
+  in a `Sketch` (relative error at most `RELATIVE_ACCURACY`; `replay` and `report` stay
+  exact), the Prometheus histogram's buckets exactly;
+* the last `RECENT_CLOSED` closed incidents per tenant, and per connector what a person
+  needs beside the record: since when it is in its display state (only while it is not
+  healthy), and the first broken link of its hash chain, if any.
+
+Its size is O(connectors + open episodes + tenants x trend windows). `snapshot()` turns it
+into plain data (JSON-able) and `FleetView.restore` back; a view restored from a snapshot
+taken at some position and then fed the events after it equals the view fed every event
+(tests/core/test_views.py holds both against each other, and against `Projection`).
+
+A connector whose only events are `command.rejected` (an admin command naming an unknown
+connector) is not part of the fleet: it is kept aside, for its chain head only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from streams.chain import event_hash
+from streams.evolve import evolve
+from streams.models import GENESIS_HASH, AuditEvent, EventType, RecoveryMode
+from streams.projections import tenant_key
+from streams.state import Phase, Record
+
+FORMAT = 1
+MTTR_BUCKETS_S = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 14400, 86400)
+# Percentiles of the live views are within 1% of the exact nearest-rank value (DDSketch's
+# guarantee for its log-spaced buckets); counts, sums and means are exact.
+RELATIVE_ACCURACY = 0.01
+# Trend windows: the narrowest giving at most MAX_WINDOWS windows over a scope's history.
+WINDOW_LADDER_S = (10, 30, 60, 300, 900, 3600, 6 * 3600, 86_400, 7 * 86_400)
+MAX_WINDOWS = 24
+RECENT_CLOSED = 20
+
+STATES = ("healthy", "failing", "recovering", "flapping", "silenced", "retired")
+
+_GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
+_LOG_GAMMA = math.log(_GAMMA)
+
+
+class Sketch:
+    """A mergeable quantile sketch of non-negative durations in milliseconds (DDSketch,
+    Masson et al. 2019): bucket k counts the values in (gamma^(k-1), gamma^k]; a bucket's
+    value is the point within 1% of every value in it. Values of 0 ms are counted apart."""
+
+    __slots__ = ("buckets", "count", "zeros")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}
+        self.zeros = 0
+        self.count = 0
+
+    def add(self, value_ms: int) -> None:
+        self.count += 1
+        if value_ms <= 0:
+            self.zeros += 1
+            return
+        key = math.ceil(math.log(value_ms) / _LOG_GAMMA)
+        self.buckets[key] = self.buckets.get(key, 0) + 1
+
+    def quantile_ms(self, percentile: float) -> float | None:
+        """The nearest-rank percentile (as `projections.nearest_rank`), within 1%."""
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(percentile / 100 * self.count))
+        if rank <= self.zeros:
+            return 0.0
+        seen = self.zeros
+        for key in sorted(self.buckets):
+            seen += self.buckets[key]
+            if seen >= rank:
+                return 2 * _GAMMA**key / (_GAMMA + 1)
+        raise AssertionError("a sketch's buckets add up to its count")
+
+    def to_wire(self) -> list[Any]:
+        return [self.zeros, sorted(self.buckets.items())]
+
+    @staticmethod
+    def from_wire(wire: list[Any]) -> Sketch:
+        sketch = Sketch()
+        sketch.zeros = int(wire[0])
+        sketch.buckets = {int(key): int(n) for key, n in wire[1]}
+        sketch.count = sketch.zeros + sum(sketch.buckets.values())
+        return sketch
+
+
+class Figures:
+    """Failure episodes of one tenant (all time, or one trend window): how many were
+    detected and recovered, and their times to recover."""
+
+    __slots__ = ("failures", "mttr", "mttr_total_ms", "recovered")
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.recovered = 0
+        self.mttr_total_ms = 0
+        self.mttr = Sketch()
+
+    def add_recovery(self, mttr_ms: int) -> None:
+        self.recovered += 1
+        self.mttr_total_ms += mttr_ms
+        self.mttr.add(mttr_ms)
+
+    def mttr_seconds(self, percentile: float | None) -> float | None:
+        """The mean (percentile None) or a percentile of the times to recover, in seconds."""
+        if not self.recovered:
+            return None
+        if percentile is None:
+            return self.mttr_total_ms / self.recovered / 1000
+        value = self.mttr.quantile_ms(percentile)
+        return None if value is None else value / 1000
+
+    def to_wire(self) -> list[Any]:
+        return [self.failures, self.recovered, self.mttr_total_ms, self.mttr.to_wire()]
+
+    @staticmethod
+    def from_wire(wire: list[Any]) -> Figures:
+        figures = Figures()
+        figures.failures, figures.recovered, figures.mttr_total_ms = (int(v) for v in wire[:3])
+        figures.mttr = Sketch.from_wire(wire[3])
+        return figures
+
+
+class TenantFigures(Figures):
+    """A tenant's all-time figures, its MTTR histogram (Prometheus buckets, exact) and its
+    trend windows per width of the ladder. A width is dropped for good once the tenant's
+    history spans `MAX_WINDOWS` of it: no scope holding the tenant can choose it again."""
+
+    __slots__ = ("first_detected", "histogram", "last_detected", "windows")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.histogram = [0] * len(MTTR_BUCKETS_S)
+        self.first_detected: int | None = None
+        self.last_detected: int | None = None
+        self.windows: dict[int, dict[int, Figures]] = {w: {} for w in WINDOW_LADDER_S}
+
+    def detected(self, at: int) -> None:
+        self.failures += 1
+        first = at if self.first_detected is None else min(self.first_detected, at)
+        last = at if self.last_detected is None else max(self.last_detected, at)
+        self.first_detected, self.last_detected = first, last
+        for width_s in list(self.windows):
+            if width_s != WINDOW_LADDER_S[-1] and (last - first) // (width_s * 1000) >= MAX_WINDOWS:
+                del self.windows[width_s]
+                continue
+            self._window(width_s, at).failures += 1
+
+    def recovered_after(self, detected_at: int, mttr_ms: int) -> None:
+        self.add_recovery(mttr_ms)
+        seconds = mttr_ms / 1000
+        for index, bound in enumerate(MTTR_BUCKETS_S):
+            if seconds <= bound:
+                self.histogram[index] += 1
+        for width_s in self.windows:
+            self._window(width_s, detected_at).add_recovery(mttr_ms)
+
+    def _window(self, width_s: int, at: int) -> Figures:
+        width_ms = width_s * 1000
+        windows = self.windows[width_s]
+        start = at - at % width_ms
+        figures = windows.get(start)
+        if figures is None:
+            figures = windows[start] = Figures()
+        return figures
+
+    def to_wire(self) -> list[Any]:
+        return [
+            *super().to_wire(),
+            self.histogram,
+            self.first_detected,
+            self.last_detected,
+            [
+                [width_s, [[start, f.to_wire()] for start, f in sorted(windows.items())]]
+                for width_s, windows in self.windows.items()
+            ],
+        ]
+
+    @staticmethod
+    def from_wire(wire: list[Any]) -> TenantFigures:
+        figures = TenantFigures()
+        base = Figures.from_wire(wire[:4])
+        figures.failures, figures.recovered = base.failures, base.recovered
+        figures.mttr_total_ms, figures.mttr = base.mttr_total_ms, base.mttr
+        figures.histogram = [int(n) for n in wire[4]]
+        figures.first_detected, figures.last_detected = wire[5], wire[6]
+        figures.windows = {
+            int(width_s): {int(start): Figures.from_wire(f) for start, f in windows}
+            for width_s, windows in wire[7]
+        }
+        return figures
+
+
+@dataclass(slots=True)
+class OpenEpisode:
+    """A failure episode that can still change a figure: not yet recovered, or an incident
+    not yet resolved."""
+
+    incident_id: str
+    connector_id: str
+    tenant_id: str | None
+    failure: str | None
+    detected_at: int
+    recovered: bool = False
+    opened_at: int | None = None
+    acknowledged_at: int | None = None
+    acknowledged_by: str | None = None
+    escalation_level: int | None = None
+    resolved_at: int | None = None
+
+    @property
+    def incident_open(self) -> bool:
+        return self.opened_at is not None and self.resolved_at is None
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.incident_id,
+            self.connector_id,
+            self.tenant_id,
+            self.failure,
+            self.detected_at,
+            self.recovered,
+            self.opened_at,
+            self.acknowledged_at,
+            self.acknowledged_by,
+            self.escalation_level,
+            self.resolved_at,
+        ]
+
+    @staticmethod
+    def from_wire(wire: list[Any]) -> OpenEpisode:
+        return OpenEpisode(*wire)
+
+
+def base_state(record: Record) -> str:
+    """A connector's display state, silence aside (it depends on the time of asking)."""
+    if record.phase is Phase.RETIRED:
+        return "retired"
+    if record.flapping:
+        return "flapping"
+    if record.phase is Phase.FAILED:
+        return "recovering" if record.attempt_in_flight is not None else "failing"
+    return "healthy"
+
+
+def display_state(record: Record, now: int) -> str:
+    """First match wins: retired, flapping, silenced (notifications suppressed until a time
+    still ahead), recovering (an attempt in flight), failing, healthy."""
+    state = base_state(record)
+    if state in ("retired", "flapping"):
+        return state
+    if record.silenced_until is not None and record.silenced_until > now:
+        return "silenced"
+    return state
+
+
+def record_to_wire(record: Record) -> list[Any]:
+    """A record's fields in order, as JSON values (`notified` sorted)."""
+    values: list[Any] = list(record)
+    values[_NOTIFIED] = sorted(record.notified)
+    return values
+
+
+def record_from_wire(values: Iterable[Any]) -> Record:
+    fields = dict(zip(Record._fields, values, strict=True))
+    fields["phase"] = Phase(fields["phase"])
+    fields["notified"] = frozenset(fields["notified"])
+    if fields["attempt_mode"] is not None:
+        fields["attempt_mode"] = RecoveryMode(fields["attempt_mode"])
+    return Record(**fields)
+
+
+_NOTIFIED = Record._fields.index("notified")
+
+
+class FleetView:
+    """The live views' state; feed every audit event once, in each partition's log order
+    (`apply` skips re-deliveries itself)."""
+
+    def __init__(self, check_chains: bool = True) -> None:
+        self.check_chains = check_chains
+        self.records: dict[str, Record] = {}
+        self.rejected_only: dict[str, Record] = {}  # not in the fleet; their chain heads
+        self.episodes: dict[str, OpenEpisode] = {}
+        self.tenants: dict[str, TenantFigures] = {}
+        self.closed: dict[str, deque[OpenEpisode]] = {}  # per tenant key, newest last
+        self.chain_problems: dict[str, str] = {}
+        self.since: dict[str, int] = {}  # connectors not healthy: since when, in their state
+        self.events = 0
+        self.duplicates = 0
+        # Derived from the records (never in a snapshot): per tenant key, connectors per
+        # base state, and those in phase FAILED; connectors with a silence on record.
+        self._states: dict[str, dict[str, int]] = {}
+        self._failed: dict[str, int] = {}
+        self._silenced: dict[str, int] = {}
+
+    # -- folding --------------------------------------------------------------------------
+    def apply(self, event: AuditEvent) -> bool:
+        """Fold one event; False (and nothing changes) for a re-delivery."""
+        connector_id = event.connector_id
+        before = self.records.get(connector_id)
+        in_fleet = before is not None
+        if before is None:
+            before = self.rejected_only.get(connector_id) or Record(connector_id)
+        if event.sequence <= before.sequence:
+            self.duplicates += 1
+            return False
+        if self.check_chains and connector_id not in self.chain_problems:
+            problem = _link_problem(before, event)
+            if problem is not None:
+                self.chain_problems[connector_id] = problem
+        after = evolve(before, event)
+        self.events += 1
+        if not in_fleet and event.type is EventType.COMMAND_REJECTED:
+            self.rejected_only[connector_id] = after
+            return True
+        if not in_fleet:
+            self.rejected_only.pop(connector_id, None)
+        self.records[connector_id] = after
+        self._recount(before if in_fleet else None, after)
+        state_before = base_state(before) if in_fleet else None
+        state_after = base_state(after)
+        if state_after == "healthy":
+            self.since.pop(connector_id, None)
+        elif state_after != state_before or connector_id not in self.since:
+            self.since[connector_id] = event.occurred_at
+        self._episode(event)
+        if event.incident_id is not None:
+            self._settle(event.incident_id)
+        if before.incident_id is not None and before.incident_id != after.incident_id:
+            self._settle(before.incident_id)
+        return True
+
+    def _episode(self, event: AuditEvent) -> None:
+        kind = event.type
+        incident_id = event.incident_id
+        if incident_id is None:
+            return
+        if kind is EventType.FAILURE_DETECTED:
+            self.episodes[incident_id] = OpenEpisode(
+                incident_id,
+                event.connector_id,
+                event.tenant_id,
+                event.failure,
+                event.occurred_at,
+            )
+            self._tenant(event.tenant_id).detected(event.occurred_at)
+            return
+        episode = self.episodes.get(incident_id)
+        if episode is None:
+            return
+        at = event.occurred_at
+        match kind:
+            case EventType.RECOVERY_COMPLETED:
+                if not episode.recovered:
+                    episode.recovered = True
+                    figures = self._tenant(episode.tenant_id)
+                    figures.recovered_after(episode.detected_at, at - episode.detected_at)
+            case EventType.INCIDENT_OPENED:
+                episode.opened_at = at
+                episode.escalation_level = int(event.attributes.get("level", "0"))
+            case EventType.INCIDENT_ESCALATED:
+                episode.escalation_level = int(event.attributes.get("level", "0"))
+            case EventType.INCIDENT_ACKNOWLEDGED:
+                episode.acknowledged_at, episode.acknowledged_by = at, event.actor
+            case EventType.INCIDENT_RESOLVED:
+                episode.resolved_at = at
+            case _:
+                pass
+
+    def _settle(self, incident_id: str) -> None:
+        """Forget an episode once it can change no figure: its connector has moved on
+        (recovered, retired, failed anew) and its incident, if any, is resolved."""
+        episode = self.episodes.get(incident_id)
+        if episode is None or episode.incident_open:
+            return
+        record = self.records[episode.connector_id]
+        if record.incident_id == incident_id and record.phase is Phase.FAILED:
+            return
+        del self.episodes[incident_id]
+        if episode.opened_at is not None:
+            recent = self.closed.setdefault(tenant_key(episode.tenant_id), deque())
+            recent.append(episode)
+            if len(recent) > RECENT_CLOSED:
+                recent.popleft()
+
+    def _tenant(self, tenant_id: str | None) -> TenantFigures:
+        key = tenant_key(tenant_id)
+        figures = self.tenants.get(key)
+        if figures is None:
+            figures = self.tenants[key] = TenantFigures()
+        return figures
+
+    def _recount(self, before: Record | None, after: Record) -> None:
+        if before is not None:
+            self._count(before, -1)
+        self._count(after, +1)
+
+    def _count(self, record: Record, delta: int) -> None:
+        key = tenant_key(record.tenant_id)
+        states = self._states.get(key)
+        if states is None:
+            states = self._states[key] = dict.fromkeys(STATES, 0)
+        states[base_state(record)] += delta
+        if record.phase is Phase.FAILED:
+            self._failed[key] = self._failed.get(key, 0) + delta
+        if record.silenced_until is not None:
+            if delta > 0:
+                self._silenced[record.connector_id] = record.silenced_until
+            else:
+                self._silenced.pop(record.connector_id, None)
+
+    # -- reading --------------------------------------------------------------------------
+    def tenant_keys(self) -> list[str]:
+        return sorted(key for key, states in self._states.items() if any(states.values()))
+
+    def fleet_counts(self, tenant: str | None, now: int) -> dict[str, int]:
+        """Connectors per display state, of one tenant key or (None) every tenant."""
+        counts = dict.fromkeys(STATES, 0)
+        for key, states in self._states.items():
+            if tenant is None or key == tenant:
+                for state, n in states.items():
+                    counts[state] += n
+        for connector_id, until in self._silenced.items():
+            if until <= now:
+                continue
+            record = self.records[connector_id]
+            if tenant is not None and tenant_key(record.tenant_id) != tenant:
+                continue
+            state = base_state(record)
+            if state not in ("retired", "flapping"):
+                counts[state] -= 1
+                counts["silenced"] += 1
+        return counts
+
+    def failed_now(self) -> dict[str, int]:
+        """Connectors in a failure episode, per tenant key (every tenant that has any)."""
+        return {key: self._failed.get(key, 0) for key in self._states}
+
+    def not_healthy(self) -> Iterator[Record]:
+        """Connectors whose display state may not be healthy (silenced ones included)."""
+        for connector_id in self.since.keys() | self._silenced.keys():
+            yield self.records[connector_id]
+
+    def open_incidents(self, tenant: str | None = None) -> list[OpenEpisode]:
+        return [
+            e
+            for e in self.episodes.values()
+            if e.incident_open and (tenant is None or tenant_key(e.tenant_id) == tenant)
+        ]
+
+    def recently_closed(self, tenant: str | None = None) -> list[OpenEpisode]:
+        """The last `RECENT_CLOSED` closed incidents of a tenant key (or of all), newest
+        opened first."""
+        chosen = [
+            episode
+            for key, recent in self.closed.items()
+            if tenant is None or key == tenant
+            for episode in recent
+        ]
+        chosen.sort(key=lambda e: -(e.opened_at or 0))
+        return chosen[:RECENT_CLOSED]
+
+    def trends(self, tenant: str | None) -> tuple[int | None, dict[str, list[tuple[int, Figures]]]]:
+        """(window width in seconds, per tenant key its windows (start, figures)) over the
+        scope's history; windows without a failure have empty figures."""
+        chosen = {
+            key: figures
+            for key, figures in self.tenants.items()
+            if (tenant is None or key == tenant) and figures.first_detected is not None
+        }
+        if not chosen:
+            return None, {}
+        first = min(f.first_detected for f in chosen.values() if f.first_detected is not None)
+        last = max(f.last_detected for f in chosen.values() if f.last_detected is not None)
+        width_s = next(
+            (w for w in WINDOW_LADDER_S if (last - first) // (w * 1000) < MAX_WINDOWS),
+            WINDOW_LADDER_S[-1],
+        )
+        width_ms = width_s * 1000
+        starts = range(first - first % width_ms, last + 1, width_ms)
+        empty = Figures()
+        out = {}
+        for key, figures in sorted(chosen.items()):
+            windows = figures.windows[width_s]
+            out[key] = [(start, windows.get(start, empty)) for start in starts]
+        return width_s, out
+
+    # -- snapshot -------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The whole view as JSON-able data. Records are given apart (`record_chunks`), in
+        chunks, so a large fleet can be written without holding its text at once."""
+        return {
+            "format": FORMAT,
+            "check_chains": self.check_chains,
+            "events": self.events,
+            "duplicates": self.duplicates,
+            "rejected_only": [record_to_wire(r) for r in self.rejected_only.values()],
+            "episodes": [e.to_wire() for e in self.episodes.values()],
+            "tenants": {key: f.to_wire() for key, f in self.tenants.items()},
+            "closed": {key: [e.to_wire() for e in recent] for key, recent in self.closed.items()},
+            "chain_problems": self.chain_problems,
+            "since": self.since,
+        }
+
+    def copy_records(self) -> list[Record]:
+        """The records as they are now (immutable tuples: a later fold does not change
+        them)."""
+        return list(self.records.values())
+
+    @staticmethod
+    def restore(snapshot: dict[str, Any], records: Iterable[Record]) -> FleetView:
+        if snapshot.get("format") != FORMAT:
+            raise ValueError(f"a snapshot of format {snapshot.get('format')!r}, not {FORMAT}")
+        view = FleetView(check_chains=bool(snapshot["check_chains"]))
+        view.events = int(snapshot["events"])
+        view.duplicates = int(snapshot["duplicates"])
+        for record in records:
+            view.records[record.connector_id] = record
+            view._count(record, +1)
+        view.rejected_only = {
+            r.connector_id: r for r in map(record_from_wire, snapshot["rejected_only"])
+        }
+        view.episodes = {e.incident_id: e for e in map(OpenEpisode.from_wire, snapshot["episodes"])}
+        view.tenants = {key: TenantFigures.from_wire(f) for key, f in snapshot["tenants"].items()}
+        view.closed = {
+            key: deque(map(OpenEpisode.from_wire, recent))
+            for key, recent in snapshot["closed"].items()
+        }
+        view.chain_problems = dict(snapshot["chain_problems"])
+        view.since = {key: int(at) for key, at in snapshot["since"].items()}
+        return view
+
+    def as_data(self) -> dict[str, Any]:
+        """Everything the view holds, records included, as comparable data (tests)."""
+        return {
+            **self.snapshot(),
+            "records": sorted(record_to_wire(r) for r in self.records.values()),
+        }
+
+
+def _link_problem(head: Record, event: AuditEvent) -> str | None:
+    """What is wrong with `event` as the next link after `head`, if anything."""
+    if event.sequence != head.sequence + 1:
+        return f"sequence {event.sequence} follows {head.sequence}: events are missing"
+    if event.prev_hash != (head.head_hash if head.sequence else GENESIS_HASH):
+        return f"sequence {event.sequence} does not link to its predecessor"
+    if event_hash(event) != event.hash:
+        return f"sequence {event.sequence} does not match its hash"
+    return None
