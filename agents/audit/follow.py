@@ -1,111 +1,302 @@
-"""Following the audit topic: every partition from the beginning, then its tail, folded into
-a `LiveProjection` — the same fold `replay` uses.
+"""Following the audit topic into the live views (`streams.views.FleetView`): from the
+views' last snapshot (agents/audit/snapshots.py) if it fits the topic, else from the
+beginning, then the tail, for as long as the process runs.
 
 This is what the worker's `/status` and `/metrics`, `connector-recovery status` and the admin
 page read. It is a reader in no consumer group, so every process that follows the topic sees
-the whole fleet whatever partitions it owns, and a restart rebuilds exactly what a replay of
+the whole fleet whatever partitions it owns, and a restart shows exactly what a replay of
 the same topic shows. `caught_up` is set once everything that was in the topic when the
 follower started has been folded; until then the views are incomplete and say so.
+
+What it costs: memory follows the fleet (the view's state); a restart folds only the events
+written since the last snapshot (one is written once caught up, every `SNAPSHOT_EVERY_S`
+while events arrive, and when the process stops). Folding runs in slices of at most
+`FOLD_SLICE` records between which the event loop runs, so neither a long history nor a
+burst holds the loop (the worker's heartbeats and web pages share it). Each folded event is
+also written to the timeline index (agents/audit/timelines.py): a connector's timeline is
+read from the topic when asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
 
-from agents.audit.live import LiveProjection
+from agents.audit.snapshots import SnapshotError, SnapshotFile
+from agents.audit.timelines import TimelineIndex
 from agents.broker.client import reader, start_client, topic_partitions
 from agents.settings import Settings
 from agents.wire.codec import AvroCodecError, registry
 from agents.wire.records import decode_audit
+from streams.evidence import EvidenceError
 from streams.models import AuditEvent
+from streams.views import FleetView
 
-log = logging.getLogger("connector_recovery.follow")
+log = logging.getLogger("connector_recovery.views")
 
 # How long one fetch waits for new records once caught up: bounds the delay between an event
 # reaching the log and the views showing it.
 TAIL_WAIT_MS = 100
-# How often to look again for an audit topic that does not exist yet.
+# How often to look again for an audit topic that does not exist yet, and to say so.
 TOPIC_RETRY_S = 1.0
+TOPIC_COMPLAINT_EVERY_S = 30.0
+# Records folded between two turns of the event loop (~20 ms of work).
+FOLD_SLICE = 500
+SNAPSHOT_EVERY_S = 60.0
+PROGRESS_EVERY_S = 10.0
 
 
 @dataclass
 class FollowProgress:
-    """How far the follower is: records read of the end offsets captured at start."""
+    """How far the follower is: records read of those to fold at start (from the snapshot's
+    offsets, or the beginning), and from where it started."""
 
     read: int = 0
     total: int = 0
     undecodable: int = 0
+    restored_events: int = 0  # events the snapshot held
+    from_snapshot: bool = False
 
 
 class AuditFollower:
+    """`views_dir`: where the snapshot and the timeline index live (one per process)."""
+
     def __init__(
         self,
         settings: Settings,
-        live: LiveProjection,
+        views_dir: Path,
         on_event: Callable[[str, AuditEvent], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.live = live
+        self.view = FleetView()
         self.on_event = on_event
         self.caught_up = asyncio.Event()
         self.progress = FollowProgress()
+        self.problem: str | None = None  # what keeps the views from following, if anything
+        self.snapshots = SnapshotFile(views_dir / "views.snapshot")
+        self._index_path = views_dir / "timelines"
+        self._index: TimelineIndex | None = None
+        self.offsets: dict[int, int] = {}  # audit partition -> next offset to fold
         self._codec = registry()
+        self._folded_since_snapshot = 0
+        self._consumer: AIOKafkaConsumer | None = None
 
-    async def run(self) -> None:
-        """Until cancelled."""
-        consumer = reader(self.settings)
-        await start_client(consumer)
-        try:
-            tps = await self._wait_for_topic(consumer)
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            starts = await consumer.beginning_offsets(tps)
-            ends = await consumer.end_offsets(tps)
-            self.progress.total = sum(ends[tp] - starts[tp] for tp in tps)
-            behind = {tp for tp in tps if ends[tp] > starts[tp]}
-            if not behind:
-                self._announce_caught_up()
-            while True:
-                batch = await consumer.getmany(timeout_ms=TAIL_WAIT_MS, max_records=10_000)
-                for tp, records in batch.items():
-                    for record in records:
-                        self._fold(tp, record.offset, record.value)
-                    self.progress.read += len(records)
-                if behind:
-                    for tp in list(behind):
-                        if await consumer.position(tp) >= ends[tp]:
-                            behind.discard(tp)
-                    if not behind:
-                        self._announce_caught_up()
-        finally:
+    @property
+    def index(self) -> TimelineIndex:
+        """Opened on first use: a process that never folds an event never creates one."""
+        if self._index is None:
+            self._index = TimelineIndex(self._index_path)
+        return self._index
+
+    @property
+    def topic(self) -> str:
+        return self.settings.topics.audit
+
+    async def connect(self) -> AIOKafkaConsumer:
+        """The follower's consumer, started (KafkaConnectionError if no broker answers);
+        `run` opens it if nobody did before."""
+        if self._consumer is None:
+            consumer = reader(self.settings)
+            await start_client(consumer)
+            self._consumer = consumer
+        return self._consumer
+
+    async def disconnect(self) -> None:
+        """Close a consumer `connect` opened when `run` never ran."""
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
             await consumer.stop()
 
-    def _announce_caught_up(self) -> None:
+    async def run(self) -> None:
+        """Until cancelled; the views are snapshotted when it is."""
+        consumer = await self.connect()
+        try:
+            tps = await self._wait_for_topic(consumer)
+            starts = await consumer.beginning_offsets(tps)
+            ends = await consumer.end_offsets(tps)
+            await self._restore(tps, starts, ends)
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, self.offsets[tp.partition])
+            self.progress.total = sum(ends[tp] - self.offsets[tp.partition] for tp in tps)
+            await self._follow(
+                consumer, {tp for tp in tps if ends[tp] > self.offsets[tp.partition]}, ends
+            )
+        finally:
+            try:
+                if self.caught_up.is_set() and self._folded_since_snapshot:
+                    await self.snapshot()
+            finally:
+                self.index.flush()
+                self._consumer = None
+                await consumer.stop()
+
+    async def _follow(
+        self,
+        consumer: AIOKafkaConsumer,
+        behind: set[TopicPartition],
+        ends: dict[TopicPartition, int],
+    ) -> None:
+        if not behind:
+            await self._announce_caught_up()
+        began = last_said = last_snapshot = time.monotonic()
+        while True:
+            batch = await consumer.getmany(timeout_ms=TAIL_WAIT_MS, max_records=FOLD_SLICE)
+            for tp, records in batch.items():
+                for record in records:
+                    self._fold(tp.partition, record.offset, record.value)
+                self.progress.read += len(records)
+            await asyncio.sleep(0)  # a slice at most: the loop runs between two
+            now = time.monotonic()
+            if behind:
+                for tp in list(behind):
+                    if self.offsets[tp.partition] >= ends[tp]:
+                        behind.discard(tp)
+                if not behind:
+                    await self._announce_caught_up()
+                    last_snapshot = time.monotonic()
+                elif now - last_said >= PROGRESS_EVERY_S:
+                    last_said = now
+                    rate = self.progress.read / (now - began)
+                    log.warning(
+                        "audit views: %s of %s events folded (%s/s); the views are incomplete"
+                        " until then",
+                        f"{self.progress.read:,}",
+                        f"{self.progress.total:,}",
+                        f"{rate:,.0f}",
+                    )
+            elif self._folded_since_snapshot and now - last_snapshot >= SNAPSHOT_EVERY_S:
+                last_snapshot = now
+                await self.snapshot()
+
+    async def _restore(
+        self,
+        tps: list[TopicPartition],
+        starts: dict[TopicPartition, int],
+        ends: dict[TopicPartition, int],
+    ) -> None:
+        """The snapshot, if there is one and it fits the topic; else the views start empty
+        at the beginning of every partition."""
+        began = time.monotonic()
+        try:
+            restored = await self.snapshots.load()
+            why = None if restored is not None else "there is none yet"
+        except SnapshotError as error:
+            restored, why = None, str(error)
+        if restored is not None:
+            why = self._misfit(restored.topic, restored.offsets, tps, starts, ends)
+        if restored is not None and why is None:
+            self.view = restored.view
+            self.offsets = {tp.partition: restored.offsets[tp.partition] for tp in tps}
+            self.progress.from_snapshot = True
+            self.progress.restored_events = restored.view.events
+            log.info(
+                "audit views: restored %s events' worth from %s in %.1fs",
+                f"{restored.view.events:,}",
+                self.snapshots.path,
+                time.monotonic() - began,
+            )
+            return
+        self.view = FleetView()
+        self.offsets = {tp.partition: starts[tp] for tp in tps}
+        self.index.clear()
+        if restored is not None or "there is none" not in (why or ""):
+            self.snapshots.discard()
+        total = sum(ends[tp] - starts[tp] for tp in tps)
+        if total > FOLD_SLICE * 20:
+            log.warning(
+                "audit views: no usable snapshot (%s): folding all %s events of %s once",
+                why,
+                f"{total:,}",
+                self.topic,
+            )
+
+    async def snapshot(self) -> None:
+        """Write the views as they are now (and the timeline index up to them)."""
+        began = time.monotonic()
+        self.index.flush()
+        offsets = dict(self.offsets)
+        self._folded_since_snapshot = 0
+        size = await self.snapshots.save(self.view, self.topic, offsets)
+        log.info(
+            "audit views: snapshot of %s events (%s connectors, %.1f MB) in %.1fs",
+            f"{self.view.events:,}",
+            f"{len(self.view.records):,}",
+            size / 1e6,
+            time.monotonic() - began,
+        )
+
+    async def _announce_caught_up(self) -> None:
         log.info("audit views caught up: %d records folded", self.progress.read)
         self.caught_up.set()
+        if self._folded_since_snapshot:
+            await self.snapshot()
 
     async def _wait_for_topic(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        topic = self.settings.topics.audit
+        said = float("-inf")
         while True:
-            tps = await topic_partitions(consumer, topic)
+            tps = await topic_partitions(consumer, self.topic)
             if tps:
+                if self.problem is not None:
+                    log.warning("audit views: %s exists now; following it", self.topic)
+                self.problem = None
                 return tps
+            self.problem = (
+                f"no audit topic {self.topic!r} on {self.settings.bootstrap_servers}: is"
+                " CR_TOPIC_PREFIX right? (a worker creates it when it starts)"
+            )
+            if time.monotonic() - said >= TOPIC_COMPLAINT_EVERY_S:
+                said = time.monotonic()
+                log.error("%s; looking again every %gs", self.problem, TOPIC_RETRY_S)
             await asyncio.sleep(TOPIC_RETRY_S)
 
-    def _fold(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
+    def _fold(self, partition: int, offset: int, value: bytes | None) -> None:
+        self.offsets[partition] = offset + 1
         try:
             event = decode_audit(self._codec, value or b"")
         except (AvroCodecError, ValidationError, ValueError) as error:
             # Not ours (a stray producer): `verify` reports it; the views must go on.
             self.progress.undecodable += 1
-            log.error("undecodable audit record at %s/%s: %s", tp.partition, offset, error)
+            log.error("undecodable audit record at %s/%s: %s", partition, offset, error)
             return
-        if self.live.apply(event) and self.on_event is not None:
-            self.on_event(f"{tp.partition}/{offset}", event)
+        try:
+            applied = self.view.apply(event)
+        except EvidenceError as error:
+            log.error("audit record at %s/%s has malformed evidence: %s", partition, offset, error)
+            return
+        if applied:
+            self._folded_since_snapshot += 1
+            self.index.add(event.connector_id, event.sequence, partition, offset)
+            if self.on_event is not None:
+                self.on_event(f"{partition}/{offset}", event)
+
+    def _misfit(
+        self,
+        topic: str,
+        offsets: dict[int, int],
+        tps: list[TopicPartition],
+        starts: dict[TopicPartition, int],
+        ends: dict[TopicPartition, int],
+    ) -> str | None:
+        """Why a snapshot cannot continue on this topic (None if it can): another topic, other
+        partitions, or an offset outside what the topic holds (re-created, truncated, another
+        cluster)."""
+        if topic != self.topic:
+            return f"it is of topic {topic!r}"
+        if set(offsets) != {tp.partition for tp in tps}:
+            return f"it has partitions {sorted(offsets)}, the topic {len(tps)}"
+        for tp in tps:
+            held = offsets[tp.partition]
+            if held > ends[tp]:
+                return f"partition {tp.partition} ends at {ends[tp]}, before its offset {held}"
+            if held < starts[tp]:
+                return f"partition {tp.partition} starts at {starts[tp]}, after its offset {held}"
+        return None

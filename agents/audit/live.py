@@ -1,12 +1,13 @@
-"""Live projections for `/metrics` and `/status`: the audit topic folded with the core's
-`Projection` — the same fold `replay` uses, so live and replayed figures cannot disagree.
+"""`/metrics` and `/status` from the live views' state (`streams.views.FleetView`): the fold
+`replay` uses, kept as state whose size follows the fleet.
 
 Prometheus names (the spec's metrics, in Prometheus' conventions):
 * `connector_failure_count_total{tenant}` — failure episodes detected
 * `connector_recovered_total{tenant}` — episodes recovered
 * `connector_open_incidents{tenant}`
 * `connector_time_to_recover_seconds{tenant}` — histogram of MTTR; mean = sum / count
-* `mean_time_to_recover_seconds{tenant,quantile}` — mean (quantile="mean") and p50/p90/p99
+* `mean_time_to_recover_seconds{tenant,quantile}` — mean (quantile="mean", exact) and
+  p50/p90/p99 (within 1%: `streams.views.RELATIVE_ACCURACY`; `report` gives them exactly)
 * `connector_failed{tenant}`, `connector_unacknowledged_incidents{tenant}`
 * `connector_dead_letters_total`, `connector_late_pings_total`, `connector_inputs_total`,
   `connector_inputs_lag`
@@ -26,76 +27,57 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from streams.models import AuditEvent
-from streams.projections import Projection, group_totals, tenant_key
+from streams.projections import tenant_key
 from streams.state import Phase
 from streams.timefmt import iso_from_ms
+from streams.views import MTTR_BUCKETS_S, FleetView, TenantFigures
 
-MTTR_BUCKETS_S = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 14400, 86400)
 
-
-class LiveProjection:
-    """Folds audit events as they are read; re-deliveries (sequence at or below the head
-    already applied) are skipped, so at-least-once reading counts every event once."""
-
-    def __init__(self) -> None:
-        self.projection = Projection()
-        self.heads: dict[str, int] = {}
-        self.duplicates = 0
-
-    def apply(self, event: AuditEvent) -> bool:
-        head = self.heads.get(event.connector_id, 0)
-        if event.sequence <= head:
-            self.duplicates += 1
-            return False
-        self.heads[event.connector_id] = event.sequence
-        self.projection.apply(event)
-        return True
-
-    def status(self, tenant: str | None = None) -> dict[str, Any]:
-        connectors = []
-        for connector_id, record in sorted(self.projection.records.items()):
-            if tenant is not None and tenant_key(record.tenant_id) != tenant:
-                continue
-            connectors.append(
-                {
-                    "connector_id": connector_id,
-                    "tenant_id": record.tenant_id,
-                    "phase": record.phase.value,
-                    "flapping": record.flapping,
-                    "incident_id": record.incident_id if record.phase is Phase.FAILED else None,
-                    "failure": record.failure,
-                    "attempts": record.attempts,
-                    "incident_open": record.incident_open,
-                    "acknowledged": record.acknowledged,
-                    "last_event_at": iso_from_ms(record.last_occurred_at),
-                    "sequence": record.sequence,
-                }
-            )
-        incidents = [
+def status(view: FleetView, tenant: str | None = None) -> dict[str, Any]:
+    """`/status`: every connector of the fleet (or of one tenant key) and the open
+    incidents."""
+    connectors = []
+    for connector_id, record in sorted(view.records.items()):
+        if tenant is not None and tenant_key(record.tenant_id) != tenant:
+            continue
+        connectors.append(
             {
-                "incident_id": e.incident_id,
-                "connector_id": e.connector_id,
-                "tenant_id": e.tenant_id,
-                "failure": e.failure,
-                "opened_at": iso_from_ms(e.opened_at or e.detected_at),
-                "acknowledged": e.acknowledged_at is not None,
-                "acknowledged_by": e.acknowledged_by,
+                "connector_id": connector_id,
+                "tenant_id": record.tenant_id,
+                "phase": record.phase.value,
+                "flapping": record.flapping,
+                "incident_id": record.incident_id if record.phase is Phase.FAILED else None,
+                "failure": record.failure,
+                "attempts": record.attempts,
+                "incident_open": record.incident_open,
+                "acknowledged": record.acknowledged,
+                "last_event_at": iso_from_ms(record.last_occurred_at),
+                "sequence": record.sequence,
             }
-            for e in self.projection.episodes.values()
-            if e.incident_open and (tenant is None or tenant_key(e.tenant_id) == tenant)
-        ]
-        return {"connectors": connectors, "open_incidents": incidents}
+        )
+    incidents = [
+        {
+            "incident_id": e.incident_id,
+            "connector_id": e.connector_id,
+            "tenant_id": e.tenant_id,
+            "failure": e.failure,
+            "opened_at": iso_from_ms(e.opened_at or e.detected_at),
+            "acknowledged": e.acknowledged_at is not None,
+            "acknowledged_by": e.acknowledged_by,
+        }
+        for e in view.open_incidents(tenant)
+    ]
+    return {"connectors": connectors, "open_incidents": incidents}
 
 
 class FoldCollector(Collector):
-    def __init__(self, live: LiveProjection, counters: Mapping[str, int]) -> None:
-        self.live = live
+    def __init__(self, view: FleetView, counters: Mapping[str, int]) -> None:
+        self.view = view
         self.counters = counters
 
     def collect(self) -> Iterator[Metric]:
-        episodes = list(self.live.projection.episodes.values())
-        by_tenant = group_totals(episodes, "tenant")
+        view = self.view
+        by_tenant = dict(sorted(view.tenants.items()))
         failures = CounterMetricFamily(
             "connector_failure_count", "Failure episodes detected", labels=["tenant"]
         )
@@ -107,20 +89,22 @@ class FoldCollector(Collector):
         )
         mttr = GaugeMetricFamily(
             "mean_time_to_recover_seconds",
-            "MTTR from the audit log: mean and nearest-rank percentiles",
+            "MTTR from the audit log: the mean, and nearest-rank percentiles within 1%",
             labels=["tenant", "quantile"],
         )
-        for tenant, totals in by_tenant.items():
-            failures.add_metric([tenant], totals.failure_count)
-            recovered.add_metric([tenant], totals.recovered_count)
-            open_incidents.add_metric([tenant], totals.open_incidents)
-            summary = totals.mttr_seconds
-            for name, value in (
-                ("mean", summary.mean),
-                ("0.5", summary.p50),
-                ("0.9", summary.p90),
-                ("0.99", summary.p99),
-            ):
+        opened: dict[str, int] = {}
+        waiting: dict[str, int] = {}
+        for episode in view.open_incidents():
+            key = tenant_key(episode.tenant_id)
+            opened[key] = opened.get(key, 0) + 1
+            if episode.acknowledged_at is None:
+                waiting[key] = waiting.get(key, 0) + 1
+        for tenant, figures in by_tenant.items():
+            failures.add_metric([tenant], figures.failures)
+            recovered.add_metric([tenant], figures.recovered)
+            open_incidents.add_metric([tenant], opened.get(tenant, 0))
+            for name, percentile in (("mean", None), ("0.5", 50), ("0.9", 90), ("0.99", 99)):
+                value = figures.mttr_seconds(percentile)
                 if value is not None:
                     mttr.add_metric([tenant, name], value)
         failed = GaugeMetricFamily(
@@ -131,18 +115,9 @@ class FoldCollector(Collector):
             "Open incidents nobody acknowledged",
             labels=["tenant"],
         )
-        failed_now: dict[str, int] = {}
-        for record in self.live.projection.records.values():
-            if record.phase is Phase.FAILED:
-                key = tenant_key(record.tenant_id)
-                failed_now[key] = failed_now.get(key, 0) + 1
+        failed_now = view.failed_now()
         for tenant in sorted(set(failed_now) | set(by_tenant)):
             failed.add_metric([tenant], failed_now.get(tenant, 0))
-        waiting: dict[str, int] = {}
-        for episode in episodes:
-            if episode.incident_open and episode.acknowledged_at is None:
-                key = tenant_key(episode.tenant_id)
-                waiting[key] = waiting.get(key, 0) + 1
         for tenant in sorted(set(waiting) | set(by_tenant)):
             unacknowledged.add_metric([tenant], waiting.get(tenant, 0))
         yield failures
@@ -151,7 +126,7 @@ class FoldCollector(Collector):
         yield failed
         yield unacknowledged
         yield mttr
-        yield self._histogram(episodes)
+        yield _histogram(by_tenant)
         for name, help_text in (
             ("dead_letters", "Inputs sent to the dead-letter topic"),
             ("late_pings", "Pings older than the last applied check"),
@@ -166,30 +141,28 @@ class FoldCollector(Collector):
         lag.add_metric([], self.counters.get("inputs_lag", 0))
         yield lag
 
-    def _histogram(self, episodes: list[Any]) -> Metric:
-        family = HistogramMetricFamily(
-            "connector_time_to_recover_seconds",
-            "Time to recover per failure episode",
-            labels=["tenant"],
-        )
-        per_tenant: dict[str, list[float]] = {}
-        for episode in episodes:
-            if episode.mttr_ms is not None:
-                per_tenant.setdefault(tenant_key(episode.tenant_id), []).append(
-                    episode.mttr_ms / 1000
-                )
-        for tenant, values in sorted(per_tenant.items()):
-            buckets = [
-                (str(bound), sum(1 for v in values if v <= bound)) for bound in MTTR_BUCKETS_S
-            ]
-            buckets.append(("+Inf", len(values)))
-            family.add_metric([tenant], buckets, sum(values))
-        return family
+
+def _histogram(by_tenant: Mapping[str, TenantFigures]) -> Metric:
+    family = HistogramMetricFamily(
+        "connector_time_to_recover_seconds",
+        "Time to recover per failure episode",
+        labels=["tenant"],
+    )
+    for tenant, figures in by_tenant.items():
+        if not figures.recovered:
+            continue
+        buckets = [
+            (str(bound), count)
+            for bound, count in zip(MTTR_BUCKETS_S, figures.histogram, strict=True)
+        ]
+        buckets.append(("+Inf", figures.recovered))
+        family.add_metric([tenant], buckets, figures.mttr_total_ms / 1000)
+    return family
 
 
-def metrics_registry(live: LiveProjection, counters: Mapping[str, int]) -> CollectorRegistry:
+def metrics_registry(view: FleetView, counters: Mapping[str, int]) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FoldCollector(live, counters))
+    registry.register(FoldCollector(view, counters))
     return registry
 
 

@@ -1,6 +1,12 @@
-"""What the admin page shows, as data: the follower's `LiveProjection` (the fold `replay`
-uses) plus per-connector timelines kept from `on_event`, cut to one tenant's part in one
+"""What the admin page shows, as data: the live views' state (`streams.views.FleetView`,
+the fold `replay` uses, followed by agents/audit/follow.py), cut to one tenant's part in one
 place (`Board.snapshot`, `Board.timeline`) so no view can forget the cut.
+
+Everything here costs the fleet, not the history: fleet tiles come from counts kept per
+state, the connector table lists the connectors that are not healthy (and the healthy ones
+too while the scope has at most `CONNECTOR_ROWS`), incidents are the open ones and the last
+few closed, trends come from the view's per-window figures, and a connector's timeline is
+read from the audit topic when it is opened (`Timelines`).
 
 Display states of a connector, first match wins: retired, flapping, silenced (notifications
 suppressed until a time still ahead), recovering (an attempt in flight), failing, healthy.
@@ -12,79 +18,40 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
+from pydantic import ValidationError
 
 from agents.audit.follow import AuditFollower
-from agents.audit.live import LiveProjection
-from agents.broker.client import client_options, describe, reader, topic_partitions
+from agents.broker.client import client_options, describe, reader, start_client, topic_partitions
 from agents.settings import Settings
-from streams.chain import event_hash
-from streams.models import GENESIS_HASH, AuditEvent, EventType
-from streams.projections import Episode, tenant_key, totals
+from agents.wire.codec import AvroCodecError, registry
+from agents.wire.records import decode_audit
+from streams.models import AuditEvent
+from streams.projections import tenant_key
 from streams.state import Phase, Record
 from streams.timefmt import iso_from_ms
+from streams.views import STATES, FleetView, OpenEpisode, display_state
 
 log = logging.getLogger("connector_recovery.dashboard")
 
-STATES = ("healthy", "failing", "recovering", "flapping", "silenced", "retired")
-# Per connector, the newest audit events kept for its timeline (the fold keeps the rest).
-TIMELINE_LENGTH = 500
-# Closed incidents listed under the open ones.
-RECENT_CLOSED = 20
-# Trend windows: the narrowest giving at most MAX_WINDOWS windows over the visible history.
-WINDOW_LADDER_S = (10, 30, 60, 300, 900, 3600, 6 * 3600, 86_400, 7 * 86_400)
-MAX_WINDOWS = 24
+# A connector's timeline shows its newest events (the chain verdict covers all of them).
+TIMELINE_LENGTH = 100
+# Healthy connectors are listed only while the scope has at most this many connectors.
+CONNECTOR_ROWS = 500
 # Broker figures (dead letters, inputs lag) are read at most this often, and only on demand.
 BROKER_FIGURES_TTL_S = 2.0
+
+__all__ = ["STATES", "Board", "Scope", "display_state", "now_ms"]
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def display_state(record: Record, now: int) -> str:
-    if record.phase is Phase.RETIRED:
-        return "retired"
-    if record.flapping:
-        return "flapping"
-    if record.silenced_until is not None and record.silenced_until > now:
-        return "silenced"
-    if record.phase is Phase.FAILED:
-        return "recovering" if record.attempt_in_flight is not None else "failing"
-    return "healthy"
-
-
-@dataclass
-class Trail:
-    """One connector's recent audit events and the verdict on its hash chain so far."""
-
-    events: deque[tuple[str, AuditEvent]] = field(
-        default_factory=lambda: deque(maxlen=TIMELINE_LENGTH)
-    )
-    head_sequence: int = 0
-    head_hash: str = GENESIS_HASH
-    chain_problem: str | None = None
-    state: str = "healthy"
-    since: int = 0
-
-    def check_link(self, event: AuditEvent) -> None:
-        if self.chain_problem is None:
-            if event.sequence != self.head_sequence + 1:
-                self.chain_problem = (
-                    f"sequence {event.sequence} follows {self.head_sequence}: events are missing"
-                )
-            elif event.prev_hash != self.head_hash:
-                self.chain_problem = f"sequence {event.sequence} does not link to its predecessor"
-            elif event_hash(event) != event.hash:
-                self.chain_problem = f"sequence {event.sequence} does not match its hash"
-        self.head_sequence, self.head_hash = event.sequence, event.hash
 
 
 @dataclass(frozen=True)
@@ -97,36 +64,35 @@ class Scope:
         return self.tenant is None or tenant_key(tenant_id) == self.tenant
 
 
-# Events that tell who was told of an incident: their `level` is 0 for the Platform Admin,
-# k for escalation step k.
-_LEVELLED = (EventType.INCIDENT_OPENED, EventType.INCIDENT_ESCALATED)
+class TimelineSource(Protocol):
+    async def newest(self, connector_id: str, limit: int) -> list[tuple[str, AuditEvent]]:
+        """The connector's newest `limit` audit events with their log positions, newest
+        first."""
+        ...
 
 
 class Board:
-    def __init__(self, settings: Settings, live: LiveProjection) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        follower: AuditFollower,
+        timelines: TimelineSource | None = None,
+    ) -> None:
         self.settings = settings
-        self.live = live
-        self.follower = AuditFollower(settings, live, on_event=self.on_event)
-        self.trails: dict[str, Trail] = {}
-        self.acknowledged_by: dict[str, str] = {}
-        self.escalation_level: dict[str, int] = {}
+        self.follower = follower
+        follower.on_event = self.on_event
+        self.timelines = timelines if timelines is not None else Timelines(settings, follower)
         # Change counters per tenant key: a tenant admin's page is woken by their tenant only.
         self.versions: dict[str, int] = {}
         self._changed = asyncio.Event()
         self.broker = BrokerFigures(settings)
 
+    @property
+    def view(self) -> FleetView:
+        return self.follower.view
+
     # -- following ------------------------------------------------------------------------
-    def on_event(self, position: str, event: AuditEvent) -> None:
-        trail = self.trails.setdefault(event.connector_id, Trail())
-        trail.events.append((position, event))
-        trail.check_link(event)
-        if event.type is EventType.INCIDENT_ACKNOWLEDGED and event.incident_id:
-            self.acknowledged_by[event.incident_id] = event.actor or "?"
-        elif event.type in _LEVELLED and event.incident_id:
-            self.escalation_level[event.incident_id] = int(event.attributes.get("level", "0"))
-        state = display_state(self.live.projection.records[event.connector_id], now_ms())
-        if state != trail.state or not trail.since:
-            trail.state, trail.since = state, event.occurred_at
+    def on_event(self, _position: str, event: AuditEvent) -> None:
         key = tenant_key(event.tenant_id)
         self.versions[key] = self.versions.get(key, 0) + 1
         self.notify()
@@ -150,72 +116,73 @@ class Board:
         return True
 
     # -- reading --------------------------------------------------------------------------
-    def records(self, scope: Scope) -> list[Record]:
-        return [
-            record
-            for _, record in sorted(self.live.projection.records.items())
-            if scope.covers(record.tenant_id)
-        ]
-
-    def episodes(self, scope: Scope) -> list[Episode]:
-        return [e for e in self.live.projection.episodes.values() if scope.covers(e.tenant_id)]
-
     def visible(self, scope: Scope, connector_id: str) -> Record | None:
-        record = self.live.projection.records.get(connector_id)
+        record = self.view.records.get(connector_id)
         return record if record is not None and scope.covers(record.tenant_id) else None
 
     def snapshot(self, scope: Scope) -> dict[str, Any]:
         now = now_ms()
-        records = self.records(scope)
-        episodes = self.episodes(scope)
-        connectors = [self._connector_row(record, now) for record in records]
-        fleet: dict[str, int | None] = dict.fromkeys(STATES, 0)
-        for row in connectors:
-            fleet[row["state"]] = (fleet[row["state"]] or 0) + 1
-        incidents = self._incidents(episodes, now)
-        open_incidents = [i for i in incidents if i["open"]]
+        view = self.view
+        counts = view.fleet_counts(scope.tenant, now)
+        total = sum(counts.values())
+        if total <= CONNECTOR_ROWS:
+            listed: Iterable[Record] = (
+                r for r in view.records.values() if scope.covers(r.tenant_id)
+            )
+        else:
+            listed = (r for r in view.not_healthy() if scope.covers(r.tenant_id))
+        rows = [self._connector_row(record, now) for record in listed]
+        rows = sorted(
+            (row for row in rows if total <= CONNECTOR_ROWS or row["state"] != "healthy"),
+            key=lambda row: row["connector_id"],
+        )
+        fleet: dict[str, int | None] = dict(counts)
+        open_incidents = view.open_incidents(scope.tenant)
         fleet["open_incidents"] = len(open_incidents)
-        fleet["unacknowledged"] = sum(1 for i in open_incidents if not i["acknowledged_by"])
+        fleet["unacknowledged"] = sum(1 for e in open_incidents if e.acknowledged_at is None)
         # Dead letters and the inputs lag belong to no tenant: only the platform sees them.
         platform = scope.tenant is None
         fleet["dead_letters"] = self.broker.figures.get("dead_letters") if platform else None
         fleet["inputs_lag"] = self.broker.figures.get("inputs_lag") if platform else None
         progress = self.follower.progress
+        tenants = view.tenant_keys()
         return {
             "scope": scope.tenant or "all tenants",
             "generated_at": iso_from_ms(now),
             "caught_up": self.follower.caught_up.is_set(),
-            "folded": progress.read,
-            "to_fold": progress.total,
+            "problem": self.follower.problem,
+            "folded": progress.restored_events + progress.read,
+            "to_fold": progress.restored_events + progress.total,
             "fleet": fleet,
-            "tenants": sorted({tenant_key(r.tenant_id) for r in records}),
-            "connectors": connectors,
-            "incidents": incidents,
-            "trends": trends(episodes),
+            "tenants": [t for t in tenants if scope.tenant is None or t == scope.tenant],
+            "connectors_total": total,
+            "connectors": rows,
+            "incidents": self._incidents(open_incidents, view.recently_closed(scope.tenant), now),
+            "trends": self._trends(scope),
         }
 
     def _connector_row(self, record: Record, now: int) -> dict[str, Any]:
-        trail = self.trails.get(record.connector_id)
         state = display_state(record, now)
-        since = trail.since if trail is not None and trail.state == state else None
+        since = self.view.since.get(record.connector_id)
         return {
             "connector_id": record.connector_id,
             "tenant": tenant_key(record.tenant_id),
             "state": state,
-            "since": iso_from_ms(since or record.last_occurred_at),
+            "since": iso_from_ms(since if since is not None else record.last_occurred_at),
             "failure": record.failure,
             "attempts": record.attempts,
             "episode": record.incident_id if record.phase is Phase.FAILED else None,
         }
 
-    def _incidents(self, episodes: Iterable[Episode], now: int) -> list[dict[str, Any]]:
-        with_incident = [e for e in episodes if e.opened_at is not None]
-        ordered = sorted(with_incident, key=lambda e: (not e.incident_open, -(e.opened_at or 0)))
-        open_count = sum(1 for e in with_incident if e.incident_open)
+    @staticmethod
+    def _incidents(
+        open_incidents: list[OpenEpisode], closed: list[OpenEpisode], now: int
+    ) -> list[dict[str, Any]]:
+        ordered = sorted(open_incidents, key=lambda e: -(e.opened_at or 0)) + closed
         rows = []
-        for episode in ordered[: open_count + RECENT_CLOSED]:
+        for episode in ordered:
             opened = episode.opened_at or episode.detected_at
-            ended = episode.resolved_at if not episode.incident_open else now
+            ended = now if episode.incident_open else (episode.resolved_at or now)
             rows.append(
                 {
                     "incident_id": episode.incident_id,
@@ -224,34 +191,55 @@ class Board:
                     "failure": episode.failure,
                     "open": episode.incident_open,
                     "opened_at": iso_from_ms(opened),
-                    "age_s": max(0, ((ended or now) - opened) // 1000),
-                    "escalation_level": self.escalation_level.get(episode.incident_id),
-                    "acknowledged_by": self.acknowledged_by.get(episode.incident_id)
+                    "age_s": max(0, (ended - opened) // 1000),
+                    "escalation_level": episode.escalation_level,
+                    "acknowledged_by": episode.acknowledged_by
                     if episode.acknowledged_at is not None
                     else None,
                 }
             )
         return rows
 
-    def timeline(self, scope: Scope, connector_id: str) -> dict[str, Any] | None:
-        """A connector's audit events with the chain verdict; None if out of scope."""
+    def _trends(self, scope: Scope) -> dict[str, Any]:
+        """Per tenant and time window (by detection): failures, and MTTR mean, p50 and p90."""
+        width_s, per_tenant = self.view.trends(scope.tenant)
+        return {
+            "window_s": width_s,
+            "tenants": {
+                key: [
+                    {
+                        "start": iso_from_ms(start),
+                        "failures": figures.failures,
+                        "mttr_mean_s": figures.mttr_seconds(None),
+                        "mttr_p50_s": figures.mttr_seconds(50),
+                        "mttr_p90_s": figures.mttr_seconds(90),
+                    }
+                    for start, figures in windows
+                ]
+                for key, windows in per_tenant.items()
+            },
+        }
+
+    async def timeline(self, scope: Scope, connector_id: str) -> dict[str, Any] | None:
+        """A connector's newest audit events with the chain verdict; None if out of scope."""
         record = self.visible(scope, connector_id)
         if record is None:
             return None
-        trail = self.trails.get(connector_id, Trail())
+        events = await self.timelines.newest(connector_id, TIMELINE_LENGTH)
         # A connector is scoped by its latest tenant; each event by its own as well, so a log
         # in which a connector changed tenants shows neither tenant the other's events.
-        shown = [(p, e) for p, e in trail.events if scope.covers(e.tenant_id)]
+        shown = [(p, e) for p, e in events if scope.covers(e.tenant_id)]
+        problem = self.view.chain_problems.get(connector_id)
         return {
             "connector_id": connector_id,
             "tenant": tenant_key(record.tenant_id),
             "state": display_state(record, now_ms()),
             "chain": {
-                "verdict": "intact" if trail.chain_problem is None else "broken",
-                "problem": trail.chain_problem,
-                "events_checked": trail.head_sequence,
+                "verdict": "intact" if problem is None else "broken",
+                "problem": problem,
+                "events_checked": record.sequence,
             },
-            "earlier_events_not_shown": max(0, trail.head_sequence - len(trail.events)),
+            "earlier_events_not_shown": max(0, record.sequence - len(events)),
             "events": [
                 {
                     "position": position,
@@ -266,7 +254,7 @@ class Board:
                     "attributes": dict(sorted(event.attributes.items())),
                     "hash": event.hash,
                 }
-                for position, event in reversed(shown)
+                for position, event in shown
             ],
         }
 
@@ -274,43 +262,71 @@ class Board:
         """Wake every waiter (their streams end) and stop reading the broker."""
         self.notify()
         await self.broker.close()
+        if isinstance(self.timelines, Timelines):
+            await self.timelines.close()
 
 
-def trends(episodes: list[Episode]) -> dict[str, Any]:
-    """Per tenant and time window (by detection): failures, and MTTR mean, p50 and p90."""
-    if not episodes:
-        return {"window_s": None, "tenants": {}}
-    first = min(e.detected_at for e in episodes)
-    last = max(e.detected_at for e in episodes)
-    width_s = next(
-        (w for w in WINDOW_LADDER_S if (last - first) // (w * 1000) < MAX_WINDOWS),
-        WINDOW_LADDER_S[-1],
-    )
-    width_ms = width_s * 1000
-    start = first - first % width_ms
-    windows = range(start, last + 1, width_ms)
-    per_tenant: dict[str, dict[int, list[Episode]]] = {}
-    for episode in episodes:
-        window = episode.detected_at - episode.detected_at % width_ms
-        tenant = per_tenant.setdefault(tenant_key(episode.tenant_id), {})
-        tenant.setdefault(window, []).append(episode)
-    out: dict[str, list[dict[str, Any]]] = {}
-    for name, grouped in sorted(per_tenant.items()):
-        points = []
-        for window in windows:
-            figures = totals(grouped.get(window, []))
-            mttr = figures.mttr_seconds
-            points.append(
-                {
-                    "start": iso_from_ms(window),
-                    "failures": figures.failure_count,
-                    "mttr_mean_s": mttr.mean,
-                    "mttr_p50_s": mttr.p50,
-                    "mttr_p90_s": mttr.p90,
-                }
-            )
-        out[name] = points
-    return {"window_s": width_s, "tenants": out}
+class Timelines:
+    """A connector's newest events, read from the audit topic at the positions the
+    follower's timeline index gives, through one consumer kept open between reads (one
+    read at a time)."""
+
+    def __init__(self, settings: Settings, follower: AuditFollower) -> None:
+        self.settings = settings
+        self.follower = follower
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._codec = registry()
+
+    async def newest(self, connector_id: str, limit: int) -> list[tuple[str, AuditEvent]]:
+        where = self.follower.index.newest(connector_id, limit)
+        if not where:
+            return []
+        async with self._lock:
+            found = await self._read({(partition, offset) for _, partition, offset in where})
+        events = []
+        for _sequence, partition, offset in where:
+            value = found.get((partition, offset))
+            if value is None:
+                continue  # no longer in the topic (retention): the timeline shows the rest
+            try:
+                events.append((f"{partition}/{offset}", decode_audit(self._codec, value)))
+            except (AvroCodecError, ValidationError, ValueError):
+                continue
+        return events
+
+    async def _read(self, wanted: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        consumer = await self._open()
+        topic = self.follower.topic
+        tps = [TopicPartition(topic, p) for p in sorted({p for p, _ in wanted})]
+        consumer.assign(tps)
+        found: dict[tuple[int, int], bytes] = {}
+        for tp in tps:
+            pending = sorted(o for p, o in wanted if p == tp.partition)
+            while pending:
+                consumer.seek(tp, pending[0])
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=200)
+                records = batch.get(tp, [])
+                if not records:
+                    break
+                for record in records:
+                    if record.value is not None:
+                        found[(tp.partition, record.offset)] = record.value
+                last = records[-1].offset
+                pending = [o for o in pending if o > last]
+        return found
+
+    async def _open(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = reader(self.settings, bounded=True)
+            await start_client(consumer)
+            self._consumer = consumer
+        return self._consumer
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
 
 
 class BrokerFigures:

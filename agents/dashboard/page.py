@@ -77,11 +77,16 @@ def render_live(snapshot: dict[str, Any], slo_s: float | None) -> str:
 
 
 def _status_line(snapshot: dict[str, Any]) -> str:
+    if snapshot.get("problem"):
+        return f'<p class="fold problem" role="alert">{escape(snapshot["problem"])}</p>'
     if snapshot["caught_up"]:
+        total = snapshot["connectors_total"]
+        unlisted = total - len(snapshot["connectors"])
         fold = (
             f"live: {snapshot['folded']} audit events folded; "
-            f"{len(snapshot['connectors'])} connectors have a history"
+            f"{total} connectors have a history"
             " (one that never failed has none yet)"
+            + (f"; {unlisted} healthy ones not listed" if unlisted else "")
         )
     else:
         fold = (

@@ -17,6 +17,7 @@ read from the audit topic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -26,10 +27,10 @@ from typing import Any
 from aiohttp import web
 
 from agents.admin import build_command, connector_of_incident, send_and_wait
-from agents.audit.live import LiveProjection
+from agents.audit.follow import AuditFollower
 from agents.broker.client import describe
 from agents.dashboard.auth import TOKEN_COOKIE, Gate, Refused, User
-from agents.dashboard.board import Board, now_ms
+from agents.dashboard.board import Board, TimelineSource, now_ms
 from agents.dashboard.page import (
     render_live,
     render_login,
@@ -104,14 +105,15 @@ class Dashboard:
         self,
         settings: Settings,
         policy: Policy,
-        live: LiveProjection,
+        follower: AuditFollower,
         *,
         alert_rules: Path = ALERT_RULES,
         send: Send = send_and_wait,
         prefix: str = PREFIX,
+        timelines: TimelineSource | None = None,
     ) -> None:
         self.settings = settings
-        self.board = Board(settings, live)
+        self.board = Board(settings, follower, timelines)
         self.gate = Gate(policy)
         self.slo_s = slo_from_alerts(alert_rules)
         self.send = send
@@ -171,7 +173,7 @@ class Dashboard:
 
     @_api
     async def timeline_html(self, request: web.Request, user: User) -> web.StreamResponse:
-        timeline = self.board.timeline(user.scope, request.query.get("id", ""))
+        timeline = await self.board.timeline(user.scope, request.query.get("id", ""))
         if timeline is None:
             return _html('<p class="error">no such connector</p>', 404)
         return _html(render_timeline(timeline))
@@ -182,7 +184,7 @@ class Dashboard:
 
     @_api
     async def connector(self, request: web.Request, user: User) -> web.StreamResponse:
-        timeline = self.board.timeline(user.scope, request.query.get("id", ""))
+        timeline = await self.board.timeline(user.scope, request.query.get("id", ""))
         if timeline is None:
             return _json({"error": "no such connector"}, 404)
         return _json(timeline)
@@ -197,10 +199,15 @@ class Dashboard:
             }
         )
         await response.prepare(request)
-        seen: tuple[int, bool] | None = None
+        seen: tuple[int, bool, str | None] | None = None
         try:
             while not self.closing:
-                now = (self.board.version(user.scope), self.board.follower.caught_up.is_set())
+                follower = self.board.follower
+                now = (
+                    self.board.version(user.scope),
+                    follower.caught_up.is_set(),
+                    follower.problem,
+                )
                 if now != seen:
                     seen = now
                     # The new fragment itself (one JSON line): no request back for it.
@@ -299,25 +306,42 @@ class Dashboard:
         raise redirect
 
 
+def views_dir(settings: Settings, port: int) -> Path:
+    """Where a standalone page keeps its views' snapshot and timeline index: beside the
+    worker's data, one folder per port (two pages on one machine never share one)."""
+    return settings.worker_data_dir / "views" / f"dashboard-{port}"
+
+
 async def serve(
     settings: Settings, policy: Policy, host: str, port: int, alert_rules: Path = ALERT_RULES
 ) -> None:
     """`connector-recovery dashboard`: a follower of the audit topic and the page, until
-    cancelled. Prints the page's URL, then `ready` once the views have caught up."""
-    dashboard = Dashboard(settings, policy, LiveProjection(), alert_rules=alert_rules)
+    cancelled. Takes the port and connects to the broker first (no URL is printed for a
+    page that cannot work), prints the page's URL, then `ready` once the views have caught
+    up."""
+    follower = AuditFollower(settings, views_dir(settings, port))
+    dashboard = Dashboard(settings, policy, follower, alert_rules=alert_rules)
     app = web.Application()
     dashboard.mount(app)
     app.router.add_get("/", dashboard._to_page)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    following: asyncio.Task[None] | None = None
     try:
         await web.TCPSite(runner, host, port).start()
+        await follower.connect()
+        following = asyncio.create_task(follower.run())
         print(f"admin page: http://{host}:{port}{PREFIX}/", flush=True)
-        follower = asyncio.create_task(dashboard.board.follower.run())
-        caught_up = asyncio.create_task(dashboard.board.follower.caught_up.wait())
-        await asyncio.wait({follower, caught_up}, return_when=asyncio.FIRST_COMPLETED)
+        caught_up = asyncio.create_task(follower.caught_up.wait())
+        await asyncio.wait({following, caught_up}, return_when=asyncio.FIRST_COMPLETED)
         if caught_up.done():
             print("ready", flush=True)
-        await follower
+        await following
     finally:
+        if following is not None:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+        else:
+            await follower.disconnect()
         await runner.cleanup()

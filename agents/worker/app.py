@@ -27,7 +27,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaProducer
 
-from agents.audit.live import LiveProjection
+from agents.audit.follow import AuditFollower
 from agents.broker.client import faust_credentials, partition_of
 from agents.broker.producer import open_producer
 from agents.dashboard.server import Dashboard
@@ -141,11 +141,10 @@ class WorkerApp:
         )
         self.router = RouterProcess(s, loglevel, self.counters)
         # One follower of the audit topic feeds /status, /metrics and the admin page.
-        self.dashboard = Dashboard(settings, policy, LiveProjection())
+        self.follower = AuditFollower(s, s.worker_data_dir / "views" / "worker")
+        self.dashboard = Dashboard(settings, policy, self.follower)
         self.dashboard.mount(self.app.web.web_app)  # type: ignore[attr-defined]  # Faust's default web driver is aiohttp; its base class does not name the app
-        self.web = WebEndpoints(
-            self.dashboard.board.follower, self.counters, self.ready, self._inputs_lag
-        )
+        self.web = WebEndpoints(self.follower, self.counters, self.ready, self._inputs_lag)
         self.clock = Clock(
             deadlines=self.processor.deadlines,
             front=self.router.front,

@@ -1,5 +1,5 @@
-"""The worker's web endpoints (/metrics, /status, /healthz) and the live projection they
-serve: the whole audit topic from the beginning, followed (agents/audit/follow.py), so a
+"""The worker's web endpoints (/metrics, /status, /healthz) and the live views they serve:
+the whole audit topic, followed from the views' last snapshot (agents/audit/follow.py), so a
 restarted worker, or one owning other partitions, shows what a replay shows."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from agents.audit.follow import AuditFollower
-from agents.audit.live import exposition, metrics_registry
+from agents.audit.live import exposition, metrics_registry, status
 
 
 def _view(page: Any) -> Any:
@@ -38,8 +38,7 @@ class WebEndpoints:
         self.ready = ready
         self.inputs_lag = inputs_lag
         self.follower = follower
-        self.live = follower.live
-        self.metrics = metrics_registry(self.live, counters)
+        self.metrics = metrics_registry(follower.view, counters)
 
     def register(self, app: Any) -> None:
         for path, page in (
@@ -58,7 +57,7 @@ class WebEndpoints:
 
     async def status_page(self, web: Any, request: Any) -> Any:
         tenant = request.query.get("tenant")
-        return web.json(self.live.status(tenant))
+        return web.json(status(self.follower.view, tenant))
 
     async def healthz_page(self, web: Any, _request: Any) -> Any:
         processing, views = self.ready.is_set(), self.follower.caught_up.is_set()

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.audit.live import LiveProjection
+from agents.audit.follow import AuditFollower
 from agents.dashboard.auth import CSRF_HEADER, token_digest
 from agents.dashboard.board import Scope
 from agents.dashboard.page import chart_svg, slo_from_alerts
@@ -97,15 +97,44 @@ def fleet_events(fleet: list[tuple[str | None, list[bool]]]) -> tuple[dict[str, 
     return owners, events
 
 
+class MemoryTimelines:
+    """Timelines kept in memory as the events are folded (the page reads them from the audit
+    topic through an index: tests/kafka/test_dashboard_browser.py)."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[tuple[str, AuditEvent]]] = {}
+
+    async def newest(self, connector_id: str, limit: int) -> list[tuple[str, AuditEvent]]:
+        return list(reversed(self.events.get(connector_id, [])))[:limit]
+
+
 def dashboard_of(events: list[AuditEvent], send: Send | None = None) -> Dashboard:
+    follower = AuditFollower(Settings(), Path("/nonexistent/views"))
     dashboard = Dashboard(
-        Settings(), parse_policy(POLICY), LiveProjection(), send=send or Recorder()
+        Settings(),
+        parse_policy(POLICY),
+        follower,
+        send=send or Recorder(),
+        timelines=MemoryTimelines(),
     )
-    for index, event in enumerate(events):
-        if dashboard.board.live.apply(event):
-            dashboard.board.on_event(f"0/{index}", event)
-    dashboard.board.follower.caught_up.set()
+    fold(dashboard, events)
+    follower.caught_up.set()
     return dashboard
+
+
+def fold(dashboard: Dashboard, events: list[AuditEvent]) -> None:
+    """What the follower does with each event read."""
+    board = dashboard.board
+    timelines = board.timelines
+    assert isinstance(timelines, MemoryTimelines)
+    for index, event in enumerate(events):
+        if board.view.apply(event):
+            timelines.events.setdefault(event.connector_id, []).append((f"0/{index}", event))
+            board.on_event(f"0/{index}", event)
+
+
+def timeline(dashboard: Dashboard, scope: Scope, connector_id: str) -> dict[str, Any] | None:
+    return asyncio.run(dashboard.board.timeline(scope, connector_id))
 
 
 async def with_client(
@@ -285,7 +314,7 @@ def test_the_timeline_shows_receipt_fields_and_a_broken_chain() -> None:
     driver.ping(True)
     events = list(driver.events)
     completed = next(e for e in events if e.type is EventType.RECOVERY_COMPLETED)
-    intact = dashboard_of(events).board.timeline(Scope(), "SAP-AR")
+    intact = timeline(dashboard_of(events), Scope(), "SAP-AR")
     assert intact is not None
     assert intact["chain"]["verdict"] == "intact"
     shown = next(e for e in intact["events"] if e["type"] == "connector.recovery.completed")
@@ -293,7 +322,7 @@ def test_the_timeline_shows_receipt_fields_and_a_broken_chain() -> None:
     tampered = [
         e.model_copy(update={"failure": "edited"}) if e.sequence == 1 else e for e in events
     ]
-    broken = dashboard_of(tampered).board.timeline(Scope(), "SAP-AR")
+    broken = timeline(dashboard_of(tampered), Scope(), "SAP-AR")
     assert broken is not None
     assert broken["chain"]["verdict"] == "broken"
     assert "sequence 1 does not match its hash" in broken["chain"]["problem"]
@@ -401,11 +430,6 @@ def test_a_tenant_admins_event_stream_wakes_for_their_tenant_only() -> None:
     globex = Driver.with_policy(POLICY, connector_id="GLOBEX-2", tenant_id="globex")
     globex.ping(False, failure="auth", retryable=False)
 
-    def fold(events: list[AuditEvent]) -> None:
-        for event in events:
-            if dashboard.board.live.apply(event):
-                dashboard.board.on_event("0/0", event)
-
     async def check(client: TestClient[Any, Any]) -> None:
         response = await client.get("/dashboard/events", headers=as_user("gus"))
         assert response.headers["Content-Type"].startswith("text/event-stream")
@@ -425,9 +449,9 @@ def test_a_tenant_admins_event_stream_wakes_for_their_tenant_only() -> None:
         first = await next_change(5)  # the page as it is now
         assert first is not None
         assert "GLOBEX-1" in first
-        fold(acme)
+        fold(dashboard, acme)
         assert await next_change(1.0) is None  # acme's events do not reach globex's admin
-        fold(globex.events)
+        fold(dashboard, globex.events)
         second = await next_change(5)
         assert second is not None
         assert "GLOBEX-2" in second
@@ -487,8 +511,8 @@ def test_a_timeline_shows_only_the_events_of_the_users_tenant() -> None:
         }
     )
     dashboard = dashboard_of([*events, orphan])
-    platform = dashboard.board.timeline(Scope(PLATFORM_TENANT), "HUBSPOT-CRM")
+    platform = timeline(dashboard, Scope(PLATFORM_TENANT), "HUBSPOT-CRM")
     assert platform is not None
     assert [e["sequence"] for e in platform["events"]] == [orphan.sequence]
     assert "globex" not in json.dumps(platform)
-    assert dashboard.board.timeline(Scope("globex"), "HUBSPOT-CRM") is None
+    assert timeline(dashboard, Scope("globex"), "HUBSPOT-CRM") is None

@@ -11,13 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.audit.live import LiveProjection
+from agents.audit.live import status
 from agents.audit.log import LogRead, Scope
 from agents.audit.report import build
 from agents.worker.notifier import resolve_target
 from streams.models import AuditEvent, NotificationRequest
 from streams.policy import parse_policy
 from streams.projections import tenant_key
+from streams.views import FleetView
 from tests.core.driver import Driver
 
 TENANTS = ["acme", "globex", "initech", None]
@@ -86,20 +87,20 @@ def test_status_and_report_for_a_tenant_show_nothing_of_another(
     fleet: list[tuple[str | None, list[bool]]],
 ) -> None:
     drivers, events = run_fleet(fleet)
-    live = LiveProjection()
+    view = FleetView()
     for event in events:
-        live.apply(event)
+        view.apply(event)
     read = LogRead(source="test", events=[(f"0/{i}", e) for i, e in enumerate(events)])
     owner = {d.connector_id: tenant_key(d.tenant_id) for d in drivers}
     for tenant in {tenant_key(t) for t in TENANTS}:
         foreign = {c for c, t in owner.items() if t != tenant} | {
             t for t in (tenant_key(x) for x in TENANTS) if t != tenant
         }
-        status = live.status(tenant)
-        assert {c["connector_id"] for c in status["connectors"]} <= {
+        shown = status(view, tenant)
+        assert {c["connector_id"] for c in shown["connectors"]} <= {
             c for c, t in owner.items() if t == tenant
         }
-        assert not strings_in(json.loads(json.dumps(status))) & foreign
+        assert not strings_in(json.loads(json.dumps(shown))) & foreign
         report = build(read, Scope(tenant=tenant))
         leaked = strings_in(json.loads(json.dumps(report, default=str))) & foreign
         assert not leaked, leaked

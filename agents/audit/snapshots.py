@@ -1,0 +1,119 @@
+"""The live views' snapshot: a `FleetView` and the audit positions it holds (the next
+offset of every audit partition), in one file of the process's views directory, so a
+restart folds only the events written since (as a Kafka Streams task restores its store
+from a checkpoint of changelog offsets, not from the beginning).
+
+The file is JSON lines: a header (format, topic, offsets), the view's small part, the
+records in chunks, and a last line with the SHA-256 of every line before it. It is written
+to a temporary file and renamed over the old one, so a crash leaves the old snapshot or the
+new one, never half of one; a file whose digest or format does not match is not used.
+Writing and reading yield to the event loop between chunks: a million connectors never hold
+the loop for longer than a chunk takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streams.state import Record
+from streams.views import FleetView, record_from_wire, record_to_wire
+
+log = logging.getLogger("connector_recovery.views")
+
+FILE_FORMAT = 1
+RECORDS_PER_LINE = 2_000
+
+
+class SnapshotError(ValueError):
+    """A snapshot file that cannot be used; the message says why."""
+
+
+@dataclass
+class Restored:
+    view: FleetView
+    topic: str
+    offsets: dict[int, int]  # audit partition -> the next offset to fold
+
+
+class SnapshotFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def save(self, view: FleetView, topic: str, offsets: dict[int, int]) -> int:
+        """Write the view as it is now, with the offsets it holds; returns bytes written.
+        The view may go on folding while the file is written: what is written was copied
+        before the first await."""
+        header = {"format": FILE_FORMAT, "topic": topic, "offsets": offsets}
+        small = view.snapshot()
+        records = view.copy_records()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        digest = hashlib.sha256()
+        written = 0
+        with temporary.open("wb") as file:
+            for start in range(-2, len(records), RECORDS_PER_LINE):
+                if start == -2:
+                    line = orjson.dumps(header)
+                elif start == -1:
+                    line = orjson.dumps(small)
+                else:
+                    chunk = records[start : start + RECORDS_PER_LINE]
+                    line = orjson.dumps([record_to_wire(r) for r in chunk])
+                    await asyncio.sleep(0)
+                digest.update(line)
+                file.write(line + b"\n")
+                written += len(line) + 1
+            file.write(orjson.dumps({"sha256": digest.hexdigest()}) + b"\n")
+            await asyncio.to_thread(_flush, file)
+        os.replace(temporary, self.path)
+        return written
+
+    async def load(self) -> Restored | None:
+        """The snapshot, or None if there is none; SnapshotError if it cannot be used."""
+        try:
+            data = await asyncio.to_thread(self.path.read_bytes)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise SnapshotError(f"cannot read {self.path}: {error}") from None
+        lines = data.split(b"\n")
+        if len(lines) < 4 or lines[-1] != b"":
+            raise SnapshotError(f"{self.path} is cut short")
+        *body, last = lines[:-1]
+        digest = hashlib.sha256()
+        for line in body:
+            digest.update(line)
+        try:
+            if orjson.loads(last).get("sha256") != digest.hexdigest():
+                raise SnapshotError(f"{self.path} does not match its digest")
+            header = orjson.loads(body[0])
+            if header.get("format") != FILE_FORMAT:
+                raise SnapshotError(f"{self.path} is of format {header.get('format')!r}")
+            small: dict[str, Any] = orjson.loads(body[1])
+            records: list[Record] = []
+            for line in body[2:]:
+                records.extend(map(record_from_wire, orjson.loads(line)))
+                await asyncio.sleep(0)
+            view = FleetView.restore(small, records)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            if isinstance(error, SnapshotError):
+                raise
+            raise SnapshotError(f"{self.path} is unreadable: {error}") from None
+        offsets = {int(p): int(o) for p, o in header["offsets"].items()}
+        return Restored(view, str(header["topic"]), offsets)
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _flush(file: Any) -> None:
+    file.flush()
+    os.fsync(file.fileno())
