@@ -225,7 +225,11 @@ class AuditFollower:
         self.index.flush()
         offsets = dict(self.offsets)
         self._folded_since_snapshot = 0
-        size = await self.snapshots.save(self.view, self.topic, offsets)
+        try:
+            size = await self.snapshots.save(self.view, self.topic, offsets)
+        except OSError as error:  # the views go on; the next restart folds more
+            log.warning("audit views: cannot write %s: %s", self.snapshots.path, error)
+            return
         log.info(
             "audit views: snapshot of %s events (%s connectors, %.1f MB) in %.1fs",
             f"{self.view.events:,}",

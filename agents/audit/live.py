@@ -15,7 +15,7 @@ Prometheus names (the spec's metrics, in Prometheus' conventions):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -71,12 +71,15 @@ def status(view: FleetView, tenant: str | None = None) -> dict[str, Any]:
 
 
 class FoldCollector(Collector):
-    def __init__(self, view: FleetView, counters: Mapping[str, int]) -> None:
+    """`view`: the live views as they are at each scrape (a follower replaces its view when
+    it restores a snapshot)."""
+
+    def __init__(self, view: Callable[[], FleetView], counters: Mapping[str, int]) -> None:
         self.view = view
         self.counters = counters
 
     def collect(self) -> Iterator[Metric]:
-        view = self.view
+        view = self.view()
         by_tenant = dict(sorted(view.tenants.items()))
         failures = CounterMetricFamily(
             "connector_failure_count", "Failure episodes detected", labels=["tenant"]
@@ -160,7 +163,9 @@ def _histogram(by_tenant: Mapping[str, TenantFigures]) -> Metric:
     return family
 
 
-def metrics_registry(view: FleetView, counters: Mapping[str, int]) -> CollectorRegistry:
+def metrics_registry(
+    view: Callable[[], FleetView], counters: Mapping[str, int]
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FoldCollector(view, counters))
     return registry

@@ -51,7 +51,11 @@ class SnapshotFile:
         """Write the view as it is now, with the offsets it holds; returns bytes written.
         The view may go on folding while the file is written: what is written was copied
         before the first await."""
-        header = {"format": FILE_FORMAT, "topic": topic, "offsets": offsets}
+        header = {
+            "format": FILE_FORMAT,
+            "topic": topic,
+            "offsets": {str(partition): offset for partition, offset in offsets.items()},
+        }
         small = view.snapshot()
         records = view.copy_records()
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ class WebEndpoints:
         self.ready = ready
         self.inputs_lag = inputs_lag
         self.follower = follower
-        self.metrics = metrics_registry(follower.view, counters)
+        self.metrics = metrics_registry(lambda: follower.view, counters)
 
     def register(self, app: Any) -> None:
         for path, page in (
