@@ -65,7 +65,9 @@ def status(view: FleetView, tenant: str | None = None) -> dict[str, Any]:
             "acknowledged": e.acknowledged_at is not None,
             "acknowledged_by": e.acknowledged_by,
         }
-        for e in view.open_incidents(tenant)
+        for e in sorted(
+            view.open_incidents(tenant), key=lambda e: (e.opened_at or 0, e.incident_id)
+        )
     ]
     return {"connectors": connectors, "open_incidents": incidents}
 

@@ -224,6 +224,9 @@ class WorkerApp:
         store_events = self.store.events
         store_events.clear()
         for event in events:
+            store_events[event.message.partition] = event
+        repaired = self.processor.take_repairs(store_events, outputs)
+        for event in events:
             msg = event.message
             store_events[msg.partition] = event
             expected = self.recovery.next_offsets.get(msg.partition)
@@ -239,7 +242,7 @@ class WorkerApp:
         await self._dead_letters(outputs)
         await self.effects.send_outputs(outputs, self.checkpoints)
         self.processor.write(outputs)
-        for partition in outputs.audit_partitions():
+        for partition in outputs.audit_partitions() | repaired:
             position = str(self.checkpoints.positions[partition]).encode()
             self.store.put(checkpoint_key(partition), position, partition)
 

@@ -131,6 +131,10 @@ class InputProcessor:
         # partition's part is dropped when it is revoked (`forget_partitions`), since
         # another worker may write its store before it comes back.
         self._parsed: dict[int, dict[bytes, tuple[ConnectorState, int]]] = {}
+        # Crash repair of connectors no re-delivered input will reach: their stored state
+        # with the events logged ahead of it folded in, to be written with the partition's
+        # next batch (`take_repairs`); until then the processor reads them from `_parsed`.
+        self.repairs: dict[int, dict[bytes, PendingState]] = {}
         self.counters = {} if counters is None else counters
         for name in COUNTERS:
             self.counters.setdefault(name, 0)
@@ -243,6 +247,26 @@ class InputProcessor:
         self._parsed.setdefault(partition, {})[key] = (state, applied)
         return state, applied
 
+    def repaired(self, partition: int, state: ConnectorState, applied: int) -> None:
+        """A state the log was ahead of, folded forward at assignment: read from now on,
+        written with the partition's next batch."""
+        key = state.record.connector_id.encode()
+        self._parsed.setdefault(partition, {})[key] = (state, applied)
+        self.repairs.setdefault(partition, {})[key] = PendingState(state, applied, partition)
+
+    def take_repairs(self, partitions: Iterable[int], outputs: Outputs) -> set[int]:
+        """Into `outputs`, the repaired states of `partitions` not yet written; returns the
+        partitions they belong to (whose audit position is written with them)."""
+        taken = set()
+        for partition in partitions:
+            pending = self.repairs.pop(partition, None)
+            if not pending:
+                continue
+            taken.add(partition)
+            for key, repaired in pending.items():
+                outputs.states.setdefault(key, repaired)
+        return taken
+
     def write(self, outputs: Outputs) -> None:
         """The batch's new states into the store: call only once the broker holds its
         commands and events, so the table is never ahead of the log."""
@@ -264,6 +288,7 @@ class InputProcessor:
         """Revoked: their stored states may change elsewhere before they come back; their
         connectors' liveness is kept aside in case they do (`keep_owned` decides)."""
         for partition in partitions:
+            self.repairs.pop(partition, None)  # the new owner repairs them from the log
             for key, (state, _applied) in self._parsed.pop(partition, {}).items():
                 if state.last_checked_at is not None or state.heartbeat_deadline is not None:
                     self._dropped_liveness[key.decode()] = (
@@ -275,6 +300,7 @@ class InputProcessor:
         """After a rebalance: forget the liveness of connectors this worker no longer owns,
         and the deadline index (rebuilt by the heartbeat graces)."""
         self.deadlines.forget()
+        self.repairs = {p: pending for p, pending in self.repairs.items() if p in owned}
         for partition in set(self._parsed) - owned:
             self.forget_partitions([partition])
         self._dropped_liveness = {

@@ -18,14 +18,17 @@ from pydantic import ValidationError
 from agents.broker.client import client_options, partition_of, reader
 from agents.settings import Settings
 from agents.wire.codec import AvroCodecError, SchemaRegistry
-from agents.wire.records import decode_audit
+from agents.wire.records import decode_audit, unpack
 from agents.worker.checkpoints import AuditCheckpoints
 from agents.worker.effects import Effects
 from agents.worker.graces import Graces
 from agents.worker.processor import InputProcessor
-from agents.worker.tablescan import OwnedState, scan_owned
+from agents.worker.statecodec import load_state
+from agents.worker.tablescan import OwnedState, scan_owned, stored_value
+from streams.evolve import evolve
 from streams.models import AuditEvent
 from streams.policy import Policy
+from streams.state import ConnectorState
 
 log = logging.getLogger("connector_recovery.worker")
 
@@ -61,8 +64,10 @@ class RebalanceRecovery:
         began = time.monotonic()
         scan = scan_owned(table, owned, self.settings.partitions)
         scanned = time.monotonic()
-        await self.read_log_ahead(owned, scan.checkpoints)
-        await self.resume_offsets(owned)
+        committed = await self.committed_inputs(owned)
+        self.resume_offsets(owned, committed)
+        redelivered = await self.redelivered_connectors(committed)
+        await self.read_log_ahead(owned, scan, redelivered, table)
         self.rebuild_heads(scan)
         await self.checkpoints.read_last(self.settings, self.effects.checkpoint_codec)
         connectors = scan.connectors
@@ -80,15 +85,25 @@ class RebalanceRecovery:
             time.monotonic() - scanned,
         )
 
-    async def read_log_ahead(self, owned: set[int], recorded: dict[int, int]) -> None:
+    async def read_log_ahead(
+        self, owned: set[int], scan: OwnedState, redelivered: set[str], table: Any
+    ) -> None:
         """Crash repair: the audit events written after each owned partition's recorded
-        position (by inputs whose state did not reach the table)."""
+        position, by inputs whose state did not reach the table. An event the table's state
+        already holds (its sequence at or below the stored head) is skipped. The events of a
+        connector an input will be re-delivered for are kept, for that input to be reconciled
+        with (repair.py); every other connector's are folded into its stored state now
+        (`InputProcessor.repaired`), which is written with the partition's next batch. So
+        what is held follows the connectors, not the length of the log ahead, and what a
+        start repairs is written, not repeated by the next start."""
         logged_ahead: dict[str, list[AuditEvent]] = {}
-        positions = {p: recorded.get(p, 0) for p in owned}
+        repaired: dict[str, tuple[ConnectorState, int, int]] = {}  # state, applied, partition
+        positions = {p: scan.checkpoints.get(p, 0) for p in owned}
         self.checkpoints.positions = positions
         self.processor.logged_ahead = logged_ahead
         if not owned:
             return
+        skipped = 0
         consumer = reader(self.settings)
         await consumer.start()
         try:
@@ -101,17 +116,63 @@ class RebalanceRecovery:
             while remaining:
                 batch = await consumer.getmany(*remaining, timeout_ms=1000)
                 for tp, records in batch.items():
+                    heads = scan.heads.get(tp.partition, {})
                     for record in records:
                         positions[tp.partition] = record.offset + 1
                         event = self._decode_audit(tp.partition, record)
-                        if event is not None:
-                            logged_ahead.setdefault(event.connector_id, []).append(event)
+                        if event is None:
+                            continue
+                        connector_id = event.connector_id
+                        head = heads.get(connector_id)
+                        if head is not None and event.sequence <= head[0]:
+                            skipped += 1
+                        elif connector_id in redelivered:
+                            logged_ahead.setdefault(connector_id, []).append(event)
+                        else:
+                            self._fold_ahead(repaired, event, tp.partition, table)
                 remaining = {tp for tp in remaining if positions[tp.partition] < ends[tp]}
         finally:
             await consumer.stop()
-        found = sum(len(events) for events in logged_ahead.values())
-        if found:
-            log.warning("crash repair: %d audit events ahead of the state table", found)
+        for state, applied, partition in repaired.values():
+            self.processor.repaired(partition, state, applied)
+            record = state.record
+            scan.connectors.setdefault(partition, set()).add(record.connector_id)  # watched
+            scan.heads.setdefault(partition, {})[record.connector_id] = (
+                record.sequence,
+                record.head_hash,
+            )
+        held = sum(len(events) for events in logged_ahead.values())
+        if held or repaired:
+            log.warning(
+                "crash repair: the audit log is ahead of the state table: %d connectors"
+                " folded forward from it, %d events kept for %d re-delivered inputs' connectors"
+                " (%d events the table already held)",
+                len(repaired),
+                held,
+                len(logged_ahead),
+                skipped,
+            )
+
+    def _fold_ahead(
+        self,
+        repaired: dict[str, tuple[ConnectorState, int, int]],
+        event: AuditEvent,
+        partition: int,
+        table: Any,
+    ) -> None:
+        """`event` into the repaired state of its connector (its stored state at first)."""
+        connector_id = event.connector_id
+        known = repaired.get(connector_id)
+        if known is None:
+            stored = stored_value(table, partition, connector_id.encode())
+            if stored is None:
+                state, applied = ConnectorState.new(connector_id), -1
+            else:
+                state, applied = load_state(stored)
+        else:
+            state, applied, _ = known
+        record = evolve(state.record, event)
+        repaired[connector_id] = (state._replace(record=record), applied, partition)
 
     def _decode_audit(self, partition: int, record: Any) -> AuditEvent | None:
         try:
@@ -121,13 +182,46 @@ class RebalanceRecovery:
             log.error("undecodable audit record at %s/%s: %s", partition, record.offset, error)
             return None
 
-    async def resume_offsets(self, owned: set[int]) -> None:
+    async def redelivered_connectors(self, committed: dict[int, int]) -> set[str]:
+        """The connectors of the inputs between each owned partition's committed offset and
+        its end: the inputs Faust will deliver again, whose outputs may be in the log."""
+        if not committed:
+            return set()
+        topic = self.settings.inputs_topic
+        tps = [TopicPartition(topic, p) for p in sorted(committed)]
+        found: set[str] = set()
+        consumer = reader(self.settings, bounded=True)
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, committed[tp.partition])
+            remaining = {tp for tp in tps if ends[tp] > committed[tp.partition]}
+            while remaining:
+                batch = await consumer.getmany(*remaining, timeout_ms=1000)
+                for tp, records in batch.items():
+                    for record in records:
+                        if record.offset >= ends[tp]:
+                            continue
+                        for item in unpack(
+                            self.registry, record.value, topic, tp.partition, record.offset
+                        ):
+                            if item.message is not None:
+                                found.add(item.message.connector_id)
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+        finally:
+            await consumer.stop()
+        return found
+
+    def resume_offsets(self, owned: set[int], committed: dict[int, int]) -> None:
         """Kept for partitions this process owned before: Faust acks the events it skips as
         "from an old generation" during a rebalance (streams.py, `skipped_value`), and
         commits them, so after a second quick rebalance (a killed member's session expiring)
         the committed offset can be past inputs nobody applied. Our own next offset still
         points at them, and the first event past it makes the gap filler read them."""
-        committed = await self.committed_inputs(owned)
         self.next_offsets = {
             p: self.next_offsets[p]
             if p in self._owned_before and p in self.next_offsets
@@ -160,7 +254,8 @@ class RebalanceRecovery:
         }
 
     def rebuild_heads(self, scan: OwnedState) -> None:
-        """Chain heads: the table's, moved on by the events logged ahead of it."""
+        """Chain heads: the table's (with the repaired states'), moved on by the events kept
+        for re-delivered inputs."""
         heads = scan.heads
         for connector_id, events in self.processor.logged_ahead.items():
             partition = partition_of(connector_id.encode(), self.settings.partitions)

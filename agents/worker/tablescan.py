@@ -61,3 +61,14 @@ def scan_owned(table: Any, owned: set[int], partitions: int) -> OwnedState:
         if partition in owned:  # else a standby copy: its owner watches it
             found.add(partition, key, value)
     return found
+
+
+def stored_value(table: Any, partition: int, key: bytes) -> bytes | None:
+    """The stored bytes of one key of an owned partition, read outside stream iteration
+    (rebalance recovery), where Faust's own reads find no event to take the partition from."""
+    store = table.data
+    if isinstance(store, RocksDBStore):
+        value: bytes | None = store._db_for_partition(partition).get(key)
+        return value
+    found: bytes | None = store.data.get(key)  # the in-memory store's dict
+    return found
