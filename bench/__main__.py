@@ -26,6 +26,7 @@ BENCHES = (
     "replay",
     "state",
     "throughput",
+    "views",
 )
 RESULTS = Path(__file__).resolve().parent / "results"
 EXIT_ERROR = 2

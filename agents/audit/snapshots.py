@@ -63,18 +63,19 @@ class SnapshotFile:
         digest = hashlib.sha256()
         written = 0
         with temporary.open("wb") as file:
-            for start in range(-2, len(records), RECORDS_PER_LINE):
-                if start == -2:
-                    line = orjson.dumps(header)
-                elif start == -1:
-                    line = orjson.dumps(small)
-                else:
-                    chunk = records[start : start + RECORDS_PER_LINE]
-                    line = orjson.dumps([record_to_wire(r) for r in chunk])
-                    await asyncio.sleep(0)
+
+            def write(line: bytes) -> None:
+                nonlocal written
                 digest.update(line)
                 file.write(line + b"\n")
                 written += len(line) + 1
+
+            write(orjson.dumps(header))
+            write(orjson.dumps(small))
+            for start in range(0, len(records), RECORDS_PER_LINE):
+                chunk = records[start : start + RECORDS_PER_LINE]
+                write(orjson.dumps([record_to_wire(r) for r in chunk]))
+                await asyncio.sleep(0)
             file.write(orjson.dumps({"sha256": digest.hexdigest()}) + b"\n")
             await asyncio.to_thread(_flush, file)
         os.replace(temporary, self.path)

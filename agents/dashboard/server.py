@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -327,16 +328,25 @@ async def serve(
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     following: asyncio.Task[None] | None = None
+    stop = asyncio.Event()  # SIGTERM or SIGINT: stop cleanly (the views are snapshotted)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     try:
         await web.TCPSite(runner, host, port).start()
         await follower.connect()
         following = asyncio.create_task(follower.run())
         print(f"admin page: http://{host}:{port}{PREFIX}/", flush=True)
         caught_up = asyncio.create_task(follower.caught_up.wait())
-        await asyncio.wait({following, caught_up}, return_when=asyncio.FIRST_COMPLETED)
+        stopping = asyncio.create_task(stop.wait())
+        ends = {following, stopping}
+        await asyncio.wait({caught_up, *ends}, return_when=asyncio.FIRST_COMPLETED)
         if caught_up.done():
             print("ready", flush=True)
-        await following
+            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        caught_up.cancel()
+        stopping.cancel()
+        if following.done():
+            following.result()  # the follower's error, if it stopped by itself
     finally:
         if following is not None:
             following.cancel()

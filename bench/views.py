@@ -1,0 +1,261 @@
+"""Live views on a long history: a worker and the admin page (`dashboard`) on an audit topic
+of `CR_BENCH_VIEWS_EVENTS` events (default 1,000,000; the issue's figure is 10,000,000 with
+~322,000 connectors: P3's shape, ~31 events per connector), beside a full `replay` of the
+same topic in the same run (the auditor's streamed fold: the ceiling of a first fold).
+
+For each of `dashboard` and `worker`, started twice on the same data dir with a clean stop
+(SIGTERM) in between: seconds to `ready`, peak RSS (VmHWM), the longest answer to a page
+probed every 20 ms while it starts (the event loop held: folding must leave it free), ERROR
+lines logged; and for the page, the time to open a connector's timeline. Asserts the work:
+the views equal the replay (failures, recoveries, open incidents), the second start folds
+no more than the events written since and repairs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from agents.dashboard.auth import TOKEN_COOKIE, token_digest
+from agents.settings import Settings, Topics
+from bench.env import env_int
+from bench.memory import _template, delete_topics, peak_rss, produce_topic
+from bench.replay import bootstrap
+
+EVENTS = env_int("CR_BENCH_VIEWS_EVENTS", 1_000_000)
+TOKEN = "bench-views"  # noqa: S105 - a throwaway page token of this run
+READY_TIMEOUT_S = 3600
+PROBE_EVERY_S = 0.02
+
+
+def _free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Probe(threading.Thread):
+    """GETs a page every 20 ms; keeps the longest answer (the event loop held that long)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.longest_s = 0.0
+        self.answers = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            began = time.perf_counter()
+            try:
+                with urllib.request.urlopen(self.url, timeout=30) as response:  # noqa: S310 - ours
+                    response.read()
+                self.answers += 1
+                self.longest_s = max(self.longest_s, time.perf_counter() - began)
+            except OSError:
+                pass  # not serving yet
+            time.sleep(PROBE_EVERY_S)
+
+
+class Process:
+    """One run of a CLI command that prints `ready`, its output kept."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], probe_url: str) -> None:
+        self.lines: list[str] = []
+        self.began = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "agents.cli", *argv],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.probe = Probe(probe_url)
+        self.probe.start()
+        self.ready = threading.Event()
+        self.ready_s = 0.0
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.process.stdout or ():
+            self.lines.append(line.rstrip())
+            if line.strip() == "ready" and not self.ready.is_set():
+                self.ready_s = time.perf_counter() - self.began
+                self.ready.set()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not self.ready.wait(1):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                log = Path(tempfile.mkstemp(prefix="bench-views-", suffix=".log")[1])
+                log.write_text("\n".join(self.lines))
+                raise RuntimeError(f"not ready; its output is in {log}")
+
+    def rss_bytes(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        found = re.search(r"VmHWM:\s+(\d+) kB", status)
+        return int(found.group(1)) * 1024 if found else 0
+
+    def finish(self) -> dict[str, Any]:
+        """Figures, then a clean stop (SIGTERM)."""
+        self.probe.stop.set()
+        rss = self.rss_bytes()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(120)
+        return {
+            "ready_s": round(self.ready_s, 1),
+            "peak_rss_mb": round(rss / 2**20),
+            "longest_probe_ms": round(self.probe.longest_s * 1000),
+            "errors": [line for line in self.lines if "[ERROR]" in line or "ERROR " in line],
+            "exit": code,
+            "log": self.lines,
+        }
+
+
+def _get(url: str) -> tuple[float, Any]:
+    began = time.perf_counter()
+    request = urllib.request.Request(url, headers={"Cookie": f"{TOKEN_COOKIE}={TOKEN}"})  # noqa: S310 - ours
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - ours
+        body = json.loads(response.read())
+    return time.perf_counter() - began, body
+
+
+def _dashboard(env: dict[str, str], policy: Path, connector: str) -> dict[str, Any]:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}/dashboard"
+    run = Process(["dashboard", "--port", str(port), "--policy", str(policy)], env, base + "/login")
+    run.wait_ready()
+    _, state = _get(base + "/api/state")
+    timeline_s, timeline = _get(f"{base}/api/connector?id={connector}")
+    figures = run.finish()
+    figures.update(
+        timeline_s=round(timeline_s, 3),
+        timeline_events=len(timeline["events"]),
+        fleet=state["fleet"],
+        connectors_total=state["connectors_total"],
+    )
+    return figures
+
+
+def _worker(env: dict[str, str], policy: Path, data_dir: Path) -> dict[str, Any]:
+    port = _free_port()
+    argv = ["worker", "--data-dir", str(data_dir), "--web-port", str(port), "--policy", str(policy)]
+    run = Process(argv, env, f"http://127.0.0.1:{port}/healthz")
+    run.wait_ready()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as r:
+        metrics = r.read().decode()
+    figures = run.finish()
+    totals = {"failures": 0.0, "recovered": 0.0, "open_incidents": 0.0}
+    for line in metrics.splitlines():
+        for name, key in (
+            ("connector_failure_count_total{", "failures"),
+            ("connector_recovered_total{", "recovered"),
+            ("connector_open_incidents{", "open_incidents"),
+        ):
+            if line.startswith(name):
+                totals[key] += float(line.rsplit(" ", 1)[1])
+    figures["totals"] = {k: int(v) for k, v in totals.items()}
+    figures["repaired"] = any("crash repair" in line for line in figures["log"])
+    return figures
+
+
+def main(_repeats: int) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        bootstrap_servers=bootstrap(),
+        app_id=f"bench-views-{tag}",
+        topics=Topics().with_prefix(f"bench-views-{tag}."),
+    )
+    template = _template()
+    began = time.perf_counter()
+    asyncio.run(produce_topic(settings, template, EVENTS))
+    print(f"  wrote {EVENTS:,} audit events in {time.perf_counter() - began:,.0f} s")
+    folder = Path(tempfile.mkdtemp(prefix="bench-views-"))
+    policy = folder / "policy.yaml"
+    policy.write_text(
+        "defaults: {heartbeat_timeout_s: 86400}\n"
+        f"dashboard: {{users: {{bench: {{token_sha256: {token_digest(TOKEN)}}}}}}}\n"
+    )
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "CR_TOPIC_PREFIX": f"bench-views-{tag}.",
+        "CR_APP_ID": settings.app_id,
+        "CR_DATA_DIR": str(folder / "dashboard-data"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    try:
+        replay_rss, replay_s, out = peak_rss(["replay"], env)
+        found = re.search(r"failures (\d+), recovered (\d+), open incidents (\d+)", out)
+        if found is None:
+            raise RuntimeError(f"no totals in replay's output:\n{out}")
+        replayed = dict(
+            zip(
+                ("failure_count", "recovered_count", "open_incidents"),
+                map(int, found.groups()),
+                strict=True,
+            )
+        )
+        print(
+            f"  replay: {replay_s:,.1f} s, peak RSS {replay_rss / 2**20:,.0f} MiB, "
+            f"{EVENTS / replay_s:,.0f} events/s"
+        )
+        connector = "BENCH-00000-0"
+        rows = {}
+        for name in ("dashboard", "worker"):
+            for start in ("first", "second"):
+                if name == "dashboard":
+                    figures = _dashboard(env, policy, connector)
+                else:
+                    figures = _worker(env, policy, folder / "worker-data")
+                rows[f"{name} {start}"] = figures
+                extra = (
+                    f", timeline {figures['timeline_s'] * 1000:,.0f} ms"
+                    if name == "dashboard"
+                    else f", repaired: {figures['repaired']}"
+                )
+                print(
+                    f"  {name:9} {start:6} start: ready {figures['ready_s']:7,.1f} s, "
+                    f"peak RSS {figures['peak_rss_mb']:5,} MiB, longest page answer "
+                    f"{figures['longest_probe_ms']:5,} ms, {len(figures['errors'])} ERROR lines"
+                    f"{extra}, exit {figures['exit']}"
+                )
+        expected = {
+            "failures": replayed["failure_count"],
+            "recovered": replayed["recovered_count"],
+            "open_incidents": replayed["open_incidents"],
+        }
+        for start in ("first", "second"):
+            shown = rows[f"worker {start}"]["totals"]
+            if shown != expected:
+                raise RuntimeError(f"the worker's views {shown} are not the replay's {expected}")
+            fleet = rows[f"dashboard {start}"]["fleet"]
+            if fleet["open_incidents"] != expected["open_incidents"]:
+                raise RuntimeError(f"the page's {fleet} are not the replay's {expected}")
+        if rows["worker second"]["repaired"]:
+            raise RuntimeError("the second start of the worker repaired the table again")
+        for row in rows.values():
+            del row["log"]
+        return {
+            "events": EVENTS,
+            "connectors": rows["dashboard first"]["connectors_total"],
+            "replay": {"seconds": replay_s, "peak_rss_mb": round(replay_rss / 2**20)},
+            "runs": rows,
+        }
+    finally:
+        asyncio.run(delete_topics(settings))

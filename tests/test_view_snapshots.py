@@ -1,0 +1,39 @@
+"""The live views' snapshot file (agents/audit/snapshots.py): what is written is read back,
+and a file changed by one bit is refused."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from unittest.mock import patch
+
+import pytest
+
+from agents.audit.snapshots import SnapshotError, SnapshotFile
+from tests.core.test_properties import play
+from tests.core.test_views import differences, folded
+
+
+def test_a_snapshot_file_gives_back_the_view(tmp_path: Path) -> None:
+    """Through the file the follower writes (agents/audit/snapshots.py): more records than
+    one line holds, a digest that catches a changed byte."""
+    events = [
+        event
+        for index in range(5)
+        for event in play(
+            [("ping", False, True, 5), ("tick", 30)], connector_id=f"F-{index}", tenant_id="acme"
+        ).events
+    ]
+    view = folded(events)
+    file = SnapshotFile(tmp_path / "views.snapshot")
+    with patch("agents.audit.snapshots.RECORDS_PER_LINE", 2):
+        asyncio.run(file.save(view, "audit", {0: 17, 1: 4}))
+    restored = asyncio.run(file.load())
+    assert restored is not None
+    assert (restored.topic, restored.offsets) == ("audit", {0: 17, 1: 4})
+    assert differences(restored.view, view) == []
+    data = bytearray(file.path.read_bytes())
+    data[len(data) // 2] ^= 1
+    file.path.write_bytes(bytes(data))
+    with pytest.raises(SnapshotError, match=r"digest|unreadable"):
+        asyncio.run(file.load())
