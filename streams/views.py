@@ -382,13 +382,14 @@ class FleetView:
                 pass
 
     def _settle(self, incident_id: str) -> None:
-        """Forget an episode once it can change no figure: its connector has moved on
-        (recovered, retired, failed anew) and its incident, if any, is resolved."""
+        """Forget an episode once it can change no figure: its connector has moved on to
+        another episode or none (failed anew, resolved, retired: a recovered connector keeps
+        its episode's id, and an incident can still open for it) and its incident, if any,
+        is resolved."""
         episode = self.episodes.get(incident_id)
         if episode is None or episode.incident_open:
             return
-        record = self.records[episode.connector_id]
-        if record.incident_id == incident_id and record.phase is Phase.FAILED:
+        if self.records[episode.connector_id].incident_id == incident_id:
             return
         del self.episodes[incident_id]
         if episode.opened_at is not None:
@@ -523,14 +524,13 @@ class FleetView:
 
     @staticmethod
     def restore(snapshot: dict[str, Any], records: Iterable[Record]) -> FleetView:
+        """The view of `snapshot` with `records` (more may follow: `add_records`)."""
         if snapshot.get("format") != FORMAT:
             raise ValueError(f"a snapshot of format {snapshot.get('format')!r}, not {FORMAT}")
         view = FleetView(check_chains=bool(snapshot["check_chains"]))
         view.events = int(snapshot["events"])
         view.duplicates = int(snapshot["duplicates"])
-        for record in records:
-            view.records[record.connector_id] = record
-            view._count(record, +1)
+        view.add_records(records)
         view.rejected_only = {
             r.connector_id: r for r in map(record_from_wire, snapshot["rejected_only"])
         }
@@ -543,6 +543,12 @@ class FleetView:
         view.chain_problems = dict(snapshot["chain_problems"])
         view.since = {key: int(at) for key, at in snapshot["since"].items()}
         return view
+
+    def add_records(self, records: Iterable[Record]) -> None:
+        """Records of a snapshot being restored."""
+        for record in records:
+            self.records[record.connector_id] = record
+            self._count(record, +1)
 
     def as_data(self) -> dict[str, Any]:
         """Everything the view holds, records included, as comparable data (tests)."""

@@ -23,7 +23,6 @@ from typing import Any
 
 import orjson
 
-from streams.state import Record
 from streams.views import FleetView, record_from_wire, record_to_wire
 
 log = logging.getLogger("connector_recovery.views")
@@ -102,12 +101,10 @@ class SnapshotFile:
             header = orjson.loads(body[0])
             if header.get("format") != FILE_FORMAT:
                 raise SnapshotError(f"{self.path} is of format {header.get('format')!r}")
-            small: dict[str, Any] = orjson.loads(body[1])
-            records: list[Record] = []
+            view = FleetView.restore(orjson.loads(body[1]), ())
             for line in body[2:]:
-                records.extend(map(record_from_wire, orjson.loads(line)))
+                view.add_records(map(record_from_wire, orjson.loads(line)))
                 await asyncio.sleep(0)
-            view = FleetView.restore(small, records)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             if isinstance(error, SnapshotError):
                 raise

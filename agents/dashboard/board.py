@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Iterable
@@ -42,7 +43,8 @@ log = logging.getLogger("connector_recovery.dashboard")
 
 # A connector's timeline shows its newest events (the chain verdict covers all of them).
 TIMELINE_LENGTH = 100
-# Healthy connectors are listed only while the scope has at most this many connectors.
+# The connector table lists every connector of a scope of at most this many; of a larger
+# one, this many of those that are not healthy (the page says how many it leaves out).
 CONNECTOR_ROWS = 500
 # Broker figures (dead letters, inputs lag) are read at most this often, and only on demand.
 BROKER_FIGURES_TTL_S = 2.0
@@ -129,11 +131,17 @@ class Board:
             listed: Iterable[Record] = (
                 r for r in view.records.values() if scope.covers(r.tenant_id)
             )
-        else:
-            listed = (r for r in view.not_healthy() if scope.covers(r.tenant_id))
-        rows = [self._connector_row(record, now) for record in listed]
+        else:  # the ones that need a look, up to the limit
+            listed = itertools.islice(
+                (
+                    r
+                    for r in view.not_healthy()
+                    if scope.covers(r.tenant_id) and display_state(r, now) != "healthy"
+                ),
+                CONNECTOR_ROWS,
+            )
         rows = sorted(
-            (row for row in rows if total <= CONNECTOR_ROWS or row["state"] != "healthy"),
+            (self._connector_row(record, now) for record in listed),
             key=lambda row: row["connector_id"],
         )
         fleet: dict[str, int | None] = dict(counts)

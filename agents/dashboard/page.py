@@ -86,7 +86,7 @@ def _status_line(snapshot: dict[str, Any]) -> str:
             f"live: {snapshot['folded']} audit events folded; "
             f"{total} connectors have a history"
             " (one that never failed has none yet)"
-            + (f"; {unlisted} healthy ones not listed" if unlisted else "")
+            + (f"; {unlisted} not listed (open one by its id)" if unlisted else "")
         )
     else:
         fold = (

@@ -106,7 +106,7 @@ def within(sketched: float | None, exact: float | None) -> bool:
     return math.isclose(sketched, exact, rel_tol=RELATIVE_ACCURACY, abs_tol=1e-9)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fleet_logs())
 def test_the_views_figures_equal_a_replays(events: list[AuditEvent]) -> None:
     view = folded(events)
