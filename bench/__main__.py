@@ -25,6 +25,7 @@ BENCHES = (
     "processor",
     "replay",
     "state",
+    "storm",
     "throughput",
     "views",
 )
