@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -37,6 +38,7 @@ from agents.wire.records import unpack
 from agents.worker import heap
 from agents.worker.checkpoints import AuditCheckpoints, checkpoint_key
 from agents.worker.clock import Clock
+from agents.worker.deliveries import DeliveryLoop
 from agents.worker.effects import Effects, now_ms
 from agents.worker.faust_context import FaustTableStore, shorten_fetch_wait
 from agents.worker.gaps import read_gap
@@ -100,9 +102,6 @@ class WorkerApp:
         }
         t = s.topics
         self.inputs_topic = self.app.topic(s.inputs_topic, partitions=s.partitions, **raw)
-        self.audit_topic = self.app.topic(t.audit, partitions=s.partitions, **raw)
-        self.requests_topic = self.app.topic(t.recovery_requests, **raw)
-        self.notifications_topic = self.app.topic(t.notifications, **raw)
         self.table = self.app.Table(
             STATE_TABLE,
             default=None,
@@ -119,16 +118,17 @@ class WorkerApp:
             registry=self.registry,
             topics={
                 "inputs": self.inputs_topic,
-                "audit": self.audit_topic,
-                "requests": self.requests_topic,
-                "notifications": self.notifications_topic,
                 "checkpoints": self.app.topic(t.checkpoints, **raw),
                 "dlq": self.app.topic(t.dlq, **raw),
-                "results": self.app.topic(t.recovery_results, **raw),
             },
             counters=self.counters,
             status_url=self._status_url,
+            raw_producer=self._raw_producer,
         )
+        self.deliveries = [
+            DeliveryLoop(s, t.recovery_requests, "execute", self.effects.execute_request, 8),
+            DeliveryLoop(s, t.notifications, "notify", self.effects.notify, 64),
+        ]
         self.recovery = RebalanceRecovery(
             settings=s,
             policy=policy,
@@ -161,14 +161,8 @@ class WorkerApp:
         s = self.settings
         self.app.task(self._run_router)
         self.app.agent(self.inputs_topic, name="decide")(self._decide_stream)
-        # Each delivery is awaited by one of N agent instances: a slow or dead endpoint holds
-        # one instance for at most its bounded retries, never the other connectors.
-        self.app.agent(self.requests_topic, name="execute", concurrency=8)(
-            self.effects.execute_stream
-        )
-        self.app.agent(self.notifications_topic, name="notify", concurrency=16)(
-            self.effects.notify_stream
-        )
+        for deliveries in self.deliveries:
+            self.app.task(self._deliver(deliveries))
         self.app.task(self.web.follow_audit)
         self.web.register(self.app)
         self.app.timer(s.tick_interval_s, name="clock")(self._clock)
@@ -190,6 +184,21 @@ class WorkerApp:
             # This task lives as long as the worker: the graces' producer closes with it.
             if self._producer is not None:
                 await self._producer.stop()
+
+    def _deliver(self, deliveries: DeliveryLoop) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            try:
+                await deliveries.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                # Requests nobody delivers must not look handled: crash it, loudly.
+                log.exception("the %s deliveries stopped", deliveries.group)
+                await self.app.crash(error)
+                raise
+
+        run.__name__ = f"deliver_{deliveries.group}"
+        return run
 
     async def _raw_producer(self) -> AIOKafkaProducer:
         """A plain aiokafka producer for the heartbeat graces (batches of inputs, as the

@@ -1,17 +1,19 @@
 """Everything the worker sends, in one place: a batch's outputs (commands, then audit
-events), checkpoints, dead letters, the inputs it writes itself (ticks, heartbeat graces,
-notification results); and the executor and notifier streams, whose HTTP calls are the
-effects of the commands."""
+events), checkpoints, dead letters, the inputs it writes itself (ticks, notification
+outcomes); and what the executors and the notifier do with one request
+(agents/worker/deliveries.py runs them), whose HTTP calls are the effects of the commands."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from agents.settings import Settings
@@ -19,6 +21,7 @@ from agents.wire import cloudevents
 from agents.wire.codec import AvroCodecError, SchemaRegistry
 from agents.wire.records import audit_record, input_record
 from agents.worker.checkpoints import AuditCheckpoints
+from agents.worker.deliveries import OutcomeBatcher
 from agents.worker.executors import execute
 from agents.worker.notifier import deliver
 from agents.worker.processor import Outputs
@@ -46,8 +49,11 @@ class Effects:
         topics: dict[str, Any],
         counters: dict[str, int],
         status_url: Callable[[str | None], str],
+        raw_producer: Callable[[], Awaitable[AIOKafkaProducer]],
     ) -> None:
         self.settings = settings
+        self.raw_producer = raw_producer
+        self.outcomes = OutcomeBatcher(settings, registry, raw_producer)
         self.policy = policy
         self.topics = topics
         self.counters = counters
@@ -64,28 +70,35 @@ class Effects:
     # -- a batch's outputs ------------------------------------------------------------------
     async def send_outputs(self, outputs: Outputs, checkpoints: AuditCheckpoints) -> None:
         """Commands first, then events, each awaited until the broker holds it: an event in
-        the log implies its commands are too. The events' offsets move the checkpoints."""
+        the log implies its commands are too. The events' offsets move the checkpoints.
+        Sent by a plain producer: Faust's send path costs several times aiokafka's per
+        record, and a storm makes several records per failing connector."""
         source = self.settings.event_source
+        topics = self.settings.topics
+        producer = await self.raw_producer()
+        send = producer.send
         sent = []
         for key, command in outputs.commands:
             if isinstance(command, RecoveryRequest):
-                topic, codec = self.topics["requests"], self.request_codec
+                topic, codec = topics.recovery_requests, self.request_codec
             else:
-                topic, codec = self.topics["notifications"], self.notification_codec
+                topic, codec = topics.notifications, self.notification_codec
             sent.append(
-                await topic.send(
+                await send(
+                    topic,
+                    codec.encode(command.model_dump(mode="json")),
                     key=key,
-                    value=codec.encode(command.model_dump(mode="json")),
                     headers=cloudevents.headers(command, source, codec.schema.fingerprint),
                 )
             )
         await asyncio.gather(*sent)
-        audit = self.topics["audit"]
         audit_fingerprint = self.audit_codec.schema.fingerprint
+        encode = self.audit_codec.encode
         audit_sent = [
-            await audit.send(
+            await send(
+                topics.audit,
+                encode(audit_record(event)),
                 key=key,
-                value=self.audit_codec.encode(audit_record(event)),
                 partition=partition,
                 headers=cloudevents.headers(event, source, audit_fingerprint),
             )
@@ -124,47 +137,51 @@ class Effects:
             value=self.input_codecs["Tick"].encode(input_record(tick)),
         )
 
-    # -- executors and notifier ---------------------------------------------------------------
+    # -- executors and notifier (agents/worker/deliveries.py runs them) ---------------------
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession()
         return self._session
 
-    async def execute_stream(self, stream: Any) -> None:
-        async for event in stream.events():
-            try:
-                request = RecoveryRequest.model_validate(self.request_codec.decode(event.value))
-            except (AvroCodecError, ValidationError) as error:
-                await self._dead_letter_event(event, f"bad recovery request: {error}")
-                continue
-            result = await execute(self.session(), self.policy, request, now_ms)
-            if result is not None:
-                await self.topics["results"].send(
-                    key=request.connector_id.encode(),
+    async def execute_request(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """A recovery request: run its action; its result goes to the results topic."""
+        try:
+            request = RecoveryRequest.model_validate(self.request_codec.decode(record.value))
+        except (AvroCodecError, ValidationError) as error:
+            await self._dead_letter_record(record, f"bad recovery request: {error}")
+            return
+        result = await execute(self.session(), self.policy, request, now_ms)
+        if result is not None:
+            producer = await self.raw_producer()
+            await (
+                await producer.send(
+                    self.settings.topics.recovery_results,
                     value=self.result_codec.encode(result.model_dump(mode="json")),
+                    key=request.connector_id.encode(),
                 )
-
-    async def notify_stream(self, stream: Any) -> None:
-        async for event in stream.events():
-            try:
-                request = NotificationRequest.model_validate(
-                    self.notification_codec.decode(event.value)
-                )
-            except (AvroCodecError, ValidationError) as error:
-                await self._dead_letter_event(event, f"bad notification: {error}")
-                continue
-            result = await deliver(
-                self.session(),
-                self.policy,
-                request,
-                now_ms,
-                status_url=self.status_url(request.tenant_id),
-            )
-            await self.topics["inputs"].send(
-                key=request.connector_id.encode(),
-                value=self.notification_result_codec.encode(result.model_dump(mode="json")),
             )
 
-    async def _dead_letter_event(self, event: Any, reason: str) -> None:
-        msg = event.message
-        await self.dead_letter((msg.topic, msg.partition, msg.offset), msg.key, msg.value, reason)
+    async def notify(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """A notification: deliver it; its outcome goes back to the decider."""
+        try:
+            request = NotificationRequest.model_validate(
+                self.notification_codec.decode(record.value)
+            )
+        except (AvroCodecError, ValidationError) as error:
+            await self._dead_letter_record(record, f"bad notification: {error}")
+            return
+        result = await deliver(
+            self.session(),
+            self.policy,
+            request,
+            now_ms,
+            status_url=self.status_url(request.tenant_id),
+        )
+        await self.outcomes.send(
+            request.connector_id,
+            self.notification_result_codec.encode(result.model_dump(mode="json")),
+        )
+
+    async def _dead_letter_record(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        source = (record.topic, record.partition, record.offset)
+        await self.dead_letter(source, record.key, record.value, reason)
