@@ -310,6 +310,12 @@ def _audit(args: argparse.Namespace, read: Any, scope: Any, integrity: Any) -> i
     from agents.audit import report  # noqa: PLC0415
     from streams.timefmt import ms_from_iso  # noqa: PLC0415
 
+    if args.command == "export" and args.format == "yaml":
+        built = report.build(read, scope, after_read=integrity)
+        Path(args.out).write_text(report.render(built, "yaml"))
+        receipts = len(report.recovery_receipts(built))
+        print(f"exported {receipts} recovery receipt(s) to {args.out}")
+        return EXIT_OK
     if args.command == "export":
         in_scope = scope.connectors(read.events)
         manifest = auditlog.export(
@@ -445,8 +451,12 @@ def _add_audit_commands(sub: Any) -> None:
     for name, what in (
         ("replay", "rebuild every connector and incident from the audit log"),
         ("verify", "check hash chains, gaps, duplicates and compliance gaps"),
-        ("report", "the compliance report (json, md or html)"),
-        ("export", "archive the audit log to an Avro container + manifest"),
+        ("report", "the compliance report (json, md, html; yaml: the recovery receipts)"),
+        (
+            "export",
+            "archive the audit log to an Avro container + manifest"
+            " (--format yaml: the recovery receipts)",
+        ),
     ):
         command = sub.add_parser(name, help=what)
         command.add_argument("--tenant")
@@ -458,10 +468,21 @@ def _add_audit_commands(sub: Any) -> None:
         if name == "replay":
             command.add_argument("--as-of", help="ISO-8601: the state as it was at that time")
         if name == "report":
-            command.add_argument("--format", choices=["json", "md", "html"], default="json")
+            command.add_argument(
+                "--format",
+                choices=["json", "md", "html", "yaml"],
+                default="json",
+                help="yaml: the recovery log, one receipt per recovery of the period",
+            )
             command.add_argument("--out")
         if name == "export":
             command.add_argument("--out", required=True)
+            command.add_argument(
+                "--format",
+                choices=["avro", "yaml"],
+                default="avro",
+                help="avro: the whole log and a manifest; yaml: the period's recovery receipts",
+            )
         command.set_defaults(func=cmd_audit)
 
 

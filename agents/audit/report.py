@@ -170,6 +170,7 @@ def build(
 
 
 def _incident(e: Episode) -> dict[str, Any]:
+    wire = e.receipt_attributes
     return {
         "incident_id": e.incident_id,
         "connector_id": e.connector_id,
@@ -182,6 +183,7 @@ def _incident(e: Episode) -> dict[str, Any]:
         "resolved_at": _iso(e.resolved_at),
         "mode": e.mode,
         "mttr_seconds": None if e.mttr_ms is None else e.mttr_ms / 1000,
+        "receipt": None if wire is None else {k: wire[k] for k in RECEIPT_KEYS if k in wire},
         "timeline": [
             {"at": iso_from_ms(at), "event": kind, "sequence": seq}
             for at, kind, seq in e.timeline or ()
@@ -458,6 +460,52 @@ def as_json(report: dict[str, Any]) -> str:
     return text + "\n"
 
 
+# The seed's recovery log: its five keys first, in its order, then who and what else.
+RECOVERY_LOG_KEYS = ("connector_id", "failure", "retries", "status", "timestamp")
+_INTEGER_RECEIPT_KEYS = ("retries", "duration_ms")  # text on the wire, numbers in the log
+
+
+def recovery_receipts(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every recovery receipt of the report's period, oldest first, in the seed's shape
+    (`connector_id`, `failure`, `retries` as an integer, `status`, `timestamp`), with the
+    incident, tenant and actor, and the rest of the receipt as the JSON report has it."""
+    entries = []
+    for incident in report["incidents"]:
+        receipt = incident.get("receipt")
+        if receipt is None:
+            continue
+        entry: dict[str, Any] = {key: receipt.get(key) for key in RECOVERY_LOG_KEYS}
+        entry["incident_id"] = incident["incident_id"]
+        entry["tenant_id"] = incident["tenant_id"]
+        entry["actor"] = receipt.get("actor")
+        entry.update((key, value) for key, value in receipt.items() if key not in entry)
+        for key in _INTEGER_RECEIPT_KEYS:
+            entry[key] = int(entry[key])
+        entries.append(entry)
+    return sorted(entries, key=lambda e: (e["timestamp"], e["incident_id"]))
+
+
+def as_yaml(report: dict[str, Any]) -> str:
+    """The recovery log: a YAML list of `recovery_receipts`, under a comment that names
+    the scope (a tenant scope holds only that tenant's receipts, as the other formats)."""
+    import yaml  # noqa: PLC0415 - only this format needs it
+
+    scope = report["scope"]
+    receipts = recovery_receipts(report)
+    header = (
+        f"# recovery receipts: tenant {scope['tenant'] or 'all'}, connector "
+        f"{scope['connector'] or 'all'}, from {scope['since'] or 'the beginning'} to "
+        f"{scope['until'] or 'the end'}; {len(receipts)} receipt(s)\n"
+    )
+    if not receipts:
+        return header + "[]\n"
+    body = yaml.safe_dump(receipts, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return header + body
+
+
+FORMATS = ("json", "md", "html", "yaml")
+
+
 def render(report: dict[str, Any], fmt: str) -> str:
     if fmt == "json":
         return as_json(report)
@@ -465,4 +513,6 @@ def render(report: dict[str, Any], fmt: str) -> str:
         return markdown(report)
     if fmt == "html":
         return html_report(report)
+    if fmt == "yaml":
+        return as_yaml(report)
     raise ValueError(f"unknown format {fmt!r}")
