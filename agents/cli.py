@@ -370,6 +370,19 @@ def _audit(args: argparse.Namespace, read: Any, scope: Any, integrity: Any) -> i
     return EXIT_FINDINGS if problems else EXIT_OK
 
 
+def _no_users(policy_path: Path | None) -> str:
+    """Why nobody could sign in, and the one thing to do about it."""
+    if policy_path is None:
+        return (
+            "no policy given: pass --policy FILE (or set CR_POLICY) with a dashboard.users"
+            " section (see docs/dashboard.md)"
+        )
+    return (
+        f"{policy_path} has no dashboard.users: add one, e.g. `dashboard: {{users: {{alice:"
+        " {token_sha256: ...}}}` (see docs/dashboard.md)"
+    )
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from agents.dashboard.page import slo_from_alerts  # noqa: PLC0415
     from agents.dashboard.server import ALERT_RULES, serve  # noqa: PLC0415
@@ -378,11 +391,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     settings = _settings(args)
     policy = load_policy(settings.policy_path)  # a PolicyError is main's one line
     if not policy.dashboard.users:
-        print(
-            "error: nobody could sign in: the policy has no dashboard.users"
-            " (see docs/dashboard.md); pass --policy FILE or set CR_POLICY",
-            file=sys.stderr,
-        )
+        print(f"error: nobody could sign in: {_no_users(settings.policy_path)}", file=sys.stderr)
         return EXIT_ERROR
     rules = Path(args.alert_rules) if args.alert_rules else ALERT_RULES
     if args.alert_rules and slo_from_alerts(rules) is None:

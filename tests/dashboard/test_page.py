@@ -440,7 +440,13 @@ def test_a_tenant_admins_event_stream_wakes_for_their_tenant_only() -> None:
 @pytest.mark.parametrize(
     ("policy", "argv", "message"),
     [
-        ("admins: [alice]\n", [], "nobody could sign in: the policy has no dashboard.users"),
+        ("admins: [alice]\n", [], "nobody could sign in: POLICY has no dashboard.users: add one"),
+        (
+            "dashboard: {users: {alice: {token: s3cret}}}\n",
+            [],
+            "dashboard.users.alice.token: Extra inputs are not permitted"
+            " (did you mean token_sha256?",
+        ),
         ("dashboard: {colour: red}\n", [], "invalid policy: dashboard.colour"),
         ("dashboard: {users: {alice: {}}}\n", ["--port", "TAKEN"], "cannot serve on"),
         (
@@ -469,7 +475,23 @@ def test_the_dashboard_command_says_what_is_wrong(
             env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
         )
     assert result.returncode == 2
-    assert message in result.stderr
+    assert message.replace("POLICY", str(path)) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "pass --policy" not in result.stderr  # it was passed
+
+
+def test_the_dashboard_command_without_a_policy_says_to_pass_one() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CR_POLICY"}
+    result = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "dashboard"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: nobody could sign in: no policy given: pass --policy")
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
