@@ -414,7 +414,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from agents.demo.run import run_demo  # noqa: PLC0415
 
-    return run_demo(with_connect=args.connect)
+    return run_demo(with_connect=args.connect, keep=args.keep)
 
 
 def _add_admin_commands(sub: Any) -> None:
@@ -493,6 +493,22 @@ def _add_audit_commands(sub: Any) -> None:
                 help="avro: the whole log and a manifest; yaml: the period's recovery receipts",
             )
         command.set_defaults(func=cmd_audit)
+
+
+def _add_demo_command(sub: Any) -> None:
+    demo = sub.add_parser("demo", help="start Kafka and a worker, show a failure and recovery")
+    demo.add_argument(
+        "--connect",
+        action="store_true",
+        help="also a Kafka Connect worker with real FileStream connectors (one breaks)",
+    )
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="after the closing screen, keep the worker, the fleet and the admin page up"
+        " (to act on the incident left open) until Ctrl-C",
+    )
+    demo.set_defaults(func=cmd_demo)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -590,13 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_dashboard_command(sub)
 
-    demo = sub.add_parser("demo", help="start Kafka and a worker, show a failure and recovery")
-    demo.add_argument(
-        "--connect",
-        action="store_true",
-        help="also a Kafka Connect worker with real FileStream connectors (one breaks)",
-    )
-    demo.set_defaults(func=cmd_demo)
+    _add_demo_command(sub)
     return parser
 
 
