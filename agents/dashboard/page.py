@@ -64,12 +64,14 @@ def _buttons(actions: tuple[tuple[str, str], ...], target: str) -> str:
     )
 
 
-def render_live(snapshot: dict[str, Any], slo_s: float | None) -> str:
+def render_live(snapshot: dict[str, Any], slo_s: float | None, *, may_act: bool = True) -> str:
+    """The live part of the page; without `may_act` (a read-only user) no action buttons
+    (the server refuses their actions anyway)."""
     return "".join(
         (
             _status_line(snapshot),
             _fleet(snapshot["fleet"]),
-            _incidents(snapshot["incidents"]),
+            _incidents(snapshot["incidents"], may_act),
             _connectors(snapshot["connectors"]),
             _trends(snapshot["trends"], slo_s),
         )
@@ -110,13 +112,13 @@ def _fleet(fleet: dict[str, int | None]) -> str:
     return f'<section class="fleet" aria-label="fleet">{cells}</section>'
 
 
-def _incidents(incidents: list[dict[str, Any]]) -> str:
+def _incidents(incidents: list[dict[str, Any]], may_act: bool) -> str:
     rows = []
     for incident in incidents:
         level = incident["escalation_level"]
         step = "-" if level is None else ("Platform Admin" if level == 0 else f"step {level}")
         actions = ""
-        if incident["open"]:
+        if incident["open"] and may_act:
             on_incident = tuple(
                 a
                 for a in ACTIONS_ON_INCIDENT
@@ -136,14 +138,18 @@ def _incidents(incidents: list[dict[str, Any]]) -> str:
             f"<td>{duration(incident['age_s'])}</td>"
             f"<td>{escape(step)}</td>"
             f"<td>{_text(incident['acknowledged_by']) or '-'}</td>"
-            f'<td class="actions">{actions}</td></tr>'
+            + (f'<td class="actions">{actions}</td>' if may_act else "")
+            + "</tr>"
         )
     body = "".join(rows) or '<tr><td colspan="9" class="none">no incidents</td></tr>'
+    header = "" if may_act else '<p class="note">read-only: you may look, not act</p>'
     return (
-        '<section class="incidents"><h2>Incidents</h2><table id="incidents"><thead><tr>'
+        f'<section class="incidents"><h2>Incidents</h2>{header}<div class="scroll">'
+        '<table id="incidents"><thead><tr>'
         "<th>incident</th><th>tenant</th><th>failure</th><th>status</th><th>opened</th>"
-        "<th>age</th><th>escalation</th><th>acknowledged by</th><th>actions</th>"
-        f"</tr></thead><tbody>{body}</tbody></table></section>"
+        "<th>age</th><th>escalation</th><th>acknowledged by</th>"
+        + ("<th>actions</th>" if may_act else "")
+        + f"</tr></thead><tbody>{body}</tbody></table></div></section>"
     )
 
 
@@ -285,7 +291,12 @@ def _attributes(attributes: dict[str, str]) -> str:
     return "".join(f"<div><b>{_text(k)}</b> {_text(v)}</div>" for k, v in attributes.items())
 
 
-def render_timeline(timeline: dict[str, Any]) -> str:
+def _breakable(dotted: str) -> str:
+    """`connector.recovery.completed` with a line break allowed after each dot."""
+    return "<wbr>".join(escape(part) + "." for part in dotted.split("."))[:-1]
+
+
+def render_timeline(timeline: dict[str, Any], *, may_act: bool = True) -> str:
     chain = timeline["chain"]
     verdict = (
         f'<p class="chain ok">hash chain intact over {chain["events_checked"]} events</p>'
@@ -294,13 +305,13 @@ def render_timeline(timeline: dict[str, Any]) -> str:
     )
     rows = "".join(
         f"<tr><td>{event['sequence']}</td><td>{_when(event['occurred_at'])}</td>"
-        f"<td>{_text(event['type'])}</td><td>{_text(event['incident_id'])}</td>"
+        f"<td>{_breakable(event['type'])}</td><td>{_text(event['incident_id'])}</td>"
         f"<td>{_text(event['attempt'])}</td><td>{_text(event['mode'])}</td>"
         f"<td>{_text(event['actor'])}</td><td>{_text(event['failure'])}</td>"
         f'<td class="attrs">'
         + _attributes(event["attributes"])
-        + f'</td><td class="hash" title="{_text(event["hash"])}">{_text(event["hash"][:12])}…</td>'
-        f"<td>{_text(event['position'])}</td></tr>"
+        + f'</td><td class="hash" title="{_text(event["hash"])}">{_text(event["hash"][:8])}…</td>'
+        f'<td class="position">{_text(event["position"])}</td></tr>'
         for event in timeline["events"]
     )
     earlier = timeline["earlier_events_not_shown"]
@@ -309,12 +320,26 @@ def render_timeline(timeline: dict[str, Any]) -> str:
         f'<div class="timeline" data-connector="{_text(timeline["connector_id"])}">'
         f"<h2>Timeline of {_text(timeline['connector_id'])} "
         f'<span class="badge state-{_text(timeline["state"])}">{_text(timeline["state"])}</span>'
-        f"</h2><p>tenant {_text(timeline['tenant'])} · "
-        + _buttons(ACTIONS_ON_CONNECTOR, timeline["connector_id"])
-        + f"</p>{verdict}{more}<table><thead><tr><th>#</th><th>at</th><th>event</th>"
-        "<th>incident</th><th>attempt</th><th>mode</th><th>actor</th><th>failure</th>"
-        "<th>receipt and attributes</th><th>hash</th><th>log position</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table></div>"
+        f"</h2><p>tenant {_text(timeline['tenant'])}"
+        + (" · " + _buttons(ACTIONS_ON_CONNECTOR, timeline["connector_id"]) if may_act else "")
+        + f'</p>{verdict}{more}<div class="scroll"><table class="events"><thead><tr><th>#</th>'
+        "<th>at</th><th>event</th><th>incident</th><th>attempt</th><th>mode</th><th>actor</th>"
+        "<th>failure</th><th>receipt and attributes</th><th>hash</th><th>log position</th>"
+        f"</tr></thead><tbody>{rows}</tbody></table></div></div>"
+    )
+
+
+def _favicon(prefix: str) -> str:
+    return f'<link rel="icon" type="image/svg+xml" href="{escape(prefix)}/static/favicon.svg">'
+
+
+def _tenant_filter(tenant: str | None) -> str:
+    """Every tenant for a platform-wide user; a tenant user's own, the only choice."""
+    if tenant is None:
+        return '<select id="f-tenant"><option value="">all</option></select>'
+    return (
+        f'<select id="f-tenant" disabled title="you see tenant {escape(tenant)} only">'
+        f'<option value="{escape(tenant)}" selected>{escape(tenant)}</option></select>'
     )
 
 
@@ -329,21 +354,22 @@ def render_page(
         f'<meta name="csrf-token" content="{escape(csrf)}">'
         f'<meta name="base" content="{escape(prefix)}">'
         "<title>connector-recovery · admin</title>"
-        f'<link rel="stylesheet" href="{escape(prefix)}/static/dashboard.css"></head><body>'
+        + _favicon(prefix)
+        + f'<link rel="stylesheet" href="{escape(prefix)}/static/dashboard.css"></head><body>'
         '<header><h1>connector-recovery</h1><span class="who">'
         f"{escape(user.name)} · {escape(role)} · {escape(scope)}</span>"
         f'<form method="post" action="{escape(prefix)}/logout" class="logout">'
         f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
         '<button type="submit">sign out</button></form></header>'
         '<p id="answer" role="status" aria-live="polite"></p>'
-        '<nav class="filters"><label>tenant <select id="f-tenant"><option value="">all'
-        '</option></select></label><label>state <select id="f-state"><option value="">all'
-        "</option>"
+        '<nav class="filters"><label>tenant '
+        + _tenant_filter(user.scope.tenant)
+        + '</label><label>state <select id="f-state"><option value="">all</option>'
         + "".join(f'<option value="{s}">{s}</option>' for s in STATES)
         + '</select></label><label>search <input id="f-text" type="search" '
         'placeholder="connector, failure, episode"></label>'
         '<span id="live-status" class="live-status">connecting…</span></nav>'
-        f'<main id="live">{render_live(snapshot, slo_s)}</main>'
+        f'<main id="live">{render_live(snapshot, slo_s, may_act=user.may_act)}</main>'
         '<section id="timeline" aria-label="timeline"></section>'
         f'<script src="{escape(prefix)}/static/dashboard.js"></script></body></html>'
     )
@@ -354,7 +380,8 @@ def render_login(prefix: str, message: str | None) -> str:
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         "<title>connector-recovery · sign in</title>"
-        f'<link rel="stylesheet" href="{escape(prefix)}/static/dashboard.css"></head><body>'
+        + _favicon(prefix)
+        + f'<link rel="stylesheet" href="{escape(prefix)}/static/dashboard.css"></head><body>'
         '<main class="login"><h1>connector-recovery</h1>'
         f'{problem}<form method="post" action="{escape(prefix)}/login">'
         '<label>dashboard token <input type="password" name="token" autocomplete="off" '

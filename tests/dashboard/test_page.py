@@ -514,3 +514,50 @@ def test_a_timeline_shows_only_the_events_of_the_users_tenant() -> None:
     assert [e["sequence"] for e in platform["events"]] == [orphan.sequence]
     assert "globex" not in json.dumps(platform)
     assert dashboard.board.timeline(Scope("globex"), "HUBSPOT-CRM") is None
+
+
+def test_a_read_only_user_sees_no_action_buttons() -> None:
+    """carol may look, not act: no buttons on the page, its live part or a timeline (the
+    server still refuses her actions: `test_refused_actions_say_why_and_publish_nothing`)."""
+    dashboard = dashboard_of(failed_connector())
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        for user, buttons in (("alice", True), ("carol", False)):
+            for path in ("/dashboard/", "/dashboard/fragment", "/dashboard/timeline?id=SAP-AR"):
+                body = await (await client.get(path, headers=as_user(user))).text()
+                assert ('class="act"' in body) == buttons, (user, path)
+        page = await (await client.get("/dashboard/", headers=as_user("carol"))).text()
+        assert "read-only: you may look, not act" in page
+        assert "<th>actions</th>" not in page
+
+    asyncio.run(with_client(dashboard, check))
+
+
+def test_a_tenant_users_tenant_filter_shows_their_tenant() -> None:
+    dashboard = dashboard_of(failed_connector())
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        ada = await (await client.get("/dashboard/", headers=as_user("ada"))).text()
+        assert (
+            '<select id="f-tenant" disabled title="you see tenant acme only">'
+            '<option value="acme" selected>acme</option></select>'
+        ) in ada
+        alice = await (await client.get("/dashboard/", headers=as_user("alice"))).text()
+        assert '<select id="f-tenant"><option value="">all</option></select>' in alice
+
+    asyncio.run(with_client(dashboard, check))
+
+
+def test_the_page_and_the_sign_in_form_have_a_favicon() -> None:
+    dashboard = dashboard_of([])
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        link = '<link rel="icon" type="image/svg+xml" href="/dashboard/static/favicon.svg">'
+        assert link in await (await client.get("/dashboard/", headers=as_user("alice"))).text()
+        assert link in await (await client.get("/dashboard/login")).text()
+        icon = await client.get("/dashboard/static/favicon.svg")
+        assert icon.status == 200
+        assert icon.content_type == "image/svg+xml"
+        assert (await icon.text()).startswith("<svg")
+
+    asyncio.run(with_client(dashboard, check))
