@@ -1,9 +1,11 @@
 """The admin page as server-rendered HTML: one renderer for the first load and for every
-live refresh (the script swaps `#live` for `GET fragment`), inline SVG charts, no build
-step and nothing fetched from elsewhere."""
+live refresh (the script swaps `#live` for `GET fragment`), charts drawn by the vendored
+uPlot (`static/vendor/`) from data the server renders, no build step and nothing fetched
+from elsewhere."""
 
 from __future__ import annotations
 
+import json
 import re
 from html import escape
 from pathlib import Path
@@ -13,6 +15,7 @@ import yaml
 
 from agents.dashboard.auth import User
 from agents.dashboard.board import STATES
+from streams.timefmt import ms_from_iso
 
 SLO_ALERT = "ConnectorMTTRAboveSLO"
 ACTIONS_ON_INCIDENT = (("ACKNOWLEDGE", "acknowledge"), ("RESOLVE", "resolve"))
@@ -174,7 +177,7 @@ def _connectors(connectors: list[dict[str, Any]]) -> str:
 
 def _trends(trends: dict[str, Any], slo_s: float | None) -> str:
     charts = "".join(
-        chart_svg(tenant, points, trends["window_s"], slo_s)
+        chart_figure(tenant, points, trends["window_s"], slo_s)
         for tenant, points in trends["tenants"].items()
     )
     slo = f"SLO: p90 MTTR ≤ {duration(slo_s)}" if slo_s else "SLO: unknown (no alert rules)"
@@ -187,104 +190,54 @@ def _trends(trends: dict[str, Any], slo_s: float | None) -> str:
 
 
 SLO_IN_VIEW_FACTOR = 4
-CHART_W, CHART_H, PAD_L, PAD_R, PAD_T, PAD_B = 440, 190, 44, 34, 26, 28
-# (key, label, colour, stroke width, dash): equal values (one episode in a window) would
-# hide each other, so the lines differ in width and dash as well as colour.
-SERIES = (
-    ("mttr_mean_s", "mean", "#93c5fd", 5, "none"),
-    ("mttr_p50_s", "p50", "#059669", 2, "6 3"),
-    ("mttr_p90_s", "p90", "#d97706", 1.5, "none"),
-)
 
 
-def chart_svg(
+def chart_spec(
+    tenant: str, points: list[dict[str, Any]], window_s: int | None, slo_s: float | None
+) -> dict[str, Any]:
+    """What `static/charts.js` draws for one tenant's trend (`kind` trend): per window
+    (starts in epoch seconds), the failures and the MTTR mean, p50 and p90 in seconds."""
+    values = [
+        p[key]
+        for p in points
+        for key in ("mttr_mean_s", "mttr_p50_s", "mttr_p90_s")
+        if p[key] is not None
+    ]
+    # An SLO far above every value would squash the lines flat at the bottom: then the scale
+    # follows the values and the caption says the SLO is above the chart.
+    highest = max([*values, 1.0])
+    return {
+        "kind": "trend",
+        "tenant": tenant,
+        "window_s": window_s or 1,
+        "slo_s": slo_s,
+        "slo_in_view": slo_s is not None and slo_s <= SLO_IN_VIEW_FACTOR * highest,
+        "starts": [ms_from_iso(p["start"]) // 1000 for p in points],
+        "failures": [p["failures"] for p in points],
+        "mean": [p["mttr_mean_s"] for p in points],
+        "p50": [p["mttr_p50_s"] for p in points],
+        "p90": [p["mttr_p90_s"] for p in points],
+    }
+
+
+def chart_figure(
     tenant: str, points: list[dict[str, Any]], window_s: int | None, slo_s: float | None
 ) -> str:
-    """MTTR mean/p50/p90 (lines, left axis) and failures (bars, right axis) per window,
-    with the SLO as a dashed line."""
-    plot_w, plot_h = CHART_W - PAD_L - PAD_R, CHART_H - PAD_T - PAD_B
-    n = max(1, len(points))
-    step = plot_w / n
-    values = [p[series[0]] for p in points for series in SERIES if p[series[0]] is not None]
-    # An SLO far above every value would squash the lines flat at the bottom: then the scale
-    # follows the values and the SLO is marked at the top edge as being above the chart.
-    highest = max([*values, 1.0])
-    slo_in_view = slo_s is not None and slo_s <= SLO_IN_VIEW_FACTOR * highest
-    top_s = max(highest, slo_s if slo_in_view and slo_s else 0) * 1.15
-    top_failures = max([p["failures"] for p in points] + [1])
-
-    def y_seconds(value: float) -> float:
-        return float(PAD_T + plot_h - value / top_s * plot_h)
-
-    parts = [
-        f'<svg class="chart" role="img" viewBox="0 0 {CHART_W} {CHART_H}" '
-        f'width="{CHART_W}" height="{CHART_H}" data-tenant="{escape(tenant)}">'
-        f"<title>{escape(tenant)}: MTTR and failures per window</title>",
-        f'<text x="{PAD_L}" y="16" class="ct">{escape(tenant)}</text>',
-        f'<line x1="{PAD_L}" y1="{PAD_T + plot_h}" x2="{PAD_L + plot_w}" '
-        f'y2="{PAD_T + plot_h}" class="axis"/>',
-        f'<text x="{PAD_L - 4}" y="{PAD_T + 4}" class="tick" text-anchor="end">'
-        f"{escape(duration(top_s))}</text>",
-        f'<text x="{PAD_L + plot_w + 4}" y="{PAD_T + 4}" class="tick">{top_failures}</text>',
-    ]
-    for index, point in enumerate(points):
-        height = point["failures"] / top_failures * plot_h
-        parts.append(
-            f'<rect class="bar" x="{PAD_L + index * step + step * 0.2:.1f}" '
-            f'y="{PAD_T + plot_h - height:.1f}" width="{step * 0.6:.1f}" height="{height:.1f}">'
-            f"<title>{escape(point['start'])}: {point['failures']} failure(s)</title></rect>"
-        )
-    for key, label, colour, width, dash in SERIES:
-        # One line per run of windows with recoveries: no line across a window without.
-        runs: list[list[str]] = [[]]
-        for index, point in enumerate(points):
-            if point[key] is None:
-                runs.append([])
-                continue
-            x, y = PAD_L + index * step + step / 2, y_seconds(point[key])
-            runs[-1].append(f"{x:.1f},{y:.1f}")
-            parts.append(
-                f'<circle data-series="{label}" cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>'
-            )
-        parts.extend(
-            f'<polyline class="series" data-series="{label}" points="{" ".join(run)}" '
-            f'fill="none" stroke="{colour}" stroke-width="{width}" stroke-dasharray="{dash}"/>'
-            for run in runs
-            if len(run) > 1
-        )
-    if slo_s and not slo_in_view:
-        parts.append(
-            f'<text x="{PAD_L + plot_w - 2}" y="{PAD_T - 2}" class="tick slo-label slo-above" '
-            f'text-anchor="end">SLO {escape(duration(slo_s))} ↑ above the chart</text>'
-        )
-    elif slo_s:
-        y = y_seconds(slo_s)
-        parts.append(
-            f'<line class="slo" x1="{PAD_L}" y1="{y:.1f}" x2="{PAD_L + plot_w}" y2="{y:.1f}" '
-            f'stroke="#dc2626" stroke-dasharray="5 4"/>'
-            f'<text x="{PAD_L + plot_w - 2}" y="{y - 4:.1f}" class="tick slo-label" '
-            f'text-anchor="end">SLO {escape(duration(slo_s))}</text>'
-        )
-    legend_x = PAD_L + 90
-    for key_index, (_, label, colour, _width, _dash) in enumerate(SERIES):
-        x = legend_x + key_index * 62
-        parts.append(
-            f'<rect x="{x}" y="8" width="10" height="10" fill="{colour}"/>'
-            f'<text x="{x + 14}" y="17" class="tick">{label}</text>'
-        )
-    parts.append(
-        f'<rect x="{legend_x + 186}" y="8" width="10" height="10" class="bar"/>'
-        f'<text x="{legend_x + 200}" y="17" class="tick">failures</text>'
+    """One tenant's trend chart: a caption, and an element `charts.js` draws into (uPlot:
+    axes with ticks and units, time ticks in UTC, a tooltip, the SLO line, and the legend
+    below the plot, where it cannot overlap it)."""
+    spec = chart_spec(tenant, points, window_s, slo_s)
+    above = (
+        f' · <span class="slo-above">SLO {escape(duration(slo_s))} is above the chart</span>'
+        if slo_s and not spec["slo_in_view"]
+        else ""
     )
-    if points:
-        parts.append(
-            f'<text x="{PAD_L}" y="{CHART_H - 8}" class="tick">'
-            f"{escape(points[0]['start'][11:19])}</text>"
-            f'<text x="{PAD_L + plot_w}" y="{CHART_H - 8}" class="tick" text-anchor="end">'
-            f"{escape(points[-1]['start'][11:19])} (+{escape(duration(window_s))})</text>"
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+    return (
+        f'<figure class="chart" data-tenant="{escape(tenant)}" '
+        f'data-chart="{escape(json.dumps(spec, separators=(",", ":")))}">'
+        f"<figcaption><b>{escape(tenant)}</b>: MTTR and failures per window{above}"
+        '</figcaption><div class="plot"></div></figure>'
+    )
 
 
 def _attributes(attributes: dict[str, str]) -> str:
@@ -355,7 +308,8 @@ def render_page(
         f'<meta name="base" content="{escape(prefix)}">'
         "<title>connector-recovery · admin</title>"
         + _favicon(prefix)
-        + f'<link rel="stylesheet" href="{escape(prefix)}/static/dashboard.css"></head><body>'
+        + f'<link rel="stylesheet" href="{escape(prefix)}/static/vendor/uPlot.min.css">'
+        f'<link rel="stylesheet" href="{escape(prefix)}/static/dashboard.css"></head><body>'
         '<header><h1>connector-recovery</h1><span class="who">'
         f"{escape(user.name)} · {escape(role)} · {escape(scope)}</span>"
         f'<form method="post" action="{escape(prefix)}/logout" class="logout">'
@@ -371,6 +325,8 @@ def render_page(
         '<span id="live-status" class="live-status">connecting…</span></nav>'
         f'<main id="live">{render_live(snapshot, slo_s, may_act=user.may_act)}</main>'
         '<section id="timeline" aria-label="timeline"></section>'
+        f'<script src="{escape(prefix)}/static/vendor/uPlot.iife.min.js"></script>'
+        f'<script src="{escape(prefix)}/static/charts.js"></script>'
         f'<script src="{escape(prefix)}/static/dashboard.js"></script></body></html>'
     )
 

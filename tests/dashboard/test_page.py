@@ -6,6 +6,7 @@ tests/kafka/test_dashboard_browser.py."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 from agents.audit.live import LiveProjection
 from agents.dashboard.auth import CSRF_HEADER, token_digest
 from agents.dashboard.board import Scope
-from agents.dashboard.page import chart_svg, slo_from_alerts
+from agents.dashboard.page import chart_figure, chart_spec, slo_from_alerts
 from agents.dashboard.server import ALERT_RULES, Dashboard
 from agents.settings import Settings
 from streams.models import AdminCommand, AuditEvent, EventType
@@ -309,7 +310,9 @@ def test_the_slo_line_comes_from_the_alert_rules(tmp_path: Path) -> None:
     assert slo_from_alerts(tmp_path / "missing.yml") is None
 
 
-def test_the_chart_draws_mttr_failures_and_the_slo() -> None:
+def test_the_chart_carries_mttr_failures_and_the_slo() -> None:
+    """The server renders each tenant's trend as data for `static/charts.js` (uPlot); the
+    browser tests check what it draws."""
     events = []
     for index, outage_s in enumerate((4, 10, 1000)):  # the last one beyond the SLO
         driver = Driver.with_policy(POLICY, connector_id=f"C{index}", tenant_id="acme")
@@ -322,13 +325,23 @@ def test_the_chart_draws_mttr_failures_and_the_slo() -> None:
 
     async def check(client: TestClient[Any, Any]) -> None:
         page = await (await client.get("/dashboard/fragment", headers=as_user("alice"))).text()
-        svg = re.search(r'<svg class="chart".*?</svg>', page, re.S)
-        assert svg, page
+        found = re.search(r'<figure class="chart" data-tenant="acme" data-chart="([^"]*)"', page)
+        assert found, page
+        spec = json.loads(html.unescape(found.group(1)))
+        assert spec["kind"] == "trend"
         for series in ("mean", "p50", "p90"):
-            assert svg.group(0).count(f'<circle data-series="{series}"') == 3
-        assert 'class="slo"' in svg.group(0)
-        assert "SLO 15m 00s" in svg.group(0)
-        assert svg.group(0).count('class="bar"') >= 3
+            assert sum(v is not None for v in spec[series]) == 3, spec
+        assert sum(spec["failures"]) == 3
+        assert len(spec["starts"]) == len(spec["failures"])
+        assert spec["slo_s"] == 900
+        assert spec["slo_in_view"]
+        page = await (await client.get("/dashboard/", headers=as_user("alice"))).text()
+        for script in ("vendor/uPlot.iife.min.js", "charts.js", "dashboard.js"):
+            assert f'<script src="/dashboard/static/{script}"></script>' in page
+            response = await client.get(f"/dashboard/static/{script}")
+            assert response.status == 200
+        assert "http://" not in page.split("</head>")[0]  # nothing loaded from elsewhere
+        assert "https://" not in page
 
     asyncio.run(with_client(dashboard, check))
 
@@ -338,11 +351,10 @@ def test_an_slo_far_above_every_value_is_marked_above_the_chart() -> None:
         {"start": "2026-01-01T00:00:00.000Z", "failures": 2, "mttr_mean_s": 12.0,
          "mttr_p50_s": 10.0, "mttr_p90_s": 30.0},
     ]  # fmt: skip
-    squashed = chart_svg("acme", points, 10, 900.0)
-    assert 'class="slo"' not in squashed
-    assert "SLO 15m 00s ↑ above the chart" in squashed
-    near = chart_svg("acme", points, 10, 60.0)
-    assert 'class="slo"' in near
+    assert not chart_spec("acme", points, 10, 900.0)["slo_in_view"]
+    assert "SLO 15m 00s is above the chart" in chart_figure("acme", points, 10, 900.0)
+    assert chart_spec("acme", points, 10, 60.0)["slo_in_view"]
+    assert "above the chart" not in chart_figure("acme", points, 10, 60.0)
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ from tests.kafka.harness import (
     wait_for,
     wait_for_audit,
 )
-from tests.test_report_rendering import chromium
+from tests.test_report_rendering import assert_every_chart_has_ticks, chromium
 
 pytestmark = pytest.mark.kafka
 
@@ -344,8 +344,8 @@ def test_a_tenant_admins_page_never_shows_another_tenants_connectors(stack: Stac
         leaked = {c for c in ACME_IDS if c in content}
         assert not leaked, leaked
         assert "acme" not in content
-    assert page.locator("svg.chart").count() == 1  # globex's trends only
-    assert admin.locator("svg.chart").count() == 2
+    assert page.locator("figure.chart").count() == 1  # globex's trends only
+    assert admin.locator("figure.chart").count() == 2
 
 
 def test_a_read_only_user_sees_no_buttons_and_the_server_refuses_her(stack: Stack) -> None:
@@ -424,6 +424,44 @@ def test_the_page_has_a_favicon(stack: Stack) -> None:
     icon = page.request.get(f"http://127.0.0.1:{stack.dashboard.port}{href}")
     assert icon.status == 200
     assert icon.headers["content-type"] == "image/svg+xml"
+
+
+def test_every_trend_chart_has_axes_ticks_a_legend_apart_and_a_tooltip(stack: Stack) -> None:
+    """The trends, drawn by the vendored uPlot: labelled ticks on every axis (time in UTC,
+    MTTR with units, failures), the legend below the plot (never over it or the SLO line),
+    a tooltip with the window's figures; and nothing loaded from another site."""
+    page = page_as(stack, "alice")
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(stack.dashboard.url)
+    page.wait_for_function("document.querySelectorAll('[data-chart] canvas').length === 2")
+    assert_every_chart_has_ticks(page, 2)
+    for chart in page.locator("figure.chart").all():
+        plot = chart.locator("canvas").bounding_box()
+        legend = chart.locator(".u-legend").bounding_box()
+        assert plot is not None
+        assert legend is not None
+        assert legend["y"] >= plot["y"] + plot["height"], (plot, legend)
+        for series in ("mean", "p50", "p90", "failures", "SLO"):
+            assert series in chart.locator(".u-legend").inner_text()
+    acme = page.locator('figure.chart[data-tenant="acme"]')
+    over = acme.locator(".u-over")
+    box = over.bounding_box()
+    assert box is not None
+    # Sweep the plot until the cursor is on a window with a recovery.
+    for step in range(1, 40):
+        page.mouse.move(box["x"] + box["width"] * step / 40, box["y"] + box["height"] / 2)
+        tip = acme.locator(".chart-tip")
+        if tip.is_visible() and "p90 -" not in tip.inner_text():
+            break
+    assert tip.is_visible()
+    text = tip.inner_text()
+    assert text.startswith("window 20"), text
+    assert "failures " in text
+    assert "p90 " in text
+    page.screenshot(path=str(SHOTS / "8-trends-with-tooltip.png"), full_page=True)
+    local = f"http://127.0.0.1:{stack.dashboard.port}/"
+    assert [url for url in requests if not url.startswith(local)] == []
 
 
 def test_the_worker_serves_the_same_page(stack: Stack) -> None:

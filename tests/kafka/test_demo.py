@@ -118,7 +118,7 @@ def test_the_demo_ends_with_commands_that_show_its_data(ns: Namespace) -> None:
         )
         assert ran.returncode == 0, f"{command}\n{ran.stdout}{ran.stderr}"
         outputs.append(ran.stdout)
-    assert "<svg" in (ns.tmp / "demo-report.html").read_text()
+    assert "data-chart=" in (ns.tmp / "demo-report.html").read_text()
     assert ": clean" in outputs[1]
     assert "replayed " in outputs[2]
     assert "failures 1," in outputs[2]  # SAP-AR failed once (the stubborn fault)
