@@ -445,17 +445,23 @@ def test_every_trend_chart_has_axes_ticks_a_legend_apart_and_a_tooltip(stack: St
         for series in ("mean", "p50", "p90", "failures", "SLO"):
             assert series in chart.locator(".u-legend").inner_text()
     acme = page.locator('figure.chart[data-tenant="acme"]')
-    over = acme.locator(".u-over")
-    box = over.bounding_box()
-    assert box is not None
-    # Sweep the plot until the cursor is on a window with a recovery.
-    for step in range(1, 40):
-        page.mouse.move(box["x"] + box["width"] * step / 40, box["y"] + box["height"] / 2)
-        tip = acme.locator(".chart-tip")
-        if tip.is_visible() and "p90 -" not in tip.inner_text():
-            break
-    assert tip.is_visible()
-    text = tip.inner_text()
+    tip = acme.locator(".chart-tip")
+
+    def hover_a_recovery() -> str | None:
+        """Sweep the plot until the cursor is on a window with a recovery: its tooltip."""
+        acme.scroll_into_view_if_needed()  # the mouse reaches only what is in the viewport
+        box = acme.locator(".u-over").bounding_box()
+        assert box is not None
+        for step in range(1, 40):
+            page.mouse.move(box["x"] + box["width"] * step / 40, box["y"] + box["height"] / 2)
+            if tip.is_visible():
+                shown = str(tip.inner_text())
+                if "p90 -" not in shown:
+                    return shown
+        return None
+
+    # A live update that changes the data redraws the chart: then sweep again.
+    text = wait_for(hover_a_recovery, 20, "a tooltip with a recovery's figures")
     assert text.startswith("window 20"), text
     assert "failures " in text
     assert "p90 " in text

@@ -36,9 +36,19 @@
     filters.tenant.value = chosen;
   }
 
-  // The live part, as the server rendered it; then its charts (charts.js, uPlot).
+  // The live part, as the server rendered it; then its charts (charts.js, uPlot). A chart
+  // whose data did not change is kept as it is, hovered tooltip included: the poll every
+  // 5 s would otherwise redraw it under the cursor.
   function swap(html) {
+    const kept = new Map();
+    for (const figure of live.querySelectorAll("figure.chart[data-chart]")) {
+      kept.set(figure.dataset.chart, figure);
+    }
     live.innerHTML = html;
+    for (const figure of live.querySelectorAll("figure.chart[data-chart]")) {
+      const same = kept.get(figure.dataset.chart);
+      if (same) figure.replaceWith(same);
+    }
     applyFilters();
     window.crCharts.drawAll(live);
   }
