@@ -310,6 +310,12 @@ def _audit(args: argparse.Namespace, read: Any, scope: Any, integrity: Any) -> i
     from agents.audit import report  # noqa: PLC0415
     from streams.timefmt import ms_from_iso  # noqa: PLC0415
 
+    if args.command == "export" and args.format == "yaml":
+        built = report.build(read, scope, after_read=integrity)
+        Path(args.out).write_text(report.render(built, "yaml"))
+        receipts = len(report.recovery_receipts(built))
+        print(f"exported {receipts} recovery receipt(s) to {args.out}")
+        return EXIT_OK
     if args.command == "export":
         in_scope = scope.connectors(read.events)
         manifest = auditlog.export(
@@ -364,6 +370,19 @@ def _audit(args: argparse.Namespace, read: Any, scope: Any, integrity: Any) -> i
     return EXIT_FINDINGS if problems else EXIT_OK
 
 
+def _no_users(policy_path: Path | None) -> str:
+    """Why nobody could sign in, and the one thing to do about it."""
+    if policy_path is None:
+        return (
+            "no policy given: pass --policy FILE (or set CR_POLICY) with a dashboard.users"
+            " section (see docs/dashboard.md)"
+        )
+    return (
+        f"{policy_path} has no dashboard.users: add one, e.g. `dashboard: {{users: {{alice:"
+        " {token_sha256: ...}}}` (see docs/dashboard.md)"
+    )
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from agents.dashboard.page import slo_from_alerts  # noqa: PLC0415
     from agents.dashboard.server import ALERT_RULES, serve  # noqa: PLC0415
@@ -372,11 +391,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     settings = _settings(args)
     policy = load_policy(settings.policy_path)  # a PolicyError is main's one line
     if not policy.dashboard.users:
-        print(
-            "error: nobody could sign in: the policy has no dashboard.users"
-            " (see docs/dashboard.md); pass --policy FILE or set CR_POLICY",
-            file=sys.stderr,
-        )
+        print(f"error: nobody could sign in: {_no_users(settings.policy_path)}", file=sys.stderr)
         return EXIT_ERROR
     rules = Path(args.alert_rules) if args.alert_rules else ALERT_RULES
     if args.alert_rules and slo_from_alerts(rules) is None:
@@ -399,7 +414,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from agents.demo.run import run_demo  # noqa: PLC0415
 
-    return run_demo(with_connect=args.connect)
+    return run_demo(with_connect=args.connect, keep=args.keep)
 
 
 def _add_admin_commands(sub: Any) -> None:
@@ -445,8 +460,12 @@ def _add_audit_commands(sub: Any) -> None:
     for name, what in (
         ("replay", "rebuild every connector and incident from the audit log"),
         ("verify", "check hash chains, gaps, duplicates and compliance gaps"),
-        ("report", "the compliance report (json, md or html)"),
-        ("export", "archive the audit log to an Avro container + manifest"),
+        ("report", "the compliance report (json, md, html; yaml: the recovery receipts)"),
+        (
+            "export",
+            "archive the audit log to an Avro container + manifest"
+            " (--format yaml: the recovery receipts)",
+        ),
     ):
         command = sub.add_parser(name, help=what)
         command.add_argument("--tenant")
@@ -458,11 +477,38 @@ def _add_audit_commands(sub: Any) -> None:
         if name == "replay":
             command.add_argument("--as-of", help="ISO-8601: the state as it was at that time")
         if name == "report":
-            command.add_argument("--format", choices=["json", "md", "html"], default="json")
+            command.add_argument(
+                "--format",
+                choices=["json", "md", "html", "yaml"],
+                default="json",
+                help="yaml: the recovery log, one receipt per recovery of the period",
+            )
             command.add_argument("--out")
         if name == "export":
             command.add_argument("--out", required=True)
+            command.add_argument(
+                "--format",
+                choices=["avro", "yaml"],
+                default="avro",
+                help="avro: the whole log and a manifest; yaml: the period's recovery receipts",
+            )
         command.set_defaults(func=cmd_audit)
+
+
+def _add_demo_command(sub: Any) -> None:
+    demo = sub.add_parser("demo", help="start Kafka and a worker, show a failure and recovery")
+    demo.add_argument(
+        "--connect",
+        action="store_true",
+        help="also a Kafka Connect worker with real FileStream connectors (one breaks)",
+    )
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="after the closing screen, keep the worker, the fleet and the admin page up"
+        " (to act on the incident left open) until Ctrl-C",
+    )
+    demo.set_defaults(func=cmd_demo)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -560,13 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_dashboard_command(sub)
 
-    demo = sub.add_parser("demo", help="start Kafka and a worker, show a failure and recovery")
-    demo.add_argument(
-        "--connect",
-        action="store_true",
-        help="also a Kafka Connect worker with real FileStream connectors (one breaks)",
-    )
-    demo.set_defaults(func=cmd_demo)
+    _add_demo_command(sub)
     return parser
 
 

@@ -6,10 +6,12 @@ types are rejected with the key's path, at start-up.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -142,7 +144,9 @@ class Policy(_Strict):
             try:
                 self._merge(overrides or {})
             except ValidationError as error:
-                errors.extend(_paths(error, prefix=("connectors", connector_id)))
+                errors.extend(
+                    _paths(error, prefix=("connectors", connector_id), model=ConnectorPolicy)
+                )
         previous = 0.0
         for index, step in enumerate(self.escalation):
             if step.after_s <= previous:
@@ -179,11 +183,78 @@ class Policy(_Strict):
         return round(self.escalation[step_index].after_s * 1000)
 
 
-def _paths(error: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
-    return [
-        ".".join(str(part) for part in (*prefix, *item["loc"])) + f": {item['msg']}"
-        for item in error.errors()
-    ]
+def _paths(
+    error: ValidationError, prefix: tuple[str, ...] = (), model: type[BaseModel] | None = None
+) -> list[str]:
+    """Each error as `path: message`; an unknown key also gets the known key it most
+    likely meant (`model` is the model validated, `Policy` by default)."""
+    root = Policy if model is None else model
+    lines = []
+    for item in error.errors():
+        line = ".".join(str(part) for part in (*prefix, *item["loc"])) + f": {item['msg']}"
+        if item["type"] == "extra_forbidden":
+            line += _did_you_mean(root, item["loc"])
+        lines.append(line)
+    return lines
+
+
+# Beyond spelling: keys a user writes for what the policy calls otherwise.
+_MEANT = {"token": "token_sha256", "password": "token_sha256", "tenant_id": "tenant"}
+
+
+def _did_you_mean(root: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """` (did you mean K?)` for an unknown key at `loc`, when a key of the model that holds
+    it is close; empty when none is (or the path leads through a free-form mapping)."""
+    holder = _model_at(root, loc[:-1])
+    if holder is None:
+        return ""
+    unknown = str(loc[-1])
+    known = list(holder.model_fields)
+    meant = _MEANT.get(unknown.lower())
+    if meant not in known:
+        close = difflib.get_close_matches(unknown, known, n=1, cutoff=0.6)
+        meant = close[0] if close else None
+    if meant is None:
+        return ""
+    if meant == "token_sha256":
+        return ' (did you mean token_sha256? the token\'s SHA-256: printf %s "$TOKEN" | sha256sum)'
+    return f" (did you mean {meant}?)"
+
+
+def _model_at(model: type[BaseModel], path: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model a validation error's location ends in: through fields, dict values and
+    tuple items; None where a plain mapping or a union (the recovery actions) is."""
+    annotation: Any = model
+    for part in path:
+        while get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+        origin = get_origin(annotation)
+        if origin in (dict, tuple):
+            annotation = get_args(annotation)[-1 if origin is dict else 0]
+            continue
+        if origin in (Union, UnionType):  # a tagged union: the error's path names the tag
+            annotation = next(
+                (m for m in get_args(annotation) if part in get_args(_type_of(m))), None
+            )
+            continue
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        field = annotation.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _type_of(member: Any) -> Any:
+    """The `type` tag's annotation of a union member (a Literal), or None."""
+    if isinstance(member, type) and issubclass(member, BaseModel) and "type" in member.model_fields:
+        return member.model_fields["type"].annotation
+    return None
 
 
 def parse_policy(document: Any) -> Policy:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -158,7 +159,7 @@ def test_report_formats_render(archive: Path) -> None:
     receipts = [r for c in built["connectors"].values() for r in c["receipts"]]
     assert receipts
     assert all(r["status"] == "recovered" for r in receipts)
-    assert "<svg" in report.render(built, "html")
+    assert "data-chart=" in report.render(built, "html")
     assert "| failures |" in report.render(built, "md")
     assert json.loads(report.render(built, "json")) == json.loads(json.dumps(built))
 
@@ -183,7 +184,7 @@ def test_a_tenant_scope_shows_nothing_of_other_tenants(
         events.extend(d.events)
     built = report.build(as_read(events), Scope(tenant=tenant))
     others = {owner for owner, _, _ in connectors} - {tenant}
-    for fmt in ("json", "md", "html"):
+    for fmt in report.FORMATS:
         text = report.render(built, fmt)
         for other in others:
             assert other not in text, (fmt, other)
@@ -192,6 +193,52 @@ def test_a_tenant_scope_shows_nothing_of_other_tenants(
     assert built["totals"]["failure_count"] == sum(
         1 for e in mine if e.type is EventType.FAILURE_DETECTED
     )
+
+
+SEED_RECOVERY_LOG = {"connector_id", "failure", "retries", "status", "timestamp"}
+
+
+@pytest.mark.parametrize("tenant", [None, "acme"])
+def test_the_yaml_recovery_log_is_every_receipt_of_the_json_report(
+    archive: Path, tenant: str | None
+) -> None:
+    """`report --format yaml`: the seed's recovery log (its five keys, `retries` a number,
+    `timestamp` a quoted string), one entry per receipt of the JSON report, with the
+    incident, tenant and actor."""
+    built = report.build(auditlog.read_archive(archive), Scope(tenant=tenant))
+    from_json = json.loads(report.render(built, "json"))
+    text = report.render(built, "yaml")
+    entries = yaml.safe_load(text)
+    assert isinstance(entries, list)
+    assert entries
+    receipts = [r for c in from_json["connectors"].values() for r in c["receipts"]]
+    assert len(entries) == len(receipts)
+    for entry in entries:
+        assert list(entry)[:5] == ["connector_id", "failure", "retries", "status", "timestamp"]
+        assert SEED_RECOVERY_LOG | {"incident_id", "tenant_id", "actor"} <= set(entry)
+        assert isinstance(entry["retries"], int)
+        assert isinstance(entry["timestamp"], str)
+        assert entry["status"] == "recovered"
+    as_wire = [
+        {k: str(v) for k, v in e.items() if k not in ("incident_id", "tenant_id")} for e in entries
+    ]
+    key = "timestamp"
+    assert sorted(as_wire, key=lambda r: (r[key], r["connector_id"])) == sorted(
+        receipts, key=lambda r: (r[key], r["connector_id"])
+    )
+    incidents = {i["incident_id"]: i for i in from_json["incidents"]}
+    for entry in entries:
+        incident = incidents[entry["incident_id"]]
+        assert entry["connector_id"] == incident["connector_id"]
+        assert entry["tenant_id"] == incident["tenant_id"]
+        assert entry["timestamp"] == incident["recovered_at"]
+    if tenant is not None:
+        assert {e["tenant_id"] for e in entries} == {tenant}
+
+
+def test_a_period_without_recoveries_is_an_empty_yaml_list() -> None:
+    built = report.build(as_read(fleet_log()), Scope(since_ms=4_000_000_000_000))
+    assert yaml.safe_load(report.render(built, "yaml")) == []
 
 
 @pytest.mark.parametrize("period", [(None, None), (0, None), (None, 1), (60_000, 240_000)])
@@ -222,3 +269,21 @@ def test_time_travel_lists_the_incidents_open_at_that_time() -> None:
         expected = sorted(e.incident_id for e in projection.episodes.values() if e.incident_open)
         state = report.state_as_of(as_read(events), Scope(), cut)
         assert state["open_incidents"] == expected
+
+
+def test_report_and_export_write_the_yaml_recovery_log(
+    archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agents import cli  # noqa: PLC0415 - the command line, as a user runs it
+
+    scoped = ["--archive", str(archive), "--tenant", "acme", "--quiet"]
+    assert cli.main(["report", "--format", "yaml", *scoped]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    out = tmp_path / "receipts.yaml"
+    assert cli.main(["export", "--format", "yaml", "--out", str(out), *scoped]) == 0
+    assert f"to {out}" in capsys.readouterr().out
+    assert yaml.safe_load(out.read_text()) == printed
+    built = report.build(auditlog.read_archive(archive), Scope(tenant="acme"))
+    assert printed == report.recovery_receipts(built)
+    assert printed
+    assert {e["tenant_id"] for e in printed} == {"acme"}

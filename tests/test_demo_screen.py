@@ -4,6 +4,7 @@ refused admin commands explained, and the closing screen's commands."""
 from __future__ import annotations
 
 import io
+import socket
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from agents.demo import run as demo
 from agents.demo.simulate import Simulation
 from agents.settings import Settings
 from streams.models import AuditEvent, EventType
+from streams.projections import Episode
 from streams.timefmt import iso_from_ms
 
 
@@ -120,12 +122,15 @@ def test_the_closing_screen_names_the_topics_and_the_broker(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     lines = demo.next_steps("demo-1", local_port, Path("/state/demo-1"))
-    commands = [line.strip() for line in lines if "connector-recovery " in line][:3]
+    commands = [line.strip() for line in lines if "connector-recovery " in line][:4]
     assert commands == [
         f"{expected_prefix} connector-recovery report --format html --out demo-report.html",
         f"{expected_prefix} connector-recovery verify",
         f"{expected_prefix} connector-recovery replay --connector SAP-AR",
+        f"{expected_prefix} connector-recovery dashboard --policy /state/demo-1/policy.yaml"
+        " --port 6070",
     ]
+    assert "http://127.0.0.1:6070/dashboard/ (token: demo)" in lines[5]
     running = [line for line in lines if "still running" in line]
     if stop is None:
         assert not running  # not a local broker: nothing to say about it
@@ -143,3 +148,67 @@ def test_the_closing_screen_leaves_a_broker_started_elsewhere_alone(
     assert lines[-1].endswith(
         "not started from this copy of the project: stop it from where it was started"
     )
+
+
+def open_incident(connector: str = demo.LEFT_FOR_YOU) -> Episode:
+    return Episode(
+        incident_id=f"{connector}:1",
+        connector_id=connector,
+        tenant_id="acme",
+        failure="auth",
+        detected_at=1,
+        first_failing_at=1,
+        opened_at=1,
+    )
+
+
+def test_with_keep_the_closing_screen_says_how_to_act_on_the_incident_left_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092")
+    lines = demo.act_on_it(open_incident(), "demo-1", None, 6391, keep=True)
+    assert lines[0].startswith("Left open for you: incident SFDC-CRM:1: SFDC-CRM (tenant acme)")
+    assert "http://127.0.0.1:6391/dashboard/ (token: demo): Acknowledge SFDC-CRM:1" in lines[1]
+    prefix = "KAFKA_BOOTSTRAP_SERVERS=kafka:9092 CR_TOPIC_PREFIX=demo-1."
+    assert [line.strip() for line in lines[2:5]] == [
+        f"{prefix} connector-recovery ack SFDC-CRM:1 --actor demo-admin",
+        f"{prefix} connector-recovery recover SFDC-CRM --actor demo-admin",
+        "connector-recovery status --web-port 6391",
+    ]
+    assert lines[-1] == "The worker, the fleet and the admin page stay up until Ctrl-C."
+
+
+def test_without_keep_the_closing_screen_names_the_incident_and_points_to_keep() -> None:
+    lines = demo.act_on_it(open_incident(), "demo-1", 9092, 6391, keep=False)
+    assert lines[0].startswith("Left open for you: incident SFDC-CRM:1")
+    assert "run `connector-recovery demo --keep`" in lines[1]
+    assert not [line for line in lines if "recover SFDC-CRM" in line]  # no worker to answer
+
+
+def test_the_incident_left_open_is_found_in_the_log() -> None:
+    from tests.core.driver import Driver  # noqa: PLC0415 - the decider, without Kafka
+
+    left = Driver(connector_id=demo.LEFT_FOR_YOU, tenant_id="acme")
+    left.ping(True)
+    left.ping(False, failure="auth", retryable=False)
+    left.deliver_pending()
+    episode = demo.left_open(left.events)
+    assert episode is not None
+    assert episode.connector_id == demo.LEFT_FOR_YOU
+    assert episode.incident_open
+
+
+def test_the_demo_serves_on_cr_web_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    monkeypatch.setenv("CR_WEB_PORT", str(free))
+    assert demo.web_port() == free
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("CR_WEB_PORT", str(taken.getsockname()[1]))
+        with pytest.raises(demo.DemoError, match="set CR_WEB_PORT to a free port"):
+            demo.web_port()
+    monkeypatch.delenv("CR_WEB_PORT")
+    assert demo.web_port() > 0

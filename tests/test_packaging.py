@@ -44,6 +44,14 @@ def test_the_wheel_holds_the_run_time_files(wheel: Path) -> None:
     assert "agents/connect/pom.xml" in names
     assert "agents/dashboard/static/dashboard.js" in names
     assert "agents/dashboard/static/dashboard.css" in names
+    for chart_file in (
+        "charts.js",
+        "favicon.svg",
+        "vendor/uPlot.iife.min.js",
+        "vendor/uPlot.min.css",
+    ):
+        assert f"agents/dashboard/static/{chart_file}" in names
+    assert "agents/dashboard/static/vendor/uPlot.LICENSE" in names
     schemas = {p.relative_to(REPO).as_posix() for p in (REPO / "schemas").rglob("*.avsc")}
     assert schemas
     assert schemas <= names

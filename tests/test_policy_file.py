@@ -41,6 +41,42 @@ def test_bad_policies_name_the_key(document: str, path: str) -> None:
         policy_from_yaml(document)
 
 
+@pytest.mark.parametrize(
+    ("document", "hint"),
+    [
+        (
+            "dashboard: {users: {alice: {token: s3cret}}}",
+            "alice.token: Extra inputs are not"
+            " permitted (did you mean token_sha256? the token's SHA-256: printf %s",
+        ),
+        (
+            "defaults: {max_retrys: 3}",
+            "defaults.max_retrys: Extra inputs are not permitted (did you mean max_retries?)",
+        ),
+        ("connectors: {SAP-AR: {atempt_timeout_s: 5}}", "(did you mean attempt_timeout_s?)"),
+        (
+            "dashboard: {user: {alice: {}}}",
+            "dashboard.user: Extra inputs are not permitted (did you mean users?)",
+        ),
+        ("dashboard: {users: {bob: {tenant_id: acme}}}", "(did you mean tenant?)"),
+        (
+            "defaults: {recovery_action: {type: webhook, url: 'http://h', timout_s: 1}}",
+            "(did you mean timeout_s?)",
+        ),
+    ],
+)
+def test_an_unknown_key_names_the_key_it_likely_meant(document: str, hint: str) -> None:
+    with pytest.raises(PolicyError) as raised:
+        policy_from_yaml(document)
+    assert hint in str(raised.value)
+
+
+def test_an_unknown_key_like_no_known_key_gets_no_guess() -> None:
+    with pytest.raises(PolicyError) as raised:
+        policy_from_yaml("dashboard: {colour: red}")
+    assert str(raised.value) == "dashboard.colour: Extra inputs are not permitted"
+
+
 def test_a_missing_file_is_a_policy_error(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="cannot read policy"):
         load_policy(tmp_path / "nope.yaml")

@@ -5,10 +5,11 @@ else; with a tenant scope nothing about other tenants appears in any output."""
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
@@ -170,6 +171,7 @@ def build(
 
 
 def _incident(e: Episode) -> dict[str, Any]:
+    wire = e.receipt_attributes
     return {
         "incident_id": e.incident_id,
         "connector_id": e.connector_id,
@@ -182,6 +184,7 @@ def _incident(e: Episode) -> dict[str, Any]:
         "resolved_at": _iso(e.resolved_at),
         "mode": e.mode,
         "mttr_seconds": None if e.mttr_ms is None else e.mttr_ms / 1000,
+        "receipt": None if wire is None else {k: wire[k] for k in RECEIPT_KEYS if k in wire},
         "timeline": [
             {"at": iso_from_ms(at), "event": kind, "sequence": seq}
             for at, kind, seq in e.timeline or ()
@@ -274,116 +277,60 @@ def markdown(report: dict[str, Any]) -> str:
 
 AXIS_COLOUR = "#335577"  # the charts' axes and ticks (the rendering test looks for it)
 POINT_COLOUR = "#d9822b"
-TIME_STEPS_S = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400]
+BAR_COLOUR = "#4a7fb5"
+CHART_COLOURS = {"axis": AXIS_COLOUR, "point": POINT_COLOUR, "bar": BAR_COLOUR}
+# The admin page's charts (uPlot, vendored and pinned, and the code that draws with it):
+# the report inlines them, so it stays one file that loads nothing from elsewhere.
+CHART_ASSETS = Path(__file__).resolve().parents[1] / "dashboard" / "static"
+MTTR_BUCKETS_S = (5, 15, 30, 60, 120, 300, 900, 3600)
 
 
-def _value_ticks(top: float, most: int = 5) -> list[float]:
-    """0 and round steps (1, 2 or 5 times a power of ten) up to at least `top`."""
-    magnitude = 10 ** math.floor(math.log10(top / most)) if top > 0 else 1
-    step = next(m * magnitude for m in (1, 2, 5, 10) if top / (m * magnitude) <= most)
-    return [k * step for k in range(math.ceil(top / step - 1e-9) + 1)]
+def _chart(spec: dict[str, Any], label: str) -> str:
+    data = html.escape(json.dumps(spec, separators=(",", ":")))
+    return (
+        f'<figure class="chart" role="img" aria-label="{html.escape(label)}" '
+        f'data-chart="{data}"><div class="plot"></div></figure>'
+    )
 
 
-def _time_ticks(start_ms: int, end_ms: int, most: int = 6) -> list[int]:
-    """Round instants (whole seconds, minutes, hours, days) within [start, end]."""
-    span_s = max((end_ms - start_ms) / 1000, 1)
-    step_s = next((s for s in TIME_STEPS_S if span_s / s <= most), TIME_STEPS_S[-1])
-    step = step_s * 1000
-    first = math.ceil(start_ms / step) * step
-    return list(range(first, end_ms + 1, step))
-
-
-def _time_label(at_ms: int, span_ms: int) -> str:
-    moment = datetime.fromtimestamp(at_ms / 1000, tz=UTC)
-    if span_ms > 86_400_000:
-        return moment.strftime("%m-%d %H:%M")
-    return moment.strftime("%H:%M" if span_ms > 600_000 else "%H:%M:%S")
-
-
-def _svg_points(incidents: list[dict[str, Any]]) -> str:
-    """MTTR (seconds, y) of each recovery against when it recovered (UTC, x), with axes."""
+def _recoveries_chart(incidents: list[dict[str, Any]]) -> str:
+    """MTTR (seconds, y) of each recovery against when it recovered (UTC, x)."""
     points = sorted(
-        (ms_from_iso(i["recovered_at"]), i["mttr_seconds"])
+        (ms_from_iso(i["recovered_at"]) / 1000, i["mttr_seconds"])
         for i in incidents
         if i["mttr_seconds"] is not None
     )
-    width, height = 640, 220
     if not points:
-        return (
-            f'<svg width="{width}" height="{height}"><text x="10" y="20">no recoveries</text></svg>'
-        )
-    left, right, top_pad, bottom = 64, 20, 16, 44
-    plot_w, plot_h = width - left - right, height - top_pad - bottom
-    start, end = points[0][0], points[-1][0]
-    pad = max((end - start) // 20, 30_000)  # no point on an axis; a lone one gets a minute
-    start, end = start - pad, end + pad
-    y_ticks = _value_ticks(max(v for _, v in points))
-    y_top = y_ticks[-1] or 1
-
-    def x(at_ms: int) -> float:
-        return left + (at_ms - start) / (end - start) * plot_w
-
-    def y(seconds: float) -> float:
-        return top_pad + plot_h - seconds / y_top * plot_h
-
-    axis = f'stroke="{AXIS_COLOUR}" stroke-width="2"'
-    base = top_pad + plot_h
-    parts = [
-        f'<line x1="{left}" y1="{top_pad}" x2="{left}" y2="{base}" {axis}/>',
-        f'<line x1="{left}" y1="{base}" x2="{left + plot_w}" y2="{base}" {axis}/>',
-    ]
-    for value in y_ticks:
-        parts.append(
-            f'<line x1="{left - 6}" y1="{y(value):.1f}" x2="{left}" y2="{y(value):.1f}" {axis}/>'
-            f'<text x="{left - 9}" y="{y(value) + 4:.1f}" font-size="11" '
-            f'text-anchor="end">{value:g}</text>'
-        )
-    for at in _time_ticks(start, end):
-        parts.append(
-            f'<line x1="{x(at):.1f}" y1="{base}" x2="{x(at):.1f}" y2="{base + 6}" {axis}/>'
-            f'<text x="{x(at):.1f}" y="{base + 19}" font-size="11" text-anchor="middle">'
-            f"{_time_label(at, end - start)}</text>"
-        )
-    parts.append(
-        f'<text x="{left + plot_w / 2:.0f}" y="{height - 4}" font-size="12" '
-        f'text-anchor="middle">recovered at (UTC)</text>'
-        f'<text x="14" y="{top_pad + plot_h / 2:.0f}" font-size="12" text-anchor="middle" '
-        f'transform="rotate(-90 14 {top_pad + plot_h / 2:.0f})">MTTR (s)</text>'
-    )
-    parts += [
-        f'<circle cx="{x(at):.1f}" cy="{y(v):.1f}" r="4" fill="{POINT_COLOUR}">'
-        f"<title>{html.escape(iso_from_ms(at))}: {v:.1f}s</title></circle>"
-        for at, v in points
-    ]
-    return (
-        f'<svg role="img" aria-label="MTTR over time" width="{width}" height="{height}">'
-        + "".join(parts)
-        + "</svg>"
-    )
+        return "<p>no recoveries</p>"
+    spec = {
+        "kind": "recoveries",
+        "colours": CHART_COLOURS,
+        "recovered_at": [at for at, _ in points],
+        "mttr_s": [mttr for _, mttr in points],
+    }
+    return _chart(spec, "MTTR over time")
 
 
-def _svg_histogram(incidents: list[dict[str, Any]]) -> str:
-    bounds = [5, 15, 30, 60, 120, 300, 900, 3600]
+def _distribution_chart(incidents: list[dict[str, Any]]) -> str:
     values = [i["mttr_seconds"] for i in incidents if i["mttr_seconds"] is not None]
-    counts = [
-        sum(1 for v in values if (b0 < v <= b1))
-        for b0, b1 in zip([0, *bounds], [*bounds, float("inf")], strict=True)
-    ]
-    labels = [f"≤{b}s" for b in bounds] + [">1h"]
-    width, height = 640, 200
-    top = max(counts) or 1
-    bar = width / len(counts)
-    bars = "".join(
-        f'<rect x="{k * bar + 4:.1f}" y="{height - 30 - c / top * (height - 50):.1f}" '
-        f'width="{bar - 8:.1f}" height="{c / top * (height - 50):.1f}" fill="#4a7fb5">'
-        f'<title>{c}</title></rect><text x="{k * bar + 6:.1f}" y="{height - 12}" '
-        f'font-size="11">{labels[k]}</text>'
-        for k, c in enumerate(counts)
+    edges = [0, *MTTR_BUCKETS_S, math.inf]
+    counts = [sum(1 for v in values if low < v <= high) for low, high in itertools.pairwise(edges)]
+    spec = {
+        "kind": "distribution",
+        "colours": CHART_COLOURS,
+        "buckets": [f"≤{b}s" for b in MTTR_BUCKETS_S] + [">1h"],
+        "counts": counts,
+    }
+    return _chart(spec, "MTTR distribution")
+
+
+def _chart_assets() -> tuple[str, str]:
+    """(style, script) of the charts, to inline: uPlot's, then ours."""
+    style = (CHART_ASSETS / "vendor" / "uPlot.min.css").read_text()
+    script = "\n".join(
+        (CHART_ASSETS / name).read_text() for name in ("vendor/uPlot.iife.min.js", "charts.js")
     )
-    return (
-        f'<svg role="img" aria-label="MTTR distribution" width="{width}" '
-        f'height="{height}">{bars}</svg>'
-    )
+    return style, script
 
 
 def html_report(report: dict[str, Any]) -> str:
@@ -415,6 +362,7 @@ def html_report(report: dict[str, Any]) -> str:
         for f in report["verification"]["findings"]
     )
     scope = report["scope"]
+    chart_style, chart_script = _chart_assets()
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Connector recovery: compliance report</title>
 <style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}
@@ -422,7 +370,10 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;te
 td:first-child,th:first-child{{text-align:left}}.ok{{color:#176b2c}}.bad{{color:#a11}}
 .totals{{background:#eef4fa;padding:8px 12px;border-radius:4px}}
 .totals span{{display:inline-block;margin-right:2em;font-size:18px}}
-@media print{{details{{display:block}}details>ol{{display:block}}}}</style></head><body>
+@media print{{details{{display:block}}details>ol{{display:block}}}}
+figure.chart{{margin:0;width:720px;max-width:100%}}figure.chart .plot{{position:relative}}
+.u-legend td,.u-legend th{{border:none;padding:0 4px}}
+{chart_style}</style></head><body>
 <h1>Connector recovery: compliance report</h1>
 <p>Scope: tenant <b>{esc(scope["tenant"] or "all")}</b>, connector
 <b>{esc(scope["connector"] or "all")}</b>, from {esc(scope["since"] or "the beginning")} to
@@ -434,13 +385,16 @@ td:first-child,th:first-child{{text-align:left}}.ok{{color:#176b2c}}.bad{{color:
 <span>p90 <b>{_fmt(t["mttr_seconds"]["p90"])} s</b></span></div>
 <h2>Tenants</h2><table><tr><th>tenant</th><th>failures</th><th>recovered</th><th>open</th>
 <th>MTTR mean (s)</th><th>p90 (s)</th></tr>{rows}</table>
-<h2>MTTR over time</h2>{_svg_points(report["incidents"])}
-<h2>MTTR distribution</h2>{_svg_histogram(report["incidents"])}
+<h2>MTTR over time</h2>{_recoveries_chart(report["incidents"])}
+<h2>MTTR distribution</h2>{_distribution_chart(report["incidents"])}
 <h2>Incidents: failures that needed a human ({len(incidents)})</h2>{timelines(incidents)}
 <h2>Failure episodes recovered automatically ({len(automatic)})</h2>{timelines(automatic)}
 <h2>Verification: <span class="{"ok" if ok else "bad"}">{"passed" if ok else "FAILED"}</span>
 </h2><ul>{findings}</ul>
-<p><small>MTTR = recovery.completed minus failure.detected; percentiles by nearest rank.</small></p>
+<p><small>MTTR = recovery.completed minus failure.detected; percentiles by nearest rank.
+Charts drawn by uPlot (MIT licence, inlined).</small></p>
+<script>{chart_script}</script>
+<script>window.crCharts.drawAll(document);</script>
 </body></html>
 """
 
@@ -458,6 +412,52 @@ def as_json(report: dict[str, Any]) -> str:
     return text + "\n"
 
 
+# The seed's recovery log: its five keys first, in its order, then who and what else.
+RECOVERY_LOG_KEYS = ("connector_id", "failure", "retries", "status", "timestamp")
+_INTEGER_RECEIPT_KEYS = ("retries", "duration_ms")  # text on the wire, numbers in the log
+
+
+def recovery_receipts(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every recovery receipt of the report's period, oldest first, in the seed's shape
+    (`connector_id`, `failure`, `retries` as an integer, `status`, `timestamp`), with the
+    incident, tenant and actor, and the rest of the receipt as the JSON report has it."""
+    entries = []
+    for incident in report["incidents"]:
+        receipt = incident.get("receipt")
+        if receipt is None:
+            continue
+        entry: dict[str, Any] = {key: receipt.get(key) for key in RECOVERY_LOG_KEYS}
+        entry["incident_id"] = incident["incident_id"]
+        entry["tenant_id"] = incident["tenant_id"]
+        entry["actor"] = receipt.get("actor")
+        entry.update((key, value) for key, value in receipt.items() if key not in entry)
+        for key in _INTEGER_RECEIPT_KEYS:
+            entry[key] = int(entry[key])
+        entries.append(entry)
+    return sorted(entries, key=lambda e: (e["timestamp"], e["incident_id"]))
+
+
+def as_yaml(report: dict[str, Any]) -> str:
+    """The recovery log: a YAML list of `recovery_receipts`, under a comment that names
+    the scope (a tenant scope holds only that tenant's receipts, as the other formats)."""
+    import yaml  # noqa: PLC0415 - only this format needs it
+
+    scope = report["scope"]
+    receipts = recovery_receipts(report)
+    header = (
+        f"# recovery receipts: tenant {scope['tenant'] or 'all'}, connector "
+        f"{scope['connector'] or 'all'}, from {scope['since'] or 'the beginning'} to "
+        f"{scope['until'] or 'the end'}; {len(receipts)} receipt(s)\n"
+    )
+    if not receipts:
+        return header + "[]\n"
+    body = yaml.safe_dump(receipts, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return header + body
+
+
+FORMATS = ("json", "md", "html", "yaml")
+
+
 def render(report: dict[str, Any], fmt: str) -> str:
     if fmt == "json":
         return as_json(report)
@@ -465,4 +465,6 @@ def render(report: dict[str, Any], fmt: str) -> str:
         return markdown(report)
     if fmt == "html":
         return html_report(report)
+    if fmt == "yaml":
+        return as_yaml(report)
     raise ValueError(f"unknown format {fmt!r}")

@@ -1,9 +1,11 @@
 """The admin page as server-rendered HTML: one renderer for the first load and for every
-live refresh (the script swaps `#live` for `GET fragment`), inline SVG charts, no build
-step and nothing fetched from elsewhere."""
+live refresh (the script swaps `#live` for `GET fragment`), charts drawn by the vendored
+uPlot (`static/vendor/`) from data the server renders, no build step and nothing fetched
+from elsewhere."""
 
 from __future__ import annotations
 
+import json
 import re
 from html import escape
 from pathlib import Path
@@ -13,6 +15,7 @@ import yaml
 
 from agents.dashboard.auth import User
 from agents.dashboard.board import STATES
+from streams.timefmt import ms_from_iso
 
 SLO_ALERT = "ConnectorMTTRAboveSLO"
 ACTIONS_ON_INCIDENT = (("ACKNOWLEDGE", "acknowledge"), ("RESOLVE", "resolve"))
@@ -64,12 +67,14 @@ def _buttons(actions: tuple[tuple[str, str], ...], target: str) -> str:
     )
 
 
-def render_live(snapshot: dict[str, Any], slo_s: float | None) -> str:
+def render_live(snapshot: dict[str, Any], slo_s: float | None, *, may_act: bool = True) -> str:
+    """The live part of the page; without `may_act` (a read-only user) no action buttons
+    (the server refuses their actions anyway)."""
     return "".join(
         (
             _status_line(snapshot),
             _fleet(snapshot["fleet"]),
-            _incidents(snapshot["incidents"]),
+            _incidents(snapshot["incidents"], may_act),
             _connectors(snapshot["connectors"]),
             _trends(snapshot["trends"], slo_s),
         )
@@ -115,13 +120,13 @@ def _fleet(fleet: dict[str, int | None]) -> str:
     return f'<section class="fleet" aria-label="fleet">{cells}</section>'
 
 
-def _incidents(incidents: list[dict[str, Any]]) -> str:
+def _incidents(incidents: list[dict[str, Any]], may_act: bool) -> str:
     rows = []
     for incident in incidents:
         level = incident["escalation_level"]
         step = "-" if level is None else ("Platform Admin" if level == 0 else f"step {level}")
         actions = ""
-        if incident["open"]:
+        if incident["open"] and may_act:
             on_incident = tuple(
                 a
                 for a in ACTIONS_ON_INCIDENT
@@ -141,14 +146,18 @@ def _incidents(incidents: list[dict[str, Any]]) -> str:
             f"<td>{duration(incident['age_s'])}</td>"
             f"<td>{escape(step)}</td>"
             f"<td>{_text(incident['acknowledged_by']) or '-'}</td>"
-            f'<td class="actions">{actions}</td></tr>'
+            + (f'<td class="actions">{actions}</td>' if may_act else "")
+            + "</tr>"
         )
     body = "".join(rows) or '<tr><td colspan="9" class="none">no incidents</td></tr>'
+    header = "" if may_act else '<p class="note">read-only: you may look, not act</p>'
     return (
-        '<section class="incidents"><h2>Incidents</h2><table id="incidents"><thead><tr>'
+        f'<section class="incidents"><h2>Incidents</h2>{header}<div class="scroll">'
+        '<table id="incidents"><thead><tr>'
         "<th>incident</th><th>tenant</th><th>failure</th><th>status</th><th>opened</th>"
-        "<th>age</th><th>escalation</th><th>acknowledged by</th><th>actions</th>"
-        f"</tr></thead><tbody>{body}</tbody></table></section>"
+        "<th>age</th><th>escalation</th><th>acknowledged by</th>"
+        + ("<th>actions</th>" if may_act else "")
+        + f"</tr></thead><tbody>{body}</tbody></table></div></section>"
     )
 
 
@@ -173,7 +182,7 @@ def _connectors(connectors: list[dict[str, Any]]) -> str:
 
 def _trends(trends: dict[str, Any], slo_s: float | None) -> str:
     charts = "".join(
-        chart_svg(tenant, points, trends["window_s"], slo_s)
+        chart_figure(tenant, points, trends["window_s"], slo_s)
         for tenant, points in trends["tenants"].items()
     )
     slo = f"SLO: p90 MTTR ≤ {duration(slo_s)}" if slo_s else "SLO: unknown (no alert rules)"
@@ -186,111 +195,66 @@ def _trends(trends: dict[str, Any], slo_s: float | None) -> str:
 
 
 SLO_IN_VIEW_FACTOR = 4
-CHART_W, CHART_H, PAD_L, PAD_R, PAD_T, PAD_B = 440, 190, 44, 34, 26, 28
-# (key, label, colour, stroke width, dash): equal values (one episode in a window) would
-# hide each other, so the lines differ in width and dash as well as colour.
-SERIES = (
-    ("mttr_mean_s", "mean", "#93c5fd", 5, "none"),
-    ("mttr_p50_s", "p50", "#059669", 2, "6 3"),
-    ("mttr_p90_s", "p90", "#d97706", 1.5, "none"),
-)
 
 
-def chart_svg(
+def chart_spec(
+    tenant: str, points: list[dict[str, Any]], window_s: int | None, slo_s: float | None
+) -> dict[str, Any]:
+    """What `static/charts.js` draws for one tenant's trend (`kind` trend): per window
+    (starts in epoch seconds), the failures and the MTTR mean, p50 and p90 in seconds."""
+    values = [
+        p[key]
+        for p in points
+        for key in ("mttr_mean_s", "mttr_p50_s", "mttr_p90_s")
+        if p[key] is not None
+    ]
+    # An SLO far above every value would squash the lines flat at the bottom: then the scale
+    # follows the values and the caption says the SLO is above the chart.
+    highest = max([*values, 1.0])
+    return {
+        "kind": "trend",
+        "tenant": tenant,
+        "window_s": window_s or 1,
+        "slo_s": slo_s,
+        "slo_in_view": slo_s is not None and slo_s <= SLO_IN_VIEW_FACTOR * highest,
+        "starts": [ms_from_iso(p["start"]) // 1000 for p in points],
+        "failures": [p["failures"] for p in points],
+        "mean": [p["mttr_mean_s"] for p in points],
+        "p50": [p["mttr_p50_s"] for p in points],
+        "p90": [p["mttr_p90_s"] for p in points],
+    }
+
+
+def chart_figure(
     tenant: str, points: list[dict[str, Any]], window_s: int | None, slo_s: float | None
 ) -> str:
-    """MTTR mean/p50/p90 (lines, left axis) and failures (bars, right axis) per window,
-    with the SLO as a dashed line."""
-    plot_w, plot_h = CHART_W - PAD_L - PAD_R, CHART_H - PAD_T - PAD_B
-    n = max(1, len(points))
-    step = plot_w / n
-    values = [p[series[0]] for p in points for series in SERIES if p[series[0]] is not None]
-    # An SLO far above every value would squash the lines flat at the bottom: then the scale
-    # follows the values and the SLO is marked at the top edge as being above the chart.
-    highest = max([*values, 1.0])
-    slo_in_view = slo_s is not None and slo_s <= SLO_IN_VIEW_FACTOR * highest
-    top_s = max(highest, slo_s if slo_in_view and slo_s else 0) * 1.15
-    top_failures = max([p["failures"] for p in points] + [1])
-
-    def y_seconds(value: float) -> float:
-        return float(PAD_T + plot_h - value / top_s * plot_h)
-
-    parts = [
-        f'<svg class="chart" role="img" viewBox="0 0 {CHART_W} {CHART_H}" '
-        f'width="{CHART_W}" height="{CHART_H}" data-tenant="{escape(tenant)}">'
-        f"<title>{escape(tenant)}: MTTR and failures per window</title>",
-        f'<text x="{PAD_L}" y="16" class="ct">{escape(tenant)}</text>',
-        f'<line x1="{PAD_L}" y1="{PAD_T + plot_h}" x2="{PAD_L + plot_w}" '
-        f'y2="{PAD_T + plot_h}" class="axis"/>',
-        f'<text x="{PAD_L - 4}" y="{PAD_T + 4}" class="tick" text-anchor="end">'
-        f"{escape(duration(top_s))}</text>",
-        f'<text x="{PAD_L + plot_w + 4}" y="{PAD_T + 4}" class="tick">{top_failures}</text>',
-    ]
-    for index, point in enumerate(points):
-        height = point["failures"] / top_failures * plot_h
-        parts.append(
-            f'<rect class="bar" x="{PAD_L + index * step + step * 0.2:.1f}" '
-            f'y="{PAD_T + plot_h - height:.1f}" width="{step * 0.6:.1f}" height="{height:.1f}">'
-            f"<title>{escape(point['start'])}: {point['failures']} failure(s)</title></rect>"
-        )
-    for key, label, colour, width, dash in SERIES:
-        # One line per run of windows with recoveries: no line across a window without.
-        runs: list[list[str]] = [[]]
-        for index, point in enumerate(points):
-            if point[key] is None:
-                runs.append([])
-                continue
-            x, y = PAD_L + index * step + step / 2, y_seconds(point[key])
-            runs[-1].append(f"{x:.1f},{y:.1f}")
-            parts.append(
-                f'<circle data-series="{label}" cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>'
-            )
-        parts.extend(
-            f'<polyline class="series" data-series="{label}" points="{" ".join(run)}" '
-            f'fill="none" stroke="{colour}" stroke-width="{width}" stroke-dasharray="{dash}"/>'
-            for run in runs
-            if len(run) > 1
-        )
-    if slo_s and not slo_in_view:
-        parts.append(
-            f'<text x="{PAD_L + plot_w - 2}" y="{PAD_T - 2}" class="tick slo-label slo-above" '
-            f'text-anchor="end">SLO {escape(duration(slo_s))} ↑ above the chart</text>'
-        )
-    elif slo_s:
-        y = y_seconds(slo_s)
-        parts.append(
-            f'<line class="slo" x1="{PAD_L}" y1="{y:.1f}" x2="{PAD_L + plot_w}" y2="{y:.1f}" '
-            f'stroke="#dc2626" stroke-dasharray="5 4"/>'
-            f'<text x="{PAD_L + plot_w - 2}" y="{y - 4:.1f}" class="tick slo-label" '
-            f'text-anchor="end">SLO {escape(duration(slo_s))}</text>'
-        )
-    legend_x = PAD_L + 90
-    for key_index, (_, label, colour, _width, _dash) in enumerate(SERIES):
-        x = legend_x + key_index * 62
-        parts.append(
-            f'<rect x="{x}" y="8" width="10" height="10" fill="{colour}"/>'
-            f'<text x="{x + 14}" y="17" class="tick">{label}</text>'
-        )
-    parts.append(
-        f'<rect x="{legend_x + 186}" y="8" width="10" height="10" class="bar"/>'
-        f'<text x="{legend_x + 200}" y="17" class="tick">failures</text>'
+    """One tenant's trend chart: a caption, and an element `charts.js` draws into (uPlot:
+    axes with ticks and units, time ticks in UTC, a tooltip, the SLO line, and the legend
+    below the plot, where it cannot overlap it)."""
+    spec = chart_spec(tenant, points, window_s, slo_s)
+    above = (
+        f' · <span class="slo-above">SLO {escape(duration(slo_s))} is above the chart</span>'
+        if slo_s and not spec["slo_in_view"]
+        else ""
     )
-    if points:
-        parts.append(
-            f'<text x="{PAD_L}" y="{CHART_H - 8}" class="tick">'
-            f"{escape(points[0]['start'][11:19])}</text>"
-            f'<text x="{PAD_L + plot_w}" y="{CHART_H - 8}" class="tick" text-anchor="end">'
-            f"{escape(points[-1]['start'][11:19])} (+{escape(duration(window_s))})</text>"
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+    return (
+        f'<figure class="chart" data-tenant="{escape(tenant)}" '
+        f'data-chart="{escape(json.dumps(spec, separators=(",", ":")))}">'
+        f"<figcaption><b>{escape(tenant)}</b>: MTTR and failures per window{above}"
+        '</figcaption><div class="plot"></div></figure>'
+    )
 
 
 def _attributes(attributes: dict[str, str]) -> str:
     return "".join(f"<div><b>{_text(k)}</b> {_text(v)}</div>" for k, v in attributes.items())
 
 
-def render_timeline(timeline: dict[str, Any]) -> str:
+def _breakable(dotted: str) -> str:
+    """`connector.recovery.completed` with a line break allowed after each dot."""
+    return "<wbr>".join(escape(part) + "." for part in dotted.split("."))[:-1]
+
+
+def render_timeline(timeline: dict[str, Any], *, may_act: bool = True) -> str:
     chain = timeline["chain"]
     verdict = (
         f'<p class="chain ok">hash chain intact over {chain["events_checked"]} events</p>'
@@ -299,13 +263,13 @@ def render_timeline(timeline: dict[str, Any]) -> str:
     )
     rows = "".join(
         f"<tr><td>{event['sequence']}</td><td>{_when(event['occurred_at'])}</td>"
-        f"<td>{_text(event['type'])}</td><td>{_text(event['incident_id'])}</td>"
+        f"<td>{_breakable(event['type'])}</td><td>{_text(event['incident_id'])}</td>"
         f"<td>{_text(event['attempt'])}</td><td>{_text(event['mode'])}</td>"
         f"<td>{_text(event['actor'])}</td><td>{_text(event['failure'])}</td>"
         f'<td class="attrs">'
         + _attributes(event["attributes"])
-        + f'</td><td class="hash" title="{_text(event["hash"])}">{_text(event["hash"][:12])}…</td>'
-        f"<td>{_text(event['position'])}</td></tr>"
+        + f'</td><td class="hash" title="{_text(event["hash"])}">{_text(event["hash"][:8])}…</td>'
+        f'<td class="position">{_text(event["position"])}</td></tr>'
         for event in timeline["events"]
     )
     earlier = timeline["earlier_events_not_shown"]
@@ -314,12 +278,26 @@ def render_timeline(timeline: dict[str, Any]) -> str:
         f'<div class="timeline" data-connector="{_text(timeline["connector_id"])}">'
         f"<h2>Timeline of {_text(timeline['connector_id'])} "
         f'<span class="badge state-{_text(timeline["state"])}">{_text(timeline["state"])}</span>'
-        f"</h2><p>tenant {_text(timeline['tenant'])} · "
-        + _buttons(ACTIONS_ON_CONNECTOR, timeline["connector_id"])
-        + f"</p>{verdict}{more}<table><thead><tr><th>#</th><th>at</th><th>event</th>"
-        "<th>incident</th><th>attempt</th><th>mode</th><th>actor</th><th>failure</th>"
-        "<th>receipt and attributes</th><th>hash</th><th>log position</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table></div>"
+        f"</h2><p>tenant {_text(timeline['tenant'])}"
+        + (" · " + _buttons(ACTIONS_ON_CONNECTOR, timeline["connector_id"]) if may_act else "")
+        + f'</p>{verdict}{more}<div class="scroll"><table class="events"><thead><tr><th>#</th>'
+        "<th>at</th><th>event</th><th>incident</th><th>attempt</th><th>mode</th><th>actor</th>"
+        "<th>failure</th><th>receipt and attributes</th><th>hash</th><th>log position</th>"
+        f"</tr></thead><tbody>{rows}</tbody></table></div></div>"
+    )
+
+
+def _favicon(prefix: str) -> str:
+    return f'<link rel="icon" type="image/svg+xml" href="{escape(prefix)}/static/favicon.svg">'
+
+
+def _tenant_filter(tenant: str | None) -> str:
+    """Every tenant for a platform-wide user; a tenant user's own, the only choice."""
+    if tenant is None:
+        return '<select id="f-tenant"><option value="">all</option></select>'
+    return (
+        f'<select id="f-tenant" disabled title="you see tenant {escape(tenant)} only">'
+        f'<option value="{escape(tenant)}" selected>{escape(tenant)}</option></select>'
     )
 
 
@@ -334,6 +312,8 @@ def render_page(
         f'<meta name="csrf-token" content="{escape(csrf)}">'
         f'<meta name="base" content="{escape(prefix)}">'
         "<title>connector-recovery · admin</title>"
+        + _favicon(prefix)
+        + f'<link rel="stylesheet" href="{escape(prefix)}/static/vendor/uPlot.min.css">'
         f'<link rel="stylesheet" href="{escape(prefix)}/static/dashboard.css"></head><body>'
         '<header><h1>connector-recovery</h1><span class="who">'
         f"{escape(user.name)} · {escape(role)} · {escape(scope)}</span>"
@@ -341,15 +321,17 @@ def render_page(
         f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
         '<button type="submit">sign out</button></form></header>'
         '<p id="answer" role="status" aria-live="polite"></p>'
-        '<nav class="filters"><label>tenant <select id="f-tenant"><option value="">all'
-        '</option></select></label><label>state <select id="f-state"><option value="">all'
-        "</option>"
+        '<nav class="filters"><label>tenant '
+        + _tenant_filter(user.scope.tenant)
+        + '</label><label>state <select id="f-state"><option value="">all</option>'
         + "".join(f'<option value="{s}">{s}</option>' for s in STATES)
         + '</select></label><label>search <input id="f-text" type="search" '
         'placeholder="connector, failure, episode"></label>'
         '<span id="live-status" class="live-status">connecting…</span></nav>'
-        f'<main id="live">{render_live(snapshot, slo_s)}</main>'
+        f'<main id="live">{render_live(snapshot, slo_s, may_act=user.may_act)}</main>'
         '<section id="timeline" aria-label="timeline"></section>'
+        f'<script src="{escape(prefix)}/static/vendor/uPlot.iife.min.js"></script>'
+        f'<script src="{escape(prefix)}/static/charts.js"></script>'
         f'<script src="{escape(prefix)}/static/dashboard.js"></script></body></html>'
     )
 
@@ -359,7 +341,8 @@ def render_login(prefix: str, message: str | None) -> str:
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         "<title>connector-recovery · sign in</title>"
-        f'<link rel="stylesheet" href="{escape(prefix)}/static/dashboard.css"></head><body>'
+        + _favicon(prefix)
+        + f'<link rel="stylesheet" href="{escape(prefix)}/static/dashboard.css"></head><body>'
         '<main class="login"><h1>connector-recovery</h1>'
         f'{problem}<form method="post" action="{escape(prefix)}/login">'
         '<label>dashboard token <input type="password" name="token" autocomplete="off" '

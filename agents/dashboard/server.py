@@ -170,14 +170,14 @@ class Dashboard:
 
     @_api
     async def fragment(self, _request: web.Request, user: User) -> web.StreamResponse:
-        return _html(render_live(self._snapshot(user), self.slo_s))
+        return _html(render_live(self._snapshot(user), self.slo_s, may_act=user.may_act))
 
     @_api
     async def timeline_html(self, request: web.Request, user: User) -> web.StreamResponse:
         timeline = await self.board.timeline(user.scope, request.query.get("id", ""))
         if timeline is None:
             return _html('<p class="error">no such connector</p>', 404)
-        return _html(render_timeline(timeline))
+        return _html(render_timeline(timeline, may_act=user.may_act))
 
     @_api
     async def state(self, _request: web.Request, user: User) -> web.StreamResponse:
@@ -212,7 +212,9 @@ class Dashboard:
                 if now != seen:
                     seen = now
                     # The new fragment itself (one JSON line): no request back for it.
-                    fragment = json.dumps(render_live(self._snapshot(user), self.slo_s))
+                    fragment = json.dumps(
+                        render_live(self._snapshot(user), self.slo_s, may_act=user.may_act)
+                    )
                     await response.write(f"event: change\ndata: {fragment}\n\n".encode())
                     await asyncio.sleep(COALESCE_S)
                     continue

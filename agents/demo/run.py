@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -35,12 +37,18 @@ from agents.demo.connect import BROKEN, DemoConnect
 from agents.demo.simulate import Simulation
 from agents.settings import Settings, Topics
 from streams.models import AdminAction, AuditEvent, EventType
-from streams.projections import Projection, group_totals, totals
+from streams.projections import Episode, Projection, group_totals, totals
 from streams.timefmt import ms_from_iso
 from streams.verify import Verifier
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 DURATION_S = float(os.environ.get("CR_DEMO_SECONDS", "75"))
+DASHBOARD_PORT = 6070  # `connector-recovery dashboard`'s default
+DEMO_TOKEN = "demo"  # noqa: S105 - the demo page's published sign-in token; its sha256 is in the policy
+DEMO_ADMIN = "demo-admin"
+# The scripted Platform Admin handles every incident but this connector's (a credential
+# failure, not retryable): the newcomer gets one to act on, on the page or with the CLI.
+LEFT_FOR_YOU = "SFDC-CRM"
 
 
 class Inbox:
@@ -92,20 +100,29 @@ def _ensure_kafka() -> tuple[str, int | None, bool]:
     return broker.bootstrap, broker.port, broker.pid() is not None
 
 
-def next_steps(run: str, local_port: int | None, home: Path, ours: bool = True) -> list[str]:
-    """The closing screen's exact commands: the run's data is on topics of its own prefix."""
+def env_prefix(run: str, local_port: int | None) -> str:
+    """What a command needs before it in a shell to reach this run's topics."""
     env = {"CR_TOPIC_PREFIX": f"{run}."}
     if local_port is None:
         env = {"KAFKA_BOOTSTRAP_SERVERS": os.environ["KAFKA_BOOTSTRAP_SERVERS"], **env}
     elif "KAFKA_PORT" in os.environ:
         env = {"KAFKA_PORT": str(local_port), **env}
-    prefix = " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
+    return " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
+
+
+def next_steps(run: str, local_port: int | None, home: Path, ours: bool = True) -> list[str]:
+    """The closing screen's exact commands: the run's data is on topics of its own prefix."""
+    prefix = env_prefix(run, local_port)
     lines = [
         f"This run's data is on the topics prefixed {run}. (e.g. {run}.connector.audit); "
         "look at it with:",
         f"  {prefix} connector-recovery report --format html --out demo-report.html",
         f"  {prefix} connector-recovery verify",
         f"  {prefix} connector-recovery replay --connector SAP-AR",
+        f"  {prefix} connector-recovery dashboard --policy {shlex.quote(str(home / 'policy.yaml'))}"
+        f" --port {DASHBOARD_PORT}",
+        f"the last one serves the admin page on http://127.0.0.1:{DASHBOARD_PORT}/dashboard/"
+        f" (token: {DEMO_TOKEN}) until Ctrl-C",
         f"The worker's log and policy are in {home}",
     ]
     if local_port is not None and ours:
@@ -120,6 +137,49 @@ def next_steps(run: str, local_port: int | None, home: Path, ours: bool = True) 
             "from this copy of the project: stop it from where it was started"
         )
     return lines
+
+
+def left_open(events: list[AuditEvent]) -> Episode | None:
+    """The incident the scripted admin left for the newcomer, if it is still open."""
+    projection = Projection(detail=False).apply_all(events)
+    episodes = [
+        e
+        for e in projection.episodes.values()
+        if e.connector_id == LEFT_FOR_YOU and e.incident_open
+    ]
+    return max(episodes, key=lambda e: e.detected_at, default=None)
+
+
+def act_on_it(
+    episode: Episode | None, run: str, local_port: int | None, web_port: int, keep: bool
+) -> list[str]:
+    """The closing screen's part on the incident left open: which, and how to act on it
+    (on the page and with the CLI) while the worker and the fleet are up."""
+    if episode is None:
+        return [f"No incident is left open for you: {LEFT_FOR_YOU}'s was closed meanwhile."]
+    connector, incident = episode.connector_id, episode.incident_id
+    lines = [
+        f"Left open for you: incident {incident}: {connector} (tenant "
+        f"{episode.tenant_id or '_platform'}) failed with {episode.failure}, which no automatic"
+        " retry fixes; the Platform Admin was told, and nobody has acted yet.",
+    ]
+    if not keep:
+        return [
+            *lines,
+            "The worker and the fleet have stopped with the demo: to act on such an incident,"
+            " run `connector-recovery demo --keep`; they then stay up until Ctrl-C.",
+        ]
+    prefix = env_prefix(run, local_port)
+    return [
+        *lines,
+        f"Act on it on the admin page, http://127.0.0.1:{web_port}/dashboard/ (token:"
+        f" {DEMO_TOKEN}): Acknowledge {incident}, then Recover {connector} (the incident closes"
+        " when it has recovered); or from another terminal:",
+        f"  {prefix} connector-recovery ack {incident} --actor {DEMO_ADMIN}",
+        f"  {prefix} connector-recovery recover {connector} --actor {DEMO_ADMIN}",
+        f"  connector-recovery status --web-port {web_port}",
+        "The worker, the fleet and the admin page stay up until Ctrl-C.",
+    ]
 
 
 def _policy(inbox: Inbox, connectors: str = "") -> str:
@@ -240,7 +300,7 @@ async def _play_admin(
     repairs: dict[str, Callable[[], str]],
 ) -> None:
     """The Platform Admin: acknowledge open incidents, repair what it knows how to (`repairs`
-    by connector), then recover the connector."""
+    by connector), then recover the connector; all but `LEFT_FOR_YOU`'s."""
     handled: set[str] = set()
     while not stop.is_set():
         await asyncio.sleep(2)
@@ -250,7 +310,11 @@ async def _play_admin(
             continue
         for incident in incidents:
             incident_id = incident["incident_id"]
-            if incident_id in handled or incident["failure"] == "flapping":
+            if (
+                incident_id in handled
+                or incident["failure"] == "flapping"
+                or incident["connector_id"] == LEFT_FOR_YOU
+            ):
                 continue
             handled.add(incident_id)
             repair = repairs.get(incident["connector_id"])
@@ -261,7 +325,7 @@ async def _play_admin(
                 (AdminAction.RECOVER, incident["connector_id"]),
             ):
                 command = build_command(
-                    action, target, "demo-admin", reason="Platform Admin intervenes (demo)"
+                    action, target, DEMO_ADMIN, reason="Platform Admin intervenes (demo)"
                 )
                 answers = await send_and_wait(settings, command, 20)
                 actions.append(f"admin {action.value.lower()} {target}: {_verdict(answers)}")
@@ -270,7 +334,7 @@ async def _play_admin(
                 command = build_command(
                     AdminAction.RESOLVE,
                     incident_id,
-                    "demo-admin",
+                    DEMO_ADMIN,
                     reason="the connector recovered by itself before the admin's recover",
                 )
                 answers = await send_and_wait(settings, command, 20)
@@ -360,12 +424,42 @@ async def _read_audit(settings: Settings) -> list[AuditEvent]:
         await consumer.stop()
 
 
-def run_demo(with_connect: bool = False) -> int:
+class DemoError(Exception):
+    """What stops the demo before it starts, as the one line to print."""
+
+
+def web_port() -> int:
+    """`CR_WEB_PORT` when set (the worker's port, and its admin page's), checked free; else
+    any free port."""
+    import socket  # noqa: PLC0415
+
+    configured = os.environ.get("CR_WEB_PORT")
+    if not configured:
+        return _free_port()
+    try:
+        port = int(configured)
+    except ValueError:
+        raise DemoError(f"CR_WEB_PORT={configured!r} is not a port number") from None
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as error:
+            raise DemoError(
+                f"CR_WEB_PORT={port}: cannot serve there ({error.strerror}): stop what"
+                " listens on it, or set CR_WEB_PORT to a free port"
+            ) from None
+    return port
+
+
+def run_demo(with_connect: bool = False, keep: bool = False) -> int:
+    """The demo; with `keep`, the worker, the fleet and the admin page stay up after the
+    closing screen, until Ctrl-C."""
     from agents.broker.local import LocalKafkaError  # noqa: PLC0415
 
     try:
+        port = web_port()
         bootstrap, local_port, ours = _ensure_kafka()
-    except LocalKafkaError as error:
+    except (LocalKafkaError, DemoError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     run = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -377,7 +471,6 @@ def run_demo(with_connect: bool = False) -> int:
     home = HOME / run  # never the current directory: the demo runs from any folder
     home.mkdir(parents=True, exist_ok=True)
     inbox = Inbox()
-    port = _free_port()
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -391,9 +484,66 @@ def run_demo(with_connect: bool = False) -> int:
         console.print(f"[bold]Kafka Connect:[/] {connect.start()}")
     policy = home / "policy.yaml"
     policy.write_text(_policy(inbox, connect.policy_lines() if connect else ""))
+
+    def closing(events: list[AuditEvent]) -> int:
+        lines = next_steps(run, local_port, home, ours)
+        lines += act_on_it(left_open(events), run, local_port, port, keep)
+        return _closing_screen(inbox, events, lines)
+
     console.print(f"[bold]Worker:[/] starting ({run}, web on 127.0.0.1:{port}) ...")
+    worker = _start_worker(home, policy, port, env)
+    verdicts: list[int] = []
+    events: list[AuditEvent] = []
+    try:
+        if not _ready(worker, home / "worker.log"):
+            console.print(f"[red]the worker did not start; see {home / 'worker.log'}[/]")
+            return 2
+        console.print("[bold]Worker:[/] ready — starting a fleet of 50 connectors")
+        console.print(
+            f"[bold]Admin page:[/] http://127.0.0.1:{port}/dashboard/ (token: {DEMO_TOKEN})"
+        )
+        repairs = {}
+        if connect is not None:
+            connect.start_probe(home / "probe.log")
+            repairs[BROKEN] = connect.repair
+            console.print(f"[bold]Probe:[/] watching {connect.url} (log {home / 'probe.log'})")
+        hold = (lambda read: verdicts.append(closing(read))) if keep else None
+        events = asyncio.run(_live(settings, port, repairs, hold))
+    finally:
+        worker.terminate()
+        worker.wait(60)
+        if connect is not None:
+            console.print(connect.summary())
+            connect.stop()
+    if keep:
+        return verdicts[0] if verdicts else 130  # 130: stopped before the closing screen
+    return closing(events)
+
+
+def _closing_screen(inbox: Inbox, events: list[AuditEvent], lines: list[str]) -> int:
+    """What the webhooks heard, the verified summary, then `lines`; the summary's verdict."""
+    console.print(f"webhooks received: {dict(sorted(inbox.received.items()))}")
+    verdict = _summary(events)
+    for line in lines:
+        # one line each, never wrapped: they are meant to be copied
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+    return verdict
+
+
+def _ready(worker: subprocess.Popen[str], log: Path, timeout_s: float = 120) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while "ready" not in log.read_text(errors="replace"):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _start_worker(
+    home: Path, policy: Path, port: int, env: dict[str, str]
+) -> subprocess.Popen[str]:
     with (home / "worker.log").open("w") as log:
-        worker = subprocess.Popen(
+        return subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -413,56 +563,63 @@ def run_demo(with_connect: bool = False) -> int:
             stderr=subprocess.STDOUT,
             text=True,
         )
+
+
+async def _until_stopped() -> None:
+    """Wait for Ctrl-C or SIGTERM (handled here: a shell starts a background job with
+    SIGINT ignored, so Python would raise no KeyboardInterrupt for it)."""
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopped.set)
     try:
-        deadline = time.monotonic() + 120
-        while "ready" not in (home / "worker.log").read_text(errors="replace"):
-            if worker.poll() is not None or time.monotonic() > deadline:
-                console.print(f"[red]the worker did not start; see {home / 'worker.log'}[/]")
-                return 2
-            time.sleep(0.2)
-        console.print("[bold]Worker:[/] ready — starting a fleet of 50 connectors")
-        console.print(f"[bold]Admin page:[/] http://127.0.0.1:{port}/dashboard/ (token: demo)")
-        repairs = {}
-        if connect is not None:
-            connect.start_probe(home / "probe.log")
-            repairs[BROKEN] = connect.repair
-            console.print(f"[bold]Probe:[/] watching {connect.url} (log {home / 'probe.log'})")
-        asyncio.run(_live(settings, port, repairs))
-        events = asyncio.run(_read_audit(settings))
+        await stopped.wait()
     finally:
-        worker.terminate()
-        worker.wait(60)
-        if connect is not None:
-            console.print(connect.summary())
-            connect.stop()
-    console.print(f"webhooks received: {dict(sorted(inbox.received.items()))}")
-    verdict = _summary(events)
-    for line in next_steps(run, local_port, home, ours):
-        # one line each, never wrapped: they are meant to be copied
-        console.print(line, soft_wrap=True, markup=False, highlight=False)
-    return verdict
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    console.print("stopping the worker, the fleet and the admin page")
 
 
-async def _live(settings: Settings, port: int, repairs: dict[str, Callable[[], str]]) -> None:
+async def _live(
+    settings: Settings,
+    port: int,
+    repairs: dict[str, Callable[[], str]],
+    hold: Callable[[list[AuditEvent]], object] | None = None,
+) -> list[AuditEvent]:
+    """The fleet and the scripted admin for `DURATION_S`, on a live view; then the audit
+    log's events. With `hold`, it is given the events and the fleet runs on until Ctrl-C
+    or SIGTERM."""
     sim = Simulation(settings)
-    stop = asyncio.Event()
+    fleet_stop, admin_stop = asyncio.Event(), asyncio.Event()
     actions: list[str] = []
-    fleet = asyncio.create_task(sim.run(DURATION_S, stop))
-    admin = asyncio.create_task(_play_admin(settings, port, actions, stop, repairs))
+    fleet = asyncio.create_task(sim.run(math.inf if hold else DURATION_S, fleet_stop))
+    admin = asyncio.create_task(_play_admin(settings, port, actions, admin_stop, repairs))
     started = time.monotonic()
     elapsed = 0.0
-    with Live(
-        _view(_status(port), "-", sim, 0, actions), console=console, refresh_per_second=2
-    ) as live:
-        while not fleet.done():
-            await asyncio.sleep(1)
-            elapsed = time.monotonic() - started
-            live.update(_view(_status(port), _mttr(port), sim, elapsed, actions))
-        # The last frame stays on the screen: without the actions, printed once below.
-        live.update(_view(_status(port), _mttr(port), sim, elapsed, []))
-    console.line()  # off a terminal, the last frame ends without a newline
-    stop.set()
-    await fleet
-    await admin
-    for action in actions:
-        console.print(f"[cyan]{action}[/]")
+    try:
+        with Live(
+            _view(_status(port), "-", sim, 0, actions), console=console, refresh_per_second=2
+        ) as live:
+            while not fleet.done() and elapsed < DURATION_S:
+                await asyncio.sleep(1)
+                elapsed = time.monotonic() - started
+                live.update(_view(_status(port), _mttr(port), sim, elapsed, actions))
+            # The last frame stays on the screen: without the actions, printed once below.
+            live.update(_view(_status(port), _mttr(port), sim, elapsed, []))
+        console.line()  # off a terminal, the last frame ends without a newline
+        admin_stop.set()
+        await admin
+        if hold is None:
+            fleet_stop.set()
+            await fleet
+        for action in actions:
+            console.print(f"[cyan]{action}[/]")
+        events = await _read_audit(settings)
+        if hold is not None:
+            hold(events)
+            await _until_stopped()
+        return events
+    finally:
+        admin_stop.set()
+        fleet_stop.set()
+        await asyncio.gather(fleet, admin, return_exceptions=True)

@@ -6,6 +6,7 @@ tests/kafka/test_dashboard_browser.py."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 from agents.audit.follow import AuditFollower
 from agents.dashboard.auth import CSRF_HEADER, token_digest
 from agents.dashboard.board import Scope
-from agents.dashboard.page import chart_svg, slo_from_alerts
+from agents.dashboard.page import chart_figure, chart_spec, slo_from_alerts
 from agents.dashboard.server import ALERT_RULES, Dashboard
 from agents.settings import Settings
 from streams.models import AdminCommand, AuditEvent, EventType
@@ -338,7 +339,9 @@ def test_the_slo_line_comes_from_the_alert_rules(tmp_path: Path) -> None:
     assert slo_from_alerts(tmp_path / "missing.yml") is None
 
 
-def test_the_chart_draws_mttr_failures_and_the_slo() -> None:
+def test_the_chart_carries_mttr_failures_and_the_slo() -> None:
+    """The server renders each tenant's trend as data for `static/charts.js` (uPlot); the
+    browser tests check what it draws."""
     events = []
     for index, outage_s in enumerate((4, 10, 1000)):  # the last one beyond the SLO
         driver = Driver.with_policy(POLICY, connector_id=f"C{index}", tenant_id="acme")
@@ -351,13 +354,23 @@ def test_the_chart_draws_mttr_failures_and_the_slo() -> None:
 
     async def check(client: TestClient[Any, Any]) -> None:
         page = await (await client.get("/dashboard/fragment", headers=as_user("alice"))).text()
-        svg = re.search(r'<svg class="chart".*?</svg>', page, re.S)
-        assert svg, page
+        found = re.search(r'<figure class="chart" data-tenant="acme" data-chart="([^"]*)"', page)
+        assert found, page
+        spec = json.loads(html.unescape(found.group(1)))
+        assert spec["kind"] == "trend"
         for series in ("mean", "p50", "p90"):
-            assert svg.group(0).count(f'<circle data-series="{series}"') == 3
-        assert 'class="slo"' in svg.group(0)
-        assert "SLO 15m 00s" in svg.group(0)
-        assert svg.group(0).count('class="bar"') >= 3
+            assert sum(v is not None for v in spec[series]) == 3, spec
+        assert sum(spec["failures"]) == 3
+        assert len(spec["starts"]) == len(spec["failures"])
+        assert spec["slo_s"] == 900
+        assert spec["slo_in_view"]
+        page = await (await client.get("/dashboard/", headers=as_user("alice"))).text()
+        for script in ("vendor/uPlot.iife.min.js", "charts.js", "dashboard.js"):
+            assert f'<script src="/dashboard/static/{script}"></script>' in page
+            response = await client.get(f"/dashboard/static/{script}")
+            assert response.status == 200
+        assert "http://" not in page.split("</head>")[0]  # nothing loaded from elsewhere
+        assert "https://" not in page
 
     asyncio.run(with_client(dashboard, check))
 
@@ -367,11 +380,10 @@ def test_an_slo_far_above_every_value_is_marked_above_the_chart() -> None:
         {"start": "2026-01-01T00:00:00.000Z", "failures": 2, "mttr_mean_s": 12.0,
          "mttr_p50_s": 10.0, "mttr_p90_s": 30.0},
     ]  # fmt: skip
-    squashed = chart_svg("acme", points, 10, 900.0)
-    assert 'class="slo"' not in squashed
-    assert "SLO 15m 00s ↑ above the chart" in squashed
-    near = chart_svg("acme", points, 10, 60.0)
-    assert 'class="slo"' in near
+    assert not chart_spec("acme", points, 10, 900.0)["slo_in_view"]
+    assert "SLO 15m 00s is above the chart" in chart_figure("acme", points, 10, 900.0)
+    assert chart_spec("acme", points, 10, 60.0)["slo_in_view"]
+    assert "above the chart" not in chart_figure("acme", points, 10, 60.0)
 
 
 @pytest.mark.parametrize(
@@ -464,7 +476,13 @@ def test_a_tenant_admins_event_stream_wakes_for_their_tenant_only() -> None:
 @pytest.mark.parametrize(
     ("policy", "argv", "message"),
     [
-        ("admins: [alice]\n", [], "nobody could sign in: the policy has no dashboard.users"),
+        ("admins: [alice]\n", [], "nobody could sign in: POLICY has no dashboard.users: add one"),
+        (
+            "dashboard: {users: {alice: {token: s3cret}}}\n",
+            [],
+            "dashboard.users.alice.token: Extra inputs are not permitted"
+            " (did you mean token_sha256?",
+        ),
         ("dashboard: {colour: red}\n", [], "invalid policy: dashboard.colour"),
         ("dashboard: {users: {alice: {}}}\n", ["--port", "TAKEN"], "cannot serve on"),
         (
@@ -493,7 +511,23 @@ def test_the_dashboard_command_says_what_is_wrong(
             env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
         )
     assert result.returncode == 2
-    assert message in result.stderr
+    assert message.replace("POLICY", str(path)) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "pass --policy" not in result.stderr  # it was passed
+
+
+def test_the_dashboard_command_without_a_policy_says_to_pass_one() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CR_POLICY"}
+    result = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "dashboard"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: nobody could sign in: no policy given: pass --policy")
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
@@ -516,3 +550,50 @@ def test_a_timeline_shows_only_the_events_of_the_users_tenant() -> None:
     assert [e["sequence"] for e in platform["events"]] == [orphan.sequence]
     assert "globex" not in json.dumps(platform)
     assert timeline(dashboard, Scope("globex"), "HUBSPOT-CRM") is None
+
+
+def test_a_read_only_user_sees_no_action_buttons() -> None:
+    """carol may look, not act: no buttons on the page, its live part or a timeline (the
+    server still refuses her actions: `test_refused_actions_say_why_and_publish_nothing`)."""
+    dashboard = dashboard_of(failed_connector())
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        for user, buttons in (("alice", True), ("carol", False)):
+            for path in ("/dashboard/", "/dashboard/fragment", "/dashboard/timeline?id=SAP-AR"):
+                body = await (await client.get(path, headers=as_user(user))).text()
+                assert ('class="act"' in body) == buttons, (user, path)
+        page = await (await client.get("/dashboard/", headers=as_user("carol"))).text()
+        assert "read-only: you may look, not act" in page
+        assert "<th>actions</th>" not in page
+
+    asyncio.run(with_client(dashboard, check))
+
+
+def test_a_tenant_users_tenant_filter_shows_their_tenant() -> None:
+    dashboard = dashboard_of(failed_connector())
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        ada = await (await client.get("/dashboard/", headers=as_user("ada"))).text()
+        assert (
+            '<select id="f-tenant" disabled title="you see tenant acme only">'
+            '<option value="acme" selected>acme</option></select>'
+        ) in ada
+        alice = await (await client.get("/dashboard/", headers=as_user("alice"))).text()
+        assert '<select id="f-tenant"><option value="">all</option></select>' in alice
+
+    asyncio.run(with_client(dashboard, check))
+
+
+def test_the_page_and_the_sign_in_form_have_a_favicon() -> None:
+    dashboard = dashboard_of([])
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        link = '<link rel="icon" type="image/svg+xml" href="/dashboard/static/favicon.svg">'
+        assert link in await (await client.get("/dashboard/", headers=as_user("alice"))).text()
+        assert link in await (await client.get("/dashboard/login")).text()
+        icon = await client.get("/dashboard/static/favicon.svg")
+        assert icon.status == 200
+        assert icon.content_type == "image/svg+xml"
+        assert (await icon.text()).startswith("<svg")
+
+    asyncio.run(with_client(dashboard, check))

@@ -33,7 +33,7 @@ from tests.kafka.harness import (
     wait_for,
     wait_for_audit,
 )
-from tests.test_report_rendering import chromium
+from tests.test_report_rendering import assert_every_chart_has_ticks, chromium
 
 pytestmark = pytest.mark.kafka
 
@@ -204,10 +204,10 @@ def stack(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stac
         yield Stack(ns, tmp, dashboard, worker, browser)
 
 
-def page_as(stack: Stack, user: str | None) -> Any:
+def page_as(stack: Stack, user: str | None, width: int = 1400) -> Any:
     headers = {"X-Forwarded-User": user} if user else {}
     context = stack.browser.new_context(
-        extra_http_headers=headers, viewport={"width": 1400, "height": 1000}
+        extra_http_headers=headers, viewport={"width": width, "height": 1000}
     )
     return context.new_page()
 
@@ -344,11 +344,11 @@ def test_a_tenant_admins_page_never_shows_another_tenants_connectors(stack: Stac
         leaked = {c for c in ACME_IDS if c in content}
         assert not leaked, leaked
         assert "acme" not in content
-    assert page.locator("svg.chart").count() == 1  # globex's trends only
-    assert admin.locator("svg.chart").count() == 2
+    assert page.locator("figure.chart").count() == 1  # globex's trends only
+    assert admin.locator("figure.chart").count() == 2
 
 
-def test_a_non_admins_click_is_refused_with_the_reason(stack: Stack) -> None:
+def test_a_read_only_user_sees_no_buttons_and_the_server_refuses_her(stack: Stack) -> None:
     page = page_as(stack, None)
     page.goto(stack.dashboard.url)
     page.screenshot(path=str(SHOTS / "0-sign-in.png"))
@@ -356,17 +356,118 @@ def test_a_non_admins_click_is_refused_with_the_reason(stack: Stack) -> None:
     page.click('button[type="submit"]')
     page.wait_for_selector(row("GLOBEX-LEDGER", "failing"), timeout=15_000)
     assert "carol · read-only · every tenant" in page.locator("header").inner_text()
-    incident = page.locator("#incidents tr.open", has_text="GLOBEX-LEDGER")
-    incident.locator('button[data-action="RECOVER"]').click()
+    page.locator('tr.connector[data-connector="GLOBEX-LEDGER"]').click()
+    page.wait_for_selector('.timeline[data-connector="GLOBEX-LEDGER"]')
+    assert page.locator("button.act").count() == 0  # no buttons she may not use
+    # The server refuses her all the same: the request a button would have sent.
+    page.evaluate(
+        """async () => {
+            const csrf = document.querySelector('meta[name="csrf-token"]').content;
+            const response = await fetch("api/actions", {
+                method: "POST",
+                headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
+                body: JSON.stringify({action: "RECOVER", target: "GLOBEX-LEDGER"}),
+            });
+            const reply = await response.json();
+            document.getElementById("answer").className = "refused";
+            document.getElementById("answer").textContent = response.status + " " + reply.error;
+        }"""
+    )
     answer = page.locator("#answer.refused")
     answer.wait_for(timeout=10_000)
     assert answer.inner_text() == (
-        "recover GLOBEX-LEDGER: refused: user 'carol' is not in the policy's admins:"
-        " ask a Platform Admin to act"
+        "403 user 'carol' is not in the policy's admins: ask a Platform Admin to act"
     )
     page.screenshot(path=str(SHOTS / "5-non-admin-refused.png"), full_page=True)
     audit = audit_until(stack, bool, 10, "the audit log")
     assert not [e for e in audit if e.actor == "carol"]
+
+
+def test_a_timeline_fits_a_1024_px_window(stack: Stack) -> None:
+    """Every column of a connector's timeline, hash and log position included, is inside a
+    1,024 px window: the page never scrolls sideways."""
+    page = page_as(stack, "alice", width=1024)
+    page.goto(stack.dashboard.url)
+    page.locator('tr.connector[data-connector="ACME-H2"]').click()  # a receipt: long rows
+    page.wait_for_selector('.timeline[data-connector="ACME-H2"] .chain.ok')
+    page.locator(".timeline").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "6-timeline-at-1024.png"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1024
+    for header in ("hash", "log position"):
+        cell = page.locator(".timeline th", has_text=header)
+        box = cell.bounding_box()
+        assert box is not None
+        assert box["x"] + box["width"] <= 1024, (header, box)
+    rows = page.locator(".timeline tbody tr")
+    assert rows.count() >= 4
+    last = rows.first.locator("td").last.bounding_box()
+    assert last is not None
+    assert last["x"] + last["width"] <= 1024
+
+
+def test_a_tenant_users_filter_shows_their_tenant(stack: Stack) -> None:
+    page = page_as(stack, "bob")
+    page.goto(stack.dashboard.url)
+    page.wait_for_selector(row("GLOBEX-LEDGER", "failing"), timeout=15_000)
+    tenant = page.locator("#f-tenant")
+    assert tenant.input_value() == "globex"
+    assert tenant.locator("option:checked").inner_text() == "globex"
+    assert tenant.is_disabled()
+    page.screenshot(path=str(SHOTS / "7-tenant-filter-globex.png"))
+
+
+def test_the_page_has_a_favicon(stack: Stack) -> None:
+    page = page_as(stack, "alice")
+    page.goto(stack.dashboard.url)
+    href = page.locator('link[rel="icon"]').get_attribute("href")
+    assert href == "/dashboard/static/favicon.svg"
+    icon = page.request.get(f"http://127.0.0.1:{stack.dashboard.port}{href}")
+    assert icon.status == 200
+    assert icon.headers["content-type"] == "image/svg+xml"
+
+
+def test_every_trend_chart_has_axes_ticks_a_legend_apart_and_a_tooltip(stack: Stack) -> None:
+    """The trends, drawn by the vendored uPlot: labelled ticks on every axis (time in UTC,
+    MTTR with units, failures), the legend below the plot (never over it or the SLO line),
+    a tooltip with the window's figures; and nothing loaded from another site."""
+    page = page_as(stack, "alice")
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(stack.dashboard.url)
+    page.wait_for_function("document.querySelectorAll('[data-chart] canvas').length === 2")
+    assert_every_chart_has_ticks(page, 2)
+    for chart in page.locator("figure.chart").all():
+        plot = chart.locator("canvas").bounding_box()
+        legend = chart.locator(".u-legend").bounding_box()
+        assert plot is not None
+        assert legend is not None
+        assert legend["y"] >= plot["y"] + plot["height"], (plot, legend)
+        for series in ("mean", "p50", "p90", "failures", "SLO"):
+            assert series in chart.locator(".u-legend").inner_text()
+    acme = page.locator('figure.chart[data-tenant="acme"]')
+    tip = acme.locator(".chart-tip")
+
+    def hover_a_recovery() -> str | None:
+        """Sweep the plot until the cursor is on a window with a recovery: its tooltip."""
+        acme.scroll_into_view_if_needed()  # the mouse reaches only what is in the viewport
+        box = acme.locator(".u-over").bounding_box()
+        assert box is not None
+        for step in range(1, 40):
+            page.mouse.move(box["x"] + box["width"] * step / 40, box["y"] + box["height"] / 2)
+            if tip.is_visible():
+                shown = str(tip.inner_text())
+                if "p90 -" not in shown:
+                    return shown
+        return None
+
+    # A live update that changes the data redraws the chart: then sweep again.
+    text = wait_for(hover_a_recovery, 20, "a tooltip with a recovery's figures")
+    assert text.startswith("window 20"), text
+    assert "failures " in text
+    assert "p90 " in text
+    page.screenshot(path=str(SHOTS / "8-trends-with-tooltip.png"), full_page=True)
+    local = f"http://127.0.0.1:{stack.dashboard.port}/"
+    assert [url for url in requests if not url.startswith(local)] == []
 
 
 def test_the_worker_serves_the_same_page(stack: Stack) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,7 +40,10 @@ def test_the_demo_ends_with_a_verified_summary(ns: Namespace) -> None:
     assert "no compliance findings" in out
     manual = next(line for line in out.splitlines() if line.startswith("manual recoveries:"))
     assert "SAP-AR" in manual  # retries exhausted, then recovered by the Platform Admin
-    assert "SFDC-CRM" in manual  # non-retryable auth failure
+    # the non-retryable auth failure is left for the newcomer, who is told how to act on it
+    assert "SFDC-CRM" not in manual
+    assert "Left open for you: incident SFDC-CRM:1: SFDC-CRM (tenant acme)" in out
+    assert "run `connector-recovery demo --keep`" in out
     assert "connector.flapping.started=" in out  # HUBSPOT-CRM
     assert "notification.failed=" in out  # initech's webhook is down ...
     assert "incident.escalated=" in out  # ... so the Platform Admin hears about it
@@ -86,11 +94,15 @@ def test_the_demo_ends_with_commands_that_show_its_data(ns: Namespace) -> None:
         for line in screen.splitlines()
         if re.match(r"  ([A-Z_]+=\S+ )+connector-recovery ", line)
     ]
-    assert [command.split(" connector-recovery ")[1] for command in commands] == [
+    assert [
+        command.split(" connector-recovery ")[1].split(" --policy ")[0] for command in commands
+    ] == [
         "report --format html --out demo-report.html",
         "verify",
         "replay --connector SAP-AR",
+        "dashboard",  # serves until Ctrl-C: test_demo_keep... runs the page
     ]
+    commands = commands[:3]
     # as a user would paste them: a shell, the CLI on PATH, from another folder
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
     outputs = []
@@ -106,7 +118,94 @@ def test_the_demo_ends_with_commands_that_show_its_data(ns: Namespace) -> None:
         )
         assert ran.returncode == 0, f"{command}\n{ran.stdout}{ran.stderr}"
         outputs.append(ran.stdout)
-    assert "<svg" in (ns.tmp / "demo-report.html").read_text()
+    assert "data-chart=" in (ns.tmp / "demo-report.html").read_text()
     assert ": clean" in outputs[1]
     assert "replayed " in outputs[2]
     assert "failures 1," in outputs[2]  # SAP-AR failed once (the stubborn fault)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def status(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
+        answer: dict[str, Any] = json.load(response)
+        return answer
+
+
+def test_demo_keep_stays_up_on_cr_web_port_with_an_incident_to_act_on(ns: Namespace) -> None:
+    """`demo --keep` with CR_WEB_PORT: after the closing screen the worker and its admin page
+    stay up on that port with the incident left open; the closing screen's commands, pasted
+    into a shell, close it; SIGTERM then stops everything."""
+    port = free_port()
+    out = ns.tmp / "demo-keep.out"
+    env = {**ns.env(), "CR_DEMO_SECONDS": "30", "CR_TOPIC_PREFIX": "", "CR_WEB_PORT": str(port)}
+    with out.open("w") as sink:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "agents.cli", "demo", "--keep"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=ns.tmp,
+        )
+    try:
+        wait_for(
+            lambda: "stay up until Ctrl-C" in out.read_text() or demo.poll() is not None,
+            400,
+            "the closing screen of demo --keep",
+            interval_s=1,
+        )
+        screen = out.read_text()
+        assert demo.poll() is None, screen[-3000:]
+        assert f"Admin page: http://127.0.0.1:{port}/dashboard/ (token: demo)" in screen
+        left = [i for i in status(port)["open_incidents"] if i["connector_id"] == "SFDC-CRM"]
+        assert len(left) == 1, status(port)["open_incidents"]
+        incident = left[0]["incident_id"]
+        assert f"Left open for you: incident {incident}: SFDC-CRM" in screen
+        signed_in = urllib.request.Request(
+            f"http://127.0.0.1:{port}/dashboard/", headers={"Authorization": "Bearer demo"}
+        )
+        with urllib.request.urlopen(signed_in, timeout=5) as page:  # noqa: S310 - as above
+            body = page.read().decode()
+        assert "demo-admin · admin · every tenant" in body  # the page outlives the live view
+        assert incident in body
+        commands = [
+            line.strip()
+            for line in screen.splitlines()
+            if re.match(r"  ([A-Z_]+=\S+ )+connector-recovery (ack|recover) ", line)
+        ]
+        assert [c.split(" connector-recovery ")[1] for c in commands] == [
+            f"ack {incident} --actor demo-admin",
+            "recover SFDC-CRM --actor demo-admin",
+        ]
+        path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+        for command in commands:
+            ran = subprocess.run(
+                ["bash", "-c", command],
+                env={"PATH": path, "HOME": str(ns.tmp)},
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert ran.returncode == 0, f"{command}\n{ran.stdout}{ran.stderr}"
+            assert ran.stdout.startswith("accepted: "), ran.stdout
+
+        def closed() -> bool:
+            now = status(port)
+            sfdc = next(c for c in now["connectors"] if c["connector_id"] == "SFDC-CRM")
+            return sfdc["phase"] == "OK" and not now["open_incidents"]
+
+        wait_for(closed, 60, "SFDC-CRM recovered by the newcomer, its incident closed")
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(90) == 0, out.read_text()[-3000:]
+        assert "stopping the worker, the fleet and the admin page" in out.read_text()
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0  # the worker is gone
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait(30)

@@ -36,6 +36,23 @@
     filters.tenant.value = chosen;
   }
 
+  // The live part, as the server rendered it; then its charts (charts.js, uPlot). A chart
+  // whose data did not change is kept as it is, hovered tooltip included: the poll every
+  // 5 s would otherwise redraw it under the cursor.
+  function swap(html) {
+    const kept = new Map();
+    for (const figure of live.querySelectorAll("figure.chart[data-chart]")) {
+      kept.set(figure.dataset.chart, figure);
+    }
+    live.innerHTML = html;
+    for (const figure of live.querySelectorAll("figure.chart[data-chart]")) {
+      const same = kept.get(figure.dataset.chart);
+      if (same) figure.replaceWith(same);
+    }
+    applyFilters();
+    window.crCharts.drawAll(live);
+  }
+
   // A change that arrives while a refresh is in flight asks for one more refresh after it:
   // the response in flight may predate the change.
   let again = false;
@@ -50,10 +67,7 @@
           again = false;
           const response = await fetch(base + "/fragment", { credentials: "same-origin" });
           if (response.status === 401) return window.location.assign(base + "/login");
-          if (response.ok) {
-            live.innerHTML = await response.text();
-            applyFilters();
-          }
+          if (response.ok) swap(await response.text());
           if (openConnector) await showTimeline(openConnector);
         } while (again);
       } finally {
@@ -126,8 +140,7 @@
   // Each change carries the new live part, rendered by the server for this user.
   const stream = new EventSource(base + "/events");
   stream.addEventListener("change", (event) => {
-    live.innerHTML = JSON.parse(event.data);
-    applyFilters();
+    swap(JSON.parse(event.data));
     if (openConnector) showTimeline(openConnector);
   });
   stream.addEventListener("open", () => (liveStatus.textContent = "live"));
@@ -135,4 +148,5 @@
   // Ages, dead letters and lag move without audit events: a slow poll keeps them current.
   setInterval(refresh, 5000);
   applyFilters();
+  window.crCharts.drawAll(live);
 })();
