@@ -26,8 +26,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from streams.chain import event_hash
 from streams.evolve import evolve
@@ -204,10 +203,10 @@ class TenantFigures(Figures):
         return figures
 
 
-@dataclass(slots=True)
-class OpenEpisode:
+class OpenEpisode(NamedTuple):
     """A failure episode that can still change a figure: not yet recovered, or an incident
-    not yet resolved."""
+    not yet resolved. Immutable, so a snapshot can take the episodes as they are at one
+    moment and write them while the fold goes on."""
 
     incident_id: str
     connector_id: str
@@ -224,25 +223,6 @@ class OpenEpisode:
     @property
     def incident_open(self) -> bool:
         return self.opened_at is not None and self.resolved_at is None
-
-    def to_wire(self) -> list[Any]:
-        return [
-            self.incident_id,
-            self.connector_id,
-            self.tenant_id,
-            self.failure,
-            self.detected_at,
-            self.recovered,
-            self.opened_at,
-            self.acknowledged_at,
-            self.acknowledged_by,
-            self.escalation_level,
-            self.resolved_at,
-        ]
-
-    @staticmethod
-    def from_wire(wire: list[Any]) -> OpenEpisode:
-        return OpenEpisode(*wire)
 
 
 def base_state(record: Record) -> str:
@@ -365,21 +345,24 @@ class FleetView:
         at = event.occurred_at
         match kind:
             case EventType.RECOVERY_COMPLETED:
-                if not episode.recovered:
-                    episode.recovered = True
-                    figures = self._tenant(episode.tenant_id)
-                    figures.recovered_after(episode.detected_at, at - episode.detected_at)
+                if episode.recovered:
+                    return
+                episode = episode._replace(recovered=True)
+                figures = self._tenant(episode.tenant_id)
+                figures.recovered_after(episode.detected_at, at - episode.detected_at)
             case EventType.INCIDENT_OPENED:
-                episode.opened_at = at
-                episode.escalation_level = int(event.attributes.get("level", "0"))
+                level = int(event.attributes.get("level", "0"))
+                episode = episode._replace(opened_at=at, escalation_level=level)
             case EventType.INCIDENT_ESCALATED:
-                episode.escalation_level = int(event.attributes.get("level", "0"))
+                level = int(event.attributes.get("level", "0"))
+                episode = episode._replace(escalation_level=level)
             case EventType.INCIDENT_ACKNOWLEDGED:
-                episode.acknowledged_at, episode.acknowledged_by = at, event.actor
+                episode = episode._replace(acknowledged_at=at, acknowledged_by=event.actor)
             case EventType.INCIDENT_RESOLVED:
-                episode.resolved_at = at
+                episode = episode._replace(resolved_at=at)
             case _:
-                pass
+                return
+        self.episodes[incident_id] = episode
 
     def _settle(self, incident_id: str) -> None:
         """Forget an episode once it can change no figure: its connector has moved on to
@@ -502,60 +485,84 @@ class FleetView:
 
     # -- snapshot -------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        """The whole view as JSON-able data. Records are given apart (`record_chunks`), in
-        chunks, so a large fleet can be written without holding its text at once."""
+        """The view's parts whose size does not follow the fleet, as JSON-able data; the
+        rest (records, open episodes, since) comes in chunks from `parts`."""
         return {
             "format": FORMAT,
             "check_chains": self.check_chains,
             "events": self.events,
             "duplicates": self.duplicates,
             "rejected_only": [record_to_wire(r) for r in self.rejected_only.values()],
-            "episodes": [e.to_wire() for e in self.episodes.values()],
             "tenants": {key: f.to_wire() for key, f in self.tenants.items()},
-            "closed": {key: [e.to_wire() for e in recent] for key, recent in self.closed.items()},
+            "closed": {key: [list(e) for e in recent] for key, recent in self.closed.items()},
             "chain_problems": self.chain_problems,
-            "since": self.since,
         }
 
-    def copy_records(self) -> list[Record]:
-        """The records as they are now (immutable tuples: a later fold does not change
-        them)."""
-        return list(self.records.values())
+    def parts(self) -> Parts:
+        """The records, open episodes and since-times as they are now: immutable values
+        (tuples), so a later fold does not change what was taken."""
+        return Parts(
+            list(self.records.values()), list(self.episodes.values()), list(self.since.items())
+        )
 
     @staticmethod
-    def restore(snapshot: dict[str, Any], records: Iterable[Record]) -> FleetView:
-        """The view of `snapshot` with `records` (more may follow: `add_records`)."""
+    def restore(snapshot: dict[str, Any]) -> FleetView:
+        """The view of `snapshot`, its parts to be added (`add`)."""
         if snapshot.get("format") != FORMAT:
             raise ValueError(f"a snapshot of format {snapshot.get('format')!r}, not {FORMAT}")
         view = FleetView(check_chains=bool(snapshot["check_chains"]))
         view.events = int(snapshot["events"])
         view.duplicates = int(snapshot["duplicates"])
-        view.add_records(records)
         view.rejected_only = {
             r.connector_id: r for r in map(record_from_wire, snapshot["rejected_only"])
         }
-        view.episodes = {e.incident_id: e for e in map(OpenEpisode.from_wire, snapshot["episodes"])}
         view.tenants = {key: TenantFigures.from_wire(f) for key, f in snapshot["tenants"].items()}
         view.closed = {
-            key: deque(map(OpenEpisode.from_wire, recent))
+            key: deque(OpenEpisode(*e) for e in recent)
             for key, recent in snapshot["closed"].items()
         }
         view.chain_problems = dict(snapshot["chain_problems"])
-        view.since = {key: int(at) for key, at in snapshot["since"].items()}
         return view
 
-    def add_records(self, records: Iterable[Record]) -> None:
-        """Records of a snapshot being restored."""
-        for record in records:
-            self.records[record.connector_id] = record
-            self._count(record, +1)
+    def add(self, kind: str, wire: list[Any]) -> None:
+        """One chunk of a part (`Parts.wire_chunks`) of a snapshot being restored."""
+        if kind == "records":
+            for record in map(record_from_wire, wire):
+                self.records[record.connector_id] = record
+                self._count(record, +1)
+        elif kind == "episodes":
+            for values in wire:
+                episode = OpenEpisode(*values)
+                self.episodes[episode.incident_id] = episode
+        elif kind == "since":
+            self.since.update((connector_id, int(at)) for connector_id, at in wire)
+        else:
+            raise ValueError(f"a snapshot part {kind!r}")
 
     def as_data(self) -> dict[str, Any]:
-        """Everything the view holds, records included, as comparable data (tests)."""
+        """Everything the view holds, as comparable data (tests)."""
+        parts = self.parts()
         return {
             **self.snapshot(),
-            "records": sorted(record_to_wire(r) for r in self.records.values()),
+            "records": sorted(record_to_wire(r) for r in parts.records),
+            "episodes": sorted(list(e) for e in parts.episodes),
+            "since": sorted(parts.since),
         }
+
+
+class Parts(NamedTuple):
+    records: list[Record]
+    episodes: list[OpenEpisode]
+    since: list[tuple[str, int]]
+
+    def wire_chunks(self, size: int) -> Iterator[tuple[str, list[Any]]]:
+        """(part, JSON-able values) in chunks of `size`: what `FleetView.add` takes."""
+        for start in range(0, len(self.records), size):
+            yield "records", [record_to_wire(r) for r in self.records[start : start + size]]
+        for start in range(0, len(self.episodes), size):
+            yield "episodes", [list(e) for e in self.episodes[start : start + size]]
+        for start in range(0, len(self.since), size):
+            yield "since", [list(item) for item in self.since[start : start + size]]
 
 
 def _link_problem(head: Record, event: AuditEvent) -> str | None:

@@ -23,11 +23,11 @@ from typing import Any
 
 import orjson
 
-from streams.views import FleetView, record_from_wire, record_to_wire
+from streams.views import FleetView
 
 log = logging.getLogger("connector_recovery.views")
 
-FILE_FORMAT = 1
+FILE_FORMAT = 2  # 2: records, open episodes and since-times in tagged chunks
 RECORDS_PER_LINE = 2_000
 
 
@@ -56,7 +56,7 @@ class SnapshotFile:
             "offsets": {str(partition): offset for partition, offset in offsets.items()},
         }
         small = view.snapshot()
-        records = view.copy_records()
+        parts = view.parts()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(self.path.name + ".tmp")
         digest = hashlib.sha256()
@@ -71,9 +71,8 @@ class SnapshotFile:
 
             write(orjson.dumps(header))
             write(orjson.dumps(small))
-            for start in range(0, len(records), RECORDS_PER_LINE):
-                chunk = records[start : start + RECORDS_PER_LINE]
-                write(orjson.dumps([record_to_wire(r) for r in chunk]))
+            for chunk in parts.wire_chunks(RECORDS_PER_LINE):
+                write(orjson.dumps(chunk))
                 await asyncio.sleep(0)
             file.write(orjson.dumps({"sha256": digest.hexdigest()}) + b"\n")
             await asyncio.to_thread(_flush, file)
@@ -101,9 +100,10 @@ class SnapshotFile:
             header = orjson.loads(body[0])
             if header.get("format") != FILE_FORMAT:
                 raise SnapshotError(f"{self.path} is of format {header.get('format')!r}")
-            view = FleetView.restore(orjson.loads(body[1]), ())
+            view = FleetView.restore(orjson.loads(body[1]))
             for line in body[2:]:
-                view.add_records(map(record_from_wire, orjson.loads(line)))
+                kind, values = orjson.loads(line)
+                view.add(kind, values)
                 await asyncio.sleep(0)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             if isinstance(error, SnapshotError):

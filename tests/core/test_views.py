@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from streams.models import AdminAction, AuditEvent, EventType
 from streams.projections import Projection, group_totals, tenant_key
-from streams.views import RELATIVE_ACCURACY, FleetView, Sketch, record_from_wire, record_to_wire
+from streams.views import RELATIVE_ACCURACY, FleetView, Sketch
 from tests.core.driver import Driver
 from tests.core.test_properties import POLICY, play, scripts
 
@@ -54,10 +54,12 @@ def folded(events: list[AuditEvent]) -> FleetView:
 
 
 def through_a_file(view: FleetView) -> FleetView:
-    """What a snapshot file gives back: the view's data as JSON, and the records."""
-    data = orjson.loads(orjson.dumps(view.snapshot()))
-    records = orjson.loads(orjson.dumps([record_to_wire(r) for r in view.copy_records()]))
-    return FleetView.restore(data, map(record_from_wire, records))
+    """What a snapshot file gives back: the view's data and its parts as JSON, in chunks."""
+    chunks = orjson.loads(orjson.dumps(list(view.parts().wire_chunks(2))))
+    restored = FleetView.restore(orjson.loads(orjson.dumps(view.snapshot())))
+    for kind, values in chunks:
+        restored.add(kind, values)
+    return restored
 
 
 def restored_then_tail(events: list[AuditEvent], cut: int) -> FleetView:
