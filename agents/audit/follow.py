@@ -86,7 +86,7 @@ class AuditFollower:
         self._index: TimelineIndex | None = None
         self.offsets: dict[int, int] = {}  # audit partition -> next offset to fold
         self._codec = registry()
-        self._folded_since_snapshot = 0
+        self._snapshot_events = 0  # the view's event count at the last snapshot written
         self._consumer: AIOKafkaConsumer | None = None
 
     @property
@@ -132,7 +132,7 @@ class AuditFollower:
             )
         finally:
             try:
-                if self.caught_up.is_set() and self._folded_since_snapshot:
+                if self.caught_up.is_set() and self._snapshot_due():
                     await self.snapshot()
             finally:
                 self.index.flush()
@@ -173,7 +173,7 @@ class AuditFollower:
                         f"{self.progress.total:,}",
                         f"{rate:,.0f}",
                     )
-            elif self._folded_since_snapshot and now - last_snapshot >= SNAPSHOT_EVERY_S:
+            elif self._snapshot_due() and now - last_snapshot >= SNAPSHOT_EVERY_S:
                 last_snapshot = now
                 await self.snapshot()
 
@@ -197,6 +197,7 @@ class AuditFollower:
             self.view = restored.view
             self.offsets = {tp.partition: restored.offsets[tp.partition] for tp in tps}
             self.progress.from_snapshot = True
+            self._snapshot_events = restored.view.events
             self.progress.restored_events = restored.view.events
             log.info(
                 "audit views: restored %s events' worth from %s in %.1fs",
@@ -224,12 +225,13 @@ class AuditFollower:
         began = time.monotonic()
         self.index.flush()
         offsets = dict(self.offsets)
-        self._folded_since_snapshot = 0
+        events = self.view.events
         try:
             size = await self.snapshots.save(self.view, self.topic, offsets)
         except OSError as error:  # the views go on; the next restart folds more
             log.warning("audit views: cannot write %s: %s", self.snapshots.path, error)
             return
+        self._snapshot_events = events
         log.info(
             "audit views: snapshot of %s events (%s connectors, %.1f MB) in %.1fs",
             f"{self.view.events:,}",
@@ -241,8 +243,11 @@ class AuditFollower:
     async def _announce_caught_up(self) -> None:
         log.info("audit views caught up: %d records folded", self.progress.read)
         self.caught_up.set()
-        if self._folded_since_snapshot:
+        if self._snapshot_due():
             await self.snapshot()
+
+    def _snapshot_due(self) -> bool:
+        return self.view.events != self._snapshot_events
 
     async def _wait_for_topic(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         said = float("-inf")
@@ -277,7 +282,6 @@ class AuditFollower:
             log.error("audit record at %s/%s has malformed evidence: %s", partition, offset, error)
             return
         if applied:
-            self._folded_since_snapshot += 1
             self.index.add(event.connector_id, event.sequence, partition, offset)
             if self.on_event is not None:
                 self.on_event(f"{partition}/{offset}", event)
