@@ -85,6 +85,19 @@ async def ensure_topics(settings: Settings) -> list[str]:
         await admin.close()
 
 
+async def cluster_id(settings: Settings) -> str | None:
+    """The id of the Kafka cluster at `settings.bootstrap_servers` (None from a broker too
+    old to say): the worker keys its local state by it (`Settings.worker_state_dir`)."""
+    admin = AIOKafkaAdminClient(**_kafka_config(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_cluster()
+    finally:
+        await admin.close()
+    found = described.get("cluster_id")
+    return str(found) if found else None
+
+
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str]) -> None:
     """Until every partition of the topics just created has a leader: a client that starts
     sooner (Faust fetching its changelog's offsets) logs NotLeaderForPartition errors."""

@@ -75,7 +75,7 @@ class WorkerApp:
             broker=f"kafka://{s.bootstrap_servers}",
             broker_credentials=faust_credentials(s),
             store=s.store,
-            datadir=str(s.worker_data_dir),
+            datadir=str(s.worker_state_dir),
             web_enabled=True,
             web_host=s.web_host,
             web_port=s.web_port,
