@@ -86,11 +86,7 @@ def cmd_probe_kafka_connect(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from agents.broker.topics import (  # noqa: PLC0415
-        AuditTopicMisconfigured,
-        cluster_id,
-        ensure_topics,
-    )
+    from agents.broker.topics import AuditTopicMisconfigured, prepare_worker  # noqa: PLC0415
     from agents.policyfile import load_policy  # noqa: PLC0415
     from agents.worker.app import WorkerApp  # noqa: PLC0415
     from agents.worker.restore import RestoringWorker  # noqa: PLC0415
@@ -98,8 +94,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     policy = load_policy(settings.policy_path)  # a PolicyError is main's one line
     try:
-        asyncio.run(ensure_topics(settings))
-        settings = settings.but(kafka_cluster_id=asyncio.run(cluster_id(settings)))
+        settings = settings.but(kafka_cluster_id=asyncio.run(prepare_worker(settings)))
     except AuditTopicMisconfigured as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR

@@ -128,6 +128,12 @@ class Settings:
         return f"{self.app_id}-{STATE_TABLE}-changelog"
 
     @property
+    def router_group(self) -> str:
+        """The consumer group of the router (agents/worker/router.py); the decider's is the
+        app id."""
+        return f"{self.app_id}-router"
+
+    @property
     def inputs_topic(self) -> str:
         """The internal topic every decider input is repartitioned onto, by connector."""
         return f"{self.app_id}-inputs"

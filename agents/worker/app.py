@@ -139,7 +139,9 @@ class WorkerApp:
             raw_producer=self._raw_producer,
             crash=self.app.crash,
         )
-        self.router = RouterProcess(s, loglevel, self.counters)
+        self.router = RouterProcess(
+            s, loglevel, self.counters, stopping=lambda: self.app.should_stop
+        )
         # One follower of the audit topic feeds /status, /metrics and the admin page.
         self.dashboard = Dashboard(settings, policy, LiveProjection())
         self.dashboard.mount(self.app.web.web_app)  # type: ignore[attr-defined]  # Faust's default web driver is aiohttp; its base class does not name the app

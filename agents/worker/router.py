@@ -48,6 +48,8 @@ READ_BACK_RECORDS = 2_000
 BATCH_RECORDS = 2_000  # records per poll of the external topics
 BATCH_ITEMS = 500  # inputs per InputBatch record (at most agents.wire.records.BATCH_SLOTS)
 IN_FLIGHT_POLLS = 4  # polls sent but not yet acked and committed
+# A stopping router waits this long for its polls in flight to be acked and committed.
+STOP_COMMIT_S = 3.0
 
 DeadLetter = Callable[[ConsumerRecord[bytes, bytes], str], Awaitable[None]]
 
@@ -118,7 +120,7 @@ class Router:
         """Route until cancelled. `producer` is shared with the rest of the worker."""
         consumer = AIOKafkaConsumer(
             **client_options(self.settings),
-            group_id=f"{self.settings.app_id}-router",
+            group_id=self.settings.router_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=BATCH_RECORDS,
@@ -157,8 +159,7 @@ class Router:
                 for tp in consumer.assignment() - self._forwarded.keys() - self._unacked.keys():
                     self._forwarded[tp] = await consumer.position(tp)
         finally:
-            for task in in_flight:
-                task.cancel()  # unacked polls are not committed: the next owner reads back
+            await _settle(in_flight)
             self._consumer = None
             await consumer.stop()
 
@@ -312,3 +313,17 @@ def dead_letter_headers(
         ("source.partition", str(partition).encode()),
         ("source.offset", str(offset).encode()),
     ]
+
+
+async def _settle(in_flight: deque[asyncio.Task[None]]) -> None:
+    """On the way out: polls acked within STOP_COMMIT_S are committed (a stopped worker
+    leaves its successor nothing to read back); the rest are cancelled, uncommitted, and
+    the next owner reads them back."""
+    if not in_flight:
+        return
+    _done, late = await asyncio.wait(in_flight, timeout=STOP_COMMIT_S)
+    for task in late:
+        task.cancel()
+    for task in in_flight:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a failure was raised in the loop, or is moot now

@@ -151,14 +151,19 @@ class Worker:
         *,
         cwd: Path | None = None,
         default_data_dir: bool = False,
+        data_dir: Path | None = None,
+        own_process_group: bool = False,
     ) -> None:
-        """`default_data_dir`: no --data-dir and no CR_DATA_DIR, as a user who sets none."""
+        """`default_data_dir`: no --data-dir and no CR_DATA_DIR, as a user who sets none.
+        `own_process_group`: the worker and its router in a process group of their own, as
+        a service manager runs them; `stop(whole_group=True)` then signals both."""
         self.ns = ns
+        self.own_process_group = own_process_group
         self.extra_env = env or {}
         self.name = name
         self.cwd = cwd
         self.default_data_dir = default_data_dir
-        self.data_dir = ns.tmp / f"{name}-data"
+        self.data_dir = data_dir or ns.tmp / f"{name}-data"
         self.web_port = free_port()
         self.policy = policy
         self.lines: list[str] = []
@@ -190,6 +195,7 @@ class Worker:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=self.own_process_group,
         )
         threading.Thread(target=self._pump, daemon=True).start()
         try:
@@ -220,10 +226,16 @@ class Worker:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def stop(self, timeout_s: float = 30) -> int:
+    def stop(self, timeout_s: float = 30, *, whole_group: bool = False) -> int:
+        """SIGTERM to the worker (`whole_group`: to its process group, the router too, as
+        `systemctl stop` or a terminal's Ctrl-C reaches every process); its exit code."""
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else 0
-        self.process.send_signal(signal.SIGTERM)
+        if whole_group:
+            assert self.own_process_group, "a group signal would reach the tests too"
+            os.killpg(self.process.pid, signal.SIGTERM)
+        else:
+            self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
