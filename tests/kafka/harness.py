@@ -12,7 +12,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -242,6 +243,26 @@ class Worker:
             self.process.kill()
             self.process.wait()
             raise
+
+    def router_pid(self) -> int:
+        """The pid of the worker's router process (agents/worker/router_process.py)."""
+        assert self.process is not None
+        pid = self.process.pid
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            if b"agents.worker.router_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
+        raise LookupError(f"worker {self.name} (pid {pid}) has no router process")
+
+    @contextmanager
+    def router_frozen(self) -> Iterator[None]:
+        """The router stopped (SIGSTOP) for the block, then continued: the worker's inputs
+        fall behind the external topics for as long as the test says, on any machine."""
+        pid = self.router_pid()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
