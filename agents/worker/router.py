@@ -84,6 +84,12 @@ class Router:
         self._forwarded: dict[TopicPartition, int] = {}  # next offset to forward, per source
         self._last_timestamp: dict[TopicPartition, int] = {}  # of the last record forwarded
         self._unacked: dict[TopicPartition, int] = {}  # polls in flight with its records
+        self._stopping = False
+
+    def stop(self) -> None:
+        """End `run` after the poll at hand is sent, and once what is in flight is acked
+        and committed (within STOP_COMMIT_S): nothing forwarded is left uncommitted."""
+        self._stopping = True
 
     async def front(self, now: int) -> int | None:
         """The time up to which every external input on this router's partitions has been
@@ -117,7 +123,9 @@ class Router:
         return front
 
     async def run(self, producer: AIOKafkaProducer) -> None:
-        """Route until cancelled. `producer` is shared with the rest of the worker."""
+        """Route until stopped (`stop`) or cancelled. `producer` is shared with the rest of
+        the worker. A cancelled router may leave forwarded records uncommitted (the poll
+        being sent): the next owner reads them back."""
         consumer = AIOKafkaConsumer(
             **client_options(self.settings),
             group_id=self.settings.router_group,
@@ -144,7 +152,7 @@ class Router:
 
         consumer.subscribe(list(self.expected), listener=ReadBack())
         try:
-            while True:
+            while not self._stopping:
                 batch = await consumer.getmany(timeout_ms=100)
                 while in_flight and (in_flight[0].done() or len(in_flight) >= IN_FLIGHT_POLLS):
                     await in_flight.popleft()  # raises what failed

@@ -192,8 +192,12 @@ async def _serve() -> int:
                 routing.result()  # raises what stopped it
                 return 1
             line = reading.result()
-            if not line:
-                return 0  # the worker is gone or stopping us
+            if not line:  # the worker is gone or stopping us
+                router.stop()
+                await asyncio.wait({routing}, timeout=STOP_TIMEOUT_S - 1)
+                if routing.done():
+                    routing.result()  # raises what stopped it
+                return 0
             now = json.loads(line)["front"]
             answer = {"front": await router.front(now), "counters": counters}
             sys.stdout.buffer.write(json.dumps(answer).encode() + b"\n")
