@@ -194,6 +194,7 @@ async def _serve() -> int:
             line = reading.result()
             if not line:  # the worker is gone or stopping us
                 router.stop()
+                # A second before the worker would kill us: then the rest is cancelled.
                 await asyncio.wait({routing}, timeout=STOP_TIMEOUT_S - 1)
                 if routing.done():
                     routing.result()  # raises what stopped it
