@@ -86,7 +86,7 @@ def cmd_probe_kafka_connect(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from agents.broker.topics import AuditTopicMisconfigured, ensure_topics  # noqa: PLC0415
+    from agents.broker.topics import AuditTopicMisconfigured, prepare_worker  # noqa: PLC0415
     from agents.policyfile import load_policy  # noqa: PLC0415
     from agents.worker.app import WorkerApp  # noqa: PLC0415
     from agents.worker.restore import RestoringWorker  # noqa: PLC0415
@@ -94,7 +94,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     policy = load_policy(settings.policy_path)  # a PolicyError is main's one line
     try:
-        asyncio.run(ensure_topics(settings))
+        settings = settings.but(kafka_cluster_id=asyncio.run(prepare_worker(settings)))
     except AuditTopicMisconfigured as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -107,7 +107,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
         return EXIT_ERROR
     # Faust creates only the last level of its data directory.
-    settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
+    settings.worker_state_dir.mkdir(parents=True, exist_ok=True)
     asyncio.set_event_loop(asyncio.new_event_loop())
     pipeline = WorkerApp(settings, policy, loglevel=args.loglevel)
     # Restores the state table in bulk before Faust replays its changelog (P5).

@@ -101,6 +101,9 @@ class Settings:
     checkpoint_interval_s: float = 60.0
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     cloudevents_source: str | None = None  # None: derived from app_id (`event_source`)
+    # The id of the Kafka cluster the worker runs on (`agents.broker.topics.cluster_id`),
+    # once it has asked; None before.
+    kafka_cluster_id: str | None = None
 
     @property
     def event_source(self) -> str:
@@ -112,9 +115,23 @@ class Settings:
         return self.data_dir if self.data_dir is not None else state_home() / self.app_id
 
     @property
+    def worker_state_dir(self) -> Path:
+        """Where the worker keeps its tables: a folder of the data dir per app id and Kafka
+        cluster, so the same worker pointed at another cluster never reads what it left
+        for the first (the tables are a cache of their changelogs on one cluster)."""
+        cluster = self.kafka_cluster_id or "unknown-cluster"
+        return self.worker_data_dir / f"{self.app_id}@{cluster}"
+
+    @property
     def state_changelog_topic(self) -> str:
         """The state table's changelog, named as Faust names it."""
         return f"{self.app_id}-{STATE_TABLE}-changelog"
+
+    @property
+    def router_group(self) -> str:
+        """The consumer group of the router (agents/worker/router.py); the decider's is the
+        app id."""
+        return f"{self.app_id}-router"
 
     @property
     def inputs_topic(self) -> str:

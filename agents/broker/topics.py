@@ -7,8 +7,11 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
 
 from agents.broker.client import client_options
 from agents.settings import Settings
@@ -77,7 +80,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
                     raise RuntimeError(f"cannot create topic {topic}: {message} (error {code})")
                 if code == 0:
                     created.append(topic)
-        await _wait_for_leaders(admin, created)
+        await _wait_for_leaders(settings, admin, created)
         for topic in (settings.topics.audit, settings.topics.checkpoints):
             await verify_audit_topic(admin, topic)
         return created
@@ -85,9 +88,45 @@ async def ensure_topics(settings: Settings) -> list[str]:
         await admin.close()
 
 
-async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str]) -> None:
-    """Until every partition of the topics just created has a leader: a client that starts
-    sooner (Faust fetching its changelog's offsets) logs NotLeaderForPartition errors."""
+async def prepare_worker(settings: Settings) -> str | None:
+    """Before a worker starts: its topics (`ensure_topics`), and its consumer groups'
+    coordinator found, so that its clients' first requests meet a broker ready for them
+    (aiokafka logs a retried coordinator lookup as an ERROR). Returns the id of the Kafka
+    cluster (None from a broker too old to say): the worker keys its local state by it
+    (`Settings.worker_state_dir`)."""
+    await ensure_topics(settings)
+    admin = AIOKafkaAdminClient(**_kafka_config(settings))
+    await admin.start()
+    try:
+        for group in (settings.app_id, settings.router_group):
+            await _wait_for_coordinator(admin, group)
+        described = await admin.describe_cluster()
+    finally:
+        await admin.close()
+    found = described.get("cluster_id")
+    return str(found) if found else None
+
+
+async def _wait_for_coordinator(admin: AIOKafkaAdminClient, group: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + NEW_TOPIC_WAIT_S
+    while True:
+        try:
+            await admin.find_coordinator(group)
+            return
+        except KafkaError as error:
+            if not error.retriable or loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def _wait_for_leaders(
+    settings: Settings, admin: AIOKafkaAdminClient, topics: list[str]
+) -> None:
+    """Until every partition of the topics just created has a leader that serves it: a
+    client that starts sooner (Faust fetching its changelog's offsets) logs
+    NotLeaderForPartition errors. The metadata names a leader before that broker serves the
+    partition, so this asks each leader for its end offsets too (retried silently)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + NEW_TOPIC_WAIT_S
     while topics and loop.time() < deadline:
@@ -95,8 +134,22 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str]) -> No
         if all(
             t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"]) for t in described
         ):
-            return
+            break
         await asyncio.sleep(0.1)
+    else:
+        return
+    served = [
+        TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
+    ]
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None)
+    await consumer.start()
+    try:
+        left_ms = max(1, int((deadline - loop.time()) * 1000))
+        await asyncio.wait_for(consumer.end_offsets(served), left_ms / 1000)
+    except (TimeoutError, KafkaError):
+        pass  # a broker this slow: the clients retry, and log it
+    finally:
+        await consumer.stop()
 
 
 async def topic_config(admin: AIOKafkaAdminClient, topic: str) -> dict[str, str]:

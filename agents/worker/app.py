@@ -77,7 +77,7 @@ class WorkerApp:
             broker=f"kafka://{s.bootstrap_servers}",
             broker_credentials=faust_credentials(s),
             store=s.store,
-            datadir=str(s.worker_data_dir),
+            datadir=str(s.worker_state_dir),
             web_enabled=True,
             web_host=s.web_host,
             web_port=s.web_port,
@@ -139,7 +139,9 @@ class WorkerApp:
             raw_producer=self._raw_producer,
             crash=self.app.crash,
         )
-        self.router = RouterProcess(s, loglevel, self.counters)
+        self.router = RouterProcess(
+            s, loglevel, self.counters, stopping=lambda: self.app.should_stop
+        )
         # One follower of the audit topic feeds /status, /metrics and the admin page.
         self.follower = AuditFollower(s, s.worker_data_dir / "views" / "worker")
         self.dashboard = Dashboard(settings, policy, self.follower)

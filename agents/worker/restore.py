@@ -18,11 +18,19 @@ is consistent up to the offset it recorded; the next start carries on from there
 All changelog partitions are restored, not only the ones this worker will own: the
 assignment is not known before joining, and a partition this worker gets as a standby (or
 later, on a takeover) then needs only its tail as well.
+
+The local store is a cache of the changelog. When a partition's persisted offset does not
+fit its changelog (past its end: the topic was re-created, or the store is another
+cluster's; before its start: the changelog was truncated past it, and what was written in
+between is gone), the partition's store is wiped and rebuilt from the changelog, as Kafka
+Streams does with a corrupted task. Faust would raise `ConsistencyError` for the first
+(faust/tables/recovery.py) and silently read on from the changelog's start for the second.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -70,22 +78,56 @@ async def pre_restore(table: Any, settings: Settings) -> list[Restored]:
     )
     await consumer.start()
     try:
-        tps = await topic_partitions(consumer, table.changelog_topic_name)
-        if not tps:
-            return []
-        consumer.assign(tps)
-        starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
+        topic = table.changelog_topic_name
+        tps = await topic_partitions(consumer, topic)
+        if tps:
+            consumer.assign(tps)
+            starts = await consumer.beginning_offsets(tps)
+            ends = await consumer.end_offsets(tps)
+        else:
+            starts = ends = {}
+        # A local partition the changelog does not have (no topic, fewer partitions) is
+        # checked against an empty log: stale if it holds anything.
+        local = {
+            TopicPartition(topic, partition)
+            for partition in range(settings.partitions)
+            if store.partition_path(partition).exists()
+        }
         return [
-            await _restore_partition(consumer, store, tp, starts[tp], ends[tp])
-            for tp in sorted(tps, key=lambda tp: tp.partition)
+            await _restore_partition(
+                consumer, store, tp, starts.get(tp, 0), ends.get(tp, 0), table_name=table.name
+            )
+            for tp in sorted(set(tps) | local, key=lambda tp: tp.partition)
         ]
     finally:
         await consumer.stop()
 
 
+def misfit(persisted: int, first: int, end: int) -> str | None:
+    """Why a store whose last applied changelog offset is `persisted` cannot be carried on
+    from a changelog partition holding offsets [first, end), or None when it can."""
+    if persisted >= end:
+        return (
+            f"it holds changelog offsets up to {persisted}, past the end of the changelog"
+            f" (next offset {end}): the topic was re-created, or the store is from another"
+            " cluster"
+        )
+    if persisted < first - 1:
+        return (
+            f"it holds changelog offsets up to {persisted}, but the changelog now starts at"
+            f" {first}: it was truncated, and the records in between are gone"
+        )
+    return None
+
+
 async def _restore_partition(
-    consumer: AIOKafkaConsumer, store: RocksDBStore, tp: TopicPartition, first: int, end: int
+    consumer: AIOKafkaConsumer,
+    store: RocksDBStore,
+    tp: TopicPartition,
+    first: int,
+    end: int,
+    *,
+    table_name: str,
 ) -> Restored:
     path = store.partition_path(tp.partition)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +140,22 @@ async def _restore_partition(
         return Restored(tp.partition, first, first, 0)
     try:
         persisted = db.get(store.offset_key)
-        start = max(first, int(persisted) + 1 if persisted is not None else first)
+        reason = None if persisted is None else misfit(int(persisted), first, end)
+        if reason is not None:
+            log.warning(
+                "%s partition %d: the local store does not fit %s: %s. Wiping it (%s) and"
+                " rebuilding it from the changelog",
+                table_name,
+                tp.partition,
+                tp.topic,
+                reason,
+                path,
+            )
+            db.close()
+            shutil.rmtree(path)
+            db = store.rocksdb_options.open(path)
+            persisted = None
+        start = int(persisted) + 1 if persisted is not None else first
         if start >= end:
             return Restored(tp.partition, start, start, 0)
         consumer.seek(tp, start)

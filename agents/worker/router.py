@@ -48,6 +48,8 @@ READ_BACK_RECORDS = 2_000
 BATCH_RECORDS = 2_000  # records per poll of the external topics
 BATCH_ITEMS = 500  # inputs per InputBatch record (at most agents.wire.records.BATCH_SLOTS)
 IN_FLIGHT_POLLS = 4  # polls sent but not yet acked and committed
+# A stopping router waits this long for its polls in flight to be acked and committed.
+STOP_COMMIT_S = 3.0
 
 DeadLetter = Callable[[ConsumerRecord[bytes, bytes], str], Awaitable[None]]
 
@@ -82,6 +84,12 @@ class Router:
         self._forwarded: dict[TopicPartition, int] = {}  # next offset to forward, per source
         self._last_timestamp: dict[TopicPartition, int] = {}  # of the last record forwarded
         self._unacked: dict[TopicPartition, int] = {}  # polls in flight with its records
+        self._stopping = False
+
+    def stop(self) -> None:
+        """End `run` after the poll at hand is sent, and once what is in flight is acked
+        and committed (within STOP_COMMIT_S): nothing forwarded is left uncommitted."""
+        self._stopping = True
 
     async def front(self, now: int) -> int | None:
         """The time up to which every external input on this router's partitions has been
@@ -115,10 +123,12 @@ class Router:
         return front
 
     async def run(self, producer: AIOKafkaProducer) -> None:
-        """Route until cancelled. `producer` is shared with the rest of the worker."""
+        """Route until stopped (`stop`) or cancelled. `producer` is shared with the rest of
+        the worker. A cancelled router may leave forwarded records uncommitted (the poll
+        being sent): the next owner reads them back."""
         consumer = AIOKafkaConsumer(
             **client_options(self.settings),
-            group_id=f"{self.settings.app_id}-router",
+            group_id=self.settings.router_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=BATCH_RECORDS,
@@ -142,7 +152,7 @@ class Router:
 
         consumer.subscribe(list(self.expected), listener=ReadBack())
         try:
-            while True:
+            while not self._stopping:
                 batch = await consumer.getmany(timeout_ms=100)
                 while in_flight and (in_flight[0].done() or len(in_flight) >= IN_FLIGHT_POLLS):
                     await in_flight.popleft()  # raises what failed
@@ -157,8 +167,7 @@ class Router:
                 for tp in consumer.assignment() - self._forwarded.keys() - self._unacked.keys():
                     self._forwarded[tp] = await consumer.position(tp)
         finally:
-            for task in in_flight:
-                task.cancel()  # unacked polls are not committed: the next owner reads back
+            await _settle(in_flight)
             self._consumer = None
             await consumer.stop()
 
@@ -312,3 +321,17 @@ def dead_letter_headers(
         ("source.partition", str(partition).encode()),
         ("source.offset", str(offset).encode()),
     ]
+
+
+async def _settle(in_flight: deque[asyncio.Task[None]]) -> None:
+    """On the way out: polls acked within STOP_COMMIT_S are committed (a stopped worker
+    leaves its successor nothing to read back); the rest are cancelled, uncommitted, and
+    the next owner reads them back."""
+    if not in_flight:
+        return
+    _done, late = await asyncio.wait(in_flight, timeout=STOP_COMMIT_S)
+    for task in late:
+        task.cancel()
+    for task in in_flight:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a failure was raised in the loop, or is moot now

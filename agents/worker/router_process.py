@@ -9,10 +9,15 @@ the child's stdin/stdout:
 - the worker asks `{"front": now}` on each clock tick; the child answers with the inputs
   front (router.py, `Router.front`) and its counters (dead letters, skipped redeliveries),
   which the worker adds to its own for /metrics;
-- the child exits when its stdin closes (the worker died, even by SIGKILL); the worker
-  starts a new child when one exits (e.g. its producer failed across a broker restart),
-  and stops when that keeps happening (a worker that no longer routes must not look
-  healthy).
+- the child exits when its stdin closes (the worker died, even by SIGKILL, or is stopping:
+  the child then commits what is acked, router.py); the worker starts a new child when
+  one exits while the worker runs (e.g. its producer failed across a broker restart),
+  never while it stops, and stops when that keeps happening (a worker that no longer
+  routes must not look healthy).
+
+The child ignores SIGINT and SIGTERM: a signal to the whole process group (Ctrl-C in a
+terminal, `systemctl stop`) reaches it as well as the worker, and only the worker decides
+when its router stops.
 
 The first line the worker writes is the settings (pickled: the child is this same code).
 The child logs to the inherited stderr, into the worker's log.
@@ -26,9 +31,11 @@ import contextlib
 import json
 import logging
 import pickle
+import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from agents.settings import Settings
@@ -36,7 +43,9 @@ from agents.settings import Settings
 log = logging.getLogger("connector_recovery.router")
 
 FRONT_TIMEOUT_S = 5.0  # an answer later than this is no answer: the clock waits a tick
-STOP_TIMEOUT_S = 10.0  # for the child to stop its consumer (and leave its group)
+# For the child to commit what is acked, stop its consumer (and leave its group): within
+# it, a worker told to stop exits in well under 10 s.
+STOP_TIMEOUT_S = 6.0
 RESTARTS, RESTART_WINDOW_S = 5, 300.0  # this many exits within the window stop the worker
 RESTART_DELAY_S = 1.0
 # Batches of a whole poll; a short linger, since a poll's acks gate its commit.
@@ -50,10 +59,18 @@ class RouterStopped(RuntimeError):
 class RouterProcess:
     """The worker's side: start the child, ask it for the front, restart it when it exits
     (it is stateless: a new one reads back what the last one forwarded, router.py), and
-    stop the worker when it exits RESTARTS times within RESTART_WINDOW_S."""
+    stop the worker when it exits RESTARTS times within RESTART_WINDOW_S. `stopping` says
+    whether the worker is stopping: a child that exits then is not replaced."""
 
-    def __init__(self, settings: Settings, loglevel: str, counters: dict[str, int]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        loglevel: str,
+        counters: dict[str, int],
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.settings = settings
+        self.stopping = stopping
         self.loglevel = loglevel
         self.counters = counters  # the child's counters are added to these
         self._reported: dict[str, int] = {}  # the running child's, as last added
@@ -62,11 +79,13 @@ class RouterProcess:
         self._asking = asyncio.Lock()
 
     async def run(self) -> None:
-        """Run the child until cancelled (the child is stopped), restarting it when it
-        exits; RouterStopped when it exits too often."""
+        """Run the child until cancelled (the child is stopped) or the worker stops,
+        restarting it when it exits; RouterStopped when it exits too often."""
         exits: deque[float] = deque(maxlen=RESTARTS)
-        while True:
+        while not self.stopping():
             code = await self._run_once()
+            if self.stopping():
+                return
             exits.append(time.monotonic())
             if len(exits) == RESTARTS and exits[-1] - exits[0] < RESTART_WINDOW_S:
                 raise RouterStopped(
@@ -173,8 +192,13 @@ async def _serve() -> int:
                 routing.result()  # raises what stopped it
                 return 1
             line = reading.result()
-            if not line:
-                return 0  # the worker is gone or stopping us
+            if not line:  # the worker is gone or stopping us
+                router.stop()
+                # A second before the worker would kill us: then the rest is cancelled.
+                await asyncio.wait({routing}, timeout=STOP_TIMEOUT_S - 1)
+                if routing.done():
+                    routing.result()  # raises what stopped it
+                return 0
             now = json.loads(line)["front"]
             answer = {"front": await router.front(now), "counters": counters}
             sys.stdout.buffer.write(json.dumps(answer).encode() + b"\n")
@@ -190,6 +214,8 @@ async def _serve() -> int:
 
 
 def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         return asyncio.run(_serve())
     except KeyboardInterrupt:

@@ -12,7 +12,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -151,14 +152,19 @@ class Worker:
         *,
         cwd: Path | None = None,
         default_data_dir: bool = False,
+        data_dir: Path | None = None,
+        own_process_group: bool = False,
     ) -> None:
-        """`default_data_dir`: no --data-dir and no CR_DATA_DIR, as a user who sets none."""
+        """`default_data_dir`: no --data-dir and no CR_DATA_DIR, as a user who sets none.
+        `own_process_group`: the worker and its router in a process group of their own, as
+        a service manager runs them; `stop(whole_group=True)` then signals both."""
         self.ns = ns
+        self.own_process_group = own_process_group
         self.extra_env = env or {}
         self.name = name
         self.cwd = cwd
         self.default_data_dir = default_data_dir
-        self.data_dir = ns.tmp / f"{name}-data"
+        self.data_dir = data_dir or ns.tmp / f"{name}-data"
         self.web_port = free_port()
         self.policy = policy
         self.lines: list[str] = []
@@ -190,6 +196,7 @@ class Worker:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=self.own_process_group,
         )
         threading.Thread(target=self._pump, daemon=True).start()
         try:
@@ -220,16 +227,42 @@ class Worker:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def stop(self, timeout_s: float = 30) -> int:
+    def stop(self, timeout_s: float = 30, *, whole_group: bool = False) -> int:
+        """SIGTERM to the worker (`whole_group`: to its process group, the router too, as
+        `systemctl stop` or a terminal's Ctrl-C reaches every process); its exit code."""
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else 0
-        self.process.send_signal(signal.SIGTERM)
+        if whole_group:
+            assert self.own_process_group, "a group signal would reach the tests too"
+            os.killpg(self.process.pid, signal.SIGTERM)
+        else:
+            self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
             raise
+
+    def router_pid(self) -> int:
+        """The pid of the worker's router process (agents/worker/router_process.py)."""
+        assert self.process is not None
+        pid = self.process.pid
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            if b"agents.worker.router_process" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
+        raise LookupError(f"worker {self.name} (pid {pid}) has no router process")
+
+    @contextmanager
+    def router_frozen(self) -> Iterator[None]:
+        """The router stopped (SIGSTOP) for the block, then continued: the worker's inputs
+        fall behind the external topics for as long as the test says, on any machine."""
+        pid = self.router_pid()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

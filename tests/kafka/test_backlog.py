@@ -1,7 +1,13 @@
-"""A worker draining a backlog must not page for connectors that keep pinging.
+"""A worker behind on its inputs must not page for connectors that keep pinging.
 
-While the decider is behind, wall-clock ticks find heartbeat deadlines computed from old
-pings, whose newer pings sit unread in the backlog; a tick must wait for them."""
+While the worker is behind, wall-clock ticks find heartbeat deadlines computed from old
+pings, whose newer pings sit unread upstream; a tick must wait for them.
+
+How long the worker is behind must not depend on how fast this machine drains a backlog
+(a backlog sized for a busy machine drained in 5.9 s on a quiet one: no test). So besides
+draining a backlog at start, the test holds the worker's router back itself (SIGSTOP) for
+longer than two heartbeat timeouts while the fleet keeps pinging and the worker's clock
+keeps running."""
 
 from __future__ import annotations
 
@@ -30,8 +36,9 @@ from tests.kafka.harness import (
 pytestmark = pytest.mark.kafka
 
 HEARTBEAT_S = 3
+FROZEN_ROUNDS = 3 * HEARTBEAT_S  # the fleet pings once a second
 CONNECTORS = [f"ERP-{i:02d}" for i in range(40)]
-BACKLOG_ROUNDS = 500  # 20,000 pings: several heartbeat timeouts of work for one worker
+BACKLOG_ROUNDS = 500  # 20,000 pings
 
 
 async def produce_backlog(bootstrap: str, topic: str, rounds: int) -> None:
@@ -55,7 +62,13 @@ async def produce_backlog(bootstrap: str, topic: str, rounds: int) -> None:
                     "message": None,
                     "position": None,
                 }
-                await producer.send(topic, key=connector.encode(), value=codec.encode(record))
+                # Stamped as a fleet stamps them: the record's time is the check's.
+                await producer.send(
+                    topic,
+                    key=connector.encode(),
+                    value=codec.encode(record),
+                    timestamp_ms=checked_at,
+                )
         await producer.flush()
     finally:
         await producer.stop()
@@ -68,13 +81,20 @@ def test_a_worker_behind_on_its_inputs_does_not_page_for_a_pinging_fleet(
     asyncio.run(ensure_topics(ns.settings()))
     asyncio.run(produce_backlog(ns.bootstrap, ns.topics.health, BACKLOG_ROUNDS))
     fleet = Fleet(ns.bootstrap, ns.topics.health, CONNECTORS, interval_s=1.0).start()
-    began = time.monotonic()
-    worker = Worker(ns, policy=policy_file).start(ready_timeout_s=120)
+    # A session longer than the freeze below: the router keeps its partitions through it.
+    worker = Worker(ns, policy=policy_file, env={"CR_SESSION_TIMEOUT_S": "30"})
     workers.append(worker)
+    worker.start(ready_timeout_s=120)
     try:
-        wait_caught_up(ns, timeout_s=300)
-        drained_s = time.monotonic() - began
-        # Keep pinging a few heartbeat timeouts past the drain: ticks still in flight land.
+        wait_caught_up(ns, timeout_s=300)  # the backlog, drained however fast
+        # The fleet's newer pings pile up unread while the worker's clock runs on: every
+        # connector's last processed ping gets older than a heartbeat timeout, twice over.
+        with worker.router_frozen():
+            began, rounds = time.monotonic(), fleet.rounds
+            wait_for(lambda: fleet.rounds >= rounds + FROZEN_ROUNDS, 60, "pings while frozen")
+            frozen_s = time.monotonic() - began
+        # Keep pinging a few heartbeat timeouts past the catch-up: ticks in flight land.
+        wait_caught_up(ns, timeout_s=120)
         rounds = fleet.rounds
         wait_for(lambda: fleet.rounds >= rounds + 2 * HEARTBEAT_S, 30, "more fleet rounds")
         wait_caught_up(ns, timeout_s=120)
@@ -82,7 +102,7 @@ def test_a_worker_behind_on_its_inputs_does_not_page_for_a_pinging_fleet(
         worker.stop()
     finally:
         fleet.stop()
-    assert drained_s > 2 * HEARTBEAT_S, f"the backlog drained in {drained_s:.1f}s: no test"
+    assert frozen_s > 2 * HEARTBEAT_S, f"the router was held back {frozen_s:.1f}s only: no test"
     events = read_audit(ns.bootstrap, ns.topics.audit, timeout_s=5)
     detected = sorted({e.connector_id for e in events if e.type is EventType.FAILURE_DETECTED})
     assert detected == [], f"false pages for {len(detected)} healthy connectors"

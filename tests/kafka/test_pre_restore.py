@@ -8,11 +8,12 @@ import asyncio
 import random
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import TopicPartition
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.tables.manager import TableManager
@@ -196,3 +197,111 @@ async def count(settings: Settings, topic: str, partition: int) -> int:
 
 def test_nothing_to_restore_without_a_changelog(pipeline: WorkerApp) -> None:
     assert run(pre_restore(pipeline.table, pipeline.settings)) == []
+
+
+def held_by(table: Any, partitions: int) -> Changelog:
+    """What Faust's own store holds per partition, opened the way Faust opens it."""
+    store = cast(RocksDBStore, table.data)
+    return {
+        partition: dict(store._visible_items(store._db_for_partition(partition)))
+        for partition in range(partitions)
+    }
+
+
+async def recreate_changelog(settings: Settings, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+        await wait_until_gone(admin, topic)
+    finally:
+        await admin.close()
+    await create_changelog(settings, topic)
+
+
+async def wait_until_gone(admin: AIOKafkaAdminClient, topic: str) -> None:
+    for _ in range(300):
+        if topic not in await admin.list_topics():
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"topic {topic} still listed 30 s after its deletion")
+
+
+async def truncate(settings: Settings, topic: str, before: dict[int, int]) -> None:
+    """Delete the records before `before[partition]` (the log start offset moves there), as
+    retention or an operator's kafka-delete-records would."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        # A broker deletes records of a compacted topic only with the delete policy too.
+        policy = {"cleanup.policy": "compact,delete"}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, policy)])
+        await admin.delete_records(
+            {TopicPartition(topic, p): RecordsToDelete(offset) for p, offset in before.items()}
+        )
+    finally:
+        await admin.close()
+
+
+def test_a_store_past_the_end_of_a_recreated_changelog_is_wiped_and_rebuilt(
+    pipeline: WorkerApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings, table = pipeline.settings, pipeline.table
+    topic = table.changelog_topic.get_topic_name()
+    rng = random.Random(5)  # noqa: S311 - a reproducible mix, not a secret
+    run(create_changelog(settings, topic))
+    run(append(settings, topic, writes(rng, 600, "a"), {}))
+    run(pre_restore(table, settings))
+    run(recreate_changelog(settings, topic))
+    latest: Changelog = {}
+    fresh: list[tuple[bytes, bytes | None]] = [
+        (key, f"b-{index}".encode()) for index, key in enumerate(KEYS[:30])
+    ]
+    run(append(settings, topic, fresh, latest))
+
+    with caplog.at_level("WARNING", logger="connector_recovery.restore"):
+        restored = run(pre_restore(table, settings))
+
+    assert held_by(table, settings.partitions) == {p: latest.get(p, {}) for p in range(4)}
+    assert [r.start for r in restored] == [0, 0, 0, 0]
+    warnings = restore_warnings(caplog)
+    assert len(warnings) == 4, warnings  # one per partition, each named
+    for partition, warning in enumerate(warnings):
+        assert f"partition {partition}:" in warning
+        assert "past the end of the changelog" in warning
+
+
+def test_a_store_behind_a_truncated_changelog_is_wiped_and_rebuilt(
+    pipeline: WorkerApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The records between the store's offset and the changelog's new start are gone: a
+    tombstone among them must not leave its key in the store."""
+    settings, table = pipeline.settings, pipeline.table
+    topic = table.changelog_topic.get_topic_name()
+    latest: Changelog = {}
+    run(create_changelog(settings, topic))
+    run(append(settings, topic, [(key, b"a") for key in KEYS], latest))
+    run(pre_restore(table, settings))
+    gone = [key for key in KEYS if table_partition(key) == 1][:5]
+    run(append(settings, topic, [(key, None) for key in gone], latest))  # then truncated
+    copy_starts = {p: run(count(settings, topic, p)) for p in range(settings.partitions)}
+    # Every other key again, as a compacted changelog keeps each key's latest value.
+    run(append(settings, topic, [(key, b"c") for key in KEYS if key not in gone], latest))
+    run(truncate(settings, topic, copy_starts))
+
+    with caplog.at_level("WARNING", logger="connector_recovery.restore"):
+        run(pre_restore(table, settings))
+
+    assert held_by(table, settings.partitions) == {p: latest.get(p, {}) for p in range(4)}
+    warnings = restore_warnings(caplog)
+    assert len(warnings) == 1, warnings  # only partition 1 lost records it had not applied
+    assert "partition 1:" in warnings[0]
+    assert f"the changelog now starts at {copy_starts[1]}: it was truncated" in warnings[0]
+
+
+def restore_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "connector_recovery.restore" and r.levelname == "WARNING"
+    ]
