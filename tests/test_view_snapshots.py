@@ -27,10 +27,14 @@ def test_a_snapshot_file_gives_back_the_view(tmp_path: Path) -> None:
     view = folded(events)
     file = SnapshotFile(tmp_path / "views.snapshot")
     with patch("agents.audit.snapshots.RECORDS_PER_LINE", 2):
-        asyncio.run(file.save(view, "audit", {0: 17, 1: 4}))
+        asyncio.run(file.save(view, "cluster-1", "audit", {0: 17, 1: 4}))
     restored = asyncio.run(file.load())
     assert restored is not None
-    assert (restored.topic, restored.offsets) == ("audit", {0: 17, 1: 4})
+    assert (restored.cluster, restored.topic, restored.offsets) == (
+        "cluster-1",
+        "audit",
+        {0: 17, 1: 4},
+    )
     assert differences(restored.view, view) == []
     data = bytearray(file.path.read_bytes())
     data[len(data) // 2] ^= 1

@@ -27,12 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
 
-from agents.audit.snapshots import SnapshotError, SnapshotFile
+from agents.audit.snapshots import Restored, SnapshotError, SnapshotFile
 from agents.audit.timelines import TimelineIndex
 from agents.broker.client import reader, start_client, topic_partitions
+from agents.broker.topics import cluster_id
 from agents.settings import Settings
 from agents.wire.codec import AvroCodecError, registry
 from agents.wire.records import decode_audit
@@ -86,6 +88,7 @@ class AuditFollower:
         self._index: TimelineIndex | None = None
         self.offsets: dict[int, int] = {}  # audit partition -> next offset to fold
         self._codec = registry()
+        self.cluster: str | None = None  # the Kafka cluster's id, once known
         self._snapshot_events = 0  # the view's event count at the last snapshot written
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -120,6 +123,7 @@ class AuditFollower:
         consumer = await self.connect()
         try:
             tps = await self._wait_for_topic(consumer)
+            self.cluster = await self._cluster()
             starts = await consumer.beginning_offsets(tps)
             ends = await consumer.end_offsets(tps)
             await self._restore(tps, starts, ends)
@@ -192,7 +196,7 @@ class AuditFollower:
         except SnapshotError as error:
             restored, why = None, str(error)
         if restored is not None:
-            why = self._misfit(restored.topic, restored.offsets, tps, starts, ends)
+            why = self._misfit(restored, tps, starts, ends)
         if restored is not None and why is None:
             self.view = restored.view
             self.offsets = {tp.partition: restored.offsets[tp.partition] for tp in tps}
@@ -227,7 +231,7 @@ class AuditFollower:
         offsets = dict(self.offsets)
         events = self.view.events
         try:
-            size = await self.snapshots.save(self.view, self.topic, offsets)
+            size = await self.snapshots.save(self.view, self.cluster, self.topic, offsets)
         except OSError as error:  # the views go on; the next restart folds more
             log.warning("audit views: cannot write %s: %s", self.snapshots.path, error)
             return
@@ -248,6 +252,13 @@ class AuditFollower:
 
     def _snapshot_due(self) -> bool:
         return self.view.events != self._snapshot_events
+
+    async def _cluster(self) -> str | None:
+        try:
+            return await cluster_id(self.settings)
+        except KafkaError as error:  # a snapshot then fits only one taken without it either
+            log.warning("audit views: cannot tell the Kafka cluster's id: %s", error)
+            return None
 
     async def _wait_for_topic(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         said = float("-inf")
@@ -288,8 +299,7 @@ class AuditFollower:
 
     def _misfit(
         self,
-        topic: str,
-        offsets: dict[int, int],
+        restored: Restored,
         tps: list[TopicPartition],
         starts: dict[TopicPartition, int],
         ends: dict[TopicPartition, int],
@@ -297,6 +307,9 @@ class AuditFollower:
         """Why a snapshot cannot continue on this topic (None if it can): another topic, other
         partitions, or an offset outside what the topic holds (re-created, truncated, another
         cluster)."""
+        cluster, topic, offsets = restored.cluster, restored.topic, restored.offsets
+        if cluster != self.cluster:
+            return f"it is of Kafka cluster {cluster}, not {self.cluster}"
         if topic != self.topic:
             return f"it is of topic {topic!r}"
         if set(offsets) != {tp.partition for tp in tps}:

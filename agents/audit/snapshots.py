@@ -38,6 +38,7 @@ class SnapshotError(ValueError):
 @dataclass
 class Restored:
     view: FleetView
+    cluster: str | None  # the Kafka cluster the snapshot was taken on
     topic: str
     offsets: dict[int, int]  # audit partition -> the next offset to fold
 
@@ -46,12 +47,15 @@ class SnapshotFile:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    async def save(self, view: FleetView, topic: str, offsets: dict[int, int]) -> int:
+    async def save(
+        self, view: FleetView, cluster: str | None, topic: str, offsets: dict[int, int]
+    ) -> int:
         """Write the view as it is now, with the offsets it holds; returns bytes written.
         The view may go on folding while the file is written: what is written was copied
         before the first await."""
         header = {
             "format": FILE_FORMAT,
+            "cluster": cluster,
             "topic": topic,
             "offsets": {str(partition): offset for partition, offset in offsets.items()},
         }
@@ -110,7 +114,7 @@ class SnapshotFile:
                 raise
             raise SnapshotError(f"{self.path} is unreadable: {error}") from None
         offsets = {int(p): int(o) for p, o in header["offsets"].items()}
-        return Restored(view, str(header["topic"]), offsets)
+        return Restored(view, header.get("cluster"), str(header["topic"]), offsets)
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -100,10 +100,23 @@ async def prepare_worker(settings: Settings) -> str | None:
     try:
         for group in (settings.app_id, settings.router_group):
             await _wait_for_coordinator(admin, group)
-        described = await admin.describe_cluster()
+        return await _cluster_id(admin)
     finally:
         await admin.close()
-    found = described.get("cluster_id")
+
+
+async def cluster_id(settings: Settings) -> str | None:
+    """The Kafka cluster's id (None from a broker too old to say)."""
+    admin = AIOKafkaAdminClient(**_kafka_config(settings))
+    await admin.start()
+    try:
+        return await _cluster_id(admin)
+    finally:
+        await admin.close()
+
+
+async def _cluster_id(admin: AIOKafkaAdminClient) -> str | None:
+    found = (await admin.describe_cluster()).get("cluster_id")
     return str(found) if found else None
 
 

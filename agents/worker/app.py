@@ -143,7 +143,7 @@ class WorkerApp:
             s, loglevel, self.counters, stopping=lambda: self.app.should_stop
         )
         # One follower of the audit topic feeds /status, /metrics and the admin page.
-        self.follower = AuditFollower(s, s.worker_data_dir / "views" / "worker")
+        self.follower = AuditFollower(s, s.worker_state_dir / "views")
         self.dashboard = Dashboard(settings, policy, self.follower)
         self.dashboard.mount(self.app.web.web_app)  # type: ignore[attr-defined]  # Faust's default web driver is aiohttp; its base class does not name the app
         self.web = WebEndpoints(self.follower, self.counters, self.ready, self._inputs_lag)
