@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
 from agents.broker.client import topic_partitions
@@ -67,6 +68,15 @@ async def _produce(settings: Settings, topic: str, records: list[tuple[bytes, by
         await producer.stop()
 
 
+async def _create(settings: Settings, topics: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, settings.partitions, 1) for t in topics])
+    finally:
+        await admin.close()
+
+
 async def _end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
     await consumer.start()
@@ -82,7 +92,8 @@ async def _detections(
     settings: Settings, since: dict[TopicPartition, int], expected: int, timeout_s: float
 ) -> tuple[dict[str, int], dict[str, int]]:
     """{connector: log time (ms) of its failure.detected}, and events by type, read from
-    the audit topic past `since` until `expected` detections (or the timeout)."""
+    the audit topic past `since` until `expected` detections and recoveries started (the
+    first attempt waits for its backoff), or the timeout."""
     codec = registry()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
@@ -95,18 +106,16 @@ async def _detections(
         for tp, offset in since.items():
             consumer.seek(tp, offset)
         deadline = time.monotonic() + timeout_s
-        while len(detected) < expected and time.monotonic() < deadline:
+        started = EventType.RECOVERY_STARTED.value
+        while (
+            len(detected) < expected or kinds.get(started, 0) < expected
+        ) and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 for record in records:
                     event = decode_audit(codec, record.value)
                     kinds[event.type.value] = kinds.get(event.type.value, 0) + 1
                     if event.type is EventType.FAILURE_DETECTED:
                         detected[event.connector_id] = record.timestamp
-        # the rest of each detection's outputs, written right behind it
-        for records in (await consumer.getmany(timeout_ms=2000)).values():
-            for record in records:
-                event = decode_audit(codec, record.value)
-                kinds[event.type.value] = kinds.get(event.type.value, 0) + 1
     finally:
         await consumer.stop()
     return detected, kinds
@@ -190,6 +199,7 @@ def main(_repeats: int) -> dict[str, Any]:
     latencies = sorted(ts - produced_ms for ts in detected.values())
     seconds = latencies[-1] / 1000
     raw_topic = f"{ns.prefix}storm-raw"
+    asyncio.run(_create(settings, [raw_topic, f"{raw_topic}.raw-out"]))
     asyncio.run(_produce(settings, raw_topic, storm))
     raw_s = asyncio.run(_raw_loop(settings, raw_topic, CONNECTORS))
     rate, raw_rate = CONNECTORS / seconds, CONNECTORS / raw_s
