@@ -50,6 +50,7 @@ class HealthPing(_Frozen):
     latency_ms: int | None = None
     message: str | None = None
     position: str | None = None
+    dependency: str | None = None
 
     @field_validator("connector_id")
     @classmethod

@@ -5,6 +5,7 @@ Avro's own checker from the `avro` package)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,25 @@ def test_a_v1_ping_decodes_with_the_current_schema() -> None:
     assert ping.checked_at == T0
 
 
+def test_a_v2_ping_decodes_with_the_current_schema_without_a_dependency() -> None:
+    """Producers not yet upgraded write version 2 (no `dependency`): read as null."""
+    reg = registry()
+    writer = next(v for v in reg.versions if v.path.name == "health_ping.v2.avsc")
+    record = SAMPLES["HealthPing"].model_dump(mode="json", exclude={"dependency"})
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, writer.parsed, record)
+    ping = decode_input(reg, b"\xc3\x01" + writer.fingerprint + body.getvalue())
+    assert isinstance(ping, HealthPing)
+    assert ping.dependency is None
+    assert ping.position == "lsn:0/16B3748"
+
+
+def test_a_ping_names_its_dependency() -> None:
+    ping = SAMPLES["HealthPing"].model_copy(update={"dependency": "sap-prod"})
+    data = registry().codec("HealthPing").encode(ping.model_dump(mode="json"))
+    assert decode_input(registry(), data).dependency == "sap-prod"  # type: ignore[union-attr]  # a ping
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_the_codec_never_crashes_on_random_bytes(data: bytes) -> None:
@@ -297,6 +317,7 @@ pings = st.fixed_dictionaries(
         "latency_ms": st.none() | st.integers(0, 10**6),
         "message": st.none() | st.text(max_size=8),
         "position": st.none() | st.text(max_size=8),
+        "dependency": st.none() | st.text(max_size=8),
     }
 )
 
@@ -332,6 +353,7 @@ any_pings = st.fixed_dictionaries(
         "latency_ms": st.none() | st.integers(-(2**63), 2**63 - 1),
         "message": st.none() | st.text(max_size=8),
         "position": st.none() | st.text(max_size=8),
+        "dependency": st.none() | st.text(max_size=8),
     }
 )
 
