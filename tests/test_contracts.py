@@ -257,6 +257,21 @@ def test_state_table_format_round_trips() -> None:
     assert EventType.INCIDENT_OPENED in {e.type for e in d.events}
 
 
+def test_a_state_written_before_the_outage_fields_loads_with_their_defaults() -> None:
+    """The table of the previous version: records without `outage_group`, detector memory
+    without `dependency` (both appended last)."""
+    d = Driver()
+    d.ping(False)
+    envelope = json.loads(dump_state(d.state, 7))
+    assert envelope[1][-1] is not None  # the group of the open episode
+    envelope[1].pop()
+    envelope[2].pop()
+    state, applied = load_state(json.dumps(envelope).encode())
+    assert applied == 7
+    assert state.record == d.state.record._replace(outage_group=None)
+    assert state.memory.dependency is None
+
+
 def test_the_documented_canonical_bytes_recompute_every_hash() -> None:
     """schemas/README.md's recipe, standard library only, as an auditor would run it."""
     import hashlib  # noqa: PLC0415
@@ -341,7 +356,8 @@ any_pings = st.fixed_dictionaries(
     {
         "connector_id": st.text(max_size=3)
         | st.text(alphabet=" \t\n\u3000\u2028x", max_size=6)
-        | st.text(min_size=247, max_size=252),
+        | st.text(min_size=247, max_size=252)
+        | st.sampled_from(["outage:x", "outage", "x-outage:"]),
         "tenant_id": st.none() | st.text(max_size=8),
         "status": st.sampled_from(["HEALTHY", "UNHEALTHY"]),
         "failure": st.none() | st.text(max_size=8),

@@ -10,6 +10,7 @@ from agents.wire.codec import AvroCodecError, SchemaRegistry
 from streams.models import (
     MAX_TIMESTAMP_MS,
     MIN_TIMESTAMP_MS,
+    OUTAGE_KEY_PREFIX,
     AdminCommand,
     AuditEvent,
     DeciderInput,
@@ -67,13 +68,14 @@ _MAX_CONNECTOR_ID = 249  # `streams.models.ConnectorId`
 
 def _valid_ping(record: dict[str, Any]) -> bool:
     """What `HealthPing.model_validate` checks of a record the current schema decoded
-    (Avro vouches for every field's type): the connector id's length and that it is not
-    blank, and the time's range. A record that fails goes through pydantic, for its error.
+    (Avro vouches for every field's type): the connector id's length, that it is not
+    blank and not an outage's key, and the time's range. A record that fails goes through pydantic, for its error.
     tests/test_contracts.py holds the two equal on valid and invalid records."""
     connector_id = record["connector_id"]
     return (
         0 < len(connector_id) <= _MAX_CONNECTOR_ID
         and not connector_id.isspace()
+        and not connector_id.startswith(OUTAGE_KEY_PREFIX)
         and MIN_TIMESTAMP_MS <= record["checked_at"] < MAX_TIMESTAMP_MS
     )
 

@@ -80,13 +80,17 @@ def load_state(data: bytes) -> tuple[ConnectorState, int]:
         raise StateFormatError(f"unreadable state: {error}") from None
     if version != FORMAT:
         raise StateFormatError(f"state format {version} (this worker reads {FORMAT})")
-    values = dict(zip(_RECORD_FIELDS, record, strict=True))
+    if len(record) > len(_RECORD_FIELDS) or len(memory) > len(_MEMORY_FIELDS):
+        raise StateFormatError("unreadable state: more fields than this worker knows")
+    # Fields added since a state was written (at the end, with defaults) take their
+    # defaults: a table written by the previous version is read as it is.
+    values = dict(zip(_RECORD_FIELDS, record, strict=False))
     values["phase"] = Phase(values["phase"])
     values["notified"] = frozenset(values["notified"])
     if values["attempt_mode"] is not None:
         values["attempt_mode"] = RecoveryMode(values["attempt_mode"])
     state = ConnectorState(
         Record(**values),
-        DetectorMemory(**dict(zip(_MEMORY_FIELDS, memory, strict=True))),
+        DetectorMemory(**dict(zip(_MEMORY_FIELDS, memory, strict=False))),
     )
     return state, int(applied)
