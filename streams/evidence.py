@@ -61,7 +61,6 @@ _INSTANT = _Text("an ISO-8601 instant", iso_from_ms, lru_cache(maxsize=1024)(ms_
 _RATIO = _Text("a ratio", "{:.3f}".format, float)
 
 
-
 def _write_names(names: tuple[str, ...]) -> str:
     return json.dumps(list(names), ensure_ascii=False, separators=(",", ":"))
 
