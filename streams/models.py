@@ -162,6 +162,10 @@ class OutageSignal(_Frozen):
     at: EpochMillis
 
 
+WorkerInput = DeciderInput | OutageSignal
+"""Everything on the inputs topic: a connector's inputs, and an outage's."""
+
+
 class EventType(StrEnum):
     FAILURE_DETECTED = "connector.failure.detected"
     FLAPPING_STARTED = "connector.flapping.started"

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
+from agents.broker.client import partition_of
 from agents.settings import Settings
 from agents.wire import cloudevents
 from agents.wire.codec import AvroCodecError, SchemaRegistry
@@ -53,7 +54,10 @@ class Effects:
         self.counters = counters
         self.status_url = status_url
         self.audit_codec = registry.codec("AuditEvent")
-        self.input_codecs = {"Tick": registry.codec("Tick")}  # graces: graces.py
+        self.input_codecs = {  # graces: graces.py
+            "Tick": registry.codec("Tick"),
+            "OutageSignal": registry.codec("OutageSignal"),
+        }
         self.request_codec = registry.codec("RecoveryRequest")
         self.notification_codec = registry.codec("NotificationRequest")
         self.result_codec = registry.codec("RecoveryResult")
@@ -64,9 +68,23 @@ class Effects:
     # -- a batch's outputs ------------------------------------------------------------------
     async def send_outputs(self, outputs: Outputs, checkpoints: AuditCheckpoints) -> None:
         """Commands first, then events, each awaited until the broker holds it: an event in
-        the log implies its commands are too. The events' offsets move the checkpoints."""
+        the log implies its commands are too. The events' offsets move the checkpoints.
+        Outage signals go with the commands: to the inputs topic, on the outage key's
+        partition (docs/outages.md)."""
         source = self.settings.event_source
         sent = []
+        if outputs.signals:
+            inputs, signal_codec = self.topics["inputs"], self.input_codecs["OutageSignal"]
+            partitions = self.settings.partitions
+            for signal in outputs.signals:
+                key = signal.connector_id.encode()
+                sent.append(
+                    await inputs.send(
+                        key=key,
+                        value=signal_codec.encode(input_record(signal)),
+                        partition=partition_of(key, partitions),
+                    )
+                )
         for key, command in outputs.commands:
             if isinstance(command, RecoveryRequest):
                 topic, codec = self.topics["requests"], self.request_codec
