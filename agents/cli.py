@@ -359,6 +359,12 @@ def _audit(args: argparse.Namespace, read: Any, scope: Any, integrity: Any) -> i
                 f"{figures['recovered_count']}, MTTR mean "
                 f"{_seconds(figures['mttr_seconds']['mean'])}"
             )
+        outages = built["outages"]
+        if outages["count"]:
+            print(
+                f"outages {outages['count']}, open {outages['open']}, MTTR mean "
+                f"{_seconds(outages['mttr_seconds']['mean'])} (docs/outages.md)"
+            )
         if problems:
             print(f"{len(problems)} verification finding(s): run `verify` for details")
     return EXIT_FINDINGS if problems else EXIT_OK

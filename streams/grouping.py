@@ -11,6 +11,7 @@ from streams.policy import Policy
 PLATFORM_TENANT = "_platform"  # as streams.projections.tenant_key
 _MAX_GROUP = 200  # `outage:` + group stays well inside a connector id's 249 characters
 _KEPT_PREFIX = 150
+_TENANT_GROUP = "tenant:"
 
 
 def group_of(
@@ -27,7 +28,7 @@ def group_of(
         group = f"dependency:{named}"
     else:
         tenant = tenant_id if tenant_id is not None else PLATFORM_TENANT
-        group = f"tenant:{tenant}/failure:{failure or 'unknown'}"
+        group = f"{_TENANT_GROUP}{tenant}/failure:{failure or 'unknown'}"
     if len(group) > _MAX_GROUP:  # free text from producers: kept distinct, and short
         digest = hashlib.sha256(group.encode()).hexdigest()[:16]
         group = f"{group[:_KEPT_PREFIX]}~{digest}"
@@ -41,3 +42,9 @@ def outage_key(group: str) -> str:
 
 def is_outage_key(key: str) -> bool:
     return key.startswith(OUTAGE_KEY_PREFIX)
+
+
+def is_tenant_group(group: str) -> bool:
+    """A group of one tenant's connectors (no dependency named): its outages are that
+    tenant's. A dependency's may span tenants: its outages are the platform's."""
+    return group.startswith(_TENANT_GROUP)

@@ -30,7 +30,7 @@ from streams.evidence import (
 )
 from streams.evidence import write as evidence_map
 from streams.evolve import evolve
-from streams.grouping import outage_key
+from streams.grouping import is_tenant_group, outage_key
 from streams.models import (
     GENESIS_HASH,
     AuditEvent,
@@ -220,8 +220,9 @@ def _member_failed(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
         out.memory = memory._replace(pending=pending)
         return
     # Members failing since before the window stay outside: their cause may be another.
-    tenants = {p.tenant_id for p in recent}
-    tenant_id = tenants.pop() if len(tenants) == 1 else None
+    # A tenant's group is that tenant's; a dependency's may span tenants: the platform's, so
+    # a tenant's scoped views never show another tenant's connectors.
+    tenant_id = signal.tenant_id if is_tenant_group(signal.group) else None
     out.memory = OutageMemory(
         pending=tuple(p for p in pending if p not in recent),
         failing=frozenset(p.incident_id for p in recent),
