@@ -198,6 +198,11 @@ class Projection:
         """Apply one event; `folded` is the record after it when the caller already folded
         it (the verify fold does, and keeps the records), so it is not folded twice."""
         if event.type in OUTAGE_TYPES:
+            # The outage's chain gets a record too (only its chain fields move): views that
+            # look up the record of every event's chain keep working. `is_outage_key` tells
+            # them apart from connectors; `outages` holds what they mean.
+            record = self.records.get(event.connector_id) or Record(event.connector_id)
+            self.records[event.connector_id] = evolve(record, event)
             outage = apply_outage_event(self.outages, event)
             if outage is None or event.type is EventType.OUTAGE_RESOLVED:
                 return
