@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tests.kafka.harness import (
     Namespace,
     Worker,
     compare_with_reference,
+    read_audit,
     wait_caught_up,
     wait_for_audit,
 )
@@ -133,3 +135,52 @@ def test_300_connectors_behind_one_dependency_are_one_outage(
     assert listed["mttr_seconds"] == (resolved.occurred_at - opened.occurred_at) / 1000
     replayed = ns.cli("replay")
     assert "outages 1, open 0" in replayed.stdout, replayed.stdout
+
+
+def distinct(events: list[AuditEvent], kind: EventType) -> set[tuple[str, int]]:
+    """(chain, sequence) of the events of `kind`: a re-sent copy is the same event."""
+    return {(e.connector_id, e.sequence) for e in events if e.type is kind}
+
+
+def test_an_outage_survives_worker_sigkills(
+    ns: Namespace, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """Killed while the outage forms, and again while its members recover (the second
+    time with its local store lost: state comes back from the changelog)."""
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(POLICY)
+    asyncio.run(ensure_topics(ns.settings()))
+    worker = Worker(ns, policy=policy_file).start()
+    workers.append(worker)
+    health = ns.topics.health
+
+    asyncio.run(publish(ns.bootstrap, health, ERP, healthy=False))
+    wait_for_audit(ns, lambda ev: len(ev) > 0, 60, "the first detections")
+    worker.kill()
+    worker.start(ready_timeout_s=120)
+    wait_for_audit(
+        ns, lambda ev: len(distinct(ev, EventType.OUTAGE_JOINED)) == 295, 120, "every member"
+    )
+    asyncio.run(publish(ns.bootstrap, health, ERP, healthy=True))
+    wait_for_audit(
+        ns,
+        lambda ev: bool(distinct(ev, EventType.RECOVERY_COMPLETED)),
+        60,
+        "the first recoveries",
+    )
+    worker.kill()
+    shutil.rmtree(worker.data_dir, ignore_errors=True)
+    worker.start(ready_timeout_s=180)
+    events = wait_for_audit(
+        ns, lambda ev: bool(distinct(ev, EventType.OUTAGE_RESOLVED)), 120, "outage.resolved"
+    )
+    wait_caught_up(ns)
+    events = read_audit(ns.bootstrap, ns.topics.audit, timeout_s=5)
+
+    assert len(distinct(events, EventType.OUTAGE_OPENED)) == 1  # nothing opened twice
+    assert len(distinct(events, EventType.OUTAGE_RESOLVED)) == 1
+    assert len(distinct(events, EventType.RECOVERY_COMPLETED)) == 300
+    figures = compare_with_reference(ns, load_policy(policy_file))
+    assert (figures["lost"], figures["conflicting_duplicates"], figures["extra"]) == (0, 0, 0), (
+        figures
+    )
