@@ -21,6 +21,8 @@ def test_the_example_policy_is_valid() -> None:
     assert policy.for_connector("SAP-AR").recovery_action.type == "kafka_connect"
     assert policy.for_connector("OTHER").max_retries == 3
     assert policy.expected_connectors == ("SAP-AR", "SFDC-CRM")
+    assert policy.dependency_of("SAP-AR") == "sap-prod"
+    assert policy.dependency_of("SFDC-CRM") == "crm-eu"
     assert policy.may_act("alice")
     assert not policy.may_act("mallory")
 
