@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from streams.chain import chain_hash
 from streams.evidence import (
     EVENT_TYPE,
+    CommandRejected,
     FailureDetected,
     OutageJoined,
     OutageOpened,
@@ -33,6 +34,7 @@ from streams.evolve import evolve
 from streams.grouping import is_tenant_group, outage_key
 from streams.models import (
     GENESIS_HASH,
+    AdminCommand,
     AuditEvent,
     EventType,
     MemberChange,
@@ -142,10 +144,11 @@ class _Emitter:
 
     def emit(
         self,
-        evidence: OutageOpened | OutageJoined | OutageResolved,
+        evidence: OutageOpened | OutageJoined | OutageResolved | CommandRejected,
         at: int,
         tenant_id: str | None,
         incident_id: str | None = None,
+        actor: str | None = None,
     ) -> AuditEvent:
         record = self.record
         sequence = record.sequence + 1
@@ -164,7 +167,7 @@ class _Emitter:
             "incident_id": incident_id or record.outage_id or event_id,
             "attempt": None,
             "mode": None,
-            "actor": None,
+            "actor": actor,
             "failure": None,
             "attributes": attributes,
             "prev_hash": record.head_hash,
@@ -192,6 +195,28 @@ def decide_outage(
         _member_failed(out, signal, policy)
     else:
         _member_ended(out, signal)
+    return out.decision()
+
+
+def refuse_admin_command(
+    state: OutageState, command: AdminCommand, source: str | None = None
+) -> OutageDecision:
+    """Outages take no admin command yet: the answer is a `command.rejected` on the
+    outage's chain, so the admin's CLI or page shows why (docs/outages.md)."""
+    out = _Emitter(state, source)
+    out.emit(
+        CommandRejected(
+            command.command_id,
+            command.action.value,
+            f"{state.record.outage_key!r} is an outage: act on its connectors (outage actions"
+            " are not supported yet)",
+            command.reason or None,
+        ),
+        command.issued_at,
+        state.record.tenant_id,
+        incident_id=command.incident_id or state.record.outage_id or "",
+        actor=command.actor,
+    )
     return out.decision()
 
 
@@ -299,6 +324,9 @@ def evolve_outage(record: OutageRecord, event: AuditEvent) -> OutageRecord:
     if kind is EventType.OUTAGE_RESOLVED:
         read(OutageResolved, event.attributes)
         return moved._replace(outage_id=None, opened_at=None, members=frozenset())
+    if kind is EventType.COMMAND_REJECTED:
+        read(CommandRejected, event.attributes)
+        return moved
     raise TypeError(f"{kind.value} is not an outage's event")
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, cast
 
 from agents.broker.client import partition_of
 from agents.wire.records import Unpacked
@@ -26,8 +26,24 @@ from agents.worker.clock import DeadlineIndex
 from agents.worker.repair import reconcile
 from agents.worker.statecodec import dump_outage, dump_state, load_outage, load_state
 from streams.decider import Decision, decide, next_deadline, steady_deadline
-from streams.models import AuditEvent, Command, HealthPing, OutageSignal
-from streams.outages import OutageDecision, OutageState, decide_outage, fold_outage, member_signals
+from streams.grouping import is_outage_key
+from streams.models import (
+    AdminCommand,
+    AuditEvent,
+    Command,
+    DeciderInput,
+    HealthPing,
+    OutageSignal,
+    WorkerInput,
+)
+from streams.outages import (
+    OutageDecision,
+    OutageState,
+    decide_outage,
+    fold_outage,
+    member_signals,
+    refuse_admin_command,
+)
 from streams.policy import Policy
 from streams.state import ConnectorState
 
@@ -164,9 +180,6 @@ class InputProcessor:
             return
         connector_id = message.connector_id
         key = connector_id.encode()
-        if isinstance(message, OutageSignal):
-            self._apply_outage(one, message, outputs)
-            return
         pending = outputs.states.get(key)
         if pending is not None:
             state, applied = pending.state, pending.applied
@@ -174,6 +187,11 @@ class InputProcessor:
             parsed = self._parsed.get(partition)
             cached = None if parsed is None else parsed.get(key)
             if cached is None:
+                # An outage's inputs always land here: its state is never in the caches of
+                # connectors' states, so the steady-ping path pays nothing for outages.
+                if is_outage_key(connector_id):
+                    self._apply_outage(one, message, outputs)
+                    return
                 state, applied = self._stored(key, connector_id, partition)
             else:
                 state, applied = cached
@@ -194,7 +212,9 @@ class InputProcessor:
                 due = next_deadline(state.record, deadline)
                 self.deadlines.schedule(connector_id, None if due is None else due[0])
                 return
-        decision = decide(state, message, self.policy, item.source)
+        # An outage's inputs went to `_apply_outage` above; anything else here is a
+        # connector's (`decide` refuses any other type).
+        decision = decide(state, cast(DeciderInput, message), self.policy, item.source)
         counters = self.counters
         counters["inputs"] += 1
         if decision.late:
@@ -224,10 +244,12 @@ class InputProcessor:
         due = next_deadline(new_state.record, new_state.heartbeat_deadline)
         self.deadlines.schedule(connector_id, None if due is None else due[0])
 
-    def _apply_outage(self, one: Input, signal: OutageSignal, outputs: Outputs) -> None:
-        """An outage's input (streams/outages.py); its state is written on every change."""
+    def _apply_outage(self, one: Input, message: WorkerInput, outputs: Outputs) -> None:
+        """An input of an outage's key (streams/outages.py): a member signal is judged, an
+        admin command refused (outages take none yet), anything else is not the outage's;
+        the outage's state is written on every change."""
         item, partition = one
-        outage_id = signal.connector_id
+        outage_id = message.connector_id
         key = outage_id.encode()
         pending = outputs.outages.get(key)
         if pending is not None:
@@ -242,7 +264,15 @@ class InputProcessor:
             self.counters["skipped_redeliveries"] += 1
             return
         self.counters["inputs"] += 1
-        decision = decide_outage(state, signal, self.policy, item.source)
+        if isinstance(message, OutageSignal):
+            decision = decide_outage(state, message, self.policy, item.source)
+        elif isinstance(message, AdminCommand):
+            decision = refuse_admin_command(state, message, item.source)
+        else:  # a tick or a grace for an outage: it has no deadlines, nothing to watch
+            log.warning(
+                "%s: ignored a %s (not an outage's input)", outage_id, type(message).__name__
+            )
+            return
         logged = self.logged_ahead.get(outage_id) if self.logged_ahead else None
         if logged:
             decision = self._repaired_outage(state, decision, logged)

@@ -11,12 +11,16 @@ from agents.worker.processor import DictStore, Input, InputProcessor, Outputs
 from agents.worker.statecodec import load_head, load_outage
 from agents.worker.tablescan import OwnedState
 from streams.models import (
+    AdminAction,
+    AdminCommand,
     AuditEvent,
     EventType,
     HealthPing,
     HealthStatus,
     MemberChange,
     OutageSignal,
+    Tick,
+    Watch,
     WorkerInput,
 )
 from streams.policy import parse_policy
@@ -151,3 +155,41 @@ def test_crash_repair_drops_outage_events_already_in_the_log() -> None:
     assert [(e.type, e.sequence, e.prev_hash) for e in joined] == [
         (EventType.OUTAGE_JOINED, 2, logged[-1].hash)
     ]
+
+
+def test_an_admin_command_for_an_outage_is_refused_on_its_chain() -> None:
+    """`connector-recovery ack outage:dependency:sap-prod:1` must answer, not crash."""
+    worker = Worker()
+    worker.fail(5)
+    worker.pump()
+    command = AdminCommand(
+        command_id="c-1",
+        action=AdminAction.ACKNOWLEDGE,
+        connector_id=KEY,
+        incident_id=f"{KEY}:1",
+        actor="alice",
+        issued_at=T0 + 1_000,
+    )
+    worker.feed(command)
+    rejected = worker.log[-1]
+    assert (rejected.connector_id, rejected.type) == (KEY, EventType.COMMAND_REJECTED)
+    assert rejected.actor == "alice"
+    assert rejected.attributes["command_id"] == "c-1"
+    assert "is an outage" in rejected.attributes["rejection"]
+    stored = worker.processor.store.get(KEY.encode(), 0)
+    assert stored is not None
+    assert load_outage(stored)[0].record.sequence == rejected.sequence
+    # the outage goes on: a sixth member joins
+    worker.feed(_ping("SAP-5", False, T0 + 2_000))
+    worker.pump()
+    assert worker.outage_types()[-1] == "outage.joined"
+
+
+def test_a_tick_or_grace_for_an_outage_changes_nothing() -> None:
+    worker = Worker()
+    worker.fail(5)
+    worker.pump()
+    before = worker.processor.store.get(KEY.encode(), 0)
+    outputs = worker.feed(Tick(connector_id=KEY, now=T0 + 60_000), Watch(connector_id=KEY, at=T0))
+    assert (outputs.events, outputs.states, outputs.outages) == ([], {}, {})
+    assert worker.processor.store.get(KEY.encode(), 0) == before
