@@ -265,7 +265,7 @@ steps = st.lists(
 )
 
 
-def _play(script: list[tuple[str, bool, str, str | None, int]], settle: bool) -> Fleet:
+def play_fleet(script: list[tuple[str, bool, str, str | None, int]], settle: bool) -> Fleet:
     fleet = Fleet.with_policy({"outages": {"min_connectors": 3, "window_s": 30}})
     at = T0
     for connector_id, healthy, failure, dependency, gap in script:
@@ -285,7 +285,7 @@ def test_grouping_is_a_pure_function_of_the_events(script: list[Any], settle: bo
     """Replaying the connectors' audit events alone re-derives the same signals, and they
     give the same outage events, byte for byte; each outage's record is the fold of its
     events."""
-    live = _play(script, settle)
+    live = play_fleet(script, settle)
     records: dict[str, Record] = {}
     replayed = Fleet(policy=live.policy)
     for event in live.log:
@@ -308,7 +308,7 @@ def test_grouping_is_a_pure_function_of_the_events(script: list[Any], settle: bo
 @settings(max_examples=100, deadline=None)
 @given(steps)
 def test_every_outage_opens_once_and_resolves_after_its_members(script: list[Any]) -> None:
-    live = _play(script, settle=True)
+    live = play_fleet(script, settle=True)
     for state in live.outages.values():
         own = [e for e in live.log if e.connector_id == state.record.outage_key]
         kinds = [e.type for e in own]

@@ -5,10 +5,14 @@ and re-delivered signals, crash repair against the log (docs/outages.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agents.wire.records import Unpacked
 from agents.worker.processor import DictStore, Input, InputProcessor, Outputs
-from agents.worker.statecodec import load_head, load_outage
+from agents.worker.statecodec import dump_outage, load_head, load_outage
 from agents.worker.tablescan import OwnedState
 from streams.models import (
     AdminAction,
@@ -25,6 +29,8 @@ from streams.models import (
 )
 from streams.policy import parse_policy
 from tests.core.driver import T0
+from tests.core.test_outages import play_fleet
+from tests.core.test_outages import steps
 
 KEY = "outage:dependency:sap-prod"
 
@@ -193,3 +199,10 @@ def test_a_tick_or_grace_for_an_outage_changes_nothing() -> None:
     outputs = worker.feed(Tick(connector_id=KEY, now=T0 + 60_000), Watch(connector_id=KEY, at=T0))
     assert (outputs.events, outputs.states, outputs.outages) == ([], {}, {})
     assert worker.processor.store.get(KEY.encode(), 0) == before
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps, st.integers(-1, 10**9))
+def test_an_outage_state_round_trips_through_the_table(script: list[Any], applied: int) -> None:
+    for state in play_fleet(script, settle=False).outages.values():
+        assert load_outage(dump_outage(state, applied)) == (state, applied)
