@@ -29,8 +29,7 @@ from streams.models import (
 )
 from streams.policy import parse_policy
 from tests.core.driver import T0
-from tests.core.test_outages import play_fleet
-from tests.core.test_outages import steps
+from tests.core.test_outages import play_fleet, steps
 
 KEY = "outage:dependency:sap-prod"
 
