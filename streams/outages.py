@@ -15,7 +15,7 @@ Pure: no I/O, no clock (time is the signal's `at`, the connector event's `occurr
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from streams.chain import chain_hash
@@ -90,10 +90,13 @@ class OutageDecision(NamedTuple):
 # -- the signals ------------------------------------------------------------------------------
 
 
-def member_signals(before: Record, events: Iterable[AuditEvent]) -> list[OutageSignal]:
+def member_signals(before: Record, events: Sequence[AuditEvent]) -> list[OutageSignal]:
     """The signals a connector's new `events` send to its outage group, given its record
     `before` them: a grouped episode detected, and its end (recovered, or closed without a
     recovery by an admin's resolve or retire)."""
+    in_grouped_episode = before.phase is Phase.FAILED and before.outage_group is not None
+    if not in_grouped_episode and all(e.type is not EventType.FAILURE_DETECTED for e in events):
+        return []  # most decisions with events: nothing to fold again
     signals: list[OutageSignal] = []
     record = before
     for event in events:
