@@ -140,6 +140,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 "failure": args.failure,
                 "retryable": not args.not_retryable,
                 "position": args.position,
+                "dependency": args.dependency,
             }
             if args.status.lower() == "unhealthy" and not args.failure:
                 fields["failure"] = "unknown"
@@ -365,6 +366,12 @@ def _audit(args: argparse.Namespace, read: Any, scope: Any, integrity: Any) -> i
                 f"{figures['recovered_count']}, MTTR mean "
                 f"{_seconds(figures['mttr_seconds']['mean'])}"
             )
+        outages = built["outages"]
+        if outages["count"]:
+            print(
+                f"outages {outages['count']}, open {outages['open']}, MTTR mean "
+                f"{_seconds(outages['mttr_seconds']['mean'])} (docs/outages.md)"
+            )
         if problems:
             print(f"{len(problems)} verification finding(s): run `verify` for details")
     return EXIT_FINDINGS if problems else EXIT_OK
@@ -415,6 +422,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from agents.demo.run import run_demo  # noqa: PLC0415
 
     return run_demo(with_connect=args.connect, keep=args.keep)
+
+
+def _add_publish(sub: Any) -> None:
+    publish = sub.add_parser("publish", help="publish health pings")
+    publish.add_argument("--connector")
+    publish.add_argument("--status", choices=["healthy", "unhealthy", "HEALTHY", "UNHEALTHY"])
+    publish.add_argument(
+        "--failure",
+        help="what failed, as free text (not a fixed set), e.g. timeout, auth, http_503;"
+        " only with --status unhealthy (default there: unknown)",
+    )
+    publish.add_argument("--tenant")
+    publish.add_argument("--position")
+    publish.add_argument("--not-retryable", action="store_true")
+    publish.add_argument(
+        "--dependency",
+        help="what the connector depends on, e.g. sap-prod: failures naming one dependency"
+        " are grouped into one outage (docs/outages.md)",
+    )
+    publish.add_argument("--file", help="JSON lines, one ping per line")
+    publish.set_defaults(func=cmd_publish)
 
 
 def _add_admin_commands(sub: Any) -> None:
@@ -576,20 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default=os.environ.get("CR_LOGLEVEL", "warning"))
     worker.set_defaults(func=cmd_worker)
 
-    publish = sub.add_parser("publish", help="publish health pings")
-    publish.add_argument("--connector")
-    publish.add_argument("--status", choices=["healthy", "unhealthy", "HEALTHY", "UNHEALTHY"])
-    publish.add_argument(
-        "--failure",
-        help="what failed, as free text (not a fixed set), e.g. timeout, auth, http_503;"
-        " only with --status unhealthy (default there: unknown)",
-    )
-    publish.add_argument("--tenant")
-    publish.add_argument("--position")
-    publish.add_argument("--not-retryable", action="store_true")
-    publish.add_argument("--file", help="JSON lines, one ping per line")
-    publish.set_defaults(func=cmd_publish)
-
+    _add_publish(sub)
     _add_admin_commands(sub)
 
     status = sub.add_parser("status", help="connectors and open incidents of a worker")

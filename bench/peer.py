@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.policyfile import load_policy
 from agents.wire.codec import registry
-from agents.wire.records import audit_record, decode_input
+from agents.wire.records import audit_record, decode_connector_input
 from agents.worker.statecodec import dump_state, load_state
 from bench.env import BenchConfigError
 from bench.replay import bootstrap
@@ -52,7 +52,7 @@ def reference_outputs(records: list[tuple[bytes, bytes]], policy: Policy) -> int
     states: dict[str, ConnectorState] = {}
     outputs = 0
     for _key, value in records:
-        ping = decode_input(reg, value)
+        ping = decode_connector_input(reg, value)
         state = states.get(ping.connector_id) or ConnectorState.new(ping.connector_id)
         decision = decide(state, ping, policy)
         states[ping.connector_id] = decision.state
@@ -112,7 +112,7 @@ class QuixPeer:
     def decide(self, value: bytes, state: State[str, str]) -> list[bytes]:
         if self.started is None:
             self.started = time.perf_counter()
-        ping = decode_input(self.registry, value)
+        ping = decode_connector_input(self.registry, value)
         connector_id = ping.connector_id
         stored = state.get(STATE_KEY)
         if stored is None:

@@ -41,6 +41,7 @@ from streams.evidence import (
 )
 from streams.evidence import write as evidence_map
 from streams.evolve import evolve
+from streams.grouping import group_of
 from streams.models import (
     AdminAction,
     AdminCommand,
@@ -252,15 +253,24 @@ def _next_attempt_at(out: _Emitter, at: int, incident_id: str, auto_attempts: in
 def _detect(out: _Emitter, at: int, failure: str, retryable: bool, first_failing_at: int) -> None:
     """Rule 1 (+3, 5, 6): open a failure episode and decide what comes next."""
     _supersede_open_incident(out, at)
-    incident_id = f"{out.record.connector_id}:{out.record.sequence + 1}"
+    connector_id = out.record.connector_id
+    incident_id = f"{connector_id}:{out.record.sequence + 1}"
     next_attempt_at = _next_attempt_at(out, at, incident_id, 0) if retryable else None
+    memory = out.memory
     detected = out.emit(
         FailureDetected(
             retryable=retryable,
             first_failing_at=min(first_failing_at, at),
             policy_sha256=out.rules.sha256,
-            position=out.memory.last_position,
+            position=memory.last_position,
             next_attempt_at=next_attempt_at,
+            group=group_of(
+                connector_id,
+                memory.tenant_id or out.record.tenant_id,
+                failure,
+                memory.dependency,
+                out.policy,
+            ),
         ),
         at,
         incident_id=incident_id,
@@ -479,6 +489,7 @@ def _repeats_steady_state(
         or memory.tenant_id != ping.tenant_id
         or memory.last_position != ping.position
         or memory.last_retryable != ping.retryable
+        or memory.dependency != ping.dependency
     ):
         return False
     if ping.status is _HEALTHY:
@@ -541,6 +552,7 @@ def _remember(memory: DetectorMemory, ping: HealthPing, rules: ConnectorPolicy) 
         history_len=length,
         late_pings=memory.late_pings,
         ignored_pings=memory.ignored_pings,
+        dependency=ping.dependency,
     )
 
 

@@ -14,6 +14,7 @@ view's, such as the provenance every event carries) are ignored by `read`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from functools import lru_cache
@@ -59,10 +60,26 @@ def _closed(name: str, values: Mapping[str, Any]) -> _Text:
 _INSTANT = _Text("an ISO-8601 instant", iso_from_ms, lru_cache(maxsize=1024)(ms_from_iso))
 _RATIO = _Text("a ratio", "{:.3f}".format, float)
 
+
+def _write_names(names: tuple[str, ...]) -> str:
+    return json.dumps(list(names), ensure_ascii=False, separators=(",", ":"))
+
+
+def _read_names(text: str) -> tuple[str, ...]:
+    names = json.loads(text)
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError("not a list of strings")
+    return tuple(names)
+
+
+_NAMES = _Text("a JSON list of strings", _write_names, _read_names)
+
 Instant = Annotated[int, _INSTANT]
 """Epoch milliseconds, written as `2025-09-29T12:30:00.000Z`."""
 Ratio = Annotated[float, _RATIO]
 """A ratio in [0, 1], written with three decimals."""
+Names = Annotated[tuple[str, ...], _NAMES]
+"""Connector ids or incident ids, written as a JSON list (an id may hold any character)."""
 
 _PLAIN: dict[object, _Text] = {
     str: _Text("text", str, None),
@@ -98,6 +115,7 @@ class FailureDetected(NamedTuple):
     policy_sha256: str
     position: str | None = None
     next_attempt_at: Instant | None = None
+    group: str | None = None  # the outage group it fails in (docs/outages.md); None: none
 
 
 class FlappingStarted(NamedTuple):
@@ -219,6 +237,33 @@ class CommandRejected(NamedTuple):
     reason: str | None = None
 
 
+class OutageOpened(NamedTuple):
+    """At least `min_connectors` of the group failed within the window: the outage's id is
+    this event's id. `connectors` and `incidents` (aligned) are its members so far."""
+
+    group: str
+    connectors: Names
+    incidents: Names
+    min_connectors: int
+    window_ms: int
+
+
+class OutageJoined(NamedTuple):
+    group: str
+    connector: str
+    member_incident: str
+
+
+class OutageResolved(NamedTuple):
+    """The last member still failing recovered or left."""
+
+    group: str
+    episodes: int  # member failure episodes that took part
+    recovered: int
+    left: int
+    duration_ms: int
+
+
 Evidence = (
     FailureDetected
     | FlappingStarted
@@ -238,6 +283,9 @@ Evidence = (
     | NotificationFailed
     | NotificationSuppressed
     | CommandRejected
+    | OutageOpened
+    | OutageJoined
+    | OutageResolved
 )
 
 EVENT_TYPE: dict[type[Evidence], EventType] = {
@@ -259,6 +307,9 @@ EVENT_TYPE: dict[type[Evidence], EventType] = {
     NotificationFailed: EventType.NOTIFICATION_FAILED,
     NotificationSuppressed: EventType.NOTIFICATION_SUPPRESSED,
     CommandRejected: EventType.COMMAND_REJECTED,
+    OutageOpened: EventType.OUTAGE_OPENED,
+    OutageJoined: EventType.OUTAGE_JOINED,
+    OutageResolved: EventType.OUTAGE_RESOLVED,
 }
 """The event type each view is written as (one view per type; a test checks both ways)."""
 

@@ -22,6 +22,9 @@ EpochMillis = Annotated[int, Field(ge=MIN_TIMESTAMP_MS, lt=MAX_TIMESTAMP_MS)]
 ConnectorId = Annotated[str, Field(min_length=1, max_length=249)]
 
 GENESIS_HASH = "0" * 64
+# Outages are keyed, chained and partitioned like connectors, under ids with this prefix
+# (docs/outages.md); no connector's pings may use it.
+OUTAGE_KEY_PREFIX = "outage:"
 
 
 class _Frozen(BaseModel):
@@ -50,12 +53,15 @@ class HealthPing(_Frozen):
     latency_ms: int | None = None
     message: str | None = None
     position: str | None = None
+    dependency: str | None = None
 
     @field_validator("connector_id")
     @classmethod
     def _no_blank_id(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("connector_id is blank")
+        if value.startswith(OUTAGE_KEY_PREFIX):
+            raise ValueError(f"connector_id may not start with {OUTAGE_KEY_PREFIX!r} (outages)")
         return value
 
     @property
@@ -135,6 +141,31 @@ class NotificationResult(_Frozen):
 DeciderInput = HealthPing | Tick | Watch | AdminCommand | RecoveryResult | NotificationResult
 
 
+class MemberChange(StrEnum):
+    FAILED = "FAILED"  # a failure episode of the member was detected
+    RECOVERED = "RECOVERED"  # ... and recovered
+    LEFT = "LEFT"  # ... and ended without a recovery (resolved by hand, retired)
+
+
+class OutageSignal(_Frozen):
+    """Internal input of an outage (`schemas/outage_signal.avsc`): one member connector's
+    failure episode began or ended. `connector_id` is the outage's key,
+    `outage:<group>`, so it is routed, ordered and stored like any connector's input."""
+
+    connector_id: ConnectorId
+    group: str
+    member_id: ConnectorId
+    incident_id: str
+    change: MemberChange
+    tenant_id: str | None = None
+    failure: str | None = None
+    at: EpochMillis
+
+
+WorkerInput = DeciderInput | OutageSignal
+"""Everything on the inputs topic: a connector's inputs, and an outage's."""
+
+
 class EventType(StrEnum):
     FAILURE_DETECTED = "connector.failure.detected"
     FLAPPING_STARTED = "connector.flapping.started"
@@ -154,6 +185,9 @@ class EventType(StrEnum):
     NOTIFICATION_FAILED = "notification.failed"
     NOTIFICATION_SUPPRESSED = "notification.suppressed"
     COMMAND_REJECTED = "command.rejected"
+    OUTAGE_OPENED = "outage.opened"
+    OUTAGE_JOINED = "outage.joined"
+    OUTAGE_RESOLVED = "outage.resolved"
 
 
 class AuditEvent(_Frozen):

@@ -9,12 +9,14 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
+from fnmatch import fnmatchcase
 from functools import cached_property
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
@@ -128,6 +130,41 @@ class Dashboard(_Strict):
     trusted_header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]+$")
 
 
+class Dependency(_Strict):
+    """Something connectors share (an ERP, a CRM, a network path): connectors whose ids
+    match one of `connectors` (globs: `*`, `?`, `[...]`, case-sensitive) fail together when
+    it is down, and are grouped into one outage (docs/outages.md)."""
+
+    connectors: tuple[Annotated[str, Field(min_length=1)], ...] = Field(min_length=1)
+
+
+class Outages(_Strict):
+    """When failing connectors of one group become one outage (docs/outages.md)."""
+
+    min_connectors: int = Field(default=5, ge=2)
+    window_s: Seconds = 60.0
+    release_per_s: float = Field(default=20.0, gt=0, allow_inf_nan=False)
+
+    @cached_property
+    def window_ms(self) -> int:
+        return round(self.window_s * 1000)
+
+
+_DEPENDENCY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _dependency_name(name: str) -> str:
+    if not _DEPENDENCY_NAME.fullmatch(name):
+        raise ValueError(
+            f"dependency name {name!r}: use 1-100 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (e.g. sap-prod)"
+        )
+    return name
+
+
+DependencyName = Annotated[str, AfterValidator(_dependency_name)]
+
+
 class Policy(_Strict):
     defaults: ConnectorPolicy = ConnectorPolicy()
     connectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -136,6 +173,8 @@ class Policy(_Strict):
     escalation: tuple[EscalationStep, ...] = ()
     admins: tuple[str, ...] = ()
     dashboard: Dashboard = Dashboard()
+    dependencies: dict[DependencyName, Dependency] = Field(default_factory=dict)
+    outages: Outages = Outages()
 
     def problems(self) -> list[str]:
         """Errors that need the whole document: per-connector overrides, step order."""
@@ -152,7 +191,28 @@ class Policy(_Strict):
             if step.after_s <= previous:
                 errors.append(f"escalation.{index}.after_s: must grow from step to step")
             previous = step.after_s
+        for connector_id in self.connectors:
+            shared = self._dependencies_matching(connector_id)
+            if len(shared) > 1:
+                errors.append(
+                    f"dependencies: connector {connector_id!r} matches {' and '.join(shared)}: "
+                    "narrow the globs so it matches one"
+                )
         return errors
+
+    def _dependencies_matching(self, connector_id: str) -> list[str]:
+        return [
+            name
+            for name, dependency in self.dependencies.items()
+            if any(fnmatchcase(connector_id, glob) for glob in dependency.connectors)
+        ]
+
+    def dependency_of(self, connector_id: str) -> str | None:
+        """The first dependency (in the policy's order) whose globs match the connector."""
+        if not self.dependencies:
+            return None
+        matching = self._dependencies_matching(connector_id)
+        return matching[0] if matching else None
 
     def _merge(self, overrides: dict[str, Any]) -> ConnectorPolicy:
         merged = self.defaults.model_dump()

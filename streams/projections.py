@@ -18,10 +18,20 @@ from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from streams.evidence import EvidenceError, FailureDetected, RecoveryCompleted, read, write
+from streams.evidence import (
+    EvidenceError,
+    FailureDetected,
+    OutageJoined,
+    OutageOpened,
+    OutageResolved,
+    RecoveryCompleted,
+    read,
+    write,
+)
 from streams.evolve import evolve
 from streams.models import AuditEvent, EventType
 from streams.state import Record
+from streams.timefmt import iso_from_ms
 
 PLATFORM_TENANT = "_platform"
 
@@ -85,6 +95,7 @@ class Episode:
     retries: int | None = None
     receipt: RecoveryCompleted | None = None  # None too when incomplete (a verify finding)
     timeline: list[tuple[int, str, int]] | None = None  # kept with the projection's detail
+    outage_id: str | None = None  # the outage it was part of (docs/outages.md)
 
     @property
     def receipt_attributes(self) -> dict[str, str] | None:
@@ -110,24 +121,101 @@ class Episode:
         return self.opened_at is not None and self.resolved_at is None
 
 
+@dataclass(slots=True)
+class Outage:
+    """One outage (docs/outages.md): MTTR = resolved - opened."""
+
+    outage_id: str
+    group: str
+    tenant_id: str | None  # None: a dependency's outage, the platform's
+    opened_at: int
+    connectors: list[str]  # in the order they joined; a connector failing twice is twice
+    incidents: list[str]
+    resolved_at: int | None = None
+    recovered: int | None = None
+    left: int | None = None
+
+    @property
+    def mttr_ms(self) -> int | None:
+        return None if self.resolved_at is None else self.resolved_at - self.opened_at
+
+
+OUTAGE_TYPES = frozenset(
+    {EventType.OUTAGE_OPENED, EventType.OUTAGE_JOINED, EventType.OUTAGE_RESOLVED}
+)
+
+
+def apply_outage_event(outages: dict[str, Outage], event: AuditEvent) -> Outage | None:
+    """Fold an event of an outage's chain into `outages` (by outage id); the outage it
+    touched, None when its evidence does not read (a verify finding)."""
+    outage_id = event.incident_id or event.event_id
+    try:
+        if event.type is EventType.OUTAGE_OPENED:
+            opened = read(OutageOpened, event.attributes)
+            opening = outages[outage_id] = Outage(
+                outage_id,
+                opened.group,
+                event.tenant_id,
+                event.occurred_at,
+                list(opened.connectors),
+                list(opened.incidents),
+            )
+            return opening
+        outage = outages.get(outage_id)
+        if outage is None:
+            return None
+        if event.type is EventType.OUTAGE_JOINED:
+            joined = read(OutageJoined, event.attributes)
+            outage.connectors.append(joined.connector)
+            outage.incidents.append(joined.member_incident)
+        else:
+            resolved = read(OutageResolved, event.attributes)
+            outage.resolved_at = event.occurred_at
+            outage.recovered, outage.left = resolved.recovered, resolved.left
+    except EvidenceError:
+        return None
+    return outage
+
+
 class Projection:
-    """Accumulates episodes and per-connector records from audit events, in log order.
+    """Accumulates episodes, outages and per-connector records from audit events, in log
+    order.
 
     Feed each event once (`apply`); duplicates must be filtered by the caller (the verify
     fold says which ones are benign re-sends).
     """
 
-    __slots__ = ("detail", "episodes", "records")
+    __slots__ = ("detail", "episodes", "outages", "records")
 
     def __init__(self, detail: bool = True) -> None:
         # without detail (replay, verify): no timelines or receipts, which grow per event
         self.detail = detail
         self.episodes: dict[str, Episode] = {}
         self.records: dict[str, Record] = {}
+        self.outages: dict[str, Outage] = {}
 
     def apply(self, event: AuditEvent, folded: Record | None = None) -> None:
         """Apply one event; `folded` is the record after it when the caller already folded
         it (the verify fold does, and keeps the records), so it is not folded twice."""
+        if event.type in OUTAGE_TYPES:
+            # The outage's chain gets a record too (only its chain fields move): views that
+            # look up the record of every event's chain keep working. `is_outage_key` tells
+            # them apart from connectors; `outages` holds what they mean.
+            record = self.records.get(event.connector_id) or Record(event.connector_id)
+            self.records[event.connector_id] = evolve(record, event)
+            outage = apply_outage_event(self.outages, event)
+            if outage is None or event.type is EventType.OUTAGE_RESOLVED:
+                return
+            linked = (
+                outage.incidents
+                if event.type is EventType.OUTAGE_OPENED
+                else [outage.incidents[-1]]
+            )
+            for member_incident in linked:
+                episode = self.episodes.get(member_incident)
+                if episode is not None:
+                    episode.outage_id = outage.outage_id
+            return
         if folded is None:
             record = self.records.get(event.connector_id) or Record(event.connector_id)
             self.records[event.connector_id] = evolve(record, event)
@@ -164,6 +252,10 @@ class Projection:
         elif kind is EventType.INCIDENT_ACKNOWLEDGED:
             episode.acknowledged_by = event.actor
 
+    def tenant_of(self, incident_id: str) -> str | None:
+        episode = self.episodes.get(incident_id)
+        return None if episode is None else episode.tenant_id
+
     def apply_all(self, events: Iterable[AuditEvent]) -> Projection:
         for event in events:
             self.apply(event)
@@ -191,17 +283,21 @@ class Figures:
     the end of the log. Fed like a `Projection`, with records the caller folds; gives the
     totals and per-tenant totals `replay` shows, and the open incidents."""
 
-    __slots__ = ("_instants", "_slot", "_tenants", "records")
+    __slots__ = ("_instants", "_slot", "_tenants", "outages", "records")
 
     def __init__(self) -> None:
         self._slot: dict[str, int] = {}  # incident id -> its episode's place
         self._tenants: list[str | None] = []
         self._instants = array("q")
         self.records: dict[str, Record] = {}  # set by the caller's fold
+        self.outages: dict[str, Outage] = {}  # a few per dependency: kept whole
 
     def apply(self, event: AuditEvent, folded: Record) -> None:  # noqa: ARG002 - as Projection
         """Apply one event (not a duplicate), already folded by the caller."""
         kind = event.type
+        if kind in OUTAGE_TYPES:
+            apply_outage_event(self.outages, event)
+            return
         incident_id = event.incident_id
         if kind is EventType.FAILURE_DETECTED and incident_id is not None:
             first_failing_at = read(FailureDetected, event.attributes).first_failing_at
@@ -222,6 +318,10 @@ class Figures:
         slot = self._slot.get(incident_id or "")
         if slot is not None:
             self._instants[slot * 6 + _INSTANT_AT[instant]] = event.occurred_at
+
+    def tenant_of(self, incident_id: str) -> str | None:
+        slot = self._slot.get(incident_id)
+        return None if slot is None else self._tenants[slot]
 
     def open_incidents(self) -> list[str]:
         times = self._instants
@@ -345,3 +445,52 @@ def windowed_totals(episodes: Iterable[Episode], width_ms: int) -> dict[int, Tot
         start = episode.detected_at - episode.detected_at % width_ms
         groups.setdefault(start, []).append(episode)
     return {start: totals(members) for start, members in sorted(groups.items())}
+
+
+def outage_report(
+    outages: Iterable[Outage],
+    tenant_of: Callable[[str], str | None],
+    in_period: Callable[[int], bool],
+    *,
+    detail: bool,
+) -> dict[str, object]:
+    """Outages opened `in_period`: how many, how many still open, MTTR (resolved - opened)
+    overall and per tenant (an outage counts for every tenant with a connector in it:
+    `tenant_of` an incident id); with `detail`, each outage with its connectors."""
+    chosen = sorted(
+        (o for o in outages if in_period(o.opened_at)), key=lambda o: (o.opened_at, o.outage_id)
+    )
+    per_tenant: dict[str, list[Outage]] = {}
+    for outage in chosen:
+        for tenant in sorted({tenant_key(tenant_of(i)) for i in outage.incidents}):
+            per_tenant.setdefault(tenant, []).append(outage)
+
+    def figures(group: list[Outage]) -> dict[str, object]:
+        mttr = [o.mttr_ms / 1000 for o in group if o.mttr_ms is not None]
+        return {
+            "count": len(group),
+            "open": sum(1 for o in group if o.resolved_at is None),
+            "mttr_seconds": summarize(mttr).as_dict(),
+        }
+
+    report: dict[str, object] = {
+        **figures(chosen),
+        "tenants": {tenant: figures(group) for tenant, group in sorted(per_tenant.items())},
+    }
+    if detail:
+        report["outages"] = [
+            {
+                "outage_id": o.outage_id,
+                "group": o.group,
+                "tenant_id": None if o.tenant_id is None else tenant_key(o.tenant_id),
+                "opened_at": iso_from_ms(o.opened_at),
+                "resolved_at": None if o.resolved_at is None else iso_from_ms(o.resolved_at),
+                "mttr_seconds": None if o.mttr_ms is None else o.mttr_ms / 1000,
+                "connectors": o.connectors,
+                "incidents": o.incidents,
+                "recovered": o.recovered,
+                "left": o.left,
+            }
+            for o in chosen
+        ]
+    return report

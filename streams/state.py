@@ -58,6 +58,7 @@ class Record(NamedTuple):
     next_escalation_level: int | None = None
     next_escalation_at: int | None = None
     notified: frozenset[str] = frozenset()  # dedup keys with an outcome
+    outage_group: str | None = None  # the episode's outage group (docs/outages.md)
 
 
 class DetectorMemory(NamedTuple):
@@ -73,6 +74,7 @@ class DetectorMemory(NamedTuple):
     history_len: int = 0
     late_pings: int = 0
     ignored_pings: int = 0  # pings for a retired connector
+    dependency: str | None = None  # the last ping's `dependency`
 
 
 class ConnectorState(NamedTuple):

@@ -24,6 +24,7 @@ from streams.chain import SeenHashes, event_digest
 from streams.decider import next_deadline
 from streams.evidence import EvidenceError, RecoveryCompleted, read
 from streams.evolve import advance_chain, evolve
+from streams.grouping import is_outage_key
 from streams.models import GENESIS_HASH, AuditEvent, EventType
 from streams.state import Phase, Record
 from streams.timefmt import iso_from_ms
@@ -80,8 +81,13 @@ class Verifier:
         return self.chains[connector_id].record
 
     def records(self) -> dict[str, Record]:
-        """Every connector's state of record after the events checked so far."""
-        return {connector_id: chain.record for connector_id, chain in self.chains.items()}
+        """Every connector's state of record after the events checked so far (outages are
+        chains too, not connectors: streams/projections.py folds them)."""
+        return {
+            connector_id: chain.record
+            for connector_id, chain in self.chains.items()
+            if not is_outage_key(connector_id)
+        }
 
     def __init__(self, grace_ms: int = DEFAULT_GRACE_MS) -> None:
         self.grace_ms = grace_ms

@@ -30,8 +30,9 @@ from typing import Any, NamedTuple
 
 from streams.chain import event_hash
 from streams.evolve import evolve
+from streams.grouping import is_outage_key
 from streams.models import GENESIS_HASH, AuditEvent, EventType, RecoveryMode
-from streams.projections import tenant_key
+from streams.projections import OUTAGE_TYPES, Outage, apply_outage_event, tenant_key
 from streams.state import Phase, Record
 
 FORMAT = 1
@@ -278,6 +279,9 @@ class FleetView:
         self.tenants: dict[str, TenantFigures] = {}
         self.closed: dict[str, deque[OpenEpisode]] = {}  # per tenant key, newest last
         self.chain_problems: dict[str, str] = {}
+        self.outage_chains: dict[str, Record] = {}  # outages' chain heads, not connectors
+        self.outages: dict[str, Outage] = {}  # open ones
+        self.outages_opened: dict[str, int] = {}  # per tenant key
         self.since: dict[str, int] = {}  # connectors not healthy: since when, in their state
         self.events = 0
         self.duplicates = 0
@@ -291,6 +295,8 @@ class FleetView:
     def apply(self, event: AuditEvent) -> bool:
         """Fold one event; False (and nothing changes) for a re-delivery."""
         connector_id = event.connector_id
+        if is_outage_key(connector_id):
+            return self._apply_outage(event)
         before = self.records.get(connector_id)
         in_fleet = before is not None
         if before is None:
@@ -323,6 +329,33 @@ class FleetView:
         if before.incident_id is not None and before.incident_id != after.incident_id:
             self._settle(before.incident_id)
         return True
+
+    def _apply_outage(self, event: AuditEvent) -> bool:
+        """An event of an outage's chain (docs/outages.md): its head, and the open outages."""
+        key = event.connector_id
+        before = self.outage_chains.get(key) or Record(key)
+        if event.sequence <= before.sequence:
+            self.duplicates += 1
+            return False
+        if self.check_chains and key not in self.chain_problems:
+            problem = _link_problem(before, event)
+            if problem is not None:
+                self.chain_problems[key] = problem
+        self.outage_chains[key] = evolve(before, event)
+        self.events += 1
+        if event.type in OUTAGE_TYPES:
+            outage = apply_outage_event(self.outages, event)
+            if outage is not None and event.type is EventType.OUTAGE_OPENED:
+                tenant = tenant_key(outage.tenant_id)
+                self.outages_opened[tenant] = self.outages_opened.get(tenant, 0) + 1
+            if outage is not None and outage.resolved_at is not None:
+                del self.outages[outage.outage_id]
+        return True
+
+    def open_outages(self, tenant: str | None = None) -> list[Outage]:
+        return [
+            o for o in self.outages.values() if tenant is None or tenant_key(o.tenant_id) == tenant
+        ]
 
     def _episode(self, event: AuditEvent) -> None:
         kind = event.type
@@ -496,6 +529,9 @@ class FleetView:
             "tenants": {key: f.to_wire() for key, f in self.tenants.items()},
             "closed": {key: [list(e) for e in recent] for key, recent in self.closed.items()},
             "chain_problems": self.chain_problems,
+            "outage_chains": [record_to_wire(r) for r in self.outage_chains.values()],
+            "outages": [_outage_to_wire(o) for o in self.outages.values()],
+            "outages_opened": self.outages_opened,
         }
 
     def parts(self) -> Parts:
@@ -522,6 +558,11 @@ class FleetView:
             for key, recent in snapshot["closed"].items()
         }
         view.chain_problems = dict(snapshot["chain_problems"])
+        view.outage_chains = {
+            r.connector_id: r for r in map(record_from_wire, snapshot["outage_chains"])
+        }
+        view.outages = {o.outage_id: o for o in (Outage(*w) for w in snapshot["outages"])}
+        view.outages_opened = dict(snapshot["outages_opened"])
         return view
 
     def add(self, kind: str, wire: list[Any]) -> None:
@@ -563,6 +604,20 @@ class Parts(NamedTuple):
             yield "episodes", [list(e) for e in self.episodes[start : start + size]]
         for start in range(0, len(self.since), size):
             yield "since", [list(item) for item in self.since[start : start + size]]
+
+
+def _outage_to_wire(outage: Outage) -> list[Any]:
+    return [
+        outage.outage_id,
+        outage.group,
+        outage.tenant_id,
+        outage.opened_at,
+        list(outage.connectors),
+        list(outage.incidents),
+        outage.resolved_at,
+        outage.recovered,
+        outage.left,
+    ]
 
 
 def _link_problem(head: Record, event: AuditEvent) -> str | None:

@@ -118,6 +118,8 @@ def test_publish_documents_failure_as_free_text(tmp_path: Path) -> None:
         (["--status", "healthy", "--failure", "oops"], "failure 'oops' on a HEALTHY ping"),
         (["--status", "unhealthy", "--failure", " "], "failure is blank"),
         (["--status", "unhealthy", "--connector", " "], "connector_id: "),
+        (["--status", "unhealthy", "--connector", "outage:x"], "may not start with 'outage:'"),
+        (["--status", "unhealthy", "--dependency", " "], "dependency is blank"),
     ],
 )
 def test_publish_refuses_a_ping_the_schema_refuses_before_sending(

@@ -5,6 +5,7 @@ Avro's own checker from the `avro` package)."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,10 @@ from streams.models import (
     EventType,
     HealthPing,
     HealthStatus,
+    MemberChange,
     NotificationRequest,
     NotificationResult,
+    OutageSignal,
     RecoveryMode,
     RecoveryRequest,
     RecoveryResult,
@@ -81,6 +84,16 @@ SAMPLES: dict[str, Any] = {
         level=-1,
         delivered=True,
         finished_at=T0,
+    ),
+    "OutageSignal": OutageSignal(
+        connector_id="outage:dependency:sap-prod",
+        group="dependency:sap-prod",
+        member_id="SAP-AR",
+        incident_id="SAP-AR:1",
+        change=MemberChange.FAILED,
+        tenant_id="acme",
+        failure="timeout",
+        at=T0,
     ),
     "RecoveryRequest": RecoveryRequest(
         request_id="SAP-AR:2",
@@ -204,6 +217,25 @@ def test_a_v1_ping_decodes_with_the_current_schema() -> None:
     assert ping.checked_at == T0
 
 
+def test_a_v2_ping_decodes_with_the_current_schema_without_a_dependency() -> None:
+    """Producers not yet upgraded write version 2 (no `dependency`): read as null."""
+    reg = registry()
+    writer = next(v for v in reg.versions if v.path.name == "health_ping.v2.avsc")
+    record = SAMPLES["HealthPing"].model_dump(mode="json", exclude={"dependency"})
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, writer.parsed, record)
+    ping = decode_input(reg, b"\xc3\x01" + writer.fingerprint + body.getvalue())
+    assert isinstance(ping, HealthPing)
+    assert ping.dependency is None
+    assert ping.position == "lsn:0/16B3748"
+
+
+def test_a_ping_names_its_dependency() -> None:
+    ping = SAMPLES["HealthPing"].model_copy(update={"dependency": "sap-prod"})
+    data = registry().codec("HealthPing").encode(ping.model_dump(mode="json"))
+    assert decode_input(registry(), data).dependency == "sap-prod"  # type: ignore[union-attr]  # a ping
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_the_codec_never_crashes_on_random_bytes(data: bytes) -> None:
@@ -235,6 +267,21 @@ def test_state_table_format_round_trips() -> None:
     assert d.state.last_checked_at is not None  # liveness stays out of the table, on purpose
     assert d.state.record.notified
     assert EventType.INCIDENT_OPENED in {e.type for e in d.events}
+
+
+def test_a_state_written_before_the_outage_fields_loads_with_their_defaults() -> None:
+    """The table of the previous version: records without `outage_group`, detector memory
+    without `dependency` (both appended last)."""
+    d = Driver()
+    d.ping(False)
+    envelope = json.loads(dump_state(d.state, 7))
+    assert envelope[1][-1] is not None  # the group of the open episode
+    envelope[1].pop()
+    envelope[2].pop()
+    state, applied = load_state(json.dumps(envelope).encode())
+    assert applied == 7
+    assert state.record == d.state.record._replace(outage_group=None)
+    assert state.memory.dependency is None
 
 
 def test_the_documented_canonical_bytes_recompute_every_hash() -> None:
@@ -297,6 +344,7 @@ pings = st.fixed_dictionaries(
         "latency_ms": st.none() | st.integers(0, 10**6),
         "message": st.none() | st.text(max_size=8),
         "position": st.none() | st.text(max_size=8),
+        "dependency": st.none() | st.text(max_size=8),
     }
 )
 
@@ -320,7 +368,8 @@ any_pings = st.fixed_dictionaries(
     {
         "connector_id": st.text(max_size=3)
         | st.text(alphabet=" \t\n\u3000\u2028x", max_size=6)
-        | st.text(min_size=247, max_size=252),
+        | st.text(min_size=247, max_size=252)
+        | st.sampled_from(["outage:x", "outage", "x-outage:"]),
         "tenant_id": st.none() | st.text(max_size=8),
         "status": st.sampled_from(["HEALTHY", "UNHEALTHY"]),
         "failure": st.none() | st.text(max_size=8),
@@ -332,6 +381,7 @@ any_pings = st.fixed_dictionaries(
         "latency_ms": st.none() | st.integers(-(2**63), 2**63 - 1),
         "message": st.none() | st.text(max_size=8),
         "position": st.none() | st.text(max_size=8),
+        "dependency": st.none() | st.text(max_size=8),
     }
 )
 

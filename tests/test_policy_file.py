@@ -21,6 +21,8 @@ def test_the_example_policy_is_valid() -> None:
     assert policy.for_connector("SAP-AR").recovery_action.type == "kafka_connect"
     assert policy.for_connector("OTHER").max_retries == 3
     assert policy.expected_connectors == ("SAP-AR", "SFDC-CRM")
+    assert policy.dependency_of("SAP-AR") == "sap-prod"
+    assert policy.dependency_of("SFDC-CRM") == "crm-eu"
     assert policy.may_act("alice")
     assert not policy.may_act("mallory")
 
@@ -34,6 +36,14 @@ def test_the_example_policy_is_valid() -> None:
         ("defaults: {recovery_action: {type: ftp}}", "defaults.recovery_action"),
         ("tenants: {acme: {webhook: not-a-url}}", "tenants.acme.webhook"),
         ("escalation: [{after_s: 60, target: {}}, {after_s: 30, target: {}}]", "escalation.1"),
+        ("dependencies: {'sap prod': {connectors: [SAP-*]}}", "dependencies.sap prod"),
+        ("dependencies: {sap-prod: {connectors: []}}", "dependencies.sap-prod.connectors"),
+        ("dependencies: {sap-prod: {connectors: ['']}}", "dependencies.sap-prod.connectors.0"),
+        ("dependencies: {sap-prod: {globs: [SAP-*]}}", "dependencies.sap-prod.globs"),
+        ("outages: {min_connectors: 1}", "outages.min_connectors"),
+        ("outages: {window_s: 0}", "outages.window_s"),
+        ("outages: {release_per_s: .inf}", "outages.release_per_s"),
+        ("outages: {min_conectors: 3}", "outages.min_conectors"),
     ],
 )
 def test_bad_policies_name_the_key(document: str, path: str) -> None:
@@ -75,6 +85,28 @@ def test_an_unknown_key_like_no_known_key_gets_no_guess() -> None:
     with pytest.raises(PolicyError) as raised:
         policy_from_yaml("dashboard: {colour: red}")
     assert str(raised.value) == "dashboard.colour: Extra inputs are not permitted"
+
+
+def test_dependencies_match_connectors_by_glob_in_the_policys_order() -> None:
+    policy = policy_from_yaml(
+        "dependencies: {sap-prod: {connectors: [SAP-*]},"
+        " crm-eu: {connectors: ['SFDC-?U', HUBSPOT]}}"
+    )
+    assert policy.dependency_of("SAP-AR") == "sap-prod"
+    assert policy.dependency_of("SFDC-EU") == "crm-eu"
+    assert policy.dependency_of("HUBSPOT") == "crm-eu"
+    assert policy.dependency_of("sap-ar") is None  # globs are case-sensitive
+    assert policy.dependency_of("NETSUITE") is None
+    assert (policy.outages.min_connectors, policy.outages.window_s) == (5, 60.0)
+    assert policy.outages.release_per_s == 20.0
+
+
+def test_an_expected_connector_in_two_dependencies_is_refused() -> None:
+    with pytest.raises(PolicyError, match="connector 'SAP-AR' matches a and b"):
+        policy_from_yaml(
+            "dependencies: {a: {connectors: [SAP-*]}, b: {connectors: ['*-AR']}}\n"
+            "connectors: {SAP-AR: {}}"
+        )
 
 
 def test_a_missing_file_is_a_policy_error(tmp_path: Path) -> None:

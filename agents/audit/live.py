@@ -125,8 +125,25 @@ class FoldCollector(Collector):
             failed.add_metric([tenant], failed_now.get(tenant, 0))
         for tenant in sorted(set(waiting) | set(by_tenant)):
             unacknowledged.add_metric([tenant], waiting.get(tenant, 0))
+        outages = GaugeMetricFamily(
+            "connector_open_outages",
+            "Outages open: connectors failing for one cause (docs/outages.md)",
+            labels=["tenant"],
+        )
+        opened_outages = CounterMetricFamily(
+            "connector_outages", "Outages opened", labels=["tenant"]
+        )
+        open_now: dict[str, int] = {}
+        for outage in view.open_outages():
+            key = tenant_key(outage.tenant_id)
+            open_now[key] = open_now.get(key, 0) + 1
+        for tenant, count in sorted(view.outages_opened.items()):
+            opened_outages.add_metric([tenant], count)
+            outages.add_metric([tenant], open_now.get(tenant, 0))
         yield failures
         yield recovered
+        yield outages
+        yield opened_outages
         yield open_incidents
         yield failed
         yield unacknowledged

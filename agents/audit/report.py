@@ -17,7 +17,15 @@ import orjson
 from agents.audit.log import LogRead, Scope
 from streams.evidence import RECEIPT_KEYS
 from streams.models import AuditEvent
-from streams.projections import Episode, Figures, Projection, group_totals, tenant_key, totals
+from streams.projections import (
+    Episode,
+    Figures,
+    Projection,
+    group_totals,
+    outage_report,
+    tenant_key,
+    totals,
+)
 from streams.state import Record
 from streams.timefmt import iso_from_ms, ms_from_iso
 from streams.verify import DEFAULT_GRACE_MS, Finding, Verifier
@@ -135,10 +143,16 @@ def build(
         projection, findings, count = fold_scope(read, scope, extra_findings, after_read=after_read)
         episodes = _episodes(projection, scope)
         overall, by_tenant = totals(episodes), group_totals(episodes, "tenant")
+        outages = outage_report(
+            projection.outages.values(), projection.tenant_of, scope.in_period, detail=True
+        )
     else:
         figures = Figures()
         findings, count = _fold(read, scope, figures, extra_findings, after_read=after_read)
         overall, by_tenant = figures.totals(scope.in_period)
+        outages = outage_report(
+            figures.outages.values(), figures.tenant_of, scope.in_period, detail=False
+        )
     built: dict[str, Any] = {
         "scope": {
             "tenant": scope.tenant,
@@ -150,6 +164,7 @@ def build(
         "events": count,
         "totals": overall.as_dict(),
         "tenants": {k: v.as_dict() for k, v in by_tenant.items()},
+        "outages": outages,
         "verification": _verification(findings),
     }
     if detail:
@@ -265,6 +280,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"{episode['detected_at']}, recovered {episode['recovered_at'] or '—'}"
             f" ({episode['mode'] or 'open'})"
             for episode in episodes
+        ]
+    outages = report["outages"]
+    if outages["count"]:
+        lines += ["", f"## Outages: connectors that failed for one cause ({outages['count']})", ""]
+        lines += [
+            f"- **{o['outage_id']}** ({o['group']}): {len(o['connectors'])} connectors, opened "
+            f"{o['opened_at']}, resolved {o['resolved_at'] or '—'}, MTTR "
+            f"{_fmt(o['mttr_seconds'])} s"
+            for o in outages["outages"]
         ]
     verdict = "passed" if report["verification"]["ok"] else "FAILED"
     lines += ["", f"## Verification: {verdict}", ""]

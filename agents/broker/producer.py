@@ -33,6 +33,9 @@ def ping_from_fields(fields: dict[str, Any]) -> HealthPing:
         raise ValueError("failure is blank: name what failed (e.g. timeout, auth, http_503)")
     if values["status"] == HealthStatus.HEALTHY and failure is not None:
         raise ValueError(f"failure {failure!r} on a HEALTHY ping: only an UNHEALTHY ping has one")
+    dependency = values.get("dependency")
+    if dependency is not None and not str(dependency).strip():
+        raise ValueError("dependency is blank: name it (e.g. sap-prod) or leave it out")
     try:
         return HealthPing.model_validate(values)
     except ValidationError as error:

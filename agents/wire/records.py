@@ -10,6 +10,7 @@ from agents.wire.codec import AvroCodecError, SchemaRegistry
 from streams.models import (
     MAX_TIMESTAMP_MS,
     MIN_TIMESTAMP_MS,
+    OUTAGE_KEY_PREFIX,
     AdminCommand,
     AuditEvent,
     DeciderInput,
@@ -17,19 +18,22 @@ from streams.models import (
     HealthPing,
     HealthStatus,
     NotificationResult,
+    OutageSignal,
     RecoveryMode,
     RecoveryResult,
     Tick,
     Watch,
+    WorkerInput,
 )
 
-INPUT_MODELS: dict[str, type[DeciderInput]] = {
+INPUT_MODELS: dict[str, type[WorkerInput]] = {
     "HealthPing": HealthPing,
     "Tick": Tick,
     "Watch": Watch,
     "AdminCommand": AdminCommand,
     "RecoveryResult": RecoveryResult,
     "NotificationResult": NotificationResult,
+    "OutageSignal": OutageSignal,
 }
 
 
@@ -39,7 +43,7 @@ class BadInput(ValueError):
 
 def decode_input(
     registry: SchemaRegistry, data: bytes | None, *, validated: bool = False
-) -> DeciderInput:
+) -> WorkerInput:
     """`validated`: the bytes are an input the router forwarded, so it validated them."""
     if data is None:
         raise BadInput("empty message (null value)")
@@ -61,19 +65,29 @@ def decode_input(
         raise BadInput(f"invalid {name}: {problems}") from None
 
 
+def decode_connector_input(registry: SchemaRegistry, data: bytes | None) -> DeciderInput:
+    """`decode_input` for a reader that handles connectors' inputs only."""
+    message = decode_input(registry, data)
+    if isinstance(message, OutageSignal):
+        raise BadInput("OutageSignal is an outage's input, not a connector's")
+    return message
+
+
 _STATUSES: dict[object, HealthStatus] = {status.value: status for status in HealthStatus}
 _MAX_CONNECTOR_ID = 249  # `streams.models.ConnectorId`
 
 
 def _valid_ping(record: dict[str, Any]) -> bool:
     """What `HealthPing.model_validate` checks of a record the current schema decoded
-    (Avro vouches for every field's type): the connector id's length and that it is not
-    blank, and the time's range. A record that fails goes through pydantic, for its error.
-    tests/test_contracts.py holds the two equal on valid and invalid records."""
+    (Avro vouches for every field's type): the connector id's length, that it is not
+    blank and not an outage's key, and the time's range. A record that fails goes through
+    pydantic, for its error. tests/test_contracts.py holds the two equal on valid and
+    invalid records."""
     connector_id = record["connector_id"]
     return (
         0 < len(connector_id) <= _MAX_CONNECTOR_ID
         and not connector_id.isspace()
+        and not connector_id.startswith(OUTAGE_KEY_PREFIX)
         and MIN_TIMESTAMP_MS <= record["checked_at"] < MAX_TIMESTAMP_MS
     )
 
@@ -101,7 +115,7 @@ BATCH_SLOTS = 1024
 
 
 class Unpacked(NamedTuple):
-    message: DeciderInput | None  # None: not a decider input (see `problem`)
+    message: WorkerInput | None  # None: not a decider input (see `problem`)
     position: int
     source: str  # for `attributes.source`: the inputs record, and the item in it
     origin: str | None  # where a batched item came from (topic/partition/offset)
@@ -158,7 +172,7 @@ def _one(
         return Unpacked(None, position, source, origin, data, str(error))
 
 
-def input_record(message: DeciderInput) -> dict[str, Any]:
+def input_record(message: WorkerInput) -> dict[str, Any]:
     return message.model_dump(mode="json")
 
 

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
+from agents.broker.client import partition_of
 from agents.settings import Settings
 from agents.wire import cloudevents
 from agents.wire.codec import AvroCodecError, SchemaRegistry
@@ -25,11 +26,13 @@ from agents.worker.deliveries import OutcomeBatcher
 from agents.worker.executors import execute
 from agents.worker.notifier import deliver
 from agents.worker.processor import Outputs
-from agents.worker.router import dead_letter_headers
+from agents.worker.router import BATCH_ITEMS, dead_letter_headers
 from streams.models import NotificationRequest, RecoveryRequest, Tick
 from streams.policy import Policy
 
 log = logging.getLogger("connector_recovery.worker")
+
+SIGNAL_SOURCE = "outage-signal"  # the `sources` entry of a signal in an InputBatch
 
 
 def now_ms() -> int:
@@ -59,25 +62,51 @@ class Effects:
         self.counters = counters
         self.status_url = status_url
         self.audit_codec = registry.codec("AuditEvent")
-        self.input_codecs = {"Tick": registry.codec("Tick")}  # graces: graces.py
+        self.input_codecs = {  # graces: graces.py
+            "Tick": registry.codec("Tick"),
+            "OutageSignal": registry.codec("OutageSignal"),
+        }
         self.request_codec = registry.codec("RecoveryRequest")
         self.notification_codec = registry.codec("NotificationRequest")
         self.result_codec = registry.codec("RecoveryResult")
         self.notification_result_codec = registry.codec("NotificationResult")
         self.checkpoint_codec = registry.codec("AuditCheckpoint")
+        self.batch_codec = registry.codec("InputBatch")
         self._session: aiohttp.ClientSession | None = None
 
     # -- a batch's outputs ------------------------------------------------------------------
     async def send_outputs(self, outputs: Outputs, checkpoints: AuditCheckpoints) -> None:
         """Commands first, then events, each awaited until the broker holds it: an event in
         the log implies its commands are too. The events' offsets move the checkpoints.
-        Sent by a plain producer: Faust's send path costs several times aiokafka's per
-        record, and a storm makes several records per failing connector."""
+        Outage signals go with the commands: to the inputs topic, on the outage key's
+        partition (docs/outages.md), packed in InputBatch records per partition. Sent by a
+        plain producer: Faust's send path costs several times aiokafka's per record, and a
+        storm makes several records per failing connector."""
         source = self.settings.event_source
         topics = self.settings.topics
         producer = await self.raw_producer()
         send = producer.send
         sent = []
+        if outputs.signals:
+            signal_codec = self.input_codecs["OutageSignal"]
+            partitions = self.settings.partitions
+            by_partition: dict[int, list[bytes]] = {}
+            for signal in outputs.signals:
+                partition = partition_of(signal.connector_id.encode(), partitions)
+                by_partition.setdefault(partition, []).append(
+                    signal_codec.encode(input_record(signal))
+                )
+            for partition, items in by_partition.items():
+                for start in range(0, len(items), BATCH_ITEMS):
+                    chunk = items[start : start + BATCH_ITEMS]
+                    batch = {"items": chunk, "sources": [SIGNAL_SOURCE] * len(chunk)}
+                    sent.append(
+                        await send(
+                            self.settings.inputs_topic,
+                            self.batch_codec.encode(batch),
+                            partition=partition,
+                        )
+                    )
         for key, command in outputs.commands:
             if isinstance(command, RecoveryRequest):
                 topic, codec = topics.recovery_requests, self.request_codec

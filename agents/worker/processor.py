@@ -18,15 +18,32 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, cast
 
 from agents.broker.client import partition_of
 from agents.wire.records import Unpacked
 from agents.worker.clock import DeadlineIndex
 from agents.worker.repair import reconcile
-from agents.worker.statecodec import dump_state, load_state
+from agents.worker.statecodec import dump_outage, dump_state, load_outage, load_state
 from streams.decider import Decision, decide, next_deadline, steady_deadline
-from streams.models import AuditEvent, Command, HealthPing
+from streams.grouping import is_outage_key
+from streams.models import (
+    AdminCommand,
+    AuditEvent,
+    Command,
+    DeciderInput,
+    HealthPing,
+    OutageSignal,
+    WorkerInput,
+)
+from streams.outages import (
+    OutageDecision,
+    OutageState,
+    decide_outage,
+    fold_outage,
+    member_signals,
+    refuse_admin_command,
+)
 from streams.policy import Policy
 from streams.state import ConnectorState
 
@@ -78,6 +95,12 @@ class PendingState(NamedTuple):
     partition: int  # the inputs partition: where the write goes
 
 
+class PendingOutage(NamedTuple):
+    state: OutageState
+    applied: int
+    partition: int
+
+
 class DeadLetter(NamedTuple):
     partition: int
     problem: str
@@ -95,6 +118,9 @@ class Outputs:
     )  # key, event, partition
     states: dict[bytes, PendingState] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    # inputs of outages (docs/outages.md), sent like commands: before the events
+    signals: list[OutageSignal] = field(default_factory=list)
+    outages: dict[bytes, PendingOutage] = field(default_factory=dict)
 
     def audit_partitions(self) -> set[int]:
         """Partitions whose audit position moves (and must be written beside the states)."""
@@ -104,6 +130,8 @@ class Outputs:
         """(key, stored bytes, partition): the whole new value, never a mutation in place."""
         for key, pending in self.states.items():
             yield key, dump_state(pending.state, pending.applied), pending.partition
+        for key, outage in self.outages.items():
+            yield key, dump_outage(outage.state, outage.applied), outage.partition
 
 
 class InputProcessor:
@@ -163,6 +191,11 @@ class InputProcessor:
             parsed = self._parsed.get(partition)
             cached = None if parsed is None else parsed.get(key)
             if cached is None:
+                # An outage's inputs always land here: its state is never in the caches of
+                # connectors' states, so the steady-ping path pays nothing for outages.
+                if is_outage_key(connector_id):
+                    self._apply_outage(one, message, outputs)
+                    return
                 state, applied = self._stored(key, connector_id, partition)
             else:
                 state, applied = cached
@@ -183,12 +216,18 @@ class InputProcessor:
                 due = next_deadline(state.record, deadline)
                 self.deadlines.schedule(connector_id, None if due is None else due[0])
                 return
-        decision = decide(state, message, self.policy, item.source)
+        # An outage's inputs went to `_apply_outage` above; anything else here is a
+        # connector's (`decide` refuses any other type).
+        decision = decide(state, cast(DeciderInput, message), self.policy, item.source)
         counters = self.counters
         counters["inputs"] += 1
         if decision.late:
             counters["late_pings"] += 1
         events, commands, new_state = decision.events, decision.commands, decision.state
+        if events:
+            # Derived from the whole decision, before crash repair drops what is logged
+            # already: a re-sent signal is ignored by its outage.
+            outputs.signals.extend(member_signals(state.record, events))
         if logged:
             events, commands, new_state = self._repaired(state, decision, logged, item.source)
         # Written only on change: a steady ping changes only the liveness.
@@ -208,6 +247,68 @@ class InputProcessor:
             outputs.events.extend((key, audit_event, partition) for audit_event in events)
         due = next_deadline(new_state.record, new_state.heartbeat_deadline)
         self.deadlines.schedule(connector_id, None if due is None else due[0])
+
+    def _apply_outage(self, one: Input, message: WorkerInput, outputs: Outputs) -> None:
+        """An input of an outage's key (streams/outages.py): a member signal is judged, an
+        admin command refused (outages take none yet), anything else is not the outage's;
+        the outage's state is written on every change."""
+        item, partition = one
+        outage_id = message.connector_id
+        key = outage_id.encode()
+        pending = outputs.outages.get(key)
+        if pending is not None:
+            state, applied = pending.state, pending.applied
+        else:
+            stored = self.store.get(key, partition)
+            if stored is None:
+                state, applied = OutageState.new(outage_id), -1
+            else:
+                state, applied = load_outage(stored)
+        if item.position <= applied:
+            self.counters["skipped_redeliveries"] += 1
+            return
+        self.counters["inputs"] += 1
+        if isinstance(message, OutageSignal):
+            decision = decide_outage(state, message, self.policy, item.source)
+        elif isinstance(message, AdminCommand):
+            decision = refuse_admin_command(state, message, item.source)
+        else:  # a tick or a grace for an outage: it has no deadlines, nothing to watch
+            log.warning(
+                "%s: ignored a %s (not an outage's input)", outage_id, type(message).__name__
+            )
+            return
+        logged = self.logged_ahead.get(outage_id) if self.logged_ahead else None
+        if logged:
+            decision = self._repaired_outage(state, decision, logged)
+        if pending is not None or decision.state != state:
+            outputs.outages[key] = PendingOutage(decision.state, item.position, partition)
+        outputs.events.extend((key, event, partition) for event in decision.events)
+
+    def _repaired_outage(
+        self, state: OutageState, decision: OutageDecision, logged: list[AuditEvent]
+    ) -> OutageDecision:
+        """Crash repair of an outage, as `reconcile` does for a connector: what the log holds
+        already is not written again; if it differs, the log wins."""
+        outage_id = state.record.outage_key
+        ahead = [e for e in logged if e.sequence > state.record.sequence]
+        remaining = [e for e in ahead if e.sequence > decision.state.record.sequence]
+        if remaining:
+            self.logged_ahead[outage_id] = remaining
+        else:
+            del self.logged_ahead[outage_id]
+        if not ahead:
+            return decision
+        logged_hashes = {e.sequence: e.hash for e in ahead}
+        written = [e for e in decision.events if e.sequence in logged_hashes]
+        if all(logged_hashes[e.sequence] == e.hash for e in written):
+            self.counters["repaired_dropped"] += len(written)
+            kept = tuple(e for e in decision.events if e.sequence not in logged_hashes)
+            return OutageDecision(kept, decision.state)
+        log.warning(
+            "%s: the audit log diverges from the re-derived decision; the log wins", outage_id
+        )
+        record = fold_outage(state.record, ahead)
+        return OutageDecision((), decision.state._replace(record=record))
 
     def _repaired(
         self, state: ConnectorState, decision: Decision, logged: list[AuditEvent], source: str

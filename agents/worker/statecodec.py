@@ -15,6 +15,7 @@ from json.scanner import make_scanner
 import orjson
 
 from streams.models import RecoveryMode
+from streams.outages import OutageMemory, OutageRecord, OutageState, Pending
 from streams.state import ConnectorState, DetectorMemory, Phase, Record
 
 FORMAT = 3  # 3: the applied position is offset * BATCH_SLOTS + item index
@@ -80,13 +81,63 @@ def load_state(data: bytes) -> tuple[ConnectorState, int]:
         raise StateFormatError(f"unreadable state: {error}") from None
     if version != FORMAT:
         raise StateFormatError(f"state format {version} (this worker reads {FORMAT})")
-    values = dict(zip(_RECORD_FIELDS, record, strict=True))
+    if len(record) > len(_RECORD_FIELDS) or len(memory) > len(_MEMORY_FIELDS):
+        raise StateFormatError("unreadable state: more fields than this worker knows")
+    # Fields added since a state was written (at the end, with defaults) take their
+    # defaults: a table written by the previous version is read as it is.
+    values = dict(zip(_RECORD_FIELDS, record, strict=False))
     values["phase"] = Phase(values["phase"])
     values["notified"] = frozenset(values["notified"])
     if values["attempt_mode"] is not None:
         values["attempt_mode"] = RecoveryMode(values["attempt_mode"])
     state = ConnectorState(
         Record(**values),
-        DetectorMemory(**dict(zip(_MEMORY_FIELDS, memory, strict=True))),
+        DetectorMemory(**dict(zip(_MEMORY_FIELDS, memory, strict=False))),
     )
     return state, int(applied)
+
+
+# -- outages (docs/outages.md) ----------------------------------------------------------------
+# An outage's state sits in the same table under its key `outage:<group>`, in the same
+# envelope, its record's first four fields where a connector's are (id, tenant, sequence,
+# head hash): `load_head` and the assignment's table scan read both alike.
+
+
+def dump_outage(state: OutageState, applied_offset: int) -> bytes:
+    record: list[object] = list(state.record)
+    record[_OUTAGE_MEMBERS] = sorted(state.record.members)
+    memory = state.memory
+    stored_memory = [
+        [list(pending) for pending in memory.pending],
+        sorted(memory.failing),
+        memory.recovered,
+        memory.left,
+    ]
+    return orjson.dumps([FORMAT, record, stored_memory, applied_offset])
+
+
+_OUTAGE_FIELDS = OutageRecord._fields
+_OUTAGE_MEMBERS = _OUTAGE_FIELDS.index("members")
+
+
+def load_outage(data: bytes) -> tuple[OutageState, int]:
+    """The outage's state and the position of the last input applied to it."""
+    try:
+        version, record, memory, applied = json.loads(data)
+        if version != FORMAT:
+            raise StateFormatError(f"state format {version} (this worker reads {FORMAT})")
+        values = dict(zip(_OUTAGE_FIELDS, record, strict=True))
+        values["members"] = frozenset(values["members"])
+        pending, failing, recovered, left = memory
+        state = OutageState(
+            OutageRecord(**values),
+            OutageMemory(
+                tuple(Pending(*entry) for entry in pending),
+                frozenset(failing),
+                int(recovered),
+                int(left),
+            ),
+        )
+        return state, int(applied)
+    except (ValueError, TypeError) as error:
+        raise StateFormatError(f"unreadable outage state: {error}") from None

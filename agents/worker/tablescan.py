@@ -21,6 +21,7 @@ from faust.stores.rocksdb import Store as RocksDBStore
 from agents.broker.client import partition_of
 from agents.worker.checkpoints import partition_of_checkpoint_key
 from agents.worker.statecodec import load_head
+from streams.grouping import is_outage_key
 
 
 @dataclass
@@ -35,7 +36,8 @@ class OwnedState:
             self.checkpoints[checkpointed] = int(value)
             return
         connector_id = key.decode()
-        self.connectors.setdefault(partition, set()).add(connector_id)
+        if not is_outage_key(connector_id):  # an outage has no heartbeat to grace
+            self.connectors.setdefault(partition, set()).add(connector_id)
         sequence, head_hash = load_head(value)
         if sequence:
             self.heads.setdefault(partition, {})[connector_id] = (sequence, head_hash)

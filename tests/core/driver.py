@@ -71,6 +71,7 @@ class Driver:
         retryable: bool = True,
         position: str | None = None,
         at: int | None = None,
+        dependency: str | None = None,
     ) -> list[AuditEvent]:
         return self.feed(
             HealthPing(
@@ -81,6 +82,7 @@ class Driver:
                 retryable=retryable,
                 checked_at=self.now if at is None else at,
                 position=position,
+                dependency=dependency,
             )
         )
 

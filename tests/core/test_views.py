@@ -4,16 +4,20 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.grouping import is_outage_key
 from streams.models import AdminAction, AuditEvent, EventType
 from streams.projections import Projection, group_totals, tenant_key
 from streams.views import RELATIVE_ACCURACY, FleetView, Sketch
 from tests.core.driver import Driver
+from tests.core.test_outages import play_fleet
+from tests.core.test_outages import steps as outage_steps
 from tests.core.test_properties import POLICY, play, scripts
 
 TENANTS = ("acme", "globex", None)
@@ -178,3 +182,23 @@ def test_the_view_holds_the_fleet_not_the_history() -> None:
     figures = view.tenants["acme"]
     assert figures.failures == len(driver.of_type(EventType.FAILURE_DETECTED)) > 100
     assert sum(len(windows) for windows in figures.windows.values()) <= 3 * 24 + 1
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(outage_steps, st.booleans(), st.data())
+def test_outages_in_the_view_equal_a_replays_and_survive_a_snapshot(
+    script: list[Any], settle: bool, data: st.DataObject
+) -> None:
+    """Connectors failing for one cause open outages (docs/outages.md): the view's open
+    outages and its count of opened ones are the projection's; outages' chains are not
+    connectors; a snapshot at any event plus the tail gives the same view."""
+    log = play_fleet(script, settle).log
+    view = folded(log)
+    projection = Projection().apply_all(log)
+    assert not any(is_outage_key(key) for key in view.records)
+    assert {o.outage_id for o in view.open_outages()} == {
+        o.outage_id for o in projection.outages.values() if o.resolved_at is None
+    }
+    assert sum(view.outages_opened.values()) == len(projection.outages)
+    cut = data.draw(st.integers(0, len(log)))
+    assert differences(restored_then_tail(log, cut), view) == []

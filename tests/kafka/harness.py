@@ -414,10 +414,13 @@ def reference_fold(ns: Namespace, policy: Any) -> dict[str, list[AuditEvent]]:
     partition order: what the audit log must hold, exactly."""
     from agents.wire.records import unpack  # noqa: PLC0415
     from streams.decider import decide  # noqa: PLC0415
+    from streams.models import OutageSignal  # noqa: PLC0415
+    from streams.outages import OutageState, decide_outage  # noqa: PLC0415
     from streams.state import ConnectorState  # noqa: PLC0415
 
     inputs_topic = f"{ns.app_id}-inputs"
     states: dict[str, ConnectorState] = {}
+    outages: dict[str, OutageState] = {}
     expected: dict[str, list[AuditEvent]] = {}
     records = read_records(ns.bootstrap, inputs_topic, timeout_s=5)
     reg = registry()
@@ -426,6 +429,12 @@ def reference_fold(ns: Namespace, policy: Any) -> dict[str, list[AuditEvent]]:
             message = item.message
             assert message is not None, item.problem
             key = message.connector_id
+            if isinstance(message, OutageSignal):
+                outage = outages.get(key) or OutageState.new(key)
+                judged = decide_outage(outage, message, policy, item.source)
+                outages[key] = judged.state
+                expected.setdefault(key, []).extend(judged.events)
+                continue
             state = states.get(key) or ConnectorState.new(key)
             decision = decide(state, message, policy, item.source)
             states[key] = decision.state

@@ -1,0 +1,339 @@
+"""Outages: the failing connectors of one group, as one keyed aggregate (docs/outages.md).
+
+A connector's decider sees only its own connector. The failure episodes of a group are
+brought together by `OutageSignal`s, derived from the connectors' audit events by
+`member_signals`, and judged by `decide_outage` under the outage's own key
+`outage:<group>`, on its own partition, in the order the signals arrive there:
+
+* `OutageRecord`, the **state of record**: the chain head and the open outage with its
+  members; exactly the fold of `evolve_outage` over the outage's audit events.
+* `OutageMemory`, transient **detector memory** (like a connector's debounce counter): the
+  failing members not (yet) in an outage, and the members of the open outage still failing.
+
+Pure: no I/O, no clock (time is the signal's `at`, the connector event's `occurred_at`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+from streams.chain import chain_hash
+from streams.evidence import (
+    EVENT_TYPE,
+    CommandRejected,
+    FailureDetected,
+    OutageJoined,
+    OutageOpened,
+    OutageResolved,
+    Provenance,
+    read,
+)
+from streams.evidence import write as evidence_map
+from streams.evolve import evolve
+from streams.grouping import is_tenant_group, outage_key
+from streams.models import (
+    GENESIS_HASH,
+    AdminCommand,
+    AuditEvent,
+    EventType,
+    MemberChange,
+    OutageSignal,
+)
+from streams.policy import Policy
+from streams.state import Phase, Record
+
+
+class OutageRecord(NamedTuple):
+    outage_key: str  # outage:<group>, the chain's id
+    tenant_id: str | None = None
+    sequence: int = 0
+    head_hash: str = GENESIS_HASH
+    last_occurred_at: int = 0
+    # The open outage (None when there is none).
+    outage_id: str | None = None  # the event id of its outage.opened
+    opened_at: int | None = None
+    members: frozenset[str] = frozenset()  # incident ids of the episodes in it
+    outages: int = 0  # outages opened in this group so far
+
+
+class Pending(NamedTuple):
+    """A failing member not in an outage."""
+
+    connector_id: str
+    incident_id: str
+    detected_at: int
+    tenant_id: str | None
+
+
+class OutageMemory(NamedTuple):
+    pending: tuple[Pending, ...] = ()  # in the order their failures arrived
+    failing: frozenset[str] = frozenset()  # incidents of the open outage still failing
+    recovered: int = 0  # episodes of the open outage that recovered
+    left: int = 0  # ... that ended without a recovery
+
+
+class OutageState(NamedTuple):
+    record: OutageRecord
+    memory: OutageMemory = OutageMemory()
+
+    @staticmethod
+    def new(key: str) -> OutageState:
+        return OutageState(OutageRecord(key))
+
+
+class OutageDecision(NamedTuple):
+    events: tuple[AuditEvent, ...]
+    state: OutageState
+
+
+# -- the signals ------------------------------------------------------------------------------
+
+
+def member_signals(before: Record, events: Sequence[AuditEvent]) -> list[OutageSignal]:
+    """The signals a connector's new `events` send to its outage group, given its record
+    `before` them: a grouped episode detected, and its end (recovered, or closed without a
+    recovery by an admin's resolve or retire)."""
+    in_grouped_episode = before.phase is Phase.FAILED and before.outage_group is not None
+    if not in_grouped_episode and all(e.type is not EventType.FAILURE_DETECTED for e in events):
+        return []  # most decisions with events: nothing to fold again
+    signals: list[OutageSignal] = []
+    record = before
+    for event in events:
+        previous, record = record, evolve(record, event)
+        if event.type is EventType.FAILURE_DETECTED:
+            group = read(FailureDetected, event.attributes).group
+            if group is not None and event.incident_id is not None:
+                signals.append(_signal(event, group, event.incident_id, MemberChange.FAILED))
+        elif (
+            previous.phase is Phase.FAILED
+            and record.phase is not Phase.FAILED
+            and previous.outage_group is not None
+            and previous.incident_id is not None
+        ):
+            change = (
+                MemberChange.RECOVERED
+                if event.type is EventType.RECOVERY_COMPLETED
+                else MemberChange.LEFT
+            )
+            signals.append(_signal(event, previous.outage_group, previous.incident_id, change))
+    return signals
+
+
+def _signal(event: AuditEvent, group: str, incident_id: str, change: MemberChange) -> OutageSignal:
+    return OutageSignal(
+        connector_id=outage_key(group),
+        group=group,
+        member_id=event.connector_id,
+        incident_id=incident_id,
+        change=change,
+        tenant_id=event.tenant_id,
+        failure=event.failure,
+        at=event.occurred_at,
+    )
+
+
+# -- deciding ---------------------------------------------------------------------------------
+
+
+class _Emitter:
+    """Chains the outage's events and folds each as it goes (as the connector decider's)."""
+
+    def __init__(self, state: OutageState, source: str | None) -> None:
+        self.record = state.record
+        self.memory = state.memory
+        self.source = source
+        self.events: list[AuditEvent] = []
+
+    def emit(
+        self,
+        evidence: OutageOpened | OutageJoined | OutageResolved | CommandRejected,
+        at: int,
+        tenant_id: str | None,
+        incident_id: str | None = None,
+        actor: str | None = None,
+    ) -> AuditEvent:
+        record = self.record
+        sequence = record.sequence + 1
+        event_id = f"{record.outage_key}:{sequence}"
+        attributes = evidence_map(evidence)
+        if self.source is not None:
+            attributes.update(evidence_map(Provenance(self.source, len(self.events))))
+        fields: dict[str, Any] = {
+            "event_id": event_id,
+            "type": EVENT_TYPE[type(evidence)],
+            "connector_id": record.outage_key,
+            "tenant_id": tenant_id,
+            "sequence": sequence,
+            "occurred_at": max(at, record.last_occurred_at),
+            # every event of one outage carries its id: the opening event's id
+            "incident_id": incident_id or record.outage_id or event_id,
+            "attempt": None,
+            "mode": None,
+            "actor": actor,
+            "failure": None,
+            "attributes": attributes,
+            "prev_hash": record.head_hash,
+        }
+        event = AuditEvent.model_construct(**fields, hash=chain_hash(record.head_hash, fields))
+        self.events.append(event)
+        self.record = evolve_outage(record, event)
+        return event
+
+    def decision(self) -> OutageDecision:
+        return OutageDecision(tuple(self.events), OutageState(self.record, self.memory))
+
+
+def decide_outage(
+    state: OutageState, signal: OutageSignal, policy: Policy, source: str | None = None
+) -> OutageDecision:
+    """Judge one member signal. A signal already applied (a re-derived one after a crash)
+    changes nothing."""
+    if signal.connector_id != state.record.outage_key:
+        raise ValueError(
+            f"signal for {signal.connector_id!r} given to outage {state.record.outage_key!r}"
+        )
+    out = _Emitter(state, source)
+    if signal.change is MemberChange.FAILED:
+        _member_failed(out, signal, policy)
+    else:
+        _member_ended(out, signal)
+    return out.decision()
+
+
+def refuse_admin_command(
+    state: OutageState, command: AdminCommand, source: str | None = None
+) -> OutageDecision:
+    """Outages take no admin command yet: the answer is a `command.rejected` on the
+    outage's chain, so the admin's CLI or page shows why (docs/outages.md)."""
+    out = _Emitter(state, source)
+    out.emit(
+        CommandRejected(
+            command.command_id,
+            command.action.value,
+            f"{state.record.outage_key!r} is an outage: act on its connectors (outage actions"
+            " are not supported yet)",
+            command.reason or None,
+        ),
+        command.issued_at,
+        state.record.tenant_id,
+        incident_id=command.incident_id or state.record.outage_id or "",
+        actor=command.actor,
+    )
+    return out.decision()
+
+
+def _member_failed(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
+    record, memory = out.record, out.memory
+    incident_id = signal.incident_id
+    if record.outage_id is not None:
+        if incident_id in record.members:
+            return
+        out.memory = memory._replace(failing=memory.failing | {incident_id})
+        out.emit(
+            OutageJoined(signal.group, signal.member_id, incident_id),
+            signal.at,
+            record.tenant_id,
+        )
+        return
+    if any(p.incident_id == incident_id for p in memory.pending):
+        return
+    # One episode per connector at a time: a newer one replaces an entry whose end was lost.
+    pending = tuple(p for p in memory.pending if p.connector_id != signal.member_id)
+    pending += (Pending(signal.member_id, incident_id, signal.at, signal.tenant_id),)
+    rules = policy.outages
+    newest = max(p.detected_at for p in pending)
+    recent = tuple(p for p in pending if p.detected_at >= newest - rules.window_ms)
+    if len(recent) < rules.min_connectors:
+        out.memory = memory._replace(pending=pending)
+        return
+    # Members failing since before the window stay outside: their cause may be another.
+    # A tenant's group is that tenant's; a dependency's may span tenants: the platform's, so
+    # a tenant's scoped views never show another tenant's connectors.
+    tenant_id = signal.tenant_id if is_tenant_group(signal.group) else None
+    out.memory = OutageMemory(
+        pending=tuple(p for p in pending if p not in recent),
+        failing=frozenset(p.incident_id for p in recent),
+    )
+    out.emit(
+        OutageOpened(
+            group=signal.group,
+            connectors=tuple(p.connector_id for p in recent),
+            incidents=tuple(p.incident_id for p in recent),
+            min_connectors=rules.min_connectors,
+            window_ms=rules.window_ms,
+        ),
+        signal.at,
+        tenant_id,
+    )
+
+
+def _member_ended(out: _Emitter, signal: OutageSignal) -> None:
+    record, memory = out.record, out.memory
+    incident_id = signal.incident_id
+    if incident_id not in memory.failing:
+        pending = tuple(p for p in memory.pending if p.incident_id != incident_id)
+        out.memory = memory._replace(pending=pending)
+        return
+    recovered = signal.change is MemberChange.RECOVERED
+    memory = memory._replace(
+        failing=memory.failing - {incident_id},
+        recovered=memory.recovered + recovered,
+        left=memory.left + (not recovered),
+    )
+    out.memory = memory
+    if memory.failing:
+        return
+    opened_at = record.opened_at if record.opened_at is not None else signal.at
+    resolved_at = max(signal.at, record.last_occurred_at)
+    out.emit(
+        OutageResolved(
+            group=signal.group,
+            episodes=len(record.members),
+            recovered=memory.recovered,
+            left=memory.left,
+            duration_ms=resolved_at - opened_at,
+        ),
+        signal.at,
+        record.tenant_id,
+    )
+    out.memory = memory._replace(failing=frozenset(), recovered=0, left=0)
+
+
+# -- the state of record ----------------------------------------------------------------------
+
+
+def evolve_outage(record: OutageRecord, event: AuditEvent) -> OutageRecord:
+    """The outage's record after `event` (one of its own chain); EvidenceError when the
+    attributes do not read as the event type's view."""
+    moved = record._replace(
+        tenant_id=event.tenant_id,
+        sequence=event.sequence,
+        head_hash=event.hash,
+        last_occurred_at=event.occurred_at,
+    )
+    kind = event.type
+    if kind is EventType.OUTAGE_OPENED:
+        opened = read(OutageOpened, event.attributes)
+        return moved._replace(
+            outage_id=event.event_id,
+            opened_at=event.occurred_at,
+            members=frozenset(opened.incidents),
+            outages=record.outages + 1,
+        )
+    if kind is EventType.OUTAGE_JOINED:
+        joined = read(OutageJoined, event.attributes)
+        return moved._replace(members=record.members | {joined.member_incident})
+    if kind is EventType.OUTAGE_RESOLVED:
+        read(OutageResolved, event.attributes)
+        return moved._replace(outage_id=None, opened_at=None, members=frozenset())
+    if kind is EventType.COMMAND_REJECTED:
+        read(CommandRejected, event.attributes)
+        return moved
+    raise TypeError(f"{kind.value} is not an outage's event")
+
+
+def fold_outage(record: OutageRecord, events: Iterable[AuditEvent]) -> OutageRecord:
+    for event in events:
+        record = evolve_outage(record, event)
+    return record

@@ -1,0 +1,322 @@
+"""Outages in the pure core (docs/outages.md): the group of a failing connector, the
+lifecycle of an outage as chained audit events, idempotence on re-sent signals, and
+grouping as a pure function of the events (replay gives the same outages)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.evidence import FailureDetected, OutageJoined, OutageOpened, OutageResolved, read
+from streams.evolve import fold
+from streams.grouping import group_of, outage_key
+from streams.models import AdminAction, AuditEvent, EventType, OutageSignal
+from streams.outages import (
+    OutageMemory,
+    OutageRecord,
+    OutageState,
+    decide_outage,
+    fold_outage,
+    member_signals,
+)
+from streams.policy import Policy, parse_policy
+from streams.state import Record
+from streams.verify import verify_events
+from tests.core.driver import T0, Driver
+
+CHAIN_FINDINGS = {
+    "hash_mismatch",
+    "chain_break",
+    "sequence_gap",
+    "out_of_order",
+    "conflicting_duplicate",
+    "bad_event_id",
+    "malformed_evidence",
+}
+OUTAGE_TYPES = {EventType.OUTAGE_OPENED, EventType.OUTAGE_JOINED, EventType.OUTAGE_RESOLVED}
+
+
+@dataclass
+class Fleet:
+    """Connectors of one policy, each with its own decider, and the outages their
+    signals feed, in the order the signals are produced (one worker, one partition)."""
+
+    policy: Policy = field(default_factory=lambda: parse_policy({}))
+    connectors: dict[str, Driver] = field(default_factory=dict)
+    outages: dict[str, OutageState] = field(default_factory=dict)
+    log: list[AuditEvent] = field(default_factory=list)  # every event, in the order written
+    signals: list[OutageSignal] = field(default_factory=list)
+
+    @classmethod
+    def with_policy(cls, document: dict[str, Any]) -> Fleet:
+        return cls(policy=parse_policy(document))
+
+    def connector(self, connector_id: str, tenant_id: str | None = "acme") -> Driver:
+        if connector_id not in self.connectors:
+            self.connectors[connector_id] = Driver(connector_id, tenant_id, self.policy)
+        return self.connectors[connector_id]
+
+    def ping(
+        self,
+        connector_id: str,
+        healthy: bool,
+        at: int,
+        *,
+        failure: str = "timeout",
+        tenant_id: str | None = "acme",
+        dependency: str | None = None,
+    ) -> list[AuditEvent]:
+        driver = self.connector(connector_id, tenant_id)
+        driver.now = max(driver.now, at)
+        return self._apply(
+            driver, lambda: driver.ping(healthy, failure=failure, dependency=dependency)
+        )
+
+    def admin(self, connector_id: str, action: AdminAction, incident: str) -> list[AuditEvent]:
+        driver = self.connectors[connector_id]
+        return self._apply(driver, lambda: driver.admin(action, incident=incident))
+
+    def _apply(self, driver: Driver, step: Any) -> list[AuditEvent]:
+        before = driver.state.record
+        events: list[AuditEvent] = step()
+        self.log.extend(events)
+        produced: list[AuditEvent] = []
+        for signal in member_signals(before, events):
+            self.signals.append(signal)
+            produced.extend(self.apply_signal(signal))
+        return produced
+
+    def apply_signal(self, signal: OutageSignal) -> list[AuditEvent]:
+        key = signal.connector_id
+        state = self.outages.get(key) or OutageState.new(key)
+        decision = decide_outage(state, signal, self.policy, f"in/{len(self.signals)}")
+        self.outages[key] = decision.state
+        self.log.extend(decision.events)
+        return list(decision.events)
+
+    def outage_events(self) -> list[AuditEvent]:
+        return [e for e in self.log if e.type in OUTAGE_TYPES]
+
+
+def types(events: list[AuditEvent]) -> list[str]:
+    return [e.type.value for e in events]
+
+
+# -- which group ------------------------------------------------------------------------------
+
+
+def test_the_group_is_the_pings_dependency_else_the_policys_else_tenant_and_failure() -> None:
+    policy = parse_policy({"dependencies": {"sap-prod": {"connectors": ["SAP-*"]}}})
+    assert group_of("SAP-AR", "acme", "timeout", "erp-x", policy) == "dependency:erp-x"
+    assert group_of("SAP-AR", "acme", "timeout", None, policy) == "dependency:sap-prod"
+    assert group_of("SAP-AR", "acme", "timeout", "  ", policy) == "dependency:sap-prod"
+    assert group_of("CRM", "acme", "timeout", None, policy) == "tenant:acme/failure:timeout"
+    assert group_of("CRM", None, None, None, policy) == "tenant:_platform/failure:unknown"
+    long = group_of("CRM", "acme", "x" * 500, None, policy)
+    assert len(outage_key(long)) < 249
+    assert long != group_of("CRM", "acme", "x" * 499 + "y", None, policy)
+
+
+def test_every_detection_records_its_group() -> None:
+    fleet = Fleet.with_policy({"dependencies": {"sap-prod": {"connectors": ["SAP-*"]}}})
+    fleet.ping("SAP-AR", False, T0)
+    fleet.ping("SFDC", False, T0, dependency="crm-eu")
+    fleet.ping("NETSUITE", False, T0, failure="auth")
+    groups = [
+        read(FailureDetected, e.attributes).group
+        for e in fleet.log
+        if e.type is EventType.FAILURE_DETECTED
+    ]
+    assert groups == ["dependency:sap-prod", "dependency:crm-eu", "tenant:acme/failure:auth"]
+
+
+# -- the lifecycle ----------------------------------------------------------------------------
+
+
+def _erp_down(fleet: Fleet, count: int, spacing_ms: int = 100) -> None:
+    for index in range(count):
+        fleet.ping(f"SAP-{index:03d}", False, T0 + index * spacing_ms, dependency="sap-prod")
+
+
+def test_five_failures_of_one_dependency_open_one_outage_and_later_ones_join() -> None:
+    fleet = Fleet()
+    _erp_down(fleet, 4)
+    assert fleet.outage_events() == []
+    _erp_down(fleet, 7)  # the first four again are steady failures: nothing new
+    events = fleet.outage_events()
+    assert types(events) == ["outage.opened", "outage.joined", "outage.joined"]
+    opened = events[0]
+    assert opened.connector_id == "outage:dependency:sap-prod"
+    assert opened.event_id == "outage:dependency:sap-prod:1"
+    assert {e.incident_id for e in events} == {opened.event_id}
+    assert opened.tenant_id is None  # a dependency's outage may span tenants
+    view = read(OutageOpened, opened.attributes)
+    assert view.connectors == tuple(f"SAP-{i:03d}" for i in range(5))
+    assert view.incidents == tuple(f"SAP-{i:03d}:1" for i in range(5))
+    assert read(OutageJoined, events[2].attributes).connector == "SAP-006"
+
+
+def test_the_outage_resolves_when_its_last_member_has_recovered() -> None:
+    fleet = Fleet()
+    _erp_down(fleet, 6)
+    for index in range(6):
+        before = len(fleet.outage_events())
+        fleet.ping(f"SAP-{index:03d}", True, T0 + 20_000 + index, dependency="sap-prod")
+        assert len(fleet.outage_events()) == before + (index == 5)
+    resolved = fleet.outage_events()[-1]
+    assert resolved.type is EventType.OUTAGE_RESOLVED
+    view = read(OutageResolved, resolved.attributes)
+    assert (view.episodes, view.recovered, view.left) == (6, 6, 0)
+    assert view.duration_ms == resolved.occurred_at - fleet.outage_events()[0].occurred_at
+    assert fleet.outages["outage:dependency:sap-prod"].record.outage_id is None
+
+
+def test_a_member_closed_by_an_admin_leaves_the_outage() -> None:
+    fleet = Fleet()
+    _erp_down(fleet, 5)
+    for index in range(4):
+        fleet.ping(f"SAP-{index:03d}", True, T0 + 10_000, dependency="sap-prod")
+    fleet.admin("SAP-004", AdminAction.RETIRE, "SAP-004:1")
+    resolved = read(OutageResolved, fleet.outage_events()[-1].attributes)
+    assert (resolved.recovered, resolved.left) == (4, 1)
+
+
+def test_two_unrelated_failures_in_the_same_minute_open_no_outage() -> None:
+    fleet = Fleet()
+    fleet.ping("SAP-AR", False, T0, failure="timeout")
+    fleet.ping("SFDC", False, T0 + 1000, failure="auth", tenant_id="globex")
+    for index in range(3):
+        fleet.ping(f"X-{index}", False, T0 + 2000 + index, failure=f"kind-{index}")
+    assert fleet.outage_events() == []
+
+
+def test_failures_further_apart_than_the_window_open_no_outage() -> None:
+    fleet = Fleet.with_policy({"outages": {"min_connectors": 3, "window_s": 10}})
+    for index in range(5):
+        fleet.ping(f"C-{index}", False, T0 + index * 6_000)
+    assert fleet.outage_events() == []
+    fleet.ping("C-5", False, T0 + 25_000)  # C-3 (18 s), C-4 (24 s), C-5 (25 s)
+    opened = read(OutageOpened, fleet.outage_events()[0].attributes)
+    assert opened.connectors == ("C-3", "C-4", "C-5")
+    assert opened.window_ms == 10_000
+
+
+def test_without_a_dependency_one_tenant_and_failure_kind_group() -> None:
+    fleet = Fleet()
+    for index in range(5):
+        fleet.ping(f"A-{index}", False, T0 + index, failure="http_503")
+    opened = fleet.outage_events()[0]
+    assert opened.connector_id == "outage:tenant:acme/failure:http_503"
+    assert opened.tenant_id == "acme"
+
+
+def test_a_re_sent_signal_changes_nothing() -> None:
+    fleet = Fleet()
+    _erp_down(fleet, 6)
+    fleet.ping("SAP-000", True, T0 + 10_000, dependency="sap-prod")
+    before = list(fleet.log)
+    for signal in list(fleet.signals):
+        assert fleet.apply_signal(signal) == []
+    assert fleet.log == before
+
+
+def test_a_second_outage_of_the_group_gets_an_id_of_its_own() -> None:
+    fleet = Fleet()
+    _erp_down(fleet, 5)
+    for index in range(5):
+        fleet.ping(f"SAP-{index:03d}", True, T0 + 10_000, dependency="sap-prod")
+    for index in range(5):
+        fleet.ping(f"SAP-{index:03d}", False, T0 + 20_000 + index, dependency="sap-prod")
+    opened = [e for e in fleet.outage_events() if e.type is EventType.OUTAGE_OPENED]
+    assert [e.event_id for e in opened] == [
+        "outage:dependency:sap-prod:1",
+        "outage:dependency:sap-prod:3",  # opened, resolved, opened
+    ]
+    assert fleet.outages["outage:dependency:sap-prod"].record.outages == 2
+
+
+def test_outage_chains_verify_and_tampering_is_found() -> None:
+    fleet = Fleet()
+    _erp_down(fleet, 6)
+    for index in range(6):
+        fleet.ping(f"SAP-{index:03d}", True, T0 + 10_000, dependency="sap-prod")
+    assert [f for f in verify_events(fleet.log) if not f.benign] == []
+    opened = fleet.outage_events()[0]
+    tampered = opened.model_copy(update={"attributes": {**opened.attributes, "group": "other"}})
+    log = [tampered if e is opened else e for e in fleet.log]
+    assert {f.kind for f in verify_events(log)} == {"hash_mismatch"}
+
+
+# -- replay -----------------------------------------------------------------------------------
+
+connector_ids = [f"C-{index}" for index in range(5)]
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(connector_ids),
+        st.sampled_from([False, False, True]),  # healthy
+        st.sampled_from(["timeout", "timeout", "auth"]),
+        st.sampled_from([None, "sap-prod", "sap-prod"]),
+        st.integers(0, 2_000) | st.integers(0, 40_000),  # ms after the previous step
+    ),
+    max_size=80,
+)
+
+
+def play_fleet(script: list[tuple[str, bool, str, str | None, int]], settle: bool) -> Fleet:
+    fleet = Fleet.with_policy({"outages": {"min_connectors": 3, "window_s": 30}})
+    at = T0
+    for connector_id, healthy, failure, dependency, gap in script:
+        at += gap
+        fleet.ping(connector_id, healthy, at, failure=failure, dependency=dependency)
+    if settle:  # every connector healthy long enough to stop flapping and recover
+        for _ in range(30):
+            at += 1_000
+            for connector_id in sorted(fleet.connectors):
+                fleet.ping(connector_id, True, at)
+    return fleet
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps, st.booleans())
+def test_grouping_is_a_pure_function_of_the_events(script: list[Any], settle: bool) -> None:
+    """Replaying the connectors' audit events alone re-derives the same signals, and they
+    give the same outage events, byte for byte; each outage's record is the fold of its
+    events."""
+    live = play_fleet(script, settle)
+    records: dict[str, Record] = {}
+    replayed = Fleet(policy=live.policy)
+    for event in live.log:
+        if event.type in OUTAGE_TYPES:
+            continue
+        before = records.get(event.connector_id) or Record(event.connector_id)
+        records[event.connector_id] = fold(before, [event])
+        for signal in member_signals(before, [event]):
+            replayed.signals.append(signal)
+            replayed.apply_signal(signal)
+    assert replayed.signals == live.signals
+    assert replayed.outage_events() == live.outage_events()
+    for key, state in live.outages.items():
+        own = [e for e in live.log if e.connector_id == key]
+        assert fold_outage(OutageRecord(key), own) == state.record
+    # no clock is played here, so deadlines pass unanswered; the chains must be intact
+    assert [f for f in verify_events(live.log) if f.kind in CHAIN_FINDINGS] == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(steps)
+def test_every_outage_opens_once_and_resolves_after_its_members(script: list[Any]) -> None:
+    live = play_fleet(script, settle=True)
+    for state in live.outages.values():
+        own = [e for e in live.log if e.connector_id == state.record.outage_key]
+        kinds = [e.type for e in own]
+        # opened, joined*, resolved, repeated; an open one last
+        open_now = False
+        for kind in kinds:
+            assert (kind is EventType.OUTAGE_OPENED) is not open_now
+            open_now = kind is not EventType.OUTAGE_RESOLVED
+        assert not open_now
+        assert state.record.outage_id is None
+        assert state.memory == OutageMemory()

@@ -1,0 +1,186 @@
+"""Outages on a real broker (issue 22, docs/outages.md): 300 connectors behind one
+dependency fail within 5 s and come back: one outage, every episode linked to it, resolved
+when the last recovers, the log equal to a reference fold, replay showing the outage; two
+unrelated failures in the same minute open none."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from agents.broker.topics import ensure_topics
+from agents.policyfile import load_policy
+from agents.wire.codec import registry
+from streams.evidence import OutageJoined, OutageOpened, OutageResolved, read
+from streams.models import AuditEvent, EventType
+from tests.kafka.harness import (
+    Namespace,
+    Worker,
+    compare_with_reference,
+    read_audit,
+    wait_caught_up,
+    wait_for_audit,
+)
+
+pytestmark = pytest.mark.kafka
+
+ERP = [f"ERP-{index:03d}" for index in range(300)]
+POLICY = """
+dependencies:
+  sap-prod: {connectors: ["ERP-*"]}
+defaults:
+  heartbeat_timeout_s: 600
+  max_retries: 1
+  attempt_timeout_s: 2
+  backoff: {base_s: 0.1, cap_s: 0.2}
+"""
+OUTAGE = "outage:dependency:sap-prod"
+
+
+async def publish(
+    bootstrap: str, topic: str, connectors: list[str], *, healthy: bool, failure: str = "timeout"
+) -> None:
+    codec = registry().codec("HealthPing")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
+    await producer.start()
+    try:
+        for connector in connectors:
+            record = {
+                "connector_id": connector,
+                "tenant_id": "acme" if connector.startswith("ERP") else "globex",
+                "status": "HEALTHY" if healthy else "UNHEALTHY",
+                "failure": None if healthy else failure,
+                "retryable": True,
+                "checked_at": time.time_ns() // 1_000_000,
+                "latency_ms": None,
+                "message": None,
+                "position": None,
+                "dependency": None,
+            }
+            await producer.send(topic, key=connector.encode(), value=codec.encode(record))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def of_type(events: list[AuditEvent], kind: EventType) -> list[AuditEvent]:
+    return [e for e in events if e.type is kind]
+
+
+def test_300_connectors_behind_one_dependency_are_one_outage(
+    ns: Namespace, tmp_path: Path, workers: list[Worker]
+) -> None:
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(POLICY)
+    asyncio.run(ensure_topics(ns.settings()))
+    workers.append(Worker(ns, policy=policy_file).start())
+    health = ns.topics.health
+
+    began = time.monotonic()
+    asyncio.run(publish(ns.bootstrap, health, ERP, healthy=False))
+    # two unrelated failures in the same minute: another tenant, two failure kinds
+    asyncio.run(publish(ns.bootstrap, health, ["CRM-1"], healthy=False, failure="auth"))
+    asyncio.run(publish(ns.bootstrap, health, ["CRM-2"], healthy=False, failure="http_503"))
+    assert time.monotonic() - began < 5, "the failures must fall within 5 s"
+
+    def linked(events: list[AuditEvent]) -> bool:
+        return sum(1 for e in events if e.connector_id == OUTAGE) >= 300 - 4
+
+    events = wait_for_audit(ns, linked, 120, "300 connectors in the outage")
+    asyncio.run(publish(ns.bootstrap, health, ERP, healthy=True))
+    events = wait_for_audit(
+        ns, lambda ev: bool(of_type(ev, EventType.OUTAGE_RESOLVED)), 120, "outage.resolved"
+    )
+    wait_caught_up(ns)
+
+    (opened,) = of_type(events, EventType.OUTAGE_OPENED)
+    assert opened.connector_id == OUTAGE
+    first = read(OutageOpened, opened.attributes)
+    members = list(first.incidents) + [
+        read(OutageJoined, e.attributes).member_incident
+        for e in of_type(events, EventType.OUTAGE_JOINED)
+    ]
+    detections = {
+        e.incident_id or "?"
+        for e in of_type(events, EventType.FAILURE_DETECTED)
+        if e.connector_id in ERP
+    }
+    assert sorted(members) == sorted(detections)  # 300 episodes, each linked once
+    assert len(members) == 300
+    (resolved,) = of_type(events, EventType.OUTAGE_RESOLVED)
+    view = read(OutageResolved, resolved.attributes)
+    assert (view.episodes, view.recovered, view.left) == (300, 300, 0)
+    outage_events = [e for e in events if e.connector_id == OUTAGE]
+    # opened (with the first 5), 295 joined, resolved
+    assert [e.sequence for e in outage_events] == list(range(1, 298))
+    assert not any(e.connector_id.startswith("outage:tenant") for e in events)
+
+    figures = compare_with_reference(ns, load_policy(policy_file))
+    assert (figures["lost"], figures["conflicting_duplicates"], figures["extra"]) == (0, 0, 0), (
+        figures
+    )
+
+    reported = ns.cli("report", "--format", "json")
+    assert reported.returncode == 0, reported.stderr
+    outages = json.loads(reported.stdout)["outages"]
+    assert (outages["count"], outages["open"]) == (1, 0)
+    (listed,) = outages["outages"]
+    assert len(listed["connectors"]) == 300
+    assert listed["mttr_seconds"] == (resolved.occurred_at - opened.occurred_at) / 1000
+    replayed = ns.cli("replay")
+    assert "outages 1, open 0" in replayed.stdout, replayed.stdout
+
+
+def distinct(events: list[AuditEvent], kind: EventType) -> set[tuple[str, int]]:
+    """(chain, sequence) of the events of `kind`: a re-sent copy is the same event."""
+    return {(e.connector_id, e.sequence) for e in events if e.type is kind}
+
+
+def test_an_outage_survives_worker_sigkills(
+    ns: Namespace, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """Killed while the outage forms, and again while its members recover (the second
+    time with its local store lost: state comes back from the changelog)."""
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(POLICY)
+    asyncio.run(ensure_topics(ns.settings()))
+    worker = Worker(ns, policy=policy_file).start()
+    workers.append(worker)
+    health = ns.topics.health
+
+    asyncio.run(publish(ns.bootstrap, health, ERP, healthy=False))
+    wait_for_audit(ns, lambda ev: len(ev) > 0, 60, "the first detections")
+    worker.kill()
+    worker.start(ready_timeout_s=120)
+    wait_for_audit(
+        ns, lambda ev: len(distinct(ev, EventType.OUTAGE_JOINED)) == 295, 120, "every member"
+    )
+    asyncio.run(publish(ns.bootstrap, health, ERP, healthy=True))
+    wait_for_audit(
+        ns,
+        lambda ev: bool(distinct(ev, EventType.RECOVERY_COMPLETED)),
+        60,
+        "the first recoveries",
+    )
+    worker.kill()
+    shutil.rmtree(worker.data_dir, ignore_errors=True)
+    worker.start(ready_timeout_s=180)
+    events = wait_for_audit(
+        ns, lambda ev: bool(distinct(ev, EventType.OUTAGE_RESOLVED)), 120, "outage.resolved"
+    )
+    wait_caught_up(ns)
+    events = read_audit(ns.bootstrap, ns.topics.audit, timeout_s=5)
+
+    assert len(distinct(events, EventType.OUTAGE_OPENED)) == 1  # nothing opened twice
+    assert len(distinct(events, EventType.OUTAGE_RESOLVED)) == 1
+    assert len(distinct(events, EventType.RECOVERY_COMPLETED)) == 300
+    figures = compare_with_reference(ns, load_policy(policy_file))
+    assert (figures["lost"], figures["conflicting_duplicates"], figures["extra"]) == (0, 0, 0), (
+        figures
+    )

@@ -1,0 +1,207 @@
+"""Outages through the worker's InputProcessor without a broker: the signals a batch of
+connector inputs sends, the outage's state in the table beside the connectors', re-sent
+and re-delivered signals, crash repair against the log (docs/outages.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agents.wire.records import Unpacked
+from agents.worker.processor import DictStore, Input, InputProcessor, Outputs
+from agents.worker.statecodec import dump_outage, load_head, load_outage
+from agents.worker.tablescan import OwnedState
+from streams.models import (
+    AdminAction,
+    AdminCommand,
+    AuditEvent,
+    EventType,
+    HealthPing,
+    HealthStatus,
+    MemberChange,
+    OutageSignal,
+    Tick,
+    Watch,
+    WorkerInput,
+)
+from streams.policy import parse_policy
+from tests.core.driver import T0
+from tests.core.test_outages import play_fleet, steps
+
+KEY = "outage:dependency:sap-prod"
+
+
+@dataclass
+class Worker:
+    """One processor over a dict store; every input is numbered as the inputs topic would."""
+
+    processor: InputProcessor = field(
+        default_factory=lambda: InputProcessor(parse_policy({}), DictStore(), partitions=1)
+    )
+    position: int = 0
+    log: list[AuditEvent] = field(default_factory=list)
+    sent_signals: list[OutageSignal] = field(default_factory=list)
+
+    def feed(self, *messages: WorkerInput) -> Outputs:
+        items = []
+        for message in messages:
+            self.position += 1
+            items.append(
+                Input(Unpacked(message, self.position, f"in/{self.position}", None, None), 0)
+            )
+        outputs = self.processor.process(items)
+        self.processor.write(outputs)
+        self.log.extend(event for _key, event, _partition in outputs.events)
+        self.sent_signals.extend(outputs.signals)
+        return outputs
+
+    def fail(self, count: int, at: int = T0) -> Outputs:
+        return self.feed(*(_ping(f"SAP-{index}", False, at + index) for index in range(count)))
+
+    def pump(self) -> None:
+        """Apply every signal sent so far, as the outage key's owner reads them back."""
+        while self.sent_signals:
+            signals, self.sent_signals = self.sent_signals, []
+            self.feed(*signals)
+
+    def outage_types(self) -> list[str]:
+        return [e.type.value for e in self.log if e.connector_id == KEY]
+
+
+def _ping(connector_id: str, healthy: bool, at: int) -> HealthPing:
+    return HealthPing(
+        connector_id=connector_id,
+        tenant_id="acme",
+        status=HealthStatus.HEALTHY if healthy else HealthStatus.UNHEALTHY,
+        failure=None if healthy else "timeout",
+        checked_at=at,
+        dependency="sap-prod",
+    )
+
+
+def test_a_batch_of_failures_sends_one_signal_per_episode_to_the_outage_key() -> None:
+    worker = Worker()
+    outputs = worker.fail(6)
+    assert [(s.connector_id, s.member_id, s.change) for s in outputs.signals] == [
+        (KEY, f"SAP-{index}", MemberChange.FAILED) for index in range(6)
+    ]
+    assert worker.outage_types() == []
+    worker.pump()
+    assert worker.outage_types() == ["outage.opened", "outage.joined"]
+    worker.feed(*(_ping(f"SAP-{index}", True, T0 + 5_000) for index in range(6)))
+    worker.pump()
+    assert worker.outage_types() == ["outage.opened", "outage.joined", "outage.resolved"]
+
+
+def test_the_outage_state_is_in_the_table_and_the_scan_reads_its_head() -> None:
+    worker = Worker()
+    worker.fail(5)
+    worker.pump()
+    stored = worker.processor.store.get(KEY.encode(), 0)
+    assert stored is not None
+    state, applied = load_outage(stored)
+    assert state.record.outage_id == f"{KEY}:1"
+    assert state.memory.failing == {f"SAP-{index}:1" for index in range(5)}
+    assert applied == worker.position
+    assert load_head(stored) == (1, state.record.head_hash)
+    scan = OwnedState()
+    scan.add(0, KEY.encode(), stored)
+    assert scan.connectors == {}  # no heartbeat grace for an outage
+    assert scan.heads == {0: {KEY: (1, state.record.head_hash)}}
+
+
+def test_re_sent_and_re_delivered_signals_change_nothing() -> None:
+    worker = Worker()
+    worker.fail(5)
+    signals = list(worker.sent_signals)
+    worker.pump()
+    before = list(worker.log)
+    worker.feed(*signals)  # re-derived after a crash: new positions, same episodes
+    assert worker.log == before
+    # the input last applied again (its offset re-delivered): skipped by position
+    stored = worker.processor.store.get(KEY.encode(), 0)
+    assert stored is not None
+    applied = load_outage(stored)[1]
+    item = Input(Unpacked(signals[-1], applied, "in/again", None, None), 0)
+    skipped = worker.processor.counters["skipped_redeliveries"]
+    worker.processor.process([item])
+    assert worker.processor.counters["skipped_redeliveries"] == skipped + 1
+
+
+def test_crash_repair_drops_outage_events_already_in_the_log() -> None:
+    """The outage's events were written, its state was not: the signal comes again."""
+    crashed = Worker()
+    crashed.fail(5)
+    signals = list(crashed.sent_signals)
+    store_before = dict(crashed.processor.store.data)  # type: ignore[attr-defined]  # a DictStore
+    position_before = crashed.position
+    crashed.pump()
+    logged = [e for e in crashed.log if e.connector_id == KEY]
+    assert [e.type for e in logged] == [EventType.OUTAGE_OPENED]
+
+    restarted = Worker(
+        InputProcessor(parse_policy({}), DictStore(dict(store_before)), partitions=1),
+        position=position_before,  # the same inputs again, at the same positions
+    )
+    restarted.processor.logged_ahead = {KEY: logged}
+    restarted.feed(*signals)
+    assert [e for e in restarted.log if e.connector_id == KEY] == []
+    assert restarted.processor.counters["repaired_dropped"] == 1
+    assert KEY not in restarted.processor.logged_ahead
+    stored = restarted.processor.store.get(KEY.encode(), 0)
+    assert stored is not None
+    assert load_outage(stored)[0].record.head_hash == logged[-1].hash
+    restarted.feed(_ping("SAP-5", False, T0 + 100))
+    restarted.pump()
+    joined = [e for e in restarted.log if e.connector_id == KEY]
+    assert [(e.type, e.sequence, e.prev_hash) for e in joined] == [
+        (EventType.OUTAGE_JOINED, 2, logged[-1].hash)
+    ]
+
+
+def test_an_admin_command_for_an_outage_is_refused_on_its_chain() -> None:
+    """`connector-recovery ack outage:dependency:sap-prod:1` must answer, not crash."""
+    worker = Worker()
+    worker.fail(5)
+    worker.pump()
+    command = AdminCommand(
+        command_id="c-1",
+        action=AdminAction.ACKNOWLEDGE,
+        connector_id=KEY,
+        incident_id=f"{KEY}:1",
+        actor="alice",
+        issued_at=T0 + 1_000,
+    )
+    worker.feed(command)
+    rejected = worker.log[-1]
+    assert (rejected.connector_id, rejected.type) == (KEY, EventType.COMMAND_REJECTED)
+    assert rejected.actor == "alice"
+    assert rejected.attributes["command_id"] == "c-1"
+    assert "is an outage" in rejected.attributes["rejection"]
+    stored = worker.processor.store.get(KEY.encode(), 0)
+    assert stored is not None
+    assert load_outage(stored)[0].record.sequence == rejected.sequence
+    # the outage goes on: a sixth member joins
+    worker.feed(_ping("SAP-5", False, T0 + 2_000))
+    worker.pump()
+    assert worker.outage_types()[-1] == "outage.joined"
+
+
+def test_a_tick_or_grace_for_an_outage_changes_nothing() -> None:
+    worker = Worker()
+    worker.fail(5)
+    worker.pump()
+    before = worker.processor.store.get(KEY.encode(), 0)
+    outputs = worker.feed(Tick(connector_id=KEY, now=T0 + 60_000), Watch(connector_id=KEY, at=T0))
+    assert (outputs.events, outputs.states, outputs.outages) == ([], {}, {})
+    assert worker.processor.store.get(KEY.encode(), 0) == before
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps, st.integers(-1, 10**9))
+def test_an_outage_state_round_trips_through_the_table(script: list[Any], applied: int) -> None:
+    for state in play_fleet(script, settle=False).outages.values():
+        assert load_outage(dump_outage(state, applied)) == (state, applied)
