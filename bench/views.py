@@ -229,6 +229,8 @@ def main(_repeats: int) -> dict[str, Any]:
                     if name == "dashboard"
                     else f", repaired: {figures['repaired']}"
                 )
+                for line in figures["errors"][:3]:
+                    print(f"    {line[:300]}")
                 print(
                     f"  {name:9} {start:6} start: ready {figures['ready_s']:7,.1f} s, "
                     f"peak RSS {figures['peak_rss_mb']:5,} MiB, longest page answer "
