@@ -25,12 +25,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.audit.follow import AuditFollower
+from agents.audit.live import status
+from agents.audit.log import LogRead
+from agents.audit.log import Scope as AuditScope
+from agents.audit.report import build
 from agents.dashboard.auth import CSRF_HEADER, token_digest
-from agents.dashboard.board import Scope
+from agents.dashboard.board import STATES, Scope
 from agents.dashboard.page import chart_figure, chart_spec, slo_from_alerts
 from agents.dashboard.server import ALERT_RULES, Dashboard
 from agents.settings import Settings
-from streams.models import AdminCommand, AuditEvent, EventType
+from streams.models import AdminAction, AdminCommand, AuditEvent, EventType
 from streams.policy import PolicyError, parse_policy
 from streams.projections import PLATFORM_TENANT, tenant_key
 from tests.core.driver import Driver
@@ -597,3 +601,27 @@ def test_the_page_and_the_sign_in_form_have_a_favicon() -> None:
         assert (await icon.text()).startswith("<svg")
 
     asyncio.run(with_client(dashboard, check))
+
+
+def test_a_command_naming_an_unknown_connector_or_incident_adds_no_connector() -> None:
+    """`recover NO-SUCH-CONNECTOR` and `ack NOPE:1` are rejected, and their rejections are in
+    the log; neither id is a connector of `/status`, of the page (nor counted healthy) or of
+    the report."""
+    real = failed_connector("acme", "SAP-AR")
+    rejected = []
+    for connector_id, action, incident in (
+        ("NO-SUCH-CONNECTOR", AdminAction.RECOVER, None),
+        ("NOPE", AdminAction.ACKNOWLEDGE, "NOPE:1"),
+    ):
+        driver = Driver.with_policy(POLICY, connector_id=connector_id, tenant_id=None)
+        driver.admin(action, "alice", incident=incident)
+        assert [e.type for e in driver.events] == [EventType.COMMAND_REJECTED]
+        rejected.extend(driver.events)
+    events = [*rejected, *real]
+    dashboard = dashboard_of(events)
+    shown = dashboard.board.snapshot(Scope())
+    assert [c["connector_id"] for c in shown["connectors"]] == ["SAP-AR"]
+    assert sum(shown["fleet"][state] for state in STATES) == 1
+    assert [c["connector_id"] for c in status(dashboard.board.view)["connectors"]] == ["SAP-AR"]
+    read = LogRead(source="test", events=[(f"0/{i}", e) for i, e in enumerate(events)])
+    assert set(build(read, AuditScope())["connectors"]) == {"SAP-AR"}
