@@ -154,7 +154,7 @@ class WorkerApp:
             next_offsets=lambda: self.recovery.next_offsets,
             partition_of=lambda connector_id: partition_of(connector_id.encode(), s.partitions),
             retry_ms=round(s.tick_interval_s * 1000),
-            send_tick=self._send_tick,
+            send_ticks=self._send_ticks,
         )
         self._register()
 
@@ -283,8 +283,8 @@ class WorkerApp:
     async def _clock(self) -> None:
         await self.clock.tick(now_ms())
 
-    async def _send_tick(self, connector_id: str, now: int) -> None:
-        await self.effects.send_tick(Tick(connector_id=connector_id, now=now))
+    async def _send_ticks(self, connector_ids: list[str], now: int) -> None:
+        await self.effects.send_ticks([Tick(connector_id=c, now=now) for c in connector_ids])
 
     def _inputs_highwaters(self) -> dict[int, int | None]:
         consumer = self.app.consumer

@@ -112,7 +112,7 @@ class Clock:
         next_offsets: Callable[[], Mapping[int, int]],
         partition_of: Callable[[str], int],
         retry_ms: int,
-        send_tick: Callable[[str, int], Awaitable[None]],
+        send_ticks: Callable[[list[str], int], Awaitable[None]],
     ) -> None:
         self.deadlines = deadlines
         self.front = front
@@ -120,14 +120,13 @@ class Clock:
         self.next_offsets = next_offsets
         self.partition_of = partition_of
         self.retry_ms = retry_ms
-        self.send_tick = send_tick
+        self.send_ticks = send_ticks
 
     async def tick(self, wall_now: int) -> None:
         now = await self.front(wall_now)
         if now is None:
             return
         lagging = lagging_partitions(self.highwaters(), self.next_offsets())
-        for connector_id in due_ticks(
-            self.deadlines, now, lagging, self.partition_of, self.retry_ms
-        ):
-            await self.send_tick(connector_id, now)
+        ticks = due_ticks(self.deadlines, now, lagging, self.partition_of, self.retry_ms)
+        if ticks:  # together: a storm's deadlines fall due together
+            await self.send_ticks(ticks, now)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import aiohttp
@@ -27,12 +27,14 @@ from agents.worker.executors import execute
 from agents.worker.notifier import deliver
 from agents.worker.processor import Outputs
 from agents.worker.router import BATCH_ITEMS, dead_letter_headers
-from streams.models import NotificationRequest, RecoveryRequest, Tick
+from streams.models import NotificationRequest, OutageSignal, RecoveryRequest, Tick
 from streams.policy import Policy
 
 log = logging.getLogger("connector_recovery.worker")
 
-SIGNAL_SOURCE = "outage-signal"  # the `sources` entry of a signal in an InputBatch
+# The `sources` entry of an input the worker writes itself, in an InputBatch.
+SIGNAL_SOURCE = "outage-signal"
+TICK_SOURCE = "clock"
 
 
 def now_ms() -> int:
@@ -88,25 +90,7 @@ class Effects:
         send = producer.send
         sent = []
         if outputs.signals:
-            signal_codec = self.input_codecs["OutageSignal"]
-            partitions = self.settings.partitions
-            by_partition: dict[int, list[bytes]] = {}
-            for signal in outputs.signals:
-                partition = partition_of(signal.connector_id.encode(), partitions)
-                by_partition.setdefault(partition, []).append(
-                    signal_codec.encode(input_record(signal))
-                )
-            for partition, items in by_partition.items():
-                for start in range(0, len(items), BATCH_ITEMS):
-                    chunk = items[start : start + BATCH_ITEMS]
-                    batch = {"items": chunk, "sources": [SIGNAL_SOURCE] * len(chunk)}
-                    sent.append(
-                        await send(
-                            self.settings.inputs_topic,
-                            self.batch_codec.encode(batch),
-                            partition=partition,
-                        )
-                    )
+            sent.extend(await self._send_inputs(outputs.signals, "OutageSignal", SIGNAL_SOURCE))
         for key, command in outputs.commands:
             if isinstance(command, RecoveryRequest):
                 topic, codec = topics.recovery_requests, self.request_codec
@@ -160,11 +144,34 @@ class Effects:
         await self.topics["dlq"].send(key=key, value=payload or b"", headers=headers)
 
     # -- inputs the worker writes itself ------------------------------------------------------
-    async def send_tick(self, tick: Tick) -> None:
-        await self.topics["inputs"].send(
-            key=tick.connector_id.encode(),
-            value=self.input_codecs["Tick"].encode(input_record(tick)),
-        )
+    async def send_ticks(self, ticks: list[Tick]) -> None:
+        await asyncio.gather(*await self._send_inputs(ticks, "Tick", TICK_SOURCE))
+
+    async def _send_inputs(
+        self, inputs: Sequence[Tick | OutageSignal], kind: str, source: str
+    ) -> list[asyncio.Future[Any]]:
+        """Inputs the worker writes itself, onto the inputs topic, packed per partition of
+        their key into InputBatch records as the router packs pings: the decider pays
+        Faust's per-event cost once per batch. Returns the sends' futures."""
+        codec, partitions = self.input_codecs[kind], self.settings.partitions
+        by_partition: dict[int, list[bytes]] = {}
+        for message in inputs:
+            partition = partition_of(message.connector_id.encode(), partitions)
+            by_partition.setdefault(partition, []).append(codec.encode(input_record(message)))
+        producer = await self.raw_producer()
+        sent = []
+        for partition, items in by_partition.items():
+            for start in range(0, len(items), BATCH_ITEMS):
+                chunk = items[start : start + BATCH_ITEMS]
+                batch = {"items": chunk, "sources": [source] * len(chunk)}
+                sent.append(
+                    await producer.send(
+                        self.settings.inputs_topic,
+                        self.batch_codec.encode(batch),
+                        partition=partition,
+                    )
+                )
+        return sent
 
     # -- executors and notifier (agents/worker/deliveries.py runs them) ---------------------
     def session(self) -> aiohttp.ClientSession:
