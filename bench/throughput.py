@@ -5,11 +5,17 @@ of states written only on change, and produces one record per input (the ceiling
 Python process).
 
 The worker is measured from 'ready' until its group has committed every input.
+
+`CR_BENCH_LIVE=cold|warm|both`: the pings produced while the worker runs (pre-encoded, at
+full speed, stamped when made), from `CR_BENCH_CONNECTORS` connectors (say 2,000), first
+pings (cold) or past the flap window (warm), measured from the first produce until the
+worker has committed every ping; the raw loop on pre-produced pings beside it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import shutil
 import statistics
@@ -191,6 +197,8 @@ async def _committed_past(
 
 
 def main(repeats: int) -> dict[str, Any]:
+    if LIVE:
+        return live_main(repeats)
     records, failing = pings()
     server = bootstrap()
     base_rates: list[float] = []
@@ -223,3 +231,93 @@ def main(repeats: int) -> dict[str, Any]:
     print(f"  ratio   : {result['ratio']:.3f}")
     print(f"  audit   : {audit} (no false pages)")
     return result
+
+
+# -- live: the pings produced while the worker runs, as a fleet sends them -------------------
+LIVE = os.environ.get("CR_BENCH_LIVE", "")  # "cold": first pings; "warm": past the flap window
+WARM_ROUNDS = 22  # a connector's flap window holds 21 checks
+
+
+def live_pings(connectors: int, rounds: int, stamped_at: int) -> list[tuple[bytes, bytes]]:
+    """`rounds` healthy pings per connector, each stamped with the time it is made (a fleet's
+    clock: the record's create time is its `checked_at`), round after round."""
+    codec = registry().codec("HealthPing")
+    out = []
+    for round_ in range(rounds):
+        for index in range(connectors):
+            connector = f"LV-{index:05d}"
+            out.append(
+                (
+                    connector.encode(),
+                    codec.encode(
+                        {
+                            "connector_id": connector,
+                            "tenant_id": "acme",
+                            "status": "HEALTHY",
+                            "failure": None,
+                            "retryable": True,
+                            "checked_at": stamped_at + round_,
+                            "latency_ms": 5,
+                            "message": None,
+                            "position": None,
+                        }
+                    ),
+                )
+            )
+    return out
+
+
+async def _produce_live(settings: Settings, records: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, linger_ms=5, max_batch_size=262144
+    )
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(settings.topics.health, key=key, value=value)
+            for key, value in records
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+def live_run(mode: str) -> dict[str, Any]:
+    """Seconds from the first produce until the worker has committed every ping, the pings
+    produced (pre-encoded, at full speed) while it runs; `warm`: after every connector is past
+    its flap window."""
+    ns, settings = fresh(bootstrap())
+    asyncio.run(ensure_topics(settings))
+    policy = policy_file(ns.tmp, HEARTBEAT_TIMEOUT_S)
+    rounds = max(1, PINGS // CONNECTORS)
+    with running_worker(ns, settings, policy=policy):
+        now = time.time_ns() // 1_000_000
+        if mode == "warm":
+            asyncio.run(_produce_live(settings, live_pings(CONNECTORS, WARM_ROUNDS, now)))
+            asyncio.run(_until_committed(ns, settings))
+        load = live_pings(CONNECTORS, rounds, now + WARM_ROUNDS)
+        started = time.perf_counter()
+        asyncio.run(_produce_live(settings, load))
+        asyncio.run(_until_committed(ns, settings))
+        seconds = time.perf_counter() - started
+    audit = audited(ns, settings, set())
+    shutil.rmtree(ns.tmp, ignore_errors=True)
+    return {"mode": mode, "pings": len(load), "seconds": seconds, "audit": audit}
+
+
+def live_main(repeats: int) -> dict[str, Any]:
+    modes = ("cold", "warm") if LIVE == "both" else (LIVE,)
+    runs = [live_run(mode) for _ in range(max(1, repeats)) for mode in modes]
+    records, _ = pings()
+    _, settings = fresh(bootstrap())
+    asyncio.run(produce(settings, records))
+    ceiling = len(records) / asyncio.run(baseline(settings, len(records)))
+    for run in runs:
+        rate = run["pings"] / run["seconds"]
+        run["pings_per_s"] = rate
+        print(
+            f"  live {run['mode']}: {run['pings']:,} pings from {CONNECTORS:,} connectors "
+            f"in {run['seconds']:.1f} s = {rate:,.0f} pings/s ({rate / ceiling:.2f} of the raw "
+            f"loop's {ceiling:,.0f}/s); audit {run['audit']}"
+        )
+    return {"connectors": CONNECTORS, "runs": runs, "baseline_pings_per_s": ceiling}
