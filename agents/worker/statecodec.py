@@ -15,7 +15,7 @@ from json.scanner import make_scanner
 import orjson
 
 from streams.models import RecoveryMode
-from streams.outages import OutageMemory, OutageRecord, OutageState, Pending
+from streams.outages import OutageMemory, OutageRecord, OutageState, Pending, members_of
 from streams.state import ConnectorState, DetectorMemory, Phase, Record
 
 FORMAT = 3  # 3: the applied position is offset * BATCH_SLOTS + item index
@@ -127,13 +127,13 @@ def load_outage(data: bytes) -> tuple[OutageState, int]:
         if version != FORMAT:
             raise StateFormatError(f"state format {version} (this worker reads {FORMAT})")
         values = dict(zip(_OUTAGE_FIELDS, record, strict=True))
-        values["members"] = frozenset(values["members"])
+        values["members"] = members_of(values["members"])
         pending, failing, recovered, left = memory
         state = OutageState(
             OutageRecord(**values),
             OutageMemory(
                 tuple(Pending(*entry) for entry in pending),
-                frozenset(failing),
+                members_of(failing),
                 int(recovered),
                 int(left),
             ),
