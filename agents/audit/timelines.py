@@ -22,6 +22,15 @@ _NEWEST = b"\xff" * _SEQUENCE.size
 FLUSH_EVERY = 20_000
 
 
+def _options() -> rocksdict.Options:
+    """Small memtables: the index is written in batches and read a connector at a time, and
+    RocksDB's default (64 MiB each, two of them) would be most of the views' memory."""
+    options = rocksdict.Options(raw_mode=True)
+    options.set_write_buffer_size(8 << 20)
+    options.set_max_write_buffer_number(2)
+    return options
+
+
 def _prefix(connector_id: str) -> bytes:
     name = connector_id.encode()
     return len(name).to_bytes(2, "big") + name
@@ -31,7 +40,7 @@ class TimelineIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = rocksdict.Rdict(str(path), rocksdict.Options(raw_mode=True))
+        self._db = rocksdict.Rdict(str(path), _options())
         self._batch = rocksdict.WriteBatch(raw_mode=True)
         self._pending = 0
 
@@ -71,7 +80,7 @@ class TimelineIndex:
         """Every entry gone (the views start from the beginning of the topic)."""
         self._db.close()
         shutil.rmtree(self.path, ignore_errors=True)
-        self._db = rocksdict.Rdict(str(self.path), rocksdict.Options(raw_mode=True))
+        self._db = rocksdict.Rdict(str(self.path), _options())
         self._batch = rocksdict.WriteBatch(raw_mode=True)
         self._pending = 0
 
