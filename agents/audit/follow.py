@@ -59,13 +59,13 @@ PROGRESS_EVERY_S = 10.0
 @dataclass
 class FollowProgress:
     """How far the follower is: records read of those to fold at start (from the snapshot's
-    offsets, or the beginning), and from where it started."""
+    offsets, or the beginning), how many of them were not ours to read (`verify` names
+    them), and how many events the snapshot held."""
 
     read: int = 0
     total: int = 0
     undecodable: int = 0
     restored_events: int = 0  # events the snapshot held
-    from_snapshot: bool = False
 
 
 class AuditFollower:
@@ -200,7 +200,6 @@ class AuditFollower:
         if restored is not None and why is None:
             self.view = restored.view
             self.offsets = {tp.partition: restored.offsets[tp.partition] for tp in tps}
-            self.progress.from_snapshot = True
             self._snapshot_events = restored.view.events
             self.progress.restored_events = restored.view.events
             log.info(

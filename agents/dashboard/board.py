@@ -161,6 +161,7 @@ class Board:
             "problem": self.follower.problem,
             "folded": progress.restored_events + progress.read,
             "to_fold": progress.restored_events + progress.total,
+            "undecodable": progress.undecodable,
             "fleet": fleet,
             "tenants": [t for t in tenants if scope.tenant is None or t == scope.tenant],
             "connectors_total": total,

@@ -92,6 +92,11 @@ def _status_line(snapshot: dict[str, Any]) -> str:
             f"{total} connectors have a history"
             " (one that never failed has none yet)"
             + (f"; {unlisted} not listed (open one by its id)" if unlisted else "")
+            + (
+                f"; {snapshot['undecodable']} records not ours to read (run verify)"
+                if snapshot.get("undecodable")
+                else ""
+            )
         )
     else:
         fold = (
