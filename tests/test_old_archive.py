@@ -26,11 +26,16 @@ def test_an_archive_written_before_typed_evidence_replays_as_it_did() -> None:
 
 
 def without_outages(replayed: dict[str, Any]) -> dict[str, Any]:
-    """What outages (issue 22) added to a replay, checked and taken out: an old log has
-    no outage, and no episode in an outage group."""
+    """What outages (issue 22) and incidents' receipts (issue 23) added to a replay, checked
+    and taken out: an old log has no outage, no episode in an outage group, and each
+    incident's receipt is one of its connector's receipts (or none, still open)."""
     for scope in ("report", "tenant_globex"):
         outages = replayed[scope].pop("outages")
         assert (outages["count"], outages["outages"]) == (0, [])
+        for incident in replayed[scope]["incidents"]:
+            receipt = incident.pop("receipt")
+            connector = replayed[scope]["connectors"][incident["connector_id"]]
+            assert receipt is None or receipt in connector.get("receipts", [])
     for states in [replayed["records"], *(point["connectors"] for point in replayed["as_of"])]:
         for state in states.values():
             assert state.pop("outage_group", None) is None

@@ -62,6 +62,7 @@ class WorkerApp:
         self.policy = policy
         self.registry = registry()
         self.ready = asyncio.Event()
+        self.repairs_written = asyncio.Event()  # no state repaired at assignment waits unwritten
         self.counters = {
             "dead_letters": 0,
             "events": 0,
@@ -253,6 +254,8 @@ class WorkerApp:
         await self._dead_letters(outputs)
         await self.effects.send_outputs(outputs, self.checkpoints)
         self.processor.write(outputs)
+        if not self.processor.repairs:
+            self.repairs_written.set()
         for partition in outputs.audit_partitions() | repaired:
             position = str(self.checkpoints.positions[partition]).encode()
             self.store.put(checkpoint_key(partition), position, partition)
@@ -315,17 +318,26 @@ class WorkerApp:
         _sender, revoked = args
         inputs = self.settings.inputs_topic
         self.processor.forget_partitions(tp.partition for tp in revoked if tp.topic == inputs)
+        if not self.processor.repairs:  # the new owners repair theirs
+            self.repairs_written.set()
 
     async def _on_rebalance_complete(self, *_signal: Any, **_details: Any) -> None:
         """Crash repair, checkpoints, the gap filler's offsets, and a heartbeat grace for
         every owned connector (recovery.py)."""
         shorten_fetch_wait(self.app)
         await self.recovery.run(self._owned_partitions(), self.table, now_ms())
+        if self.processor.repairs:
+            self.repairs_written.clear()
+        else:
+            self.repairs_written.set()
         self.ready.set()
 
     async def _announce_ready(self) -> None:
         await self.ready.wait()
         await self.web.follower.caught_up.wait()
+        # What crash repair folded from the log is written with each partition's first
+        # batch (the graces bring one): a worker stopped right after 'ready' keeps it.
+        await self.repairs_written.wait()
         heap.settle()  # before 'ready': the first pings meet no pass over a fresh heap
         # One plain line on stdout that scripts and tests wait for.
         print("ready", flush=True)
