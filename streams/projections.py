@@ -17,6 +17,7 @@ import math
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal, assert_never
 
 from streams.evidence import (
     EvidenceError,
@@ -429,11 +430,19 @@ def _totals(
     )
 
 
-def group_totals(episodes: Iterable[Episode], by: str) -> dict[str, Totals]:
+def group_totals(
+    episodes: Iterable[Episode], by: Literal["connector", "tenant"]
+) -> dict[str, Totals]:
     """Totals per `connector` or per `tenant`."""
     groups: dict[str, list[Episode]] = {}
     for episode in episodes:
-        key = episode.connector_id if by == "connector" else tenant_key(episode.tenant_id)
+        match by:
+            case "connector":
+                key = episode.connector_id
+            case "tenant":
+                key = tenant_key(episode.tenant_id)
+            case _:
+                assert_never(by)
         groups.setdefault(key, []).append(episode)
     return {key: totals(members) for key, members in sorted(groups.items())}
 
