@@ -483,36 +483,37 @@ def _complete(out: _Emitter, at: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _on_ping(
-    state: ConnectorState, ping: HealthPing, policy: Policy, source: str | None
-) -> Decision:
-    """A ping older than the last one applied is counted and ignored; one that repeats a
-    steady state moves only the liveness; any other is judged in full."""
-    heartbeat_deadline = steady_deadline(state, ping, policy)
-    if heartbeat_deadline is not None:
-        liveness = (state.record, state.memory, ping.checked_at, heartbeat_deadline)
-        return _tuple_new(Decision, ((), (), _tuple_new(ConnectorState, liveness), False))
+def decide_ping(
+    state: ConnectorState, ping: HealthPing, policy: Policy, source: str | None = None
+) -> Decision | ConnectorState:
+    """Judge one ping: the one path every ping takes, through `decide` or straight from a
+    processor that keeps states in memory. `state` must be the ping's connector's.
+
+    A ping older than the last one applied is counted and ignored (`late`). One that
+    repeats a steady state changes nothing but the liveness: the result is then the new
+    `ConnectorState` alone, with no `Decision` built and nothing to write (most pings take
+    this path). Any other is judged in full."""
     last = state.last_checked_at
     if last is not None and ping.checked_at < last:
         memory = state.memory
         late = memory._replace(late_pings=memory.late_pings + 1)
         return Decision((), (), state._replace(memory=late), late=True)
-    rules = policy.for_connector(state.record.connector_id)
+    record, memory = state.record, state.memory
+    rules = policy.for_connector(record.connector_id)
+    if _repeats_steady_state(record, memory, ping, rules):
+        checked_at = ping.checked_at
+        liveness = (record, memory, checked_at, checked_at + rules.heartbeat_timeout_ms)
+        return _tuple_new(ConnectorState, liveness)
     return _judge_ping(state, ping, policy, rules, source)
 
 
-def steady_deadline(state: ConnectorState, ping: HealthPing, policy: Policy) -> int | None:
-    """When `decide(state, ping)` would change nothing but the liveness (the ping repeats
-    a steady state, in order): the heartbeat deadline it sets, else None. A processor that
-    keeps states in memory applies such a ping without a `Decision`."""
-    last = state.last_checked_at
-    if last is not None and ping.checked_at < last:
-        return None
-    record = state.record
-    rules = policy.for_connector(record.connector_id)
-    if _repeats_steady_state(record, state.memory, ping, rules):
-        return ping.checked_at + rules.heartbeat_timeout_ms
-    return None
+def _on_ping(
+    state: ConnectorState, ping: HealthPing, policy: Policy, source: str | None
+) -> Decision:
+    judged = decide_ping(state, ping, policy, source)
+    if isinstance(judged, ConnectorState):  # only the liveness moved
+        return _tuple_new(Decision, ((), (), judged, False))
+    return judged
 
 
 def _repeats_steady_state(
