@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from agents import cli
+from agents.broker.local import Broker
 from agents.broker.topics import ensure_topics
 from agents.settings import Settings, Topics
 from agents.wire import cloudevents
@@ -68,7 +69,6 @@ def bootstrap() -> str:
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if configured:
         return configured
-    from agents.broker.local import Broker  # noqa: PLC0415
 
     broker = Broker(env_int("KAFKA_PORT", 9092))
     broker.up()

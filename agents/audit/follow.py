@@ -65,7 +65,6 @@ class FollowProgress:
     total: int = 0
     undecodable: int = 0
     restored_events: int = 0  # events the snapshot held
-    from_snapshot: bool = False
 
 
 class AuditFollower:
@@ -200,7 +199,6 @@ class AuditFollower:
         if restored is not None and why is None:
             self.view = restored.view
             self.offsets = {tp.partition: restored.offsets[tp.partition] for tp in tps}
-            self.progress.from_snapshot = True
             self._snapshot_events = restored.view.events
             self.progress.restored_events = restored.view.events
             log.info(
@@ -245,7 +243,11 @@ class AuditFollower:
         )
 
     async def _announce_caught_up(self) -> None:
-        log.info("audit views caught up: %d records folded", self.progress.read)
+        log.info(
+            "audit views caught up: %d records folded, %d undecodable",
+            self.progress.read,
+            self.progress.undecodable,
+        )
         self.caught_up.set()
         if self._snapshot_due():
             await self.snapshot()

@@ -71,9 +71,9 @@ def test_the_fetch_wait_is_set_on_the_started_consumer_only() -> None:
 
 
 def test_the_private_names_it_walks_exist_in_the_installed_libraries() -> None:
-    from aiokafka.consumer.consumer import AIOKafkaConsumer  # noqa: PLC0415
-    from aiokafka.consumer.fetcher import Fetcher  # noqa: PLC0415
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread  # noqa: PLC0415
+    from aiokafka.consumer.consumer import AIOKafkaConsumer  # noqa: PLC0415 - a name gone from the library fails this test, not the collection
+    from aiokafka.consumer.fetcher import Fetcher  # noqa: PLC0415 - as above
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread  # noqa: PLC0415 - as above
 
     assert "self._fetch_max_wait_ms = fetch_max_wait_ms" in inspect.getsource(Fetcher.__init__)
     assert "self._fetcher = Fetcher(" in inspect.getsource(AIOKafkaConsumer.start)
