@@ -205,7 +205,7 @@ class InputProcessor:
         logged = self.logged_ahead.get(connector_id) if self.logged_ahead else None
         if pending is None and not logged and type(message) is HealthPing:
             decision = decide_ping(state, message, self.policy, item.source)
-            if isinstance(decision, ConnectorState):  # most pings: only the liveness moves
+            if isinstance(decision, ConnectorState):  # a steady ping (most): only the liveness
                 self.counters["inputs"] += 1
                 self._parsed[partition][key] = (decision, applied)
                 due = next_deadline(decision.record, decision.heartbeat_deadline)
