@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
@@ -21,11 +21,14 @@ from agents.broker.client import (
 from agents.broker.producer import MissingTopic
 from streams.policy import PolicyError
 
+if TYPE_CHECKING:
+    from agents.settings import Settings
+
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from agents.settings import Settings  # noqa: PLC0415 - keep `--help` fast
+def _settings(args: argparse.Namespace) -> Settings:
+    from agents.settings import Settings
 
     settings = Settings.from_env()
     changes = {}
@@ -39,14 +42,14 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
-    from agents.broker import local as localkafka  # noqa: PLC0415
+    from agents.broker import local as localkafka
 
     argv = [args.action] + (["--port", str(args.port)] if args.port else [])
     return localkafka.main(argv)
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
-    from agents.connect import local as localconnect  # noqa: PLC0415
+    from agents.connect import local as localconnect
 
     argv = [args.action]
     if args.port:
@@ -57,7 +60,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
 
 
 def cmd_probe_kafka_connect(args: argparse.Namespace) -> int:
-    from agents.connect.probe import ConnectProbe, run_until_signalled  # noqa: PLC0415
+    from agents.connect.probe import ConnectProbe, run_until_signalled
 
     if not args.url.startswith(("http://", "https://")):
         print(f"error: --url {args.url!r} is not an http(s) URL of Kafka Connect", file=sys.stderr)
@@ -86,10 +89,10 @@ def cmd_probe_kafka_connect(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from agents.broker.topics import AuditTopicMisconfigured, prepare_worker  # noqa: PLC0415
-    from agents.policyfile import load_policy  # noqa: PLC0415
-    from agents.worker.app import WorkerApp  # noqa: PLC0415
-    from agents.worker.restore import RestoringWorker  # noqa: PLC0415
+    from agents.broker.topics import AuditTopicMisconfigured, prepare_worker
+    from agents.policyfile import load_policy
+    from agents.worker.app import WorkerApp
+    from agents.worker.restore import RestoringWorker
 
     settings = _settings(args)
     policy = load_policy(settings.policy_path)  # a PolicyError is main's one line
@@ -123,7 +126,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from agents.broker.producer import ping_from_fields, pings_from_jsonl, publish_pings  # noqa: PLC0415
+    from agents.broker.producer import ping_from_fields, pings_from_jsonl, publish_pings
 
     settings = _settings(args)
     try:
@@ -154,9 +157,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
-    from agents import admin  # noqa: PLC0415
-    from streams.models import AdminAction, EventType  # noqa: PLC0415
-    from streams.timefmt import ms_from_iso  # noqa: PLC0415
+    from agents import admin
+    from streams.models import AdminAction, EventType
+    from streams.timefmt import ms_from_iso
 
     action = AdminAction[ADMIN_ACTIONS[args.command]]
     try:
@@ -189,11 +192,11 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import json  # noqa: PLC0415
-    import urllib.request  # noqa: PLC0415
+    import json
+    import urllib.request
 
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
+    from rich.console import Console
+    from rich.table import Table
 
     settings = _settings(args)
     url = f"http://127.0.0.1:{settings.web_port}/status"
@@ -252,7 +255,7 @@ ADMIN_ACTIONS = {
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from agents.demo.simulate import Simulation  # noqa: PLC0415
+    from agents.demo.simulate import Simulation
 
     simulation = Simulation(_settings(args), interval_s=args.interval)
     asyncio.run(simulation.run(args.seconds))
@@ -266,8 +269,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def _read_scoped(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """The log as a stream (the events are folded as they are read, never held), its scope,
     and the integrity check to run once it has been read."""
-    from agents.audit import log as auditlog  # noqa: PLC0415
-    from streams.timefmt import ms_from_iso  # noqa: PLC0415
+    from agents.audit import log as auditlog
+    from streams.timefmt import ms_from_iso
 
     scope = auditlog.Scope(
         tenant=args.tenant,
@@ -305,11 +308,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace, read: Any, scope: Any, integrity: Any) -> int:
-    import json  # noqa: PLC0415
+    import json
 
-    from agents.audit import log as auditlog  # noqa: PLC0415
-    from agents.audit import report  # noqa: PLC0415
-    from streams.timefmt import ms_from_iso  # noqa: PLC0415
+    from agents.audit import log as auditlog
+    from agents.audit import report
+    from streams.timefmt import ms_from_iso
 
     if args.command == "export" and args.format == "yaml":
         built = report.build(read, scope, after_read=integrity)
@@ -391,9 +394,9 @@ def _no_users(policy_path: Path | None) -> str:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from agents.dashboard.page import slo_from_alerts  # noqa: PLC0415
-    from agents.dashboard.server import ALERT_RULES, serve  # noqa: PLC0415
-    from agents.policyfile import load_policy  # noqa: PLC0415
+    from agents.dashboard.page import slo_from_alerts
+    from agents.dashboard.server import ALERT_RULES, serve
+    from agents.policyfile import load_policy
 
     settings = _settings(args)
     policy = load_policy(settings.policy_path)  # a PolicyError is main's one line
@@ -419,7 +422,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agents.demo.run import run_demo  # noqa: PLC0415
+    from agents.demo.run import run_demo
 
     return run_demo(with_connect=args.connect, keep=args.keep)
 
@@ -631,7 +634,7 @@ TIME_OPTIONS = {"since": "--since", "until": "--until", "as_of": "--as-of"}
 def _bad_time_option(args: argparse.Namespace) -> str | None:
     """The first time option that is not ISO-8601, as the error to print (checked before any
     command reads a topic, so a typo costs nothing)."""
-    from streams.timefmt import ms_from_iso  # noqa: PLC0415
+    from streams.timefmt import ms_from_iso
 
     for dest, option in TIME_OPTIONS.items():
         text = getattr(args, dest, None)
@@ -645,7 +648,7 @@ def _bad_time_option(args: argparse.Namespace) -> str | None:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+    from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("connector-recovery")

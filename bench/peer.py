@@ -81,7 +81,7 @@ class QuixPeer:
 
     def __init__(self, bootstrap: str, health_topic: str, state_dir: Path, expected: int):
         # Imported here: quixstreams is a dev dependency that only this benchmark uses.
-        from quixstreams import Application, message_context  # noqa: PLC0415
+        from quixstreams import Application, message_context  # noqa: PLC0415 - a dev dependency of this benchmark alone
 
         self.message_context = message_context
         self.registry = registry()

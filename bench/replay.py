@@ -25,7 +25,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from agents import cli
+from agents.broker.local import Broker
 from agents.broker.topics import ensure_topics
+from agents.kafka_internals import refresh_metadata
 from agents.settings import Settings, Topics
 from agents.wire import cloudevents
 from agents.wire.codec import registry
@@ -68,7 +70,6 @@ def bootstrap() -> str:
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if configured:
         return configured
-    from agents.broker.local import Broker  # noqa: PLC0415
 
     broker = Broker(env_int("KAFKA_PORT", 9092))
     broker.up()
@@ -107,7 +108,7 @@ async def raw_topic_loop(settings: Settings) -> int:
     await consumer.start()
     count = 0
     try:
-        await consumer._client.force_metadata_update()
+        await refresh_metadata(consumer)
         partitions = consumer.partitions_for_topic(settings.topics.audit) or set()
         tps = [TopicPartition(settings.topics.audit, p) for p in sorted(partitions)]
         consumer.assign(tps)

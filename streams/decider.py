@@ -11,6 +11,7 @@ Rule numbers in comments refer to the core issue's behaviour list.
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any, NamedTuple, TypeVar, assert_never
 
 from streams import flapping
@@ -48,10 +49,14 @@ from streams.models import (
     AuditEvent,
     Command,
     DeciderInput,
+    EscalationReason,
+    FailureCause,
     HealthPing,
     HealthStatus,
+    NotificationKind,
     NotificationRequest,
     NotificationResult,
+    OpenReason,
     RecoveryMode,
     RecoveryRequest,
     RecoveryResult,
@@ -64,11 +69,22 @@ from streams.timefmt import iso_from_ms
 
 PLATFORM_ADMIN = "platform_admin"
 TENANT_LEVEL = -1
-# Reasons that open an incident without notifying on their own: the escalation event that
-# follows carries the notification.
-_SILENT_OPEN_REASONS = frozenset({"tenant_notification_failed", "notification_failed"})
 _MAX_DEADLINES_PER_TICK = 10_000
 _HEALTHY = HealthStatus.HEALTHY
+
+
+class DeadlineKind(StrEnum):
+    """What a connector waits for (`next_deadline`); the tick fires it."""
+
+    HEARTBEAT = "heartbeat"
+    ATTEMPT = "attempt"
+    ATTEMPT_TIMEOUT = "attempt_timeout"
+    ESCALATION = "escalation"
+
+
+# The deadline of nearly every connector, on the path every tick takes: one global lookup
+# instead of a global and an attribute.
+_HEARTBEAT = DeadlineKind.HEARTBEAT
 
 
 class DeciderError(RuntimeError):
@@ -163,7 +179,9 @@ class _Emitter:
         return event
 
     # -- notifications (rule 9) -----------------------------------------------------------
-    def notify(self, cause: AuditEvent, kind: str, audiences: list[tuple[str, int]]) -> None:
+    def notify(
+        self, cause: AuditEvent, kind: NotificationKind, audiences: list[tuple[str, int]]
+    ) -> None:
         incident_id = cause.incident_id or cause.event_id
         silenced = self.record.silenced_until
         if silenced is not None and silenced > cause.occurred_at:
@@ -213,15 +231,22 @@ class _Emitter:
         )
 
 
-def _summary(kind: str, event: AuditEvent) -> str:
-    what = {
-        "failure_detected": f"failed ({event.failure})",
-        "recovered": "recovered",
-        "incident_opened": "needs a human: incident opened",
-        "incident_escalated": "incident escalated",
-        "flapping_started": "is flapping",
-        "flapping_stopped": "stopped flapping",
-    }.get(kind, kind)
+def _summary(kind: NotificationKind, event: AuditEvent) -> str:
+    match kind:
+        case NotificationKind.FAILURE_DETECTED:
+            what = f"failed ({event.failure})"
+        case NotificationKind.RECOVERED:
+            what = "recovered"
+        case NotificationKind.INCIDENT_OPENED:
+            what = "needs a human: incident opened"
+        case NotificationKind.INCIDENT_ESCALATED:
+            what = "incident escalated"
+        case NotificationKind.FLAPPING_STARTED:
+            what = "is flapping"
+        case NotificationKind.FLAPPING_STOPPED:
+            what = "stopped flapping"
+        case _:
+            assert_never(kind)
     return f"Connector {event.connector_id} {what}"
 
 
@@ -276,9 +301,9 @@ def _detect(out: _Emitter, at: int, failure: str, retryable: bool, first_failing
         incident_id=incident_id,
         failure=failure,
     )
-    out.notify(detected, "failure_detected", out.audiences())
+    out.notify(detected, NotificationKind.FAILURE_DETECTED, out.audiences())
     if not retryable:
-        _open_incident(out, detected.occurred_at, "non_retryable")
+        _open_incident(out, detected.occurred_at, OpenReason.NON_RETRYABLE)
     elif next_attempt_at is None:
         _exhausted(out, detected.occurred_at)
 
@@ -286,19 +311,35 @@ def _detect(out: _Emitter, at: int, failure: str, retryable: bool, first_failing
 def _exhausted(out: _Emitter, at: int) -> None:
     """Rule 5."""
     out.emit(RetriesExhausted(out.rules.max_retries), at, failure=out.record.failure)
-    _open_incident(out, at, "retries_exhausted")
+    _open_incident(out, at, OpenReason.RETRIES_EXHAUSTED)
 
 
-def _open_incident(out: _Emitter, at: int, reason: str) -> None:
+def _opens_silently(reason: OpenReason) -> bool:
+    """An incident opened for a failed notification notifies nobody on its own: the
+    escalation event that follows carries the notification."""
+    match reason:
+        case OpenReason.TENANT_NOTIFICATION_FAILED | OpenReason.NOTIFICATION_FAILED:
+            return True
+        case (
+            OpenReason.NON_RETRYABLE
+            | OpenReason.RETRIES_EXHAUSTED
+            | OpenReason.MANUAL_RECOVERY_FAILED
+        ):
+            return False
+        case _:
+            assert_never(reason)
+
+
+def _open_incident(out: _Emitter, at: int, reason: OpenReason) -> None:
     if out.record.incident_open:
         return
-    silent = reason in _SILENT_OPEN_REASONS
+    silent = _opens_silently(reason)
     step = _next_escalation(out, from_level=0, opened_at=max(at, out.record.last_occurred_at))
     opened = out.emit(
         IncidentOpened(reason, -1 if silent else 0, *step), at, failure=out.record.failure
     )
     if not silent:
-        out.notify(opened, "incident_opened", out.audiences())
+        out.notify(opened, NotificationKind.INCIDENT_OPENED, out.audiences())
 
 
 class _EscalationStep(NamedTuple):
@@ -318,7 +359,7 @@ def _next_escalation(out: _Emitter, *, from_level: int, opened_at: int) -> _Esca
     return _EscalationStep(next_level, opened_at + after_ms)
 
 
-def _escalate(out: _Emitter, at: int, level: int, reason: str) -> None:
+def _escalate(out: _Emitter, at: int, level: int, reason: EscalationReason) -> None:
     record = out.record
     opened_at = record.incident_opened_at if record.incident_opened_at is not None else at
     step = _next_escalation(out, from_level=level, opened_at=opened_at)
@@ -329,7 +370,7 @@ def _escalate(out: _Emitter, at: int, level: int, reason: str) -> None:
         step = _NO_ESCALATION
     target = escalation_target(level)
     escalated = out.emit(IncidentEscalated(level, target, reason, *step), at)
-    out.notify(escalated, "incident_escalated", [(target, level)])
+    out.notify(escalated, NotificationKind.INCIDENT_ESCALATED, [(target, level)])
 
 
 def _attempt_failed(out: _Emitter, at: int, reason: str) -> None:
@@ -351,7 +392,7 @@ def _attempt_failed(out: _Emitter, at: int, reason: str) -> None:
     if next_attempt_at is not None:
         return
     if manual:
-        _open_incident(out, failed.occurred_at, "manual_recovery_failed")
+        _open_incident(out, failed.occurred_at, OpenReason.MANUAL_RECOVERY_FAILED)
     else:
         _exhausted(out, failed.occurred_at)
 
@@ -405,7 +446,7 @@ def _complete(out: _Emitter, at: int) -> None:
     mode = record.attempt_mode or RecoveryMode.AUTO
     receipt = RecoveryCompleted(
         connector_id=record.connector_id,
-        failure=record.failure or "unknown",
+        failure=record.failure or FailureCause.UNKNOWN,
         retries=record.attempts,
         status="recovered",
         timestamp=recovered_at,
@@ -427,7 +468,7 @@ def _complete(out: _Emitter, at: int) -> None:
         actor=record.attempt_actor,
         failure=record.failure,
     )
-    out.notify(completed, "recovered", out.audiences())
+    out.notify(completed, NotificationKind.RECOVERED, out.audiences())
     if incident_open:
         out.emit(
             IncidentResolved(reason="recovered", recovery_event_id=completed.event_id),
@@ -442,36 +483,37 @@ def _complete(out: _Emitter, at: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _on_ping(
-    state: ConnectorState, ping: HealthPing, policy: Policy, source: str | None
-) -> Decision:
-    """A ping older than the last one applied is counted and ignored; one that repeats a
-    steady state moves only the liveness; any other is judged in full."""
-    heartbeat_deadline = steady_deadline(state, ping, policy)
-    if heartbeat_deadline is not None:
-        liveness = (state.record, state.memory, ping.checked_at, heartbeat_deadline)
-        return _tuple_new(Decision, ((), (), _tuple_new(ConnectorState, liveness), False))
+def decide_ping(
+    state: ConnectorState, ping: HealthPing, policy: Policy, source: str | None = None
+) -> Decision | ConnectorState:
+    """Judge one ping: the one path every ping takes, through `decide` or straight from a
+    processor that keeps states in memory. `state` must be the ping's connector's.
+
+    A ping older than the last one applied is counted and ignored (`late`). One that
+    repeats a steady state changes nothing but the liveness: the result is then the new
+    `ConnectorState` alone, with no `Decision` built and nothing to write (most pings take
+    this path). Any other is judged in full."""
     last = state.last_checked_at
     if last is not None and ping.checked_at < last:
         memory = state.memory
         late = memory._replace(late_pings=memory.late_pings + 1)
         return Decision((), (), state._replace(memory=late), late=True)
-    rules = policy.for_connector(state.record.connector_id)
+    record, memory = state.record, state.memory
+    rules = policy.for_connector(record.connector_id)
+    if _repeats_steady_state(record, memory, ping, rules):
+        checked_at = ping.checked_at
+        liveness = (record, memory, checked_at, checked_at + rules.heartbeat_timeout_ms)
+        return _tuple_new(ConnectorState, liveness)
     return _judge_ping(state, ping, policy, rules, source)
 
 
-def steady_deadline(state: ConnectorState, ping: HealthPing, policy: Policy) -> int | None:
-    """When `decide(state, ping)` would change nothing but the liveness (the ping repeats
-    a steady state, in order): the heartbeat deadline it sets, else None. A processor that
-    keeps states in memory applies such a ping without a `Decision`."""
-    last = state.last_checked_at
-    if last is not None and ping.checked_at < last:
-        return None
-    record = state.record
-    rules = policy.for_connector(record.connector_id)
-    if _repeats_steady_state(record, state.memory, ping, rules):
-        return ping.checked_at + rules.heartbeat_timeout_ms
-    return None
+def _on_ping(
+    state: ConnectorState, ping: HealthPing, policy: Policy, source: str | None
+) -> Decision:
+    judged = decide_ping(state, ping, policy, source)
+    if isinstance(judged, ConnectorState):  # only the liveness moved
+        return _tuple_new(Decision, ((), (), judged, False))
+    return judged
 
 
 def _repeats_steady_state(
@@ -498,7 +540,7 @@ def _repeats_steady_state(
         record.phase is Phase.FAILED
         and memory.history_bits == 0
         and memory.consecutive_unhealthy == rules.failure_threshold
-        and memory.last_failure == (ping.failure or "unknown")
+        and memory.last_failure == (ping.failure or FailureCause.UNKNOWN)
     )
 
 
@@ -545,7 +587,7 @@ def _remember(memory: DetectorMemory, ping: HealthPing, rules: ConnectorPolicy) 
         watched=True,
         consecutive_unhealthy=consecutive,
         first_failing_at=first_failing_at,
-        last_failure=None if healthy else (ping.failure or "unknown"),
+        last_failure=None if healthy else (ping.failure or FailureCause.UNKNOWN),
         last_retryable=ping.retryable,
         last_position=ping.position,
         history_bits=bits,
@@ -564,7 +606,7 @@ def _judge_flapping(out: _Emitter, ping: HealthPing, ratio: float) -> None:
         if out.record.phase is Phase.OK:
             _detect_flapping(out, at)
         started = out.emit(FlappingStarted(ratio, rules.flap_high), at, failure=out.record.failure)
-        out.notify(started, "flapping_started", out.audiences(tenant=False))
+        out.notify(started, NotificationKind.FLAPPING_STARTED, out.audiences(tenant=False))
     elif ratio < rules.flap_low:
         _stop_flapping(out, at, ratio, ping.status is _HEALTHY)
 
@@ -578,7 +620,13 @@ def _judge_health(out: _Emitter, ping: HealthPing, memory: DetectorMemory) -> No
         if phase is Phase.FAILED:
             _complete(out, at)
     elif phase is Phase.OK and memory.consecutive_unhealthy >= out.rules.failure_threshold:
-        _detect(out, at, ping.failure or "unknown", ping.retryable, memory.first_failing_at or at)
+        _detect(
+            out,
+            at,
+            ping.failure or FailureCause.UNKNOWN,
+            ping.retryable,
+            memory.first_failing_at or at,
+        )
 
 
 def _detect_flapping(out: _Emitter, at: int) -> None:
@@ -589,7 +637,7 @@ def _detect_flapping(out: _Emitter, at: int) -> None:
         FailureDetected(retryable=True, first_failing_at=at, policy_sha256=out.rules.sha256),
         at,
         incident_id=f"{record.connector_id}:{record.sequence + 1}",
-        failure="flapping",
+        failure=FailureCause.FLAPPING,
     )
 
 
@@ -602,14 +650,14 @@ def _stop_flapping(out: _Emitter, at: int, ratio: float, healthy: bool) -> None:
     stopped = out.emit(
         FlappingStopped(ratio, out.rules.flap_low, next_attempt_at), at, failure=record.failure
     )
-    out.notify(stopped, "flapping_stopped", out.audiences(tenant=False))
+    out.notify(stopped, NotificationKind.FLAPPING_STOPPED, out.audiences(tenant=False))
     if healthy:
         _complete(out, at)
     elif next_attempt_at is None:
         if record.retryable:
             _exhausted(out, at)
         else:
-            _open_incident(out, at, "non_retryable")
+            _open_incident(out, at, OpenReason.NON_RETRYABLE)
 
 
 def _on_tick(state: ConnectorState, tick: Tick, policy: Policy, source: str | None) -> Decision:
@@ -618,39 +666,42 @@ def _on_tick(state: ConnectorState, tick: Tick, policy: Policy, source: str | No
         due = next_deadline(out.record, out.heartbeat_deadline)
         if due is None or due[0] > tick.now:
             return out.decision()
-        at, what = due
-        if what == "heartbeat":
-            out.heartbeat_deadline = None
-            last_alive = out.last_checked_at if out.last_checked_at is not None else at
-            _detect(out, at, "heartbeat_missed", True, last_alive)
-        elif what == "attempt":
-            _start_attempt(out, at, RecoveryMode.AUTO, None)
-        elif what == "attempt_timeout":
-            _attempt_failed(out, at, "attempt_timeout")
-        elif what == "escalation":
-            level = out.record.next_escalation_level
-            assert level is not None  # noqa: S101 - paired with next_escalation_at
-            _escalate(out, at, level, "unacknowledged")
-        else:
-            raise DeciderError(f"unknown deadline kind {what!r}")
+        at, kind = due
+        match kind:
+            case DeadlineKind.HEARTBEAT:
+                out.heartbeat_deadline = None
+                last_alive = out.last_checked_at if out.last_checked_at is not None else at
+                _detect(out, at, FailureCause.HEARTBEAT_MISSED, True, last_alive)
+            case DeadlineKind.ATTEMPT:
+                _start_attempt(out, at, RecoveryMode.AUTO, None)
+            case DeadlineKind.ATTEMPT_TIMEOUT:
+                _attempt_failed(out, at, "attempt_timeout")
+            case DeadlineKind.ESCALATION:
+                level = out.record.next_escalation_level
+                assert level is not None  # noqa: S101 - paired with next_escalation_at
+                _escalate(out, at, level, EscalationReason.UNACKNOWLEDGED)
+            case _:
+                assert_never(kind)
     raise DeciderError(f"more than {_MAX_DEADLINES_PER_TICK} deadlines fired in one tick")
 
 
-def next_deadline(record: Record, heartbeat_deadline: int | None) -> tuple[int, str] | None:
+def next_deadline(
+    record: Record, heartbeat_deadline: int | None
+) -> tuple[int, DeadlineKind] | None:
     """The earliest deadline the connector waits for, and its kind."""
     phase = record.phase
     if phase is Phase.OK and not record.incident_open:  # nearly every connector, nearly always
-        return None if heartbeat_deadline is None else (heartbeat_deadline, "heartbeat")
-    candidates: list[tuple[int, str]] = []
+        return None if heartbeat_deadline is None else (heartbeat_deadline, _HEARTBEAT)
+    candidates: list[tuple[int, DeadlineKind]] = []
     if phase is Phase.OK and heartbeat_deadline is not None:
-        candidates.append((heartbeat_deadline, "heartbeat"))
+        candidates.append((heartbeat_deadline, _HEARTBEAT))
     if phase is Phase.FAILED and not record.flapping:
         if record.next_attempt_at is not None:
-            candidates.append((record.next_attempt_at, "attempt"))
+            candidates.append((record.next_attempt_at, DeadlineKind.ATTEMPT))
         if record.attempt_deadline is not None:
-            candidates.append((record.attempt_deadline, "attempt_timeout"))
+            candidates.append((record.attempt_deadline, DeadlineKind.ATTEMPT_TIMEOUT))
     if record.incident_open and record.next_escalation_at is not None:
-        candidates.append((record.next_escalation_at, "escalation"))
+        candidates.append((record.next_escalation_at, DeadlineKind.ESCALATION))
     return min(candidates) if candidates else None
 
 
@@ -708,13 +759,13 @@ def _on_notification_result(
     at = result.finished_at
     if result.level == TENANT_LEVEL:
         if not record.tenant_escalated:
-            _open_incident(out, at, "tenant_notification_failed")
-            _escalate(out, at, 0, "tenant_notification_failed")
+            _open_incident(out, at, OpenReason.TENANT_NOTIFICATION_FAILED)
+            _escalate(out, at, 0, EscalationReason.TENANT_NOTIFICATION_FAILED)
     else:
         next_level = result.level + 1
         if next_level <= len(policy.escalation) and next_level > out.record.escalation_level:
-            _open_incident(out, at, "notification_failed")
-            _escalate(out, at, next_level, "notification_failed")
+            _open_incident(out, at, OpenReason.NOTIFICATION_FAILED)
+            _escalate(out, at, next_level, EscalationReason.NOTIFICATION_FAILED)
     return out.decision()
 
 

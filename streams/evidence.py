@@ -33,7 +33,13 @@ from typing import (
 )
 from typing import get_type_hints as _hints
 
-from streams.models import EventType, RecoveryMode
+from streams.models import (
+    EscalationReason,
+    EventType,
+    NotificationKind,
+    OpenReason,
+    RecoveryMode,
+)
 from streams.timefmt import iso_from_ms, ms_from_iso
 
 
@@ -180,7 +186,7 @@ class Retired(NamedTuple):
 
 
 class IncidentOpened(NamedTuple):
-    reason: str
+    reason: OpenReason
     level: int  # -1 when the opening notifies nobody (an escalation follows)
     next_escalation_level: int | None = None
     next_escalation_at: Instant | None = None
@@ -194,7 +200,7 @@ class IncidentAcknowledged(NamedTuple):
 class IncidentEscalated(NamedTuple):
     level: int
     target: str
-    reason: str
+    reason: EscalationReason
     next_escalation_level: int | None = None
     next_escalation_at: Instant | None = None
 
@@ -224,7 +230,7 @@ class NotificationFailed(NotificationOutcome):
 
 
 class NotificationSuppressed(NamedTuple):
-    notification_kind: str
+    notification_kind: NotificationKind
     targets: str  # comma-separated
     reason: Literal["silenced"]
     silenced_until: Instant

@@ -9,7 +9,7 @@ changes it makes; the chain fields every event moves are added once, in one `_re
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, assert_never
+from typing import Any, TypedDict, assert_never, cast
 
 from streams.evidence import (
     FailureDetected,
@@ -22,26 +22,57 @@ from streams.evidence import (
     Silenced,
     read,
 )
-from streams.models import AuditEvent, EventType, RecoveryMode
+from streams.models import AuditEvent, EscalationReason, EventType, RecoveryMode
 from streams.state import Phase, Record
 
-# The fields of a failure episode and its incident, as they are when there is none.
-_NO_EPISODE: dict[str, Any] = {
-    name: Record._field_defaults[name]
-    for name in Record._fields
-    if name
-    not in (
-        "connector_id",
-        "tenant_id",
-        "sequence",
-        "head_hash",
-        "last_occurred_at",
-        "phase",
-        "silenced_until",
-        "flapping",
-    )
-}
-_NO_ATTEMPTS: dict[str, Any] = {
+
+class Changes(TypedDict, total=False):
+    """The fields of `Record` one event sets, beyond the chain fields every event moves
+    (`_chain_moved`): each key is a field's name, each value of that field's type, so a
+    misspelt field or a mistyped value is a mypy error. (A plain dict at run time: replay
+    builds one per event.) tests/core/test_typed_contracts.py checks the keys are the
+    record's."""
+
+    phase: Phase
+    flapping: bool
+    silenced_until: int | None
+    incident_id: str | None
+    failure: str | None
+    retryable: bool
+    detected_at: int | None
+    position_at_failure: str | None
+    attempts: int
+    auto_attempts: int
+    attempt_in_flight: int | None
+    attempt_mode: RecoveryMode | None
+    attempt_actor: str | None
+    attempt_deadline: int | None
+    next_attempt_at: int | None
+    incident_open: bool
+    incident_opened_at: int | None
+    acknowledged: bool
+    escalation_level: int
+    tenant_escalated: bool
+    next_escalation_level: int | None
+    next_escalation_at: int | None
+    notified: frozenset[str]
+    outage_group: str | None
+
+
+CHAIN_FIELDS = ("connector_id", "tenant_id", "sequence", "head_hash", "last_occurred_at")
+"""The fields every event moves (or, for the id, never moves): not in `Changes`."""
+
+# The fields of a failure episode and its incident, as they are when there is none. A cast:
+# mypy cannot follow the comprehension, and the test above checks the keys are `Changes`'.
+_NO_EPISODE = cast(
+    Changes,
+    {
+        name: Record._field_defaults[name]
+        for name in Record._fields
+        if name not in (*CHAIN_FIELDS, "phase", "silenced_until", "flapping")
+    },
+)
+_NO_ATTEMPTS: Changes = {
     "failure": None,
     "retryable": True,
     "detected_at": None,
@@ -56,7 +87,7 @@ _NO_ATTEMPTS: dict[str, Any] = {
 }
 
 
-def _changes(record: Record, event: AuditEvent) -> dict[str, Any]:
+def _changes(record: Record, event: AuditEvent) -> Changes:
     kind = event.type
     match kind:
         # the most frequent type first: a match tries its cases in order
@@ -133,7 +164,7 @@ def _changes(record: Record, event: AuditEvent) -> dict[str, Any]:
             return {
                 "escalation_level": max(record.escalation_level, escalated.level),
                 "tenant_escalated": record.tenant_escalated
-                or escalated.reason == "tenant_notification_failed",
+                or escalated.reason is EscalationReason.TENANT_NOTIFICATION_FAILED,
                 "next_escalation_level": escalated.next_escalation_level,
                 "next_escalation_at": escalated.next_escalation_at,
             }

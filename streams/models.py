@@ -190,6 +190,44 @@ class EventType(StrEnum):
     OUTAGE_RESOLVED = "outage.resolved"
 
 
+class NotificationKind(StrEnum):
+    """What a notification tells its audience (`notification_kind` on the wire)."""
+
+    FAILURE_DETECTED = "failure_detected"
+    RECOVERED = "recovered"
+    INCIDENT_OPENED = "incident_opened"
+    INCIDENT_ESCALATED = "incident_escalated"
+    FLAPPING_STARTED = "flapping_started"
+    FLAPPING_STOPPED = "flapping_stopped"
+
+
+class OpenReason(StrEnum):
+    """Why an incident was opened (`reason` of `incident.opened`)."""
+
+    NON_RETRYABLE = "non_retryable"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    MANUAL_RECOVERY_FAILED = "manual_recovery_failed"
+    TENANT_NOTIFICATION_FAILED = "tenant_notification_failed"
+    NOTIFICATION_FAILED = "notification_failed"
+
+
+class EscalationReason(StrEnum):
+    """Why an incident was escalated (`reason` of `incident.escalated`)."""
+
+    UNACKNOWLEDGED = "unacknowledged"
+    TENANT_NOTIFICATION_FAILED = "tenant_notification_failed"
+    NOTIFICATION_FAILED = "notification_failed"
+
+
+class FailureCause(StrEnum):
+    """The failures the core names itself (`failure` of its events). A ping's own
+    `failure` is free text from the connector, so the field stays a string."""
+
+    HEARTBEAT_MISSED = "heartbeat_missed"
+    FLAPPING = "flapping"
+    UNKNOWN = "unknown"  # an unhealthy ping that named no failure
+
+
 class AuditEvent(_Frozen):
     """`schemas/audit_event.avsc`: one link of a connector's evidence chain."""
 
@@ -235,7 +273,7 @@ class NotificationRequest(_Frozen):
     """
 
     dedup_key: str
-    notification_kind: str
+    notification_kind: NotificationKind
     target: str
     level: int
     connector_id: str

@@ -16,7 +16,7 @@ Pure: no I/O, no clock (time is the signal's `at`, the connector event's `occurr
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, assert_never
 
 from immutables import Map
 
@@ -206,10 +206,14 @@ def decide_outage(
             f"signal for {signal.connector_id!r} given to outage {state.record.outage_key!r}"
         )
     out = _Emitter(state, source)
-    if signal.change is MemberChange.FAILED:
-        _member_failed(out, signal, policy)
-    else:
-        _member_ended(out, signal)
+    change = signal.change
+    match change:
+        case MemberChange.FAILED:
+            _member_failed(out, signal, policy)
+        case MemberChange.RECOVERED | MemberChange.LEFT:
+            _member_ended(out, signal)
+        case _:
+            assert_never(change)
     return out.decision()
 
 
@@ -325,24 +329,46 @@ def evolve_outage(record: OutageRecord, event: AuditEvent) -> OutageRecord:
         last_occurred_at=event.occurred_at,
     )
     kind = event.type
-    if kind is EventType.OUTAGE_OPENED:
-        opened = read(OutageOpened, event.attributes)
-        return moved._replace(
-            outage_id=event.event_id,
-            opened_at=event.occurred_at,
-            members=members_of(opened.incidents),
-            outages=record.outages + 1,
-        )
-    if kind is EventType.OUTAGE_JOINED:
-        joined = read(OutageJoined, event.attributes)
-        return moved._replace(members=record.members.set(joined.member_incident, True))
-    if kind is EventType.OUTAGE_RESOLVED:
-        read(OutageResolved, event.attributes)
-        return moved._replace(outage_id=None, opened_at=None, members=NO_MEMBERS)
-    if kind is EventType.COMMAND_REJECTED:
-        read(CommandRejected, event.attributes)
-        return moved
-    raise TypeError(f"{kind.value} is not an outage's event")
+    match kind:
+        case EventType.OUTAGE_OPENED:
+            opened = read(OutageOpened, event.attributes)
+            return moved._replace(
+                outage_id=event.event_id,
+                opened_at=event.occurred_at,
+                members=members_of(opened.incidents),
+                outages=record.outages + 1,
+            )
+        case EventType.OUTAGE_JOINED:
+            joined = read(OutageJoined, event.attributes)
+            return moved._replace(members=record.members.set(joined.member_incident, True))
+        case EventType.OUTAGE_RESOLVED:
+            read(OutageResolved, event.attributes)
+            return moved._replace(outage_id=None, opened_at=None, members=NO_MEMBERS)
+        case EventType.COMMAND_REJECTED:
+            read(CommandRejected, event.attributes)
+            return moved
+        case (
+            EventType.FAILURE_DETECTED
+            | EventType.FLAPPING_STARTED
+            | EventType.FLAPPING_STOPPED
+            | EventType.RECOVERY_STARTED
+            | EventType.RECOVERY_ACTION_ACCEPTED
+            | EventType.RECOVERY_FAILED
+            | EventType.RECOVERY_COMPLETED
+            | EventType.RETRIES_EXHAUSTED
+            | EventType.SILENCED
+            | EventType.RETIRED
+            | EventType.INCIDENT_OPENED
+            | EventType.INCIDENT_ACKNOWLEDGED
+            | EventType.INCIDENT_ESCALATED
+            | EventType.INCIDENT_RESOLVED
+            | EventType.NOTIFICATION_SENT
+            | EventType.NOTIFICATION_FAILED
+            | EventType.NOTIFICATION_SUPPRESSED
+        ):
+            raise TypeError(f"{kind.value} is not an outage's event")
+        case _:
+            assert_never(kind)
 
 
 def fold_outage(record: OutageRecord, events: Iterable[AuditEvent]) -> OutageRecord:

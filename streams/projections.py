@@ -17,6 +17,7 @@ import math
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal, assert_never
 
 from streams.evidence import (
     EvidenceError,
@@ -164,14 +165,40 @@ def apply_outage_event(outages: dict[str, Outage], event: AuditEvent) -> Outage 
         outage = outages.get(outage_id)
         if outage is None:
             return None
-        if event.type is EventType.OUTAGE_JOINED:
-            joined = read(OutageJoined, event.attributes)
-            outage.connectors.append(joined.connector)
-            outage.incidents.append(joined.member_incident)
-        else:
-            resolved = read(OutageResolved, event.attributes)
-            outage.resolved_at = event.occurred_at
-            outage.recovered, outage.left = resolved.recovered, resolved.left
+        kind = event.type
+        match kind:
+            case EventType.OUTAGE_JOINED:
+                joined = read(OutageJoined, event.attributes)
+                outage.connectors.append(joined.connector)
+                outage.incidents.append(joined.member_incident)
+            case EventType.OUTAGE_RESOLVED:
+                resolved = read(OutageResolved, event.attributes)
+                outage.resolved_at = event.occurred_at
+                outage.recovered, outage.left = resolved.recovered, resolved.left
+            case (
+                EventType.OUTAGE_OPENED  # handled above
+                | EventType.COMMAND_REJECTED  # an outage's chain: the outage does not change
+                | EventType.FAILURE_DETECTED
+                | EventType.FLAPPING_STARTED
+                | EventType.FLAPPING_STOPPED
+                | EventType.RECOVERY_STARTED
+                | EventType.RECOVERY_ACTION_ACCEPTED
+                | EventType.RECOVERY_FAILED
+                | EventType.RECOVERY_COMPLETED
+                | EventType.RETRIES_EXHAUSTED
+                | EventType.SILENCED
+                | EventType.RETIRED
+                | EventType.INCIDENT_OPENED
+                | EventType.INCIDENT_ACKNOWLEDGED
+                | EventType.INCIDENT_ESCALATED
+                | EventType.INCIDENT_RESOLVED
+                | EventType.NOTIFICATION_SENT
+                | EventType.NOTIFICATION_FAILED
+                | EventType.NOTIFICATION_SUPPRESSED
+            ):
+                return None
+            case _:
+                assert_never(kind)
     except EvidenceError:
         return None
     return outage
@@ -429,11 +456,19 @@ def _totals(
     )
 
 
-def group_totals(episodes: Iterable[Episode], by: str) -> dict[str, Totals]:
+def group_totals(
+    episodes: Iterable[Episode], by: Literal["connector", "tenant"]
+) -> dict[str, Totals]:
     """Totals per `connector` or per `tenant`."""
     groups: dict[str, list[Episode]] = {}
     for episode in episodes:
-        key = episode.connector_id if by == "connector" else tenant_key(episode.tenant_id)
+        match by:
+            case "connector":
+                key = episode.connector_id
+            case "tenant":
+                key = tenant_key(episode.tenant_id)
+            case _:
+                assert_never(by)
         groups.setdefault(key, []).append(episode)
     return {key: totals(members) for key, members in sorted(groups.items())}
 

@@ -27,6 +27,17 @@ class Phase(StrEnum):
     RETIRED = "RETIRED"
 
 
+class DisplayState(StrEnum):
+    """What the live views show a connector as (streams/views.py `display_state`)."""
+
+    HEALTHY = "healthy"
+    FAILING = "failing"
+    RECOVERING = "recovering"
+    FLAPPING = "flapping"
+    SILENCED = "silenced"
+    RETIRED = "retired"
+
+
 class Record(NamedTuple):
     connector_id: str
     tenant_id: str | None = None

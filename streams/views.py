@@ -33,7 +33,7 @@ from streams.evolve import evolve
 from streams.grouping import is_outage_key
 from streams.models import GENESIS_HASH, AuditEvent, EventType, RecoveryMode
 from streams.projections import OUTAGE_TYPES, Outage, apply_outage_event, tenant_key
-from streams.state import Phase, Record
+from streams.state import DisplayState, Phase, Record
 
 FORMAT = 1
 MTTR_BUCKETS_S = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 14400, 86400)
@@ -45,7 +45,7 @@ WINDOW_LADDER_S = (10, 30, 60, 300, 900, 3600, 6 * 3600, 86_400, 7 * 86_400)
 MAX_WINDOWS = 24
 RECENT_CLOSED = 20
 
-STATES = ("healthy", "failing", "recovering", "flapping", "silenced", "retired")
+STATES = tuple(DisplayState)
 
 _GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
 _LOG_GAMMA = math.log(_GAMMA)
@@ -226,25 +226,27 @@ class OpenEpisode(NamedTuple):
         return self.opened_at is not None and self.resolved_at is None
 
 
-def base_state(record: Record) -> str:
+def base_state(record: Record) -> DisplayState:
     """A connector's display state, silence aside (it depends on the time of asking)."""
     if record.phase is Phase.RETIRED:
-        return "retired"
+        return DisplayState.RETIRED
     if record.flapping:
-        return "flapping"
+        return DisplayState.FLAPPING
     if record.phase is Phase.FAILED:
-        return "recovering" if record.attempt_in_flight is not None else "failing"
-    return "healthy"
+        if record.attempt_in_flight is not None:
+            return DisplayState.RECOVERING
+        return DisplayState.FAILING
+    return DisplayState.HEALTHY
 
 
-def display_state(record: Record, now: int) -> str:
+def display_state(record: Record, now: int) -> DisplayState:
     """First match wins: retired, flapping, silenced (notifications suppressed until a time
     still ahead), recovering (an attempt in flight), failing, healthy."""
     state = base_state(record)
-    if state in ("retired", "flapping"):
+    if state is DisplayState.RETIRED or state is DisplayState.FLAPPING:
         return state
     if record.silenced_until is not None and record.silenced_until > now:
-        return "silenced"
+        return DisplayState.SILENCED
     return state
 
 
@@ -319,7 +321,7 @@ class FleetView:
         self._recount(before if in_fleet else None, after)
         state_before = base_state(before) if in_fleet else None
         state_after = base_state(after)
-        if state_after == "healthy":
+        if state_after is DisplayState.HEALTHY:
             self.since.pop(connector_id, None)
         elif state_after != state_before or connector_id not in self.since:
             self.since[connector_id] = event.occurred_at
@@ -446,7 +448,7 @@ class FleetView:
 
     def fleet_counts(self, tenant: str | None, now: int) -> dict[str, int]:
         """Connectors per display state, of one tenant key or (None) every tenant."""
-        counts = dict.fromkeys(STATES, 0)
+        counts: dict[str, int] = dict.fromkeys(STATES, 0)
         for key, states in self._states.items():
             if tenant is None or key == tenant:
                 for state, n in states.items():
@@ -458,9 +460,9 @@ class FleetView:
             if tenant is not None and tenant_key(record.tenant_id) != tenant:
                 continue
             state = base_state(record)
-            if state not in ("retired", "flapping"):
+            if state is not DisplayState.RETIRED and state is not DisplayState.FLAPPING:
                 counts[state] -= 1
-                counts["silenced"] += 1
+                counts[DisplayState.SILENCED] += 1
         return counts
 
     def failed_now(self) -> dict[str, int]:

@@ -34,7 +34,7 @@ def kafka() -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.0.1").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    from agents.broker.local import Broker  # noqa: PLC0415
+    from agents.broker.local import Broker  # noqa: PLC0415 - only when no broker is given and Docker is absent
 
     broker = Broker(TEST_KAFKA_PORT)
     started_here = broker.pid() is None

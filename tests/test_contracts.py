@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from agents.wire.codec import AvroCodecError, SchemaRegistry, crc64_avro, registry
-from agents.wire.records import BadInput, decode_input
+from agents.wire.records import BATCH_SLOTS, BadInput, decode_input, unpack
 from agents.worker.statecodec import dump_state, load_state
 from schemas import HISTORY_DIR, SCHEMA_DIR
 from streams.models import (
@@ -196,7 +196,6 @@ def test_a_v1_ping_decodes_with_the_current_schema() -> None:
     v1 = json.loads((HISTORY_DIR / "health_ping.v1.avsc").read_text())
     reg = registry()
     writer = next(v for v in reg.versions if v.path.name == "health_ping.v1.avsc")
-    import io  # noqa: PLC0415
 
     body = io.BytesIO()
     fastavro.schemaless_writer(
@@ -286,8 +285,8 @@ def test_a_state_written_before_the_outage_fields_loads_with_their_defaults() ->
 
 def test_the_documented_canonical_bytes_recompute_every_hash() -> None:
     """schemas/README.md's recipe, standard library only, as an auditor would run it."""
-    import hashlib  # noqa: PLC0415
-    import json as stdlib_json  # noqa: PLC0415
+    import hashlib  # noqa: PLC0415 - the recipe stands alone, standard library only, as an auditor runs it
+    import json as stdlib_json  # noqa: PLC0415 - as above
 
     d = Driver.with_policy({"defaults": {"max_retries": 1, "attempt_timeout_s": 5}})
     d.ping(False, position='ü-ß "quoted"\n')
@@ -312,8 +311,6 @@ def test_the_documented_canonical_bytes_recompute_every_hash() -> None:
 
 
 def test_an_input_batch_unpacks_in_order_with_positions_and_sources() -> None:
-    from agents.wire.records import BATCH_SLOTS, unpack  # noqa: PLC0415
-
     reg = registry()
     pings = [
         reg.codec("HealthPing").encode(SAMPLES["HealthPing"].model_dump(mode="json"))

@@ -244,7 +244,11 @@ class AuditFollower:
         )
 
     async def _announce_caught_up(self) -> None:
-        log.info("audit views caught up: %d records folded", self.progress.read)
+        log.info(
+            "audit views caught up: %d records folded, %d undecodable",
+            self.progress.read,
+            self.progress.undecodable,
+        )
         self.caught_up.set()
         if self._snapshot_due():
             await self.snapshot()

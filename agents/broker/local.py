@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -311,8 +312,6 @@ def port_holder(port: int) -> str | None:
 
 
 def _connects(port: int) -> bool:
-    import socket  # noqa: PLC0415
-
     with socket.socket() as probe:
         probe.settimeout(1)
         return probe.connect_ex(("127.0.0.1", port)) == 0

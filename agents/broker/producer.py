@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from pydantic import ValidationError
 
 from agents.broker.client import client_options, start_client
+from agents.kafka_internals import topic_metadata
 from agents.settings import Settings
 from agents.wire.codec import registry
 from streams.models import HealthPing, HealthStatus
@@ -81,7 +82,7 @@ async def require_topic(producer: AIOKafkaProducer, topic: str, bootstrap: str) 
     level = cluster_log.level
     cluster_log.setLevel(logging.CRITICAL)  # its "not found" ERROR line: we say it better below
     try:
-        answered = await producer.client._metadata_update(metadata, [topic])
+        answered = await topic_metadata(producer, metadata, [topic])
     finally:
         cluster_log.setLevel(level)
     if not answered:

@@ -46,10 +46,6 @@ class Gate:
         self.admins = frozenset(policy.admins)
         self.secret = secret or secrets.token_bytes(32)
 
-    @property
-    def has_users(self) -> bool:
-        return bool(self.config.users)
-
     def named(self, name: str) -> User:
         entry = self.config.users.get(name)
         if entry is None:

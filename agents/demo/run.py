@@ -16,6 +16,7 @@ import math
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -33,9 +34,12 @@ from rich.table import Table
 
 from agents.admin import build_command, send_and_wait
 from agents.broker.client import reader, start_client, topic_partitions
+from agents.broker.local import HOME, Broker, LocalKafkaError, answers_metadata
 from agents.demo.connect import BROKEN, DemoConnect
 from agents.demo.simulate import Simulation
 from agents.settings import Settings, Topics
+from agents.wire.codec import registry
+from agents.wire.records import decode_audit
 from streams.models import AdminAction, AuditEvent, EventType
 from streams.projections import Episode, Projection, group_totals, totals
 from streams.timefmt import ms_from_iso
@@ -77,8 +81,6 @@ class Inbox:
 
 
 def _free_port() -> int:
-    import socket  # noqa: PLC0415
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -87,7 +89,6 @@ def _free_port() -> int:
 def _ensure_kafka() -> tuple[str, int | None, bool]:
     """The bootstrap address; the port of the local broker when the demo uses one, and
     whether this copy of the project started it (and so `kafka down` here stops it)."""
-    from agents.broker.local import Broker, answers_metadata  # noqa: PLC0415
 
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if configured:
@@ -404,9 +405,6 @@ def _summary(events: list[AuditEvent]) -> int:
 
 
 async def _read_audit(settings: Settings) -> list[AuditEvent]:
-    from agents.wire.codec import registry  # noqa: PLC0415
-    from agents.wire.records import decode_audit  # noqa: PLC0415
-
     consumer = reader(settings)
     await start_client(consumer)
     try:
@@ -431,7 +429,6 @@ class DemoError(Exception):
 def web_port() -> int:
     """`CR_WEB_PORT` when set (the worker's port, and its admin page's), checked free; else
     any free port."""
-    import socket  # noqa: PLC0415
 
     configured = os.environ.get("CR_WEB_PORT")
     if not configured:
@@ -454,7 +451,6 @@ def web_port() -> int:
 def run_demo(with_connect: bool = False, keep: bool = False) -> int:
     """The demo; with `keep`, the worker, the fleet and the admin page stay up after the
     closing screen, until Ctrl-C."""
-    from agents.broker.local import LocalKafkaError  # noqa: PLC0415
 
     try:
         port = web_port()
@@ -466,7 +462,6 @@ def run_demo(with_connect: bool = False, keep: bool = False) -> int:
     settings = Settings.from_env().but(
         bootstrap_servers=bootstrap, app_id=run, topics=Topics().with_prefix(f"{run}.")
     )
-    from agents.broker.local import HOME  # noqa: PLC0415
 
     home = HOME / run  # never the current directory: the demo runs from any folder
     home.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,10 @@
-"""The one place that uses Faust's private API: the current-event context variable, and
-its consumer's fetch wait.
+"""The worker's hold on Faust beyond its public API: the current-event context and the
+consumer's fetch wait. The private names themselves are reached through
+agents/kafka_internals.py, the one module that names them.
 
 Faust finds the partition of a table read or write (its changelog partition and RocksDB
-column) through `faust.streams._current_event`, which a `take_events()` batch does not set
-for its consumer. `acting_for` sets it to the event whose input produced the write, and
+column) through its current-event context variable, which a `take_events()` batch does not
+set for its consumer. `acting_for` sets it to the event whose input produced the write, and
 `FaustTableStore` is the processor's `StateStore` over a Faust table with it."""
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from faust.streams import _current_event
+from agents.kafka_internals import faust_current_event, faust_fetcher, set_fetch_max_wait
+
+_CURRENT_EVENT = faust_current_event()
 
 
 @contextmanager
 def acting_for(event: Any) -> Iterator[None]:
-    token = _current_event.set(weakref.ref(event))
+    token = _CURRENT_EVENT.set(weakref.ref(event))
     try:
         yield
     finally:
-        _current_event.reset(token)
+        _CURRENT_EVENT.reset(token)
 
 
 class FaustTableStore:
@@ -53,9 +56,8 @@ FETCH_MAX_WAIT_MS = 50
 
 def shorten_fetch_wait(app: Any, wait_ms: int = FETCH_MAX_WAIT_MS) -> bool:
     """Set the fetch wait of the app's started consumer; False while it has none yet."""
-    consumer = app.consumer._thread._consumer  # aiokafka's AIOKafkaConsumer, once started
-    fetcher = None if consumer is None else getattr(consumer, "_fetcher", None)
+    fetcher = faust_fetcher(app)
     if fetcher is None:
         return False
-    fetcher._fetch_max_wait_ms = wait_ms
+    set_fetch_max_wait(fetcher, wait_ms)
     return True

@@ -25,7 +25,7 @@ from agents.wire.records import Unpacked
 from agents.worker.clock import DeadlineIndex
 from agents.worker.repair import reconcile
 from agents.worker.statecodec import dump_outage, dump_state, load_outage, load_state
-from streams.decider import Decision, decide, next_deadline, steady_deadline
+from streams.decider import Decision, decide, decide_ping, next_deadline
 from streams.grouping import is_outage_key
 from streams.models import (
     AdminCommand,
@@ -204,21 +204,17 @@ class InputProcessor:
             return  # crash repair case (b): the state already holds this input
         logged = self.logged_ahead.get(connector_id) if self.logged_ahead else None
         if pending is None and not logged and type(message) is HealthPing:
-            deadline = steady_deadline(state, message, self.policy)
-            if deadline is not None:  # most pings: only the liveness moves
+            decision = decide_ping(state, message, self.policy, item.source)
+            if isinstance(decision, ConnectorState):  # a steady ping (most): only the liveness
                 self.counters["inputs"] += 1
-                self._parsed[partition][key] = (
-                    _tuple_new(
-                        ConnectorState, (state.record, state.memory, message.checked_at, deadline)
-                    ),
-                    applied,
-                )
-                due = next_deadline(state.record, deadline)
+                self._parsed[partition][key] = (decision, applied)
+                due = next_deadline(decision.record, decision.heartbeat_deadline)
                 self.deadlines.schedule(connector_id, None if due is None else due[0])
                 return
-        # An outage's inputs went to `_apply_outage` above; anything else here is a
-        # connector's (`decide` refuses any other type).
-        decision = decide(state, cast(DeciderInput, message), self.policy, item.source)
+        else:
+            # An outage's inputs went to `_apply_outage` above; anything else here is a
+            # connector's (`decide` refuses any other type).
+            decision = decide(state, cast(DeciderInput, message), self.policy, item.source)
         counters = self.counters
         counters["inputs"] += 1
         if decision.late:

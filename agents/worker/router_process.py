@@ -173,10 +173,10 @@ async def _serve() -> int:
     )
 
     # Imported here: the worker's side needs none of Kafka's client code.
-    from agents.broker.producer import open_producer  # noqa: PLC0415
-    from agents.wire.codec import registry  # noqa: PLC0415
-    from agents.worker import heap  # noqa: PLC0415
-    from agents.worker.router import Router  # noqa: PLC0415
+    from agents.broker.producer import open_producer  # noqa: PLC0415 - the router process alone loads the Kafka client (above)
+    from agents.wire.codec import registry  # noqa: PLC0415 - as above
+    from agents.worker import heap  # noqa: PLC0415 - as above
+    from agents.worker.router import Router  # noqa: PLC0415 - as above
 
     counters = {"dead_letters": 0, "router_skipped_forwarded": 0}
     router = Router(settings, registry(), counters)

@@ -19,6 +19,7 @@ from typing import Any
 from faust.stores.rocksdb import Store as RocksDBStore
 
 from agents.broker.client import partition_of
+from agents.kafka_internals import rocksdb_partition_get, rocksdb_partition_items
 from agents.worker.checkpoints import partition_of_checkpoint_key
 from agents.worker.statecodec import load_head
 from streams.grouping import is_outage_key
@@ -52,8 +53,8 @@ def scan_owned(table: Any, owned: set[int], partitions: int) -> OwnedState:
     store = table.data
     if isinstance(store, RocksDBStore):
         for partition in sorted(owned):
-            # Faust opened it on assignment; `_visible_items` skips Faust's offset key.
-            for key, value in store._visible_items(store._db_for_partition(partition)):
+            # Faust opened it on assignment; its offset key is left out.
+            for key, value in rocksdb_partition_items(store, partition):
                 found.add(partition, key, value)
         return found
     items: Iterable[tuple[bytes, bytes]] = table.items()
@@ -70,7 +71,6 @@ def stored_value(table: Any, partition: int, key: bytes) -> bytes | None:
     (rebalance recovery), where Faust's own reads find no event to take the partition from."""
     store = table.data
     if isinstance(store, RocksDBStore):
-        value: bytes | None = store._db_for_partition(partition).get(key)
-        return value
+        return rocksdb_partition_get(store, partition, key)
     found: bytes | None = store.data.get(key)  # the in-memory store's dict
     return found

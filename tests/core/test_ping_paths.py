@@ -1,5 +1,6 @@
 """The ping fast path (`_repeats_steady_state`) is an optimisation only: whenever it is
-taken, judging the ping in full (`_judge_ping`) decides exactly the same."""
+taken, judging the ping in full (`_judge_ping`) decides exactly the same. Every ping takes
+one path, `decide_ping`: `decide` and the processor both call it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.decider import _judge_ping, _repeats_steady_state, decide, steady_deadline
+from streams.decider import Decision, _judge_ping, _repeats_steady_state, decide, decide_ping
 from streams.models import HealthPing, HealthStatus, Tick
 from streams.policy import Policy, parse_policy
 from streams.state import ConnectorState, Phase
@@ -77,11 +78,14 @@ def test_the_fast_path_decides_as_the_full_judgement_does(
             if state.last_checked_at is None or message.checked_at >= state.last_checked_at:
                 # Not late: the full judgement is the reference.
                 assert decision == _judge_ping(state, message, policy, rules, source)
-            deadline = steady_deadline(state, message, policy)
-            if deadline is not None:  # what a processor applies without a Decision
-                assert decision.events == ()
-                assert decision.commands == ()
-                assert decision.state == (state.record, state.memory, message.checked_at, deadline)
+            judged = decide_ping(state, message, policy, source)
+            if isinstance(judged, ConnectorState):  # what a processor applies without a Decision
+                assert decision == Decision((), (), judged)
+                assert judged.record is state.record
+                assert judged.memory is state.memory
+                assert judged.last_checked_at == message.checked_at
+            else:
+                assert judged == decision
             state = decision.state
             now = max(now, state.last_checked_at or now)
         now += tick_s * 1000
@@ -104,7 +108,9 @@ def test_the_fast_path_is_taken_by_steady_healthy_and_steady_failed_connectors()
         state, next_ping = steady(healthy, policy)
         assert state.record.phase is phase
         assert _repeats_steady_state(state.record, state.memory, next_ping, rules)
-        assert steady_deadline(state, next_ping, policy) is not None
+        fast = decide_ping(state, next_ping, policy)
+        assert isinstance(fast, ConnectorState)
+        assert fast.heartbeat_deadline == next_ping.checked_at + rules.heartbeat_timeout_ms
         moved = decide(state, next_ping, policy)
         assert moved.events == ()
         assert moved.state.record is state.record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -77,13 +78,13 @@ def play(
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scripts)
-def test_replay_of_the_events_equals_the_live_state_after_every_step(script: list) -> None:  # type: ignore[type-arg]
+def test_replay_of_the_events_equals_the_live_state_after_every_step(script: list[Any]) -> None:
     play(script, check_each_step=True)
 
 
 @settings(max_examples=100, deadline=None)
 @given(scripts)
-def test_same_inputs_give_byte_identical_outputs(script: list) -> None:  # type: ignore[type-arg]
+def test_same_inputs_give_byte_identical_outputs(script: list[Any]) -> None:
     first, second = play(script), play(script)
     assert [e.model_dump_json() for e in first.events] == [
         e.model_dump_json() for e in second.events
@@ -93,7 +94,7 @@ def test_same_inputs_give_byte_identical_outputs(script: list) -> None:  # type:
 
 @settings(max_examples=200, deadline=None)
 @given(scripts)
-def test_invariants_hold(script: list) -> None:  # type: ignore[type-arg]
+def test_invariants_hold(script: list[Any]) -> None:
     d = play(script)
     events = d.events
     # sequence gapless, time monotonic, chain verifies
@@ -133,7 +134,7 @@ def test_invariants_hold(script: list) -> None:  # type: ignore[type-arg]
 
 @settings(max_examples=150, deadline=None)
 @given(scripts, st.data())
-def test_tampering_with_any_one_event_is_detected(script: list, data: st.DataObject) -> None:  # type: ignore[type-arg]
+def test_tampering_with_any_one_event_is_detected(script: list[Any], data: st.DataObject) -> None:
     d = play(script)
     if not d.events:
         return

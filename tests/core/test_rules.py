@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import Any, get_args
 
 import pytest
 
@@ -91,7 +91,9 @@ def test_connector_requires_manual_recovery() -> None:
     manual = d.of_type(STARTED)[-1]
     assert (manual.mode, manual.actor) == (RecoveryMode.MANUAL, "alice")
     assert manual.attributes["reason"] == "restarted the SAP gateway"
-    assert manual.attributes["command_id"] == d.inputs[-1].command_id  # type: ignore[union-attr]
+    command = d.inputs[-1]
+    assert isinstance(command, AdminCommand)
+    assert manual.attributes["command_id"] == command.command_id
     d.advance(3)
     d.ping(True)
     # Then the connector is recovered manually
@@ -365,14 +367,14 @@ def test_resolve_closes_the_incident_and_ends_the_episode() -> None:
 
 def test_commands_are_rejected_loudly(driver: Driver) -> None:
     driver.ping(True)
-    cases = [
+    cases: list[tuple[AdminAction, dict[str, Any], str]] = [
         (AdminAction.RECOVER, {}, "is not failed"),
         (AdminAction.ACKNOWLEDGE, {"incident": "SAP-AR:99"}, "is not open"),
         (AdminAction.RESOLVE, {}, "incident id is required"),
         (AdminAction.SILENCE, {"until": driver.now - 1}, "later than the command"),
     ]
     for action, kwargs, why in cases:
-        (rejected,) = driver.admin(action, **kwargs)  # type: ignore[arg-type]
+        (rejected,) = driver.admin(action, **kwargs)
         assert rejected.type is EventType.COMMAND_REJECTED
         assert why in rejected.attributes["rejection"]
         assert rejected.attributes["action"] == action.value
@@ -557,7 +559,7 @@ def test_unknown_input_types_are_rejected() -> None:
             d.policy,
         )
     with pytest.raises((TypeError, AssertionError)):
-        decide(d.state, object(), d.policy)  # type: ignore[arg-type]
+        decide(d.state, object(), d.policy)  # type: ignore[arg-type]  # the wrong type is the test
 
 
 def test_every_input_type_has_a_handler() -> None:
@@ -610,7 +612,9 @@ def test_every_answer_to_a_command_carries_its_id(action: AdminAction) -> None:
     until = d.now + 60_000 if action is AdminAction.SILENCE else None
     answers = d.admin(action, incident=incident, until=until)
     assert answers
-    command_id = d.inputs[-1].command_id  # type: ignore[union-attr]
+    command = d.inputs[-1]
+    assert isinstance(command, AdminCommand)
+    command_id = command.command_id
     assert all(e.attributes["command_id"] == command_id for e in answers)
     assert EventType.COMMAND_REJECTED not in {e.type for e in answers}
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
@@ -400,8 +401,6 @@ def test_an_slo_far_above_every_value_is_marked_above_the_chart() -> None:
     ],
 )
 def test_bad_dashboard_sections_name_the_key(document: str, path: str) -> None:
-    import yaml  # noqa: PLC0415
-
     with pytest.raises(PolicyError, match=path.replace(".", r"\.")):
         parse_policy(yaml.safe_load(document))
 

@@ -50,7 +50,7 @@ def test_the_worker_resumes_by_itself_after_a_broker_restart(
         fleet = Fleet(ns.bootstrap, ns.topics.health, connectors, failing=failing).start()
         outages: list[float] = []
         for restart in range(RESTARTS):
-            wait_for(lambda r=restart: fleet.rounds >= 15 + 40 * r, 120, "pings to flow")  # type: ignore[misc]
+            wait_for(lambda r=restart: fleet.rounds >= 15 + 40 * r, 120, "pings to flow")  # type: ignore[misc]  # mypy cannot type a lambda default (it binds the loop value)
             stopped = time.monotonic()
             own_broker.down()
             time.sleep(3)  # a real outage: the broker is gone for a while, not a blip

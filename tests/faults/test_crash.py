@@ -49,7 +49,7 @@ def test_sigkills_at_random_points_lose_nothing(
     ).start()
     kill_points = sorted(rng.sample(range(PINGS // 20, PINGS * 9 // 10), KILLS))
     for kill, point in enumerate(kill_points):
-        wait_for(lambda p=point: fleet.sent >= p, 600, "pings to flow")  # type: ignore[misc]
+        wait_for(lambda p=point: fleet.sent >= p, 600, "pings to flow")  # type: ignore[misc]  # mypy cannot type a lambda default (it binds the loop value)
         crashy.kill()
         if kill % 2:  # lose the local store too: state comes back from the changelog
             shutil.rmtree(crashy.data_dir, ignore_errors=True)

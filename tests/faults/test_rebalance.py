@@ -36,10 +36,10 @@ def test_growing_to_three_workers_and_back_keeps_state_continuous(
     fleet = Fleet(ns.bootstrap, ns.topics.health, connectors, failing=windows).start()
     for cycle in range(CYCLES):
         base = 60 * cycle
-        wait_for(lambda b=base: fleet.rounds >= b + 10, 120, "pings to flow")  # type: ignore[misc]
+        wait_for(lambda b=base: fleet.rounds >= b + 10, 120, "pings to flow")  # type: ignore[misc]  # mypy cannot type a lambda default (it binds the loop value)
         extra = [Worker(ns, f"w{2 + k}-{cycle}", policy=policy).start() for k in range(2)]
         workers.extend(extra)
-        wait_for(lambda b=base: fleet.rounds >= b + 35, 180, "pings among three workers")  # type: ignore[misc]
+        wait_for(lambda b=base: fleet.rounds >= b + 35, 180, "pings among three workers")  # type: ignore[misc]  # mypy cannot type a lambda default (it binds the loop value)
         for worker in extra:
             assert worker.stop() == 0  # a clean leave: its partitions move back
     last_round = max(max(w) for w in windows.values())

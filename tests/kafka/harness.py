@@ -7,10 +7,12 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,12 +21,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from agents.settings import Settings, Topics
 from agents.wire.codec import registry
-from agents.wire.records import decode_audit
-from streams.models import AuditEvent
+from agents.wire.records import decode_audit, unpack
+from streams.decider import decide
+from streams.models import AuditEvent, OutageSignal
+from streams.outages import OutageState, decide_outage
+from streams.state import ConnectorState
 
 T = TypeVar("T")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x1f]")
@@ -62,7 +68,6 @@ def fleet_policy(directory: Path, heartbeat_s: int) -> Path:
 
 def free_port() -> int:
     """A local port nothing listens on (connections to it are refused until someone binds)."""
-    import socket  # noqa: PLC0415
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -72,7 +77,6 @@ def free_port() -> int:
 def free_broker_port(avoid: frozenset[int] = frozenset()) -> int:
     """A port for a local broker: it and the one above it (the broker's controller listener)
     are free, and neither is in `avoid`."""
-    import socket  # noqa: PLC0415
 
     while True:
         port = free_port()
@@ -272,7 +276,6 @@ class Worker:
 
 def web_get(worker: Worker, path: str) -> bytes:
     """A page of the worker's web server (`/status`, `/metrics`, `/healthz`, ...)."""
-    import urllib.request  # noqa: PLC0415
 
     with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}{path}", timeout=5) as r:
         body: bytes = r.read()
@@ -364,8 +367,6 @@ def produce_raw(bootstrap: str, topic: str, items: list[tuple[bytes | None, byte
 
 
 async def _lag(ns: Namespace, topics: list[str], detail: bool = False) -> Any:
-    from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415
-
     admin = AIOKafkaAdminClient(bootstrap_servers=ns.bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=ns.bootstrap, group_id=None)
     await admin.start()
@@ -412,11 +413,6 @@ def wait_caught_up(ns: Namespace, timeout_s: float = 120) -> None:
 def reference_fold(ns: Namespace, policy: Any) -> dict[str, list[AuditEvent]]:
     """The events the core derives from the inputs topic as it is, each input once, in
     partition order: what the audit log must hold, exactly."""
-    from agents.wire.records import unpack  # noqa: PLC0415
-    from streams.decider import decide  # noqa: PLC0415
-    from streams.models import OutageSignal  # noqa: PLC0415
-    from streams.outages import OutageState, decide_outage  # noqa: PLC0415
-    from streams.state import ConnectorState  # noqa: PLC0415
 
     inputs_topic = f"{ns.app_id}-inputs"
     states: dict[str, ConnectorState] = {}

@@ -3,6 +3,7 @@ project's code."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -14,6 +15,8 @@ import fastavro
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from agents.broker.topics import ensure_topics
+from agents.wire.codec import registry
 from schemas import SCHEMA_DIR
 from tests.kafka.harness import (
     Namespace,
@@ -91,9 +94,6 @@ def test_verify_finds_a_dropped_event_on_a_topic_copy(ns: Namespace) -> None:
         read_records(ns.bootstrap, ns.topics.audit, 18), key=lambda r: (r.partition, r.offset)
     )
     copy = Namespace(ns.bootstrap, ns.tmp, tag=ns.tag + "copy")
-    import asyncio  # noqa: PLC0415
-
-    from agents.broker.topics import ensure_topics  # noqa: PLC0415
 
     asyncio.run(ensure_topics(copy.settings()))
     dropped = records[2]
@@ -155,10 +155,6 @@ def test_a_downstream_consumer_needs_only_the_schemas(ns: Namespace) -> None:
 
 @pytest.mark.usefixtures("audited")
 def test_a_cut_off_tail_is_found_by_the_checkpoint(ns: Namespace) -> None:
-    import asyncio  # noqa: PLC0415
-
-    from agents.broker.topics import ensure_topics  # noqa: PLC0415
-
     records = sorted(
         read_records(ns.bootstrap, ns.topics.audit, 18), key=lambda r: (r.partition, r.offset)
     )
@@ -192,6 +188,4 @@ def test_a_cut_off_tail_is_found_by_the_checkpoint(ns: Namespace) -> None:
 
 
 def decode_checkpoint(value: bytes) -> dict[str, Any]:
-    from agents.wire.codec import registry  # noqa: PLC0415
-
     return registry().codec("AuditCheckpoint").decode(value)

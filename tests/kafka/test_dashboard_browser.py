@@ -475,8 +475,8 @@ def test_the_worker_serves_the_same_page(stack: Stack) -> None:
 
     def state(url: str) -> dict[str, Any]:
         # http URLs of our own two servers
-        request = urllib.request.Request(url + "api/state", headers={"X-Forwarded-User": "alice"})  # noqa: S310
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        request = urllib.request.Request(url + "api/state", headers={"X-Forwarded-User": "alice"})  # noqa: S310 - the test's own http URL
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - as above
             body: dict[str, Any] = json.load(response)
         return body
 

@@ -100,7 +100,7 @@ def test_a_router_process_that_keeps_exiting_stops_the_worker(worker: Worker) ->
     for _ in range(RESTARTS):
         router = wait_for(lambda: router_of(worker), 60, "a router process")
         os.kill(router, signal.SIGKILL)
-        wait_for(lambda r=router: not running(r), 30, "the router process to die")  # type: ignore[misc]
+        wait_for(lambda r=router: not running(r), 30, "the router process to die")  # type: ignore[misc]  # mypy cannot type a lambda default (it binds the loop value)
     assert worker.process is not None
     wait_for(
         lambda: worker.process is not None and worker.process.poll() is not None,

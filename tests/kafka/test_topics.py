@@ -8,6 +8,7 @@ import asyncio
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from agents.broker.local import SERVER_PROPERTIES
 from agents.broker.topics import AUDIT_CONFIG, ensure_topics, topic_config
 from tests.kafka.harness import Namespace
 
@@ -70,8 +71,6 @@ def test_worker_refuses_an_audit_topic_that_could_lose_evidence(
 
 
 def test_topic_auto_creation_is_disabled_on_the_local_broker(ns: Namespace) -> None:
-    from agents.broker.local import SERVER_PROPERTIES  # noqa: PLC0415
-
     assert "auto.create.topics.enable=false" in SERVER_PROPERTIES
     published = ns.cli(
         "publish",
