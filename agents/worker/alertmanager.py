@@ -1,0 +1,272 @@
+"""Incidents as alerts in a Prometheus Alertmanager (API v2; docs/alertmanager.md).
+
+An open incident is an alert: labels `alertname` (`ConnectorIncident`, or
+`ConnectorEscalation` once escalated past the Platform Admin), `connector`, `tenant`,
+`incident_id`, `failure`, `severity`; annotations `summary`, `description`, `runbook_url`,
+`dashboard`; `startsAt` = detected, `endsAt` once the incident is resolved or the connector
+recovered. Two paths post them:
+
+- the notifier (`post_for_request`, from `notifier.deliver`): an incident's notification
+  posts its alert at once, with the notifier's bounded retries; a failure escalates the
+  incident as a failed webhook does;
+- `AlertResender`, from the worker's live views: every open incident of the connectors this
+  worker owns, re-posted every `resend_s` (Alertmanager resolves an alert nobody re-posts)
+  and at once after a start (nothing lost by a restart); an alert it posted whose incident
+  is no longer open anywhere in the log is posted again with `endsAt`. An incident that
+  moved to another worker is left to it, never resolved by mistake.
+
+Tenant isolation: a tenant's Alertmanager is only ever sent alerts of that tenant's
+connectors; the Platform Admin's gets every tenant's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from agents.worker.http import HttpOutcome, post
+from streams.models import NotificationRequest
+from streams.policy import AlertmanagerTarget, Policy
+from streams.projections import tenant_key
+from streams.timefmt import iso_from_ms
+from streams.views import FleetView, OpenEpisode
+
+log = logging.getLogger("connector_recovery.alertmanager")
+
+INCIDENT = "ConnectorIncident"
+ESCALATION = "ConnectorEscalation"
+CHECK_S = 1.0  # how soon a closed or new incident reaches Alertmanager from the views
+HEADERS = {"Content-Type": "application/json"}
+# The notifications that carry an incident's alert; others (a detection before the
+# retries are spent, flapping) are not incidents.
+_FIRING_KINDS = frozenset({"incident_opened", "incident_escalated"})
+_RESOLVING_KINDS = frozenset({"recovered"})
+
+LabelsKey = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class AlertLinks:
+    """What an alert links to and learns from the worker: the admin page of a connector,
+    and the open episode behind an incident (for its detection time), if the views have
+    it yet."""
+
+    dashboard_url: Callable[[str], str]
+    episode: Callable[[str], OpenEpisode | None]
+
+
+def alertname_for(level: int | None) -> str:
+    """Levels 1.. are the policy's escalation steps; 0 (the Platform Admin) and below are
+    the incident itself."""
+    return ESCALATION if level is not None and level >= 1 else INCIDENT
+
+
+def alert(
+    episode: OpenEpisode,
+    alertname: str,
+    target: AlertmanagerTarget,
+    dashboard_url: str,
+    *,
+    ends_at: int | None = None,
+) -> dict[str, Any]:
+    tenant = tenant_key(episode.tenant_id)
+    labels = {
+        "alertname": alertname,
+        "connector": episode.connector_id,
+        "tenant": tenant,
+        "incident_id": episode.incident_id,
+        "severity": target.severity,
+    }
+    if episode.failure:  # Alertmanager treats an empty label as an absent one
+        labels["failure"] = episode.failure
+    what = "escalated" if alertname == ESCALATION else "needs a human"
+    level = episode.escalation_level
+    annotations = {
+        "summary": f"Connector {episode.connector_id} (tenant {tenant}) {what}",
+        "description": (
+            f"Connector {episode.connector_id} of tenant {tenant} failed"
+            f" ({episode.failure or 'unknown failure'}) and its automatic recovery is spent:"
+            f" incident {episode.incident_id}"
+            + (f", escalation level {level}" if level else "")
+            + ". Acknowledge, recover or resolve it on the admin page."
+        ),
+        "dashboard": dashboard_url,
+    }
+    if target.runbook_url:
+        annotations["runbook_url"] = target.runbook_url
+    body: dict[str, Any] = {
+        "labels": labels,
+        "annotations": annotations,
+        "startsAt": iso_from_ms(episode.detected_at),
+        "generatorURL": dashboard_url,
+    }
+    if ends_at is not None:
+        body["endsAt"] = iso_from_ms(max(ends_at, episode.detected_at))
+    return body
+
+
+def labels_key(posted: dict[str, Any]) -> LabelsKey:
+    """An alert's identity in Alertmanager: its labels."""
+    return tuple(sorted(posted["labels"].items()))
+
+
+def wanted(audience: str, episodes: Iterable[OpenEpisode]) -> list[tuple[str, OpenEpisode]]:
+    """(alertname, episode) of the open incidents an audience's Alertmanager should hold:
+    the Platform Admin every incident (and its escalation), a tenant its own connectors'
+    incidents, escalation step n the incidents escalated to n or beyond."""
+    chosen: list[tuple[str, OpenEpisode]] = []
+    for episode in episodes:
+        level = episode.escalation_level or 0
+        if audience == "platform_admin":
+            chosen.append((INCIDENT, episode))
+            if level >= 1:
+                chosen.append((ESCALATION, episode))
+        elif audience.startswith("tenant:"):
+            if episode.tenant_id == audience.removeprefix("tenant:"):
+                chosen.append((INCIDENT, episode))
+        elif audience.startswith("escalation:") and level >= int(
+            audience.removeprefix("escalation:")
+        ):
+            chosen.append((ESCALATION, episode))
+    return chosen
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    target: AlertmanagerTarget,
+    alerts: list[dict[str, Any]],
+    attempts: int = 3,
+) -> HttpOutcome:
+    body = json.dumps(alerts, sort_keys=True).encode()
+    return await post(
+        session,
+        target.alerts_url,
+        body,
+        headers=HEADERS,
+        timeout_s=target.timeout_s,
+        attempts=attempts,
+    )
+
+
+async def post_for_request(
+    session: aiohttp.ClientSession,
+    target: AlertmanagerTarget,
+    request: NotificationRequest,
+    links: AlertLinks | None,
+    attempts: int = 3,
+) -> tuple[bool, str]:
+    """A notification as an alert: (delivered, detail)."""
+    kind = request.notification_kind
+    if kind not in _FIRING_KINDS | _RESOLVING_KINDS:
+        return True, f"not an incident ({kind}): no alert posted"
+    known = links.episode(request.incident_id) if links is not None else None
+    episode = OpenEpisode(
+        incident_id=request.incident_id,
+        connector_id=request.connector_id,
+        tenant_id=request.tenant_id,
+        # The detection's failure: a recovered connector's request carries none, and the
+        # labels must be those of the firing alert for Alertmanager to resolve it.
+        failure=known.failure if known is not None else request.failure,
+        detected_at=known.detected_at if known is not None else request.occurred_at,
+        escalation_level=request.level,
+    )
+    dashboard = links.dashboard_url(request.connector_id) if links is not None else ""
+    if kind in _RESOLVING_KINDS:
+        names = [INCIDENT, ESCALATION] if request.level == 0 else [INCIDENT]
+        alerts = [
+            alert(episode, name, target, dashboard, ends_at=request.occurred_at) for name in names
+        ]
+    else:
+        alerts = [alert(episode, alertname_for(request.level), target, dashboard)]
+    outcome = await send(session, target, alerts, attempts)
+    detail = f"Alertmanager {outcome.detail}" if outcome.ok else outcome.detail
+    return outcome.ok, detail
+
+
+class AlertResender:
+    """Keeps the policy's Alertmanagers holding exactly the open incidents of the
+    connectors this worker owns (see the module's doc)."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        view: Callable[[], FleetView],
+        owned: Callable[[str], bool],
+        session: Callable[[], aiohttp.ClientSession],
+        dashboard_url: Callable[[str], str],
+        counters: dict[str, int],
+    ) -> None:
+        self.policy = policy
+        self.view = view
+        self.owned = owned
+        self.session = session
+        self.dashboard_url = dashboard_url
+        self.counters = counters
+        counters.setdefault("alertmanager_posts", 0)
+        counters.setdefault("alertmanager_post_failures", 0)
+        self.targets = policy.alertmanagers()
+        self.firing: dict[str, dict[LabelsKey, dict[str, Any]]] = {}  # posted, per audience
+        self.resolving: dict[str, dict[LabelsKey, dict[str, Any]]] = {}
+        self.last_posted: dict[str, float] = {}  # monotonic seconds, per audience
+        self.failing: set[str] = set()
+
+    async def run(self, ready: asyncio.Event) -> None:
+        if not self.targets:
+            return
+        await ready.wait()
+        while True:
+            await self.post_due(time.monotonic(), time.time_ns() // 1_000_000)
+            await asyncio.sleep(CHECK_S)
+
+    async def post_due(self, monotonic_s: float, now: int) -> None:
+        everyone = self.view().open_incidents()
+        still_open = {episode.incident_id for episode in everyone}
+        mine = [episode for episode in everyone if self.owned(episode.connector_id)]
+        for audience, target in self.targets:
+            want = {}
+            for name, episode in wanted(audience, mine):
+                posted = alert(episode, name, target, self.dashboard_url(episode.connector_id))
+                want[labels_key(posted)] = posted
+            before = self.firing.get(audience, {})
+            resolving = self.resolving.setdefault(audience, {})
+            for key in before.keys() - want.keys():
+                closed = before[key]
+                if closed["labels"]["incident_id"] in still_open:
+                    continue  # another worker's now: it keeps the alert firing
+                resolving[key] = {**closed, "endsAt": iso_from_ms(now)}
+            due = monotonic_s - self.last_posted.get(audience, -1e18) >= target.resend_s
+            if not (due or resolving or want.keys() != before.keys()):
+                continue
+            alerts = [*want.values(), *resolving.values()]
+            if alerts:
+                outcome = await send(self.session(), target, alerts)
+                if not outcome.ok:
+                    self._failed(audience, target, outcome.detail)
+                    continue
+                self.counters["alertmanager_posts"] += 1
+                if audience in self.failing:
+                    self.failing.discard(audience)
+                    log.warning("Alertmanager of %s answers again: %d alerts posted",
+                                audience, len(alerts))  # fmt: skip
+            self.firing[audience] = want
+            resolving.clear()
+            self.last_posted[audience] = monotonic_s
+
+    def _failed(self, audience: str, target: AlertmanagerTarget, detail: str) -> None:
+        self.counters["alertmanager_post_failures"] += 1
+        if audience not in self.failing:  # once per outage, not once a second
+            self.failing.add(audience)
+            log.warning(
+                "cannot post the open incidents of %s to Alertmanager %s: %s; retrying",
+                audience,
+                target.url,
+                detail,
+            )
