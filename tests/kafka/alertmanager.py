@@ -1,0 +1,157 @@
+"""Debian's `prometheus-alertmanager` on free ports, routing every alert (grouped by tenant)
+to a webhook receiver and to an e-mail receiver; and a real SMTP server (aiosmtpd) for it."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import shutil
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from tests.kafka.harness import free_port, wait_for
+
+BINARY = "/usr/bin/prometheus-alertmanager"
+
+
+def available() -> bool:
+    return shutil.which(BINARY) is not None
+
+
+@dataclass
+class Mail:
+    sender: str
+    recipients: list[str]
+    text: str  # every text part, decoded
+
+
+@dataclass
+class SmtpSink:
+    """An SMTP server on a free port that keeps every message it accepts."""
+
+    messages: list[Mail] = field(default_factory=list)
+    port: int = 0
+    _controller: Controller | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, _server: SMTP, _session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        message = email.message_from_bytes(content, policy=email.policy.default)
+        parts = [
+            part.get_content() for part in message.walk() if part.get_content_maintype() == "text"
+        ]
+        with self._lock:
+            self.messages.append(
+                Mail(str(envelope.mail_from), list(envelope.rcpt_tos), "\n".join(parts))
+            )
+        return "250 Message accepted for delivery"
+
+    def start(self) -> SmtpSink:
+        self.port = free_port()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+
+    def mails(self) -> list[Mail]:
+        with self._lock:
+            return list(self.messages)
+
+
+CONFIG = """
+global:
+  resolve_timeout: 5m
+  smtp_smarthost: "127.0.0.1:{smtp_port}"
+  smtp_from: alertmanager@example.test
+  smtp_require_tls: false
+route:
+  receiver: webhook
+  group_by: [tenant]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+  routes:
+    - receiver: webhook
+      continue: true
+    - receiver: email
+receivers:
+  - name: webhook
+    webhook_configs:
+      - url: "{webhook_url}"
+        send_resolved: true
+  - name: email
+    email_configs:
+      - to: oncall@example.test
+        send_resolved: true
+"""
+
+
+class Alertmanager:
+    """The binary as a subprocess; `stop` and `start` again keep its port (its alerts are
+    in memory: a restarted Alertmanager holds none until they are re-posted)."""
+
+    def __init__(self, directory: Path, webhook_url: str, smtp_port: int) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config = directory / "alertmanager.yml"
+        self.config.write_text(CONFIG.format(smtp_port=smtp_port, webhook_url=webhook_url))
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = directory / "alertmanager.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Alertmanager:
+        args = [
+            BINARY,
+            f"--config.file={self.config}",
+            f"--storage.path={self.directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",  # no gossip: a single instance, no second port
+        ]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(self._ready, 30, f"Alertmanager on {self.url} to be ready; log: {self.log}")
+        return self
+
+    def _ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError("Alertmanager exited:\n" + self.log.read_text()[-3000:])
+        try:
+            ready = f"{self.url}/-/ready"
+            with urllib.request.urlopen(ready, timeout=2) as answer:  # noqa: S310 - our http URL
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.process = None
+
+    def alerts(self, **filters: str) -> list[dict[str, Any]]:
+        """`GET /api/v2/alerts` (active, silenced and inhibited alike)."""
+        query = "&".join(f"filter={key}%3D%22{value}%22" for key, value in filters.items())
+        listed = f"{self.url}/api/v2/alerts?{query}"
+        with urllib.request.urlopen(listed, timeout=5) as answer:  # noqa: S310 - our http URL
+            found: list[dict[str, Any]] = json.loads(answer.read())
+        return found
