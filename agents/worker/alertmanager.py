@@ -13,7 +13,8 @@ recovered. Two paths post them:
   worker owns, re-posted every `resend_s` (Alertmanager resolves an alert nobody re-posts)
   and at once after a start (nothing lost by a restart); an alert it posted whose incident
   is no longer open anywhere in the log is posted again with `endsAt`. An incident that
-  moved to another worker is left to it, never resolved by mistake.
+  moved to another worker is left to it, never resolved by mistake. A connector silenced
+  here is not re-posted while the silence lasts.
 
 Tenant isolation: a tenant's Alertmanager is only ever sent alerts of that tenant's
 connectors; the Platform Admin's gets every tenant's.
@@ -35,6 +36,7 @@ from agents.worker.http import HttpOutcome, post
 from streams.models import NotificationRequest
 from streams.policy import AlertmanagerTarget, Policy
 from streams.projections import tenant_key
+from streams.state import Record
 from streams.timefmt import iso_from_ms
 from streams.views import FleetView, OpenEpisode
 
@@ -101,6 +103,8 @@ def alert(
     }
     if target.runbook_url:
         annotations["runbook_url"] = target.runbook_url
+    if episode.acknowledged_by:  # still open: acknowledging here stops the escalation only
+        annotations["acknowledged_by"] = episode.acknowledged_by
     body: dict[str, Any] = {
         "labels": labels,
         "annotations": annotations,
@@ -190,6 +194,12 @@ async def post_for_request(
     return outcome.ok, detail
 
 
+def _silenced(record: Record | None, now: int) -> bool:
+    """A connector silenced here (`connector-recovery silence`) is not notified: its open
+    incident is not re-posted, so Alertmanager lets the alert time out."""
+    return record is not None and record.silenced_until is not None and record.silenced_until > now
+
+
 class AlertResender:
     """Keeps the policy's Alertmanagers holding exactly the open incidents of the
     connectors this worker owns (see the module's doc)."""
@@ -227,9 +237,15 @@ class AlertResender:
             await asyncio.sleep(CHECK_S)
 
     async def post_due(self, monotonic_s: float, now: int) -> None:
-        everyone = self.view().open_incidents()
+        view = self.view()
+        everyone = view.open_incidents()
         still_open = {episode.incident_id for episode in everyone}
-        mine = [episode for episode in everyone if self.owned(episode.connector_id)]
+        mine = [
+            episode
+            for episode in everyone
+            if self.owned(episode.connector_id)
+            and not _silenced(view.records.get(episode.connector_id), now)
+        ]
         for audience, target in self.targets:
             want = {}
             for name, episode in wanted(audience, mine):

@@ -16,6 +16,7 @@ from agents.worker.alertmanager import ESCALATION, INCIDENT, AlertLinks, AlertRe
 from agents.worker.notifier import deliver
 from streams.models import NotificationRequest
 from streams.policy import AlertmanagerTarget, PolicyError, parse_policy, policy_from_yaml
+from streams.state import Record
 from streams.views import OpenEpisode
 from tests.kafka.harness import free_port
 from tests.kafka.httpstub import HttpStub
@@ -221,6 +222,7 @@ async def test_a_detection_before_the_retries_are_spent_is_no_alert(stub: HttpSt
 class View:
     def __init__(self, episodes: list[OpenEpisode]) -> None:
         self.episodes = episodes
+        self.records: dict[str, Record] = {}
 
     def open_incidents(self) -> list[OpenEpisode]:
         return list(self.episodes)
@@ -335,3 +337,21 @@ async def test_a_restarted_worker_posts_the_open_incidents_and_resolves_none(
         assert alertnames(batches[-1]) == {(INCIDENT, "C1", None)}
     finally:
         await restarted.session.close()
+
+
+async def test_a_connector_silenced_here_is_not_re_posted_until_its_silence_ends(
+    stub: HttpStub,
+) -> None:
+    view = View([episode("C1", "acme"), episode("C2", "acme")])
+    view.records["C1"] = Record(connector_id="C1", silenced_until=T0 + 10_000)
+    run = Resending(policy_for(stub.url), view, owned={"C1", "C2"})
+    try:
+        await run.post_due(0.0)
+        assert alertnames(posted(stub, "/acme/")[-1]) == {(INCIDENT, "C2", None)}
+        await run.post_due(30.0)  # the silence is over
+        assert alertnames(posted(stub, "/acme/")[-1]) == {
+            (INCIDENT, "C1", None),
+            (INCIDENT, "C2", None),
+        }
+    finally:
+        await run.session.close()
