@@ -1,11 +1,13 @@
 """Debian's `prometheus-alertmanager` on free ports, routing every alert (grouped by tenant)
-to a webhook receiver and to an e-mail receiver; and a real SMTP server (aiosmtpd) for it."""
+to a webhook receiver and to an e-mail receiver; a real SMTP server (aiosmtpd) for it; and
+Debian's `prometheus` scraping a worker with the project's alert rules loaded."""
 
 from __future__ import annotations
 
 import email
 import email.policy
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -15,16 +17,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tests.kafka.harness import free_port, wait_for
 
 BINARY = "/usr/bin/prometheus-alertmanager"
+PROMETHEUS = "/usr/bin/prometheus"
 
 
-def available() -> bool:
-    return shutil.which(BINARY) is not None
+def require(binary: str, package: str) -> None:
+    """Skip without the binary on a developer's machine; in CI (where scripts/test.sh
+    installs it) its absence is a failure."""
+    if shutil.which(binary) is None:
+        message = f"{binary} is missing: scripts/test.sh installs Debian's {package}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 @dataclass
@@ -98,6 +108,31 @@ receivers:
 """
 
 
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - our http URL
+        return json.loads(answer.read())
+
+
+def _answers(url: str, process: subprocess.Popen[bytes] | None, log: Path) -> bool:
+    if process is not None and process.poll() is not None:
+        raise RuntimeError(f"{process.args!r} exited:\n" + log.read_text()[-3000:])
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - our http URL
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
 class Alertmanager:
     """The binary as a subprocess; `stop` and `start` again keep its port (its alerts are
     in memory: a restarted Alertmanager holds none until they are re-posted)."""
@@ -129,29 +164,70 @@ class Alertmanager:
         return self
 
     def _ready(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError("Alertmanager exited:\n" + self.log.read_text()[-3000:])
-        try:
-            ready = f"{self.url}/-/ready"
-            with urllib.request.urlopen(ready, timeout=2) as answer:  # noqa: S310 - our http URL
-                return bool(answer.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return _answers(f"{self.url}/-/ready", self.process, self.log)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        _stop(self.process)
         self.process = None
 
     def alerts(self, **filters: str) -> list[dict[str, Any]]:
         """`GET /api/v2/alerts` (active, silenced and inhibited alike)."""
         query = "&".join(f"filter={key}%3D%22{value}%22" for key, value in filters.items())
-        listed = f"{self.url}/api/v2/alerts?{query}"
-        with urllib.request.urlopen(listed, timeout=5) as answer:  # noqa: S310 - our http URL
-            found: list[dict[str, Any]] = json.loads(answer.read())
+        found: list[dict[str, Any]] = _get_json(f"{self.url}/api/v2/alerts?{query}")
+        return found
+
+
+PROMETHEUS_CONFIG = """
+global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+rule_files: ["{rules}"]
+scrape_configs:
+  - job_name: connector-recovery
+    static_configs: [{{targets: ["{worker}"]}}]
+alerting:
+  alertmanagers: [{{static_configs: [{{targets: ["{alertmanager}"]}}]}}]
+"""
+
+
+class Prometheus:
+    """Scrapes one worker every second and evaluates `rules` as often, sending what fires
+    to an Alertmanager."""
+
+    def __init__(self, directory: Path, worker: str, rules: Path, alertmanager: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.config = directory / "prometheus.yml"
+        self.config.write_text(
+            PROMETHEUS_CONFIG.format(rules=rules, worker=worker, alertmanager=alertmanager)
+        )
+        self.port = free_port()
+        self.log = directory / "prometheus.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Prometheus:
+        args = [
+            PROMETHEUS,
+            f"--config.file={self.config}",
+            f"--storage.tsdb.path={self.directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+        ]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(
+            lambda: _answers(f"{self.url}/-/ready", self.process, self.log),
+            60,
+            f"Prometheus on {self.url} to be ready; log: {self.log}",
+        )
+        return self
+
+    def stop(self) -> None:
+        _stop(self.process)
+        self.process = None
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """`GET /api/v1/alerts`: the rules' alerts, pending and firing."""
+        found: list[dict[str, Any]] = _get_json(f"{self.url}/api/v1/alerts")["data"]["alerts"]
         return found

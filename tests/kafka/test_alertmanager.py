@@ -15,14 +15,13 @@ import pytest
 
 from streams.models import AuditEvent, EventType
 from streams.timefmt import iso_from_ms
-from tests.kafka.alertmanager import Alertmanager, SmtpSink, available
+from tests.kafka.alertmanager import BINARY, PROMETHEUS, Alertmanager, Prometheus, SmtpSink, require
 from tests.kafka.harness import Namespace, Worker, wait_for, wait_for_audit
 from tests.kafka.httpstub import HttpStub
 
-pytestmark = [
-    pytest.mark.kafka,
-    pytest.mark.skipif(not available(), reason="prometheus-alertmanager is not installed"),
-]
+pytestmark = pytest.mark.kafka
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 POLICY = """
 defaults:
@@ -56,6 +55,7 @@ def smtp() -> Iterator[SmtpSink]:
 
 @pytest.fixture
 def alertmanager(tmp_path: Path, http_stub: HttpStub, smtp: SmtpSink) -> Iterator[Alertmanager]:
+    require(BINARY, "prometheus-alertmanager")
     running = Alertmanager(tmp_path / "alertmanager", f"{http_stub.url}/am", smtp.port).start()
     yield running
     running.stop()
@@ -199,3 +199,55 @@ def test_incidents_page_through_alertmanager_to_a_webhook_and_email_and_resolve(
     assert globex
     assert {a["labels"]["connector"] for a in globex} == {"GLOBEX-1"}
     assert {a["labels"]["tenant"] for a in globex} == {"globex"}
+
+
+def test_a_failing_fleet_fires_the_documented_rule_in_a_real_prometheus(
+    ns: Namespace, http_stub: HttpStub, alertmanager: Alertmanager, workers: list[Worker]
+) -> None:
+    """deploy/prometheus/alerts.yml loaded in Debian's Prometheus, scraping a worker's
+    /metrics: open incidents fire ConnectorRetriesExhausted for their tenant, and Prometheus
+    hands it to Alertmanager, which notifies the receiver."""
+    require(PROMETHEUS, "prometheus")
+    policy = ns.tmp / "policy.yaml"
+    policy.write_text(
+        "defaults: {max_retries: 0, attempt_timeout_s: 1, heartbeat_timeout_s: 600}\n"
+    )
+    worker = Worker(ns, policy=policy)
+    workers.append(worker.start())
+    prometheus = Prometheus(
+        ns.tmp / "prometheus",
+        f"127.0.0.1:{worker.web_port}",
+        DEPLOY / "prometheus" / "alerts.yml",
+        f"127.0.0.1:{alertmanager.port}",
+    ).start()
+    try:
+        for index in range(3):
+            publish(ns, f"PROM-{index}", "acme", "unhealthy")
+
+        def fired() -> dict[str, Any] | None:
+            return next(
+                (
+                    a
+                    for a in prometheus.alerts()
+                    if a["labels"]["alertname"] == "ConnectorRetriesExhausted"
+                    and a["state"] == "firing"
+                    and float(a["value"]) == 3  # every incident open
+                ),
+                None,
+            )
+
+        rule = wait_for(fired, 60, "ConnectorRetriesExhausted to fire in Prometheus")
+        assert rule["labels"]["tenant"] == "acme"
+        assert rule["labels"]["severity"] == "critical"
+        assert "3 incident(s) need a Platform Admin" in rule["annotations"]["summary"]
+
+        def handed_on() -> bool:
+            return any(
+                alert["labels"]["alertname"] == "ConnectorRetriesExhausted"
+                for received in http_stub.to("/am")
+                for alert in received.json()["alerts"]
+            )
+
+        wait_for(handed_on, 30, "Alertmanager to notify the rule's alert")
+    finally:
+        prometheus.stop()
