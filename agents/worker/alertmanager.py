@@ -4,7 +4,8 @@ An open incident is an alert: labels `alertname` (`ConnectorIncident`, or
 `ConnectorEscalation` once escalated past the Platform Admin), `connector`, `tenant`,
 `incident_id`, `failure`, `severity`; annotations `summary`, `description`, `runbook_url`,
 `dashboard`; `startsAt` = detected, `endsAt` once the incident is resolved or the connector
-recovered. Two paths post them:
+recovered. An open outage (docs/outages.md) is one `ConnectorOutage` alert (labels `outage`,
+`group`, `tenant`, `severity`), posted by the resender. Two paths post them:
 
 - the notifier (`post_for_request`, from `notifier.deliver`): an incident's notification
   posts its alert at once, with the notifier's bounded retries; a failure escalates the
@@ -33,9 +34,10 @@ from typing import Any
 import aiohttp
 
 from agents.worker.http import HttpOutcome, post
+from streams.grouping import outage_key
 from streams.models import NotificationRequest
 from streams.policy import AlertmanagerTarget, Policy
-from streams.projections import tenant_key
+from streams.projections import Outage, tenant_key
 from streams.state import Record
 from streams.timefmt import iso_from_ms
 from streams.views import FleetView, OpenEpisode
@@ -44,6 +46,8 @@ log = logging.getLogger("connector_recovery.alertmanager")
 
 INCIDENT = "ConnectorIncident"
 ESCALATION = "ConnectorEscalation"
+OUTAGE = "ConnectorOutage"
+OUTAGE_CONNECTORS_NAMED = 20  # an outage's description names its first connectors, not 300
 CHECK_S = 1.0  # how soon a closed or new incident reaches Alertmanager from the views
 HEADERS = {"Content-Type": "application/json"}
 # The notifications that carry an incident's alert; others (a detection before the
@@ -114,6 +118,52 @@ def alert(
     if ends_at is not None:
         body["endsAt"] = iso_from_ms(max(ends_at, episode.detected_at))
     return body
+
+
+def outage_alert(outage: Outage, target: AlertmanagerTarget, dashboard_url: str) -> dict[str, Any]:
+    """An open outage (docs/outages.md): one alert for the group, whatever its size."""
+    tenant = tenant_key(outage.tenant_id)
+    members = sorted(set(outage.connectors))
+    named = ", ".join(members[:OUTAGE_CONNECTORS_NAMED])
+    more = len(members) - OUTAGE_CONNECTORS_NAMED
+    annotations = {
+        "summary": f"Outage of {outage.group}: {len(members)} connectors failing (tenant {tenant})",
+        "description": f"Connectors failing for one cause: {named}"
+        + (f" and {more} more" if more > 0 else "")
+        + ".",
+        "dashboard": dashboard_url,
+    }
+    if target.runbook_url:
+        annotations["runbook_url"] = target.runbook_url
+    return {
+        "labels": {
+            "alertname": OUTAGE,
+            "outage": outage.outage_id,
+            "group": outage.group,
+            "tenant": tenant,
+            "severity": target.severity,
+        },
+        "annotations": annotations,
+        "startsAt": iso_from_ms(outage.opened_at),
+        "generatorURL": dashboard_url,
+    }
+
+
+def _subject(posted: dict[str, Any]) -> str:
+    """The incident or outage an alert stands for."""
+    labels = posted["labels"]
+    return str(labels.get("incident_id") or labels.get("outage"))
+
+
+def outages_for(audience: str, outages: Iterable[Outage]) -> list[Outage]:
+    """The Platform Admin's Alertmanager gets every outage; a tenant's, the outages of its
+    own connectors only (a dependency's outage spans tenants: the platform's)."""
+    if audience == "platform_admin":
+        return list(outages)
+    if audience.startswith("tenant:"):
+        tenant = audience.removeprefix("tenant:")
+        return [outage for outage in outages if outage.tenant_id == tenant]
+    return []
 
 
 def labels_key(posted: dict[str, Any]) -> LabelsKey:
@@ -239,7 +289,10 @@ class AlertResender:
     async def post_due(self, monotonic_s: float, now: int) -> None:
         view = self.view()
         everyone = view.open_incidents()
+        outages = view.open_outages()
         still_open = {episode.incident_id for episode in everyone}
+        still_open.update(outage.outage_id for outage in outages)
+        my_outages = [o for o in outages if self.owned(outage_key(o.group))]
         mine = [
             episode
             for episode in everyone
@@ -251,11 +304,15 @@ class AlertResender:
             for name, episode in wanted(audience, mine):
                 posted = alert(episode, name, target, self.dashboard_url(episode.connector_id))
                 want[labels_key(posted)] = posted
+            for outage in outages_for(audience, my_outages):
+                first = outage.connectors[0] if outage.connectors else ""  # its timeline
+                posted = outage_alert(outage, target, self.dashboard_url(first))
+                want[labels_key(posted)] = posted
             before = self.firing.get(audience, {})
             resolving = self.resolving.setdefault(audience, {})
             for key in before.keys() - want.keys():
                 closed = before[key]
-                if closed["labels"]["incident_id"] in still_open:
+                if _subject(closed) in still_open:
                     continue  # another worker's now: it keeps the alert firing
                 resolving[key] = {**closed, "endsAt": iso_from_ms(now)}
             due = monotonic_s - self.last_posted.get(audience, -1e18) >= target.resend_s

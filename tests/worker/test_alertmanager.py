@@ -12,10 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agents.worker.alertmanager import ESCALATION, INCIDENT, AlertLinks, AlertResender
+from agents.worker.alertmanager import ESCALATION, INCIDENT, OUTAGE, AlertLinks, AlertResender
 from agents.worker.notifier import deliver
 from streams.models import NotificationRequest
 from streams.policy import AlertmanagerTarget, PolicyError, parse_policy, policy_from_yaml
+from streams.projections import Outage
 from streams.state import Record
 from streams.views import OpenEpisode
 from tests.kafka.harness import free_port
@@ -223,9 +224,13 @@ class View:
     def __init__(self, episodes: list[OpenEpisode]) -> None:
         self.episodes = episodes
         self.records: dict[str, Record] = {}
+        self.outages: list[Outage] = []
 
     def open_incidents(self) -> list[OpenEpisode]:
         return list(self.episodes)
+
+    def open_outages(self) -> list[Outage]:
+        return list(self.outages)
 
 
 class Resending:
@@ -353,5 +358,41 @@ async def test_a_connector_silenced_here_is_not_re_posted_until_its_silence_ends
             (INCIDENT, "C1", None),
             (INCIDENT, "C2", None),
         }
+    finally:
+        await run.session.close()
+
+
+async def test_an_open_outage_is_one_alert_and_a_tenant_gets_only_its_own(
+    stub: HttpStub,
+) -> None:
+    members = [f"SAP-{i:03d}" for i in range(30)]
+    sap = Outage(
+        "outage:dependency:sap-prod:1", "dependency:sap-prod", None, T0,
+        members, [f"{m}:1" for m in members],
+    )  # fmt: skip
+    acme = Outage(
+        "outage:tenant:acme/failure:timeout:1", "tenant:acme/failure:timeout", "acme", T0,
+        ["A1", "A2"], ["A1:1", "A2:1"],
+    )  # fmt: skip
+    view = View([])
+    view.outages = [sap, acme]
+    owned = {"outage:dependency:sap-prod", "outage:tenant:acme/failure:timeout"}
+    run = Resending(policy_for(stub.url), view, owned)
+    try:
+        await run.post_due(0.0)
+        [admin] = posted(stub, "/admin/")
+        assert {(a["labels"]["alertname"], a["labels"]["group"]) for a in admin} == {
+            (OUTAGE, "dependency:sap-prod"),
+            (OUTAGE, "tenant:acme/failure:timeout"),
+        }
+        described = next(a for a in admin if a["labels"]["group"] == "dependency:sap-prod")
+        assert "30 connectors" in described["annotations"]["summary"]
+        assert "and 10 more" in described["annotations"]["description"]
+        [tenant] = posted(stub, "/acme/")  # a dependency's outage spans tenants: not acme's
+        assert [a["labels"]["outage"] for a in tenant] == [acme.outage_id]
+        view.outages = [acme]  # the SAP outage resolved
+        await run.post_due(1.0)
+        resolved = [a for a in posted(stub, "/admin/")[-1] if a.get("endsAt")]
+        assert [a["labels"]["outage"] for a in resolved] == [sap.outage_id]
     finally:
         await run.session.close()
