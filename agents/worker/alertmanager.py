@@ -244,10 +244,13 @@ async def post_for_request(
     return outcome.ok, detail
 
 
-def _silenced(record: Record | None, now: int) -> bool:
-    """A connector silenced here (`connector-recovery silence`) is not notified: its open
-    incident is not re-posted, so Alertmanager lets the alert time out."""
-    return record is not None and record.silenced_until is not None and record.silenced_until > now
+def _silence_end(record: Record | None, now: int) -> int | None:
+    """When the silence of a connector silenced here (`connector-recovery silence`) ends;
+    None if it is not silenced. A silenced connector is not notified: its open incident is
+    not re-posted, so Alertmanager lets the alert time out."""
+    if record is None or record.silenced_until is None or record.silenced_until <= now:
+        return None
+    return record.silenced_until
 
 
 class AlertResender:
@@ -277,6 +280,11 @@ class AlertResender:
         self.resolving: dict[str, dict[LabelsKey, dict[str, Any]]] = {}
         self.last_posted: dict[str, float] = {}  # monotonic seconds, per audience
         self.failing: set[str] = set()
+        # What the last pass saw: a pass with no new event, nothing due, no silence ending
+        # and nothing failing has nothing to do (a storm's open incidents are not rebuilt
+        # into alerts every second).
+        self._events_seen = -1
+        self._silence_ends: int | None = None
 
     async def run(self, ready: asyncio.Event) -> None:
         if not self.targets:
@@ -288,17 +296,29 @@ class AlertResender:
 
     async def post_due(self, monotonic_s: float, now: int) -> None:
         view = self.view()
+        due = any(
+            monotonic_s - self.last_posted.get(audience, -1e18) >= target.resend_s
+            for audience, target in self.targets
+        )
+        silence_ended = self._silence_ends is not None and now >= self._silence_ends
+        if view.events == self._events_seen and not (due or silence_ended or self.failing):
+            return
+        self._events_seen = view.events
         everyone = view.open_incidents()
         outages = view.open_outages()
         still_open = {episode.incident_id for episode in everyone}
         still_open.update(outage.outage_id for outage in outages)
         my_outages = [o for o in outages if self.owned(outage_key(o.group))]
-        mine = [
-            episode
-            for episode in everyone
-            if self.owned(episode.connector_id)
-            and not _silenced(view.records.get(episode.connector_id), now)
-        ]
+        mine = []
+        self._silence_ends = None
+        for episode in everyone:
+            if not self.owned(episode.connector_id):
+                continue
+            ends = _silence_end(view.records.get(episode.connector_id), now)
+            if ends is None:
+                mine.append(episode)
+            elif self._silence_ends is None or ends < self._silence_ends:
+                self._silence_ends = ends
         for audience, target in self.targets:
             want = {}
             for name, episode in wanted(audience, mine):

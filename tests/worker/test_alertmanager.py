@@ -232,6 +232,12 @@ class View:
     def open_outages(self) -> list[Outage]:
         return list(self.outages)
 
+    @property
+    def events(self) -> int:
+        """Changes whenever what the resender reads changes, as the view's event count."""
+        outages = tuple((o.outage_id, tuple(o.connectors)) for o in self.outages)
+        return hash((tuple(self.episodes), outages, tuple(self.records.items())))
+
 
 class Resending:
     def __init__(self, policy: Any, view: View, owned: set[str]) -> None:
