@@ -285,6 +285,9 @@ class AlertResender:
         # into alerts every second).
         self._events_seen = -1
         self._silence_ends: int | None = None
+        # Alerts built in the last pass, by (audience, alertname, episode): an unchanged
+        # episode's alert is not built again.
+        self._built: dict[tuple[str, str, OpenEpisode], tuple[LabelsKey, dict[str, Any]]] = {}
 
     async def run(self, ready: asyncio.Event) -> None:
         if not self.targets:
@@ -319,38 +322,65 @@ class AlertResender:
                 mine.append(episode)
             elif self._silence_ends is None or ends < self._silence_ends:
                 self._silence_ends = ends
+        built: dict[tuple[str, str, OpenEpisode], tuple[LabelsKey, dict[str, Any]]] = {}
         for audience, target in self.targets:
             want = {}
             for name, episode in wanted(audience, mine):
-                posted = alert(episode, name, target, self.dashboard_url(episode.connector_id))
-                want[labels_key(posted)] = posted
+                cache_key = (audience, name, episode)
+                entry = self._built.get(cache_key)
+                if entry is None:  # new, or changed (escalated, acknowledged)
+                    fresh = alert(episode, name, target, self.dashboard_url(episode.connector_id))
+                    entry = (labels_key(fresh), fresh)
+                built[cache_key] = entry
+                want[entry[0]] = entry[1]
             for outage in outages_for(audience, my_outages):
                 first = outage.connectors[0] if outage.connectors else ""  # its timeline
                 posted = outage_alert(outage, target, self.dashboard_url(first))
                 want[labels_key(posted)] = posted
-            before = self.firing.get(audience, {})
-            resolving = self.resolving.setdefault(audience, {})
-            for key in before.keys() - want.keys():
-                closed = before[key]
-                if _subject(closed) in still_open:
-                    continue  # another worker's now: it keeps the alert firing
-                resolving[key] = {**closed, "endsAt": iso_from_ms(now)}
-            due = monotonic_s - self.last_posted.get(audience, -1e18) >= target.resend_s
-            if not (due or resolving or want.keys() != before.keys()):
-                continue
+            await self._post(audience, target, want, still_open, monotonic_s=monotonic_s, now=now)
+        self._built = built
+
+    async def _post(
+        self,
+        audience: str,
+        target: AlertmanagerTarget,
+        want: dict[LabelsKey, dict[str, Any]],
+        still_open: set[str],
+        *,
+        monotonic_s: float,
+        now: int,
+    ) -> None:
+        """Every `resend_s` (and while Alertmanager failed) the whole set; in between, what
+        changed: new or changed alerts, and the resolved ones."""
+        before = self.firing.get(audience, {})
+        resolving = self.resolving.setdefault(audience, {})
+        for key in before.keys() - want.keys():
+            closed = before[key]
+            if _subject(closed) in still_open:
+                continue  # another worker's now: it keeps the alert firing
+            resolving[key] = {**closed, "endsAt": iso_from_ms(now)}
+        whole = (
+            audience in self.failing
+            or monotonic_s - self.last_posted.get(audience, -1e18) >= target.resend_s
+        )
+        if whole:
             alerts = [*want.values(), *resolving.values()]
-            if alerts:
-                outcome = await send(self.session(), target, alerts)
-                if not outcome.ok:
-                    self._failed(audience, target, outcome.detail)
-                    continue
-                self.counters["alertmanager_posts"] += 1
-                if audience in self.failing:
-                    self.failing.discard(audience)
-                    log.warning("Alertmanager of %s answers again: %d alerts posted",
-                                audience, len(alerts))  # fmt: skip
-            self.firing[audience] = want
-            resolving.clear()
+        else:
+            changed = [posted for key, posted in want.items() if before.get(key) is not posted]
+            alerts = [*changed, *resolving.values()]
+        if alerts:
+            outcome = await send(self.session(), target, alerts)
+            if not outcome.ok:
+                self._failed(audience, target, outcome.detail)
+                return
+            self.counters["alertmanager_posts"] += 1
+            if audience in self.failing:
+                self.failing.discard(audience)
+                log.warning("Alertmanager of %s answers again: %d alerts posted",
+                            audience, len(alerts))  # fmt: skip
+        self.firing[audience] = want
+        resolving.clear()
+        if whole:
             self.last_posted[audience] = monotonic_s
 
     def _failed(self, audience: str, target: AlertmanagerTarget, detail: str) -> None:

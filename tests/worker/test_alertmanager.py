@@ -296,11 +296,8 @@ async def test_a_closed_incident_is_posted_with_ends_at_and_one_that_moved_is_no
         await run.post_due(0.0)
         view.episodes = [episode("C2", "acme")]  # C1 resolved or recovered
         await run.post_due(1.0)
-        last = posted(stub, "/acme/")[-1]
-        assert alertnames(last) == {
-            (INCIDENT, "C2", None),
-            (INCIDENT, "C1", "2025-11-24T16:00:01.000Z"),
-        }
+        last = posted(stub, "/acme/")[-1]  # what changed, not the whole set again
+        assert alertnames(last) == {(INCIDENT, "C1", "2025-11-24T16:00:01.000Z")}
         owned.discard("C2")  # a rebalance: C2 is another worker's now, its incident open
         before = len(stub.received)
         await run.post_due(2.0)
@@ -400,5 +397,23 @@ async def test_an_open_outage_is_one_alert_and_a_tenant_gets_only_its_own(
         await run.post_due(1.0)
         resolved = [a for a in posted(stub, "/admin/")[-1] if a.get("endsAt")]
         assert [a["labels"]["outage"] for a in resolved] == [sap.outage_id]
+    finally:
+        await run.session.close()
+
+
+async def test_between_resends_only_what_changed_is_posted(stub: HttpStub) -> None:
+    view = View([episode("C1", "acme"), episode("C2", "acme")])
+    run = Resending(policy_for(stub.url), view, owned={"C1", "C2", "C3"})
+    try:
+        await run.post_due(0.0)
+        acknowledged = episode("C1", "acme")._replace(acknowledged_by="alice")
+        view.episodes = [acknowledged, episode("C2", "acme"), episode("C3", "acme")]
+        await run.post_due(1.0)
+        [changed] = [b for b in posted(stub, "/acme/")[1:]]
+        assert sorted(a["labels"]["connector"] for a in changed) == ["C1", "C3"]
+        c1 = next(a for a in changed if a["labels"]["connector"] == "C1")
+        assert c1["annotations"]["acknowledged_by"] == "alice"
+        await run.post_due(30.0)  # resend_s: the whole set again
+        assert len(posted(stub, "/acme/")[-1]) == 3
     finally:
         await run.session.close()
