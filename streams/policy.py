@@ -127,6 +127,9 @@ class AlertmanagerTarget(_Strict):
     resend_s: Seconds = 60.0
     severity: str = Field(default="critical", min_length=1)
     runbook_url: str | None = Field(default=None, pattern=r"^https?://")
+    # Where people reach the admin page (e.g. behind a proxy); alerts link a connector's
+    # timeline under it. Without it: the worker's own web port.
+    dashboard_url: str | None = Field(default=None, pattern=r"^https?://")
     timeout_s: Seconds = 5.0
 
     @property

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -66,6 +67,16 @@ class AlertLinks:
 
     dashboard_url: Callable[[str], str]
     episode: Callable[[str], OpenEpisode | None]
+
+
+def page_of(
+    target: AlertmanagerTarget, connector_id: str, worker_page: Callable[[str], str]
+) -> str:
+    """The connector's timeline on the admin page: under the target's `dashboard_url` (the
+    address people reach it at), else on this worker's own web port."""
+    if target.dashboard_url is None:
+        return worker_page(connector_id)
+    return f"{target.dashboard_url.rstrip('/')}/timeline?{urlencode({'id': connector_id})}"
 
 
 def alertname_for(level: int | None) -> str:
@@ -231,7 +242,7 @@ async def post_for_request(
         detected_at=known.detected_at if known is not None else request.occurred_at,
         escalation_level=request.level,
     )
-    dashboard = links.dashboard_url(request.connector_id) if links is not None else ""
+    dashboard = page_of(target, request.connector_id, links.dashboard_url) if links else ""
     if kind in _RESOLVING_KINDS:
         names = [INCIDENT, ESCALATION] if request.level == 0 else [INCIDENT]
         alerts = [
@@ -329,13 +340,14 @@ class AlertResender:
                 cache_key = (audience, name, episode)
                 entry = self._built.get(cache_key)
                 if entry is None:  # new, or changed (escalated, acknowledged)
-                    fresh = alert(episode, name, target, self.dashboard_url(episode.connector_id))
+                    page = page_of(target, episode.connector_id, self.dashboard_url)
+                    fresh = alert(episode, name, target, page)
                     entry = (labels_key(fresh), fresh)
                 built[cache_key] = entry
                 want[entry[0]] = entry[1]
             for outage in outages_for(audience, my_outages):
                 first = outage.connectors[0] if outage.connectors else ""  # its timeline
-                posted = outage_alert(outage, target, self.dashboard_url(first))
+                posted = outage_alert(outage, target, page_of(target, first, self.dashboard_url))
                 want[labels_key(posted)] = posted
             await self._post(audience, target, want, still_open, monotonic_s=monotonic_s, now=now)
         self._built = built

@@ -417,3 +417,16 @@ async def test_between_resends_only_what_changed_is_posted(stub: HttpStub) -> No
         assert len(posted(stub, "/acme/")[-1]) == 3
     finally:
         await run.session.close()
+
+
+async def test_alerts_link_the_admin_page_where_people_reach_it(stub: HttpStub) -> None:
+    policy = policy_for(stub.url, dashboard_url="https://recovery.example/dashboard/")
+    async with aiohttp.ClientSession() as session:
+        result = await deliver(
+            session, policy, request("incident_opened", "platform_admin", 0), lambda: T0,
+            alert_links=links(),
+        )  # fmt: skip
+    assert result.delivered
+    [[alert]] = posted(stub, "/admin/")
+    assert alert["annotations"]["dashboard"] == "https://recovery.example/dashboard/timeline?id=C1"
+    assert alert["generatorURL"] == alert["annotations"]["dashboard"]
