@@ -232,6 +232,10 @@ async def post_for_request(
     if kind not in _FIRING_KINDS | _RESOLVING_KINDS:
         return True, f"not an incident ({kind}): no alert posted"
     known = links.episode(request.incident_id) if links is not None else None
+    if kind in _RESOLVING_KINDS and known is not None and known.opened_at is None:
+        # Recovered by its retries: no incident opened, so no alert to resolve (a storm's
+        # thousands of self-healed connectors are not posted).
+        return True, "recovered before an incident opened: no alert posted"
     episode = OpenEpisode(
         incident_id=request.incident_id,
         connector_id=request.connector_id,

@@ -430,3 +430,15 @@ async def test_alerts_link_the_admin_page_where_people_reach_it(stub: HttpStub) 
     [[alert]] = posted(stub, "/admin/")
     assert alert["annotations"]["dashboard"] == "https://recovery.example/dashboard/timeline?id=C1"
     assert alert["generatorURL"] == alert["annotations"]["dashboard"]
+
+
+async def test_a_recovery_before_any_incident_posts_nothing(stub: HttpStub) -> None:
+    policy = policy_for(stub.url)
+    healed = {"C1:1": episode("C1", "acme")._replace(opened_at=None)}
+    async with aiohttp.ClientSession() as session:
+        result = await deliver(
+            session, policy, request("recovered", "platform_admin", 0), lambda: T0,
+            alert_links=links(healed),
+        )  # fmt: skip
+    assert result.delivered
+    assert stub.received == []
