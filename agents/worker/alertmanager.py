@@ -12,7 +12,8 @@ recovered. An open outage (docs/outages.md) is one `ConnectorOutage` alert (labe
   incident as a failed webhook does;
 - `AlertResender`, from the worker's live views: every open incident of the connectors this
   worker owns, re-posted every `resend_s` (Alertmanager resolves an alert nobody re-posts)
-  and at once after a start (nothing lost by a restart); an alert it posted whose incident
+  and at once after a start (nothing lost by a restart); in between, within `CHECK_S` of
+  the audit event, only what changed is posted; an alert it posted whose incident
   is no longer open anywhere in the log is posted again with `endsAt`. An incident that
   moved to another worker is left to it, never resolved by mistake. A connector silenced
   here is not re-posted while the silence lasts.
@@ -309,7 +310,11 @@ class AlertResender:
             return
         await ready.wait()
         while True:
-            await self.post_due(time.monotonic(), time.time_ns() // 1_000_000)
+            try:
+                await self.post_due(time.monotonic(), time.time_ns() // 1_000_000)
+            except Exception:
+                # Paging is one part of the worker: a fault here must not stop deciding.
+                log.exception("re-posting the open incidents to Alertmanager failed")
             await asyncio.sleep(CHECK_S)
 
     async def post_due(self, monotonic_s: float, now: int) -> None:
