@@ -11,6 +11,8 @@ source scripts/venv.sh '[dev]'
 # executable_path, never `playwright install`) in the admin page's browser tests.
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# the real Alertmanager the paging tests post to (tests/kafka/test_alertmanager.py)
+[ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
 # openssl makes the throwaway CA of the SASL_SSL tests (tests/security/tls.py).
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
@@ -19,11 +21,17 @@ command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # the prometheus package may start a server on :9090; the tests need only promtool. Only
-  # the server the package just started (its own service user), never someone else's.
+  # the prometheus package may start a server on :9090, prometheus-alertmanager one on
+  # :9093; the tests start their own on free ports. Only the servers the packages just
+  # started (their own service user), never someone else's.
   if [[ " ${missing[*]} " == *" prometheus "* ]]; then
     (systemctl stop prometheus || service prometheus stop || pkill -x -u prometheus prometheus) \
       >/dev/null 2>&1 || true
+  fi
+  if [[ " ${missing[*]} " == *" prometheus-alertmanager "* ]]; then
+    # pkill matches the 15-character process name: prometheus-aler(tmanager)
+    (systemctl stop prometheus-alertmanager || service prometheus-alertmanager stop \
+      || pkill -x -u prometheus prometheus-aler) >/dev/null 2>&1 || true
   fi
 fi
 ruff check .

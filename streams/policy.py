@@ -16,7 +16,16 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
@@ -104,13 +113,51 @@ class ConnectorPolicy(_Strict):
 class NotifyTarget(_Strict):
     """Where a notification goes. No webhook: the `connector.notifications` topic."""
 
+    type: Literal["webhook"] = "webhook"
     webhook: str | None = Field(default=None, pattern=r"^https?://")
     secret_env: str | None = None
 
 
+class AlertmanagerTarget(_Strict):
+    """A Prometheus Alertmanager: each open incident is an alert posted to its API v2,
+    re-posted every `resend_s` while open (docs/alertmanager.md). `url` is its base URL."""
+
+    type: Literal["alertmanager"]
+    url: str = Field(pattern=r"^https?://")
+    resend_s: Seconds = 60.0
+    severity: str = Field(default="critical", min_length=1)
+    runbook_url: str | None = Field(default=None, pattern=r"^https?://")
+    # Where people reach the admin page (e.g. behind a proxy); alerts link a connector's
+    # timeline under it. Without it: the worker's own web port.
+    dashboard_url: str | None = Field(default=None, pattern=r"^https?://")
+    timeout_s: Seconds = 5.0
+
+    @property
+    def alerts_url(self) -> str:
+        base = self.url.rstrip("/")
+        return base if base.endswith("/api/v2/alerts") else base + "/api/v2/alerts"
+
+
+def _target_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("type", "webhook"))
+    return str(getattr(value, "type", "webhook"))
+
+
+# A webhook (the default, no `type` needed) or an Alertmanager, wherever a target is named.
+Target = Annotated[
+    Annotated[NotifyTarget, Tag("webhook")] | Annotated[AlertmanagerTarget, Tag("alertmanager")],
+    Discriminator(
+        _target_type,
+        custom_error_type="target_type",
+        custom_error_message="type: use webhook (the default) or alertmanager",
+    ),
+]
+
+
 class EscalationStep(_Strict):
     after_s: Seconds
-    target: NotifyTarget
+    target: Target
 
 
 class DashboardUser(_Strict):
@@ -168,8 +215,8 @@ DependencyName = Annotated[str, AfterValidator(_dependency_name)]
 class Policy(_Strict):
     defaults: ConnectorPolicy = ConnectorPolicy()
     connectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    tenants: dict[str, NotifyTarget] = Field(default_factory=dict)
-    platform_admin: NotifyTarget = NotifyTarget()
+    tenants: dict[str, Target] = Field(default_factory=dict)
+    platform_admin: Target = NotifyTarget()
     escalation: tuple[EscalationStep, ...] = ()
     admins: tuple[str, ...] = ()
     dashboard: Dashboard = Dashboard()
@@ -237,6 +284,19 @@ class Policy(_Strict):
     def may_act(self, actor: str) -> bool:
         return not self.admins or actor in self.admins
 
+    def alertmanagers(self) -> list[tuple[str, AlertmanagerTarget]]:
+        """(audience, target) for each Alertmanager the policy names: `platform_admin`,
+        `tenant:<id>`, `escalation:<level>` (the notification targets' names)."""
+        named: list[tuple[str, NotifyTarget | AlertmanagerTarget]] = [
+            ("platform_admin", self.platform_admin),
+            *((f"tenant:{tenant}", target) for tenant, target in self.tenants.items()),
+            *(
+                (f"escalation:{level}", step.target)
+                for level, step in enumerate(self.escalation, start=1)
+            ),
+        ]
+        return [(who, t) for who, t in named if isinstance(t, AlertmanagerTarget)]
+
     def escalation_after_ms(self, step_index: int) -> int | None:
         if step_index >= len(self.escalation):
             return None
@@ -294,7 +354,7 @@ def _model_at(model: type[BaseModel], path: tuple[int | str, ...]) -> type[BaseM
             continue
         if origin in (Union, UnionType):  # a tagged union: the error's path names the tag
             annotation = next(
-                (m for m in get_args(annotation) if part in get_args(_type_of(m))), None
+                (m for m in map(_unannotated, get_args(annotation)) if _tagged(m, part)), None
             )
             continue
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
@@ -308,6 +368,17 @@ def _model_at(model: type[BaseModel], path: tuple[int | str, ...]) -> type[BaseM
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     return None
+
+
+def _unannotated(annotation: Any) -> Any:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
+def _tagged(member: Any, tag: int | str) -> bool:
+    """Whether a union member is the one a validation error's path names by its tag."""
+    return tag in get_args(_type_of(member))
 
 
 def _type_of(member: Any) -> Any:

@@ -153,6 +153,8 @@ class FoldCollector(Collector):
             ("dead_letters", "Inputs sent to the dead-letter topic"),
             ("late_pings", "Pings older than the last applied check"),
             ("inputs", "Decider inputs processed"),
+            ("alertmanager_posts", "Open incidents re-posted to Alertmanager (batches)"),
+            ("alertmanager_post_failures", "Re-posts to Alertmanager that failed their retries"),
         ):
             counter = CounterMetricFamily(f"connector_{name}", help_text)
             counter.add_metric([], self.counters.get(name, 0))

@@ -1,7 +1,8 @@
 """`connector-recovery demo`: the README's main command.
 
 Starts a local Kafka (unless KAFKA_BOOTSTRAP_SERVERS is set), a worker, a local webhook
-receiver for the admins, and a simulated fleet of 50 connectors with injected faults
+receiver for the admins (the Platform Admin's pages through Debian's Alertmanager when it is
+installed: agents/demo/alerting.py), and a simulated fleet of 50 connectors with injected faults
 (see agents/demo/simulate.py). A live view shows connector states, open incidents and MTTR; the
 demo itself plays the Platform Admin for the incidents that need one. It ends with a summary
 read from the audit log, verified. `--connect` adds a real Kafka Connect worker with
@@ -35,6 +36,7 @@ from rich.table import Table
 from agents.admin import build_command, send_and_wait
 from agents.broker.client import reader, start_client, topic_partitions
 from agents.broker.local import HOME, Broker, LocalKafkaError, answers_metadata
+from agents.demo.alerting import DemoAlertmanager
 from agents.demo.connect import BROKEN, DemoConnect
 from agents.demo.simulate import Simulation
 from agents.settings import Settings, Topics
@@ -183,9 +185,42 @@ def act_on_it(
     ]
 
 
-def _policy(inbox: Inbox, connectors: str = "") -> str:
+def _start_alertmanager(home: Path, inbox: Inbox) -> DemoAlertmanager | None:
+    """Debian's Alertmanager for the Platform Admin's pages, when it is installed."""
+    if not DemoAlertmanager.installed():
+        return None
+    alertmanager = DemoAlertmanager(home, inbox.url)
+    if not alertmanager.start():
+        console.print(
+            f"[yellow]Alertmanager did not start (see {alertmanager.log}):"
+            " the Platform Admin gets a webhook[/]"
+        )
+        return None
+    console.print(
+        f"[bold]Alertmanager:[/] {alertmanager.url} pages the Platform Admin"
+        f" (alerts: {alertmanager.url}/api/v2/alerts)"
+    )
+    return alertmanager
+
+
+def _stop(worker: subprocess.Popen[str] | None, alertmanager: DemoAlertmanager | None) -> None:
+    if worker is not None:
+        worker.terminate()
+        worker.wait(60)
+    if alertmanager is not None:
+        alertmanager.stop()
+
+
+def _policy(
+    inbox: Inbox, connectors: str = "", alertmanager: DemoAlertmanager | None = None
+) -> str:
     closed = _free_port()  # nothing listens there: initech's webhook is down
     connectors_block = f"connectors:\n{connectors}" if connectors else ""
+    platform_admin = (
+        f'{{type: alertmanager, url: "{alertmanager.url}", resend_s: 10}}'
+        if alertmanager is not None
+        else f'{{webhook: "{inbox.url}/platform"}}'
+    )
     return (
         connectors_block
         + f"""
@@ -198,7 +233,7 @@ tenants:
   acme: {{webhook: "{inbox.url}/acme"}}
   globex: {{webhook: "{inbox.url}/globex"}}
   initech: {{webhook: "http://127.0.0.1:{closed}/initech"}}
-platform_admin: {{webhook: "{inbox.url}/platform"}}
+platform_admin: {platform_admin}
 escalation:
   - {{after_s: 20, target: {{webhook: "{inbox.url}/oncall"}}}}
 admins: [demo-admin]
@@ -477,8 +512,9 @@ def run_demo(with_connect: bool = False, keep: bool = False) -> int:
     connect = DemoConnect(bootstrap, run, home, env) if with_connect else None
     if connect is not None:
         console.print(f"[bold]Kafka Connect:[/] {connect.start()}")
+    alertmanager = _start_alertmanager(home, inbox)
     policy = home / "policy.yaml"
-    policy.write_text(_policy(inbox, connect.policy_lines() if connect else ""))
+    policy.write_text(_policy(inbox, connect.policy_lines() if connect else "", alertmanager))
 
     def closing(events: list[AuditEvent]) -> int:
         lines = next_steps(run, local_port, home, ours)
@@ -486,10 +522,11 @@ def run_demo(with_connect: bool = False, keep: bool = False) -> int:
         return _closing_screen(inbox, events, lines)
 
     console.print(f"[bold]Worker:[/] starting ({run}, web on 127.0.0.1:{port}) ...")
-    worker = _start_worker(home, policy, port, env)
     verdicts: list[int] = []
     events: list[AuditEvent] = []
+    worker: subprocess.Popen[str] | None = None
     try:
+        worker = _start_worker(home, policy, port, env)
         if not _ready(worker, home / "worker.log"):
             console.print(f"[red]the worker did not start; see {home / 'worker.log'}[/]")
             return 2
@@ -505,8 +542,7 @@ def run_demo(with_connect: bool = False, keep: bool = False) -> int:
         hold = (lambda read: verdicts.append(closing(read))) if keep else None
         events = asyncio.run(_live(settings, port, repairs, hold))
     finally:
-        worker.terminate()
-        worker.wait(60)
+        _stop(worker, alertmanager)
         if connect is not None:
             console.print(connect.summary())
             connect.stop()

@@ -24,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -36,6 +37,7 @@ from agents.settings import STATE_TABLE, Settings
 from agents.wire.codec import registry
 from agents.wire.records import unpack
 from agents.worker import heap
+from agents.worker.alertmanager import AlertLinks, AlertResender
 from agents.worker.checkpoints import AuditCheckpoints, checkpoint_key
 from agents.worker.clock import Clock
 from agents.worker.deliveries import DeliveryLoop
@@ -49,6 +51,7 @@ from agents.worker.web import WebEndpoints
 from streams.models import Tick
 from streams.policy import Policy
 from streams.projections import tenant_key
+from streams.views import OpenEpisode
 
 log = logging.getLogger("connector_recovery.worker")
 
@@ -125,6 +128,7 @@ class WorkerApp:
             counters=self.counters,
             status_url=self._status_url,
             raw_producer=self._raw_producer,
+            alert_links=AlertLinks(self._dashboard_url, self._episode),
         )
         self.deliveries = [
             DeliveryLoop(s, t.recovery_requests, "execute", self.effects.execute_request, 8),
@@ -148,6 +152,14 @@ class WorkerApp:
         self.dashboard = Dashboard(settings, policy, self.follower)
         self.dashboard.mount(self.app.web.web_app)  # type: ignore[attr-defined]  # Faust's default web driver is aiohttp; its base class does not name the app
         self.web = WebEndpoints(self.follower, self.counters, self.ready, self._inputs_lag)
+        self.alerts = AlertResender(
+            policy,
+            view=lambda: self.follower.view,
+            owned=self._owns,
+            session=self.effects.session,
+            dashboard_url=self._dashboard_url,
+            counters=self.counters,
+        )
         self.clock = Clock(
             deadlines=self.processor.deadlines,
             front=self.router.front,
@@ -167,6 +179,7 @@ class WorkerApp:
         for deliveries in self.deliveries:
             self.app.task(self._deliver(deliveries))
         self.app.task(self.web.follow_audit)
+        self.app.task(self._resend_alerts)
         self.web.register(self.app)
         self.app.timer(s.tick_interval_s, name="clock")(self._clock)
         self.app.timer(s.checkpoint_interval_s, name="checkpoint")(self._checkpoint)
@@ -202,6 +215,22 @@ class WorkerApp:
 
         run.__name__ = f"deliver_{deliveries.group}"
         return run
+
+    async def _resend_alerts(self) -> None:
+        """Once this worker owns its partitions and its views have caught up with the log:
+        before, an open incident would look closed."""
+        caught_up = asyncio.Event()
+
+        async def when_ready() -> None:
+            await self.ready.wait()
+            await self.follower.caught_up.wait()
+            caught_up.set()
+
+        waiting = asyncio.create_task(when_ready())
+        try:
+            await self.alerts.run(caught_up)
+        finally:
+            waiting.cancel()
 
     async def _raw_producer(self) -> AIOKafkaProducer:
         """A plain aiokafka producer for the heartbeat graces (batches of inputs, as the
@@ -303,6 +332,17 @@ class WorkerApp:
             max(0, (highwater or 0) - self.positions.get(partition, -1) - 1)
             for partition, highwater in self._inputs_highwaters().items()
         )
+
+    def _dashboard_url(self, connector_id: str) -> str:
+        base = f"http://{self.settings.web_host}:{self.settings.web_port}/dashboard"
+        return f"{base}/timeline?{urlencode({'id': connector_id})}"
+
+    def _episode(self, incident_id: str) -> OpenEpisode | None:
+        return self.follower.view.episodes.get(incident_id)
+
+    def _owns(self, connector_id: str) -> bool:
+        partition = partition_of(connector_id.encode(), self.settings.partitions)
+        return partition in self._owned_partitions()
 
     def _status_url(self, tenant_id: str | None) -> str:
         base = f"http://{self.settings.web_host}:{self.settings.web_port}/status"

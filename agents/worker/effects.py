@@ -21,6 +21,7 @@ from agents.settings import Settings
 from agents.wire import cloudevents
 from agents.wire.codec import AvroCodecError, SchemaRegistry
 from agents.wire.records import audit_record, input_record
+from agents.worker.alertmanager import AlertLinks
 from agents.worker.checkpoints import AuditCheckpoints
 from agents.worker.deliveries import OutcomeBatcher
 from agents.worker.executors import execute
@@ -55,8 +56,10 @@ class Effects:
         counters: dict[str, int],
         status_url: Callable[[str | None], str],
         raw_producer: Callable[[], Awaitable[AIOKafkaProducer]],
+        alert_links: AlertLinks | None = None,
     ) -> None:
         self.settings = settings
+        self.alert_links = alert_links
         self.raw_producer = raw_producer
         self.outcomes = OutcomeBatcher(settings, registry, raw_producer)
         self.policy = policy
@@ -212,6 +215,7 @@ class Effects:
             request,
             now_ms,
             status_url=self.status_url(request.tenant_id),
+            alert_links=self.alert_links,
         )
         await self.outcomes.send(
             request.connector_id,

@@ -12,6 +12,8 @@ Bounded retries with backoff (network errors, timeouts, 429, 5xx); the final out
 back to the decider as a `NotificationResult`. A target without a webhook is the
 `connector.notifications` topic itself: the request is delivered once the broker holds it.
 Tenant isolation: a tenant's notification can only resolve to that tenant's own target.
+A target of `type: alertmanager` gets the incident as an alert instead (alertmanager.py),
+with the same bounded retries and the same outcome.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from collections.abc import Callable
 
 import aiohttp
 
+from agents.worker.alertmanager import AlertLinks, post_for_request
 from agents.worker.http import post
 from streams.models import NotificationRequest, NotificationResult
-from streams.policy import NotifyTarget, Policy
+from streams.policy import AlertmanagerTarget, NotifyTarget, Policy
 from streams.timefmt import iso_from_ms
 
 SIGNATURE_HEADER = "X-Connector-Recovery-Signature"
@@ -36,7 +39,9 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def resolve_target(policy: Policy, request: NotificationRequest) -> NotifyTarget | None:
+def resolve_target(
+    policy: Policy, request: NotificationRequest
+) -> NotifyTarget | AlertmanagerTarget | None:
     """The policy's target for an audience; None = the topic is the delivery."""
     target = request.target
     if target == "platform_admin":
@@ -82,13 +87,18 @@ async def deliver(
     status_url: str | None = None,
     timeout_s: float = 5.0,
     attempts: int = 3,
+    alert_links: AlertLinks | None = None,
 ) -> NotificationResult:
     try:
         target = resolve_target(policy, request)
     except ValueError as error:
         delivered, detail = False, str(error)
     else:
-        if target is None or target.webhook is None:
+        if isinstance(target, AlertmanagerTarget):
+            delivered, detail = await post_for_request(
+                session, target, request, alert_links, attempts
+            )
+        elif target is None or target.webhook is None:
             delivered, detail = True, "delivered to the notifications topic"
         else:
             body = payload(request, status_url)

@@ -48,6 +48,10 @@ def test_the_demo_ends_with_a_verified_summary(ns: Namespace) -> None:
     assert "notification.failed=" in out  # initech's webhook is down ...
     assert "incident.escalated=" in out  # ... so the Platform Admin hears about it
     assert "connector.recovery.completed=" in out
+    if shutil.which("prometheus-alertmanager"):  # the Platform Admin paged through it
+        assert "pages the Platform Admin" in out
+        heard = next(line for line in out.splitlines() if line.startswith("webhooks received:"))
+        assert "'/alertmanager':" in heard, heard
 
 
 def demo_in_a_terminal(ns: Namespace, seconds: int) -> str:

@@ -16,7 +16,7 @@ from agents.audit.log import LogRead, Scope
 from agents.audit.report import build
 from agents.worker.notifier import resolve_target
 from streams.models import AuditEvent, NotificationRequest
-from streams.policy import parse_policy
+from streams.policy import NotifyTarget, parse_policy
 from streams.projections import tenant_key
 from streams.views import FleetView
 from tests.core.driver import Driver
@@ -72,7 +72,7 @@ def test_a_tenants_notification_resolves_only_to_its_own_endpoint(
             if command.target.startswith("tenant:"):
                 assert command.tenant_id == driver.tenant_id
                 target = resolve_target(policy, command)
-                assert target is not None
+                assert isinstance(target, NotifyTarget)
                 assert target.webhook == f"https://hooks.example/{driver.tenant_id}"
                 for other in TENANTS:
                     if other and other != driver.tenant_id:
