@@ -17,9 +17,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from agents.broker.client import partition_of
 from agents.broker.topics import ensure_topics
 from agents.settings import Settings
+from agents.wire.partitioning import partition_of
 from agents.worker.statecodec import dump_state
 from bench.env import env_int
 from bench.replay import bootstrap

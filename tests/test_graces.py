@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from agents.broker.client import partition_of
 from agents.settings import Settings
 from agents.wire.codec import registry
+from agents.wire.partitioning import partition_of
 from agents.wire.records import batch_origins, unpack
 from agents.worker.graces import GRACE_SOURCE, Graces
 from agents.worker.router import BATCH_ITEMS

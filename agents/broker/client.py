@@ -5,25 +5,14 @@ from __future__ import annotations
 
 import logging
 import ssl
-from functools import lru_cache
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
 from agents.kafka_internals import refresh_metadata
 from agents.settings import KafkaSecurity, Settings
-
-
-@lru_cache(maxsize=1 << 18)
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition aiokafka's default (Java-compatible murmur2) partitioner picks.
-
-    Cached: aiokafka's murmur2 is pure Python (~2 µs), and the router asks it of every
-    ping, for a fleet of connectors that ping again and again."""
-    return (int(murmur2(key)) & 0x7FFFFFFF) % partitions
 
 
 def ssl_context(security: KafkaSecurity) -> ssl.SSLContext | None:

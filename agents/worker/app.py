@@ -30,11 +30,12 @@ import faust
 from aiokafka import AIOKafkaProducer
 
 from agents.audit.follow import AuditFollower
-from agents.broker.client import faust_credentials, partition_of
+from agents.broker.client import faust_credentials
 from agents.broker.producer import open_producer
 from agents.dashboard.server import Dashboard
 from agents.settings import STATE_TABLE, Settings
 from agents.wire.codec import registry
+from agents.wire.partitioning import partition_of
 from agents.wire.records import unpack
 from agents.worker import heap
 from agents.worker.alertmanager import AlertLinks, AlertResender

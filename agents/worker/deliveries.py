@@ -29,9 +29,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from agents.broker.client import client_options, partition_of, start_client
+from agents.broker.client import client_options, start_client
 from agents.settings import Settings
 from agents.wire.codec import SchemaRegistry
+from agents.wire.partitioning import partition_of
 from agents.worker.router import BATCH_ITEMS
 
 log = logging.getLogger("connector_recovery.deliveries")

@@ -16,10 +16,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
-from agents.broker.client import partition_of
 from agents.settings import Settings
 from agents.wire import cloudevents
 from agents.wire.codec import AvroCodecError, SchemaRegistry
+from agents.wire.partitioning import partition_of
 from agents.wire.records import audit_record, input_record
 from agents.worker.alertmanager import AlertLinks
 from agents.worker.checkpoints import AuditCheckpoints

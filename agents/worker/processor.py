@@ -20,7 +20,7 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, cast
 
-from agents.broker.client import partition_of
+from agents.wire.partitioning import partition_of
 from agents.wire.records import Unpacked
 from agents.worker.clock import DeadlineIndex
 from agents.worker.repair import reconcile

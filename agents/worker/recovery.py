@@ -15,9 +15,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 from pydantic import ValidationError
 
-from agents.broker.client import client_options, partition_of, reader
+from agents.broker.client import client_options, reader
 from agents.settings import Settings
 from agents.wire.codec import AvroCodecError, SchemaRegistry
+from agents.wire.partitioning import partition_of
 from agents.wire.records import decode_audit, unpack
 from agents.worker.checkpoints import AuditCheckpoints
 from agents.worker.effects import Effects

@@ -33,9 +33,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from agents.broker.client import client_options, partition_of, reader, topic_partitions
+from agents.broker.client import client_options, reader, topic_partitions
 from agents.settings import Settings
 from agents.wire.codec import SchemaRegistry
+from agents.wire.partitioning import partition_of
 from agents.wire.records import BadInput, batch_origins, decode_input
 from streams.models import AdminCommand, DeciderInput, HealthPing, RecoveryResult
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from faust.stores.rocksdb import Store as RocksDBStore
 
-from agents.broker.client import partition_of
 from agents.kafka_internals import rocksdb_partition_get, rocksdb_partition_items
+from agents.wire.partitioning import partition_of
 from agents.worker.checkpoints import partition_of_checkpoint_key
 from agents.worker.statecodec import load_head
 from streams.grouping import is_outage_key

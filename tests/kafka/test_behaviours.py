@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agents.broker.client import partition_of
+from agents.wire.partitioning import partition_of
 from streams.models import AuditEvent, EventType, RecoveryMode
 from tests.kafka.harness import Namespace, Worker, read_audit, wait_for
 from tests.kafka.httpstub import HttpStub

@@ -19,8 +19,9 @@ from faust.stores.rocksdb import Store as RocksDBStore
 from faust.tables.manager import TableManager
 from faust.types import TP
 
-from agents.broker.client import partition_of, reader
+from agents.broker.client import reader
 from agents.settings import Settings
+from agents.wire.partitioning import partition_of
 from agents.worker.app import WorkerApp
 from agents.worker.checkpoints import CHECKPOINT_PREFIX, checkpoint_key
 from agents.worker.restore import Restored, pre_restore

@@ -16,8 +16,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import TopicPartition
 
-from agents.broker.client import partition_of
 from agents.broker.local import Broker
+from agents.wire.partitioning import partition_of
 from streams.models import AuditEvent, EventType
 from tests.kafka.harness import (
     Namespace,
