@@ -90,6 +90,7 @@ def cmd_probe_kafka_connect(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from agents.broker.topics import AuditTopicMisconfigured, prepare_worker
+    from agents.dashboard.server import Dashboard
     from agents.policyfile import load_policy
     from agents.worker.app import WorkerApp
     from agents.worker.restore import RestoringWorker
@@ -113,6 +114,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings.worker_state_dir.mkdir(parents=True, exist_ok=True)
     asyncio.set_event_loop(asyncio.new_event_loop())
     pipeline = WorkerApp(settings, policy, loglevel=args.loglevel)
+    # The admin page on the worker's web server, over the worker's own live views.
+    Dashboard(settings, policy, pipeline.follower).mount(pipeline.web_app)
     # Restores the state table in bulk before Faust replays its changelog (P5).
     worker = RestoringWorker(
         pipeline.app, settings, loglevel=args.loglevel, quiet=True, redirect_stdouts=False

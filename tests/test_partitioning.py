@@ -19,22 +19,3 @@ def test_known_keys() -> None:
     # Kafka's own test vectors (org.apache.kafka.common.utils.UtilsTest#testMurmur2)
     assert partition_of(b"21", 2**31 - 1) == (-973932308 & 0x7FFFFFFF) % (2**31 - 1)
     assert partition_of(b"abc", 2**31 - 1) == (479470107 & 0x7FFFFFFF) % (2**31 - 1)
-
-
-def test_the_processor_imports_no_kafka_client() -> None:
-    """The broker-free processor knows partitions without a Kafka client (or Faust)."""
-    import subprocess  # noqa: PLC0415 - only this test starts a process
-    import sys  # noqa: PLC0415 - as above
-
-    loaded = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, agents.worker.processor; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'aiokafka', 'faust', 'mode'}))",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert loaded.stdout.strip() == "[]"

@@ -32,7 +32,6 @@ from aiokafka import AIOKafkaProducer
 from agents.audit.follow import AuditFollower
 from agents.broker.client import faust_credentials
 from agents.broker.producer import open_producer
-from agents.dashboard.server import Dashboard
 from agents.settings import STATE_TABLE, Settings
 from agents.wire.codec import registry
 from agents.wire.partitioning import partition_of
@@ -150,8 +149,6 @@ class WorkerApp:
         )
         # One follower of the audit topic feeds /status, /metrics and the admin page.
         self.follower = AuditFollower(s, s.worker_state_dir / "views")
-        self.dashboard = Dashboard(settings, policy, self.follower)
-        self.dashboard.mount(self.app.web.web_app)  # type: ignore[attr-defined]  # Faust's default web driver is aiohttp; its base class does not name the app
         self.web = WebEndpoints(self.follower, self.counters, self.ready, self._inputs_lag)
         self.alerts = AlertResender(
             policy,
@@ -333,6 +330,12 @@ class WorkerApp:
             max(0, (highwater or 0) - self.positions.get(partition, -1) - 1)
             for partition, highwater in self._inputs_highwaters().items()
         )
+
+    @property
+    def web_app(self) -> Any:
+        """The aiohttp application of the worker's web server, where the CLI mounts the
+        admin page (the worker runs without it)."""
+        return self.app.web.web_app  # type: ignore[attr-defined]  # Faust's default web driver is aiohttp; its base class does not name the app
 
     def _dashboard_url(self, connector_id: str) -> str:
         base = f"http://{self.settings.web_host}:{self.settings.web_port}/dashboard"
