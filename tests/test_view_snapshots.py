@@ -41,3 +41,14 @@ def test_a_snapshot_file_gives_back_the_view(tmp_path: Path) -> None:
     file.path.write_bytes(bytes(data))
     with pytest.raises(SnapshotError, match=r"digest|unreadable"):
         asyncio.run(file.load())
+
+
+def test_a_snapshot_cut_short_is_refused(tmp_path: Path) -> None:
+    view = folded(play([("ping", False, True, 5), ("tick", 30)]).events)
+    file = SnapshotFile(tmp_path / "views.snapshot")
+    asyncio.run(file.save(view, None, "audit", {0: 3}))
+    data = file.path.read_bytes()
+    for cut in (len(data) - 1, len(data) // 2, 10):
+        file.path.write_bytes(data[:cut])
+        with pytest.raises(SnapshotError, match="cut short|digest|unreadable"):
+            asyncio.run(file.load())

@@ -29,6 +29,7 @@ log = logging.getLogger("connector_recovery.views")
 
 FILE_FORMAT = 2  # 2: records, open episodes and since-times in tagged chunks
 RECORDS_PER_LINE = 2_000
+_DIGEST_LINE = b'{"sha256":'  # the last line: the digest of every line before it
 
 
 class SnapshotError(ValueError):
@@ -84,37 +85,47 @@ class SnapshotFile:
         return written
 
     async def load(self) -> Restored | None:
-        """The snapshot, or None if there is none; SnapshotError if it cannot be used."""
+        """The snapshot, or None if there is none; SnapshotError if it cannot be used. Read
+        a line at a time, the view built as it goes and the digest checked at the end: the
+        file is never held whole (a million connectors' snapshot is hundreds of MB)."""
         try:
-            data = await asyncio.to_thread(self.path.read_bytes)
+            file = self.path.open("rb")
         except FileNotFoundError:
             return None
         except OSError as error:
             raise SnapshotError(f"cannot read {self.path}: {error}") from None
-        lines = data.split(b"\n")
-        if len(lines) < 4 or lines[-1] != b"":
-            raise SnapshotError(f"{self.path} is cut short")
-        *body, last = lines[:-1]
         digest = hashlib.sha256()
-        for line in body:
-            digest.update(line)
         try:
-            if orjson.loads(last).get("sha256") != digest.hexdigest():
-                raise SnapshotError(f"{self.path} does not match its digest")
-            header = orjson.loads(body[0])
-            if header.get("format") != FILE_FORMAT:
-                raise SnapshotError(f"{self.path} is of format {header.get('format')!r}")
-            view = FleetView.restore(orjson.loads(body[1]))
-            for line in body[2:]:
-                kind, values = orjson.loads(line)
-                view.add(kind, values)
-                await asyncio.sleep(0)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            with file:
+                header = orjson.loads(self._line(file, digest))
+                if header.get("format") != FILE_FORMAT:
+                    raise SnapshotError(f"{self.path} is of format {header.get('format')!r}")
+                view = FleetView.restore(orjson.loads(self._line(file, digest)))
+                while True:
+                    line = self._line(file, None)
+                    if line.startswith(_DIGEST_LINE):
+                        break
+                    digest.update(line)
+                    kind, values = orjson.loads(line)
+                    view.add(kind, values)
+                    await asyncio.sleep(0)
+                if orjson.loads(line).get("sha256") != digest.hexdigest() or file.read(1):
+                    raise SnapshotError(f"{self.path} does not match its digest")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as error:
             if isinstance(error, SnapshotError):
                 raise
             raise SnapshotError(f"{self.path} is unreadable: {error}") from None
         offsets = {int(p): int(o) for p, o in header["offsets"].items()}
         return Restored(view, header.get("cluster"), str(header["topic"]), offsets)
+
+    def _line(self, file: Any, digest: Any) -> bytes:
+        line: bytes = file.readline()
+        if not line.endswith(b"\n"):
+            raise SnapshotError(f"{self.path} is cut short")
+        line = line[:-1]
+        if digest is not None:
+            digest.update(line)
+        return line
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
