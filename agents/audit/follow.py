@@ -53,6 +53,8 @@ TOPIC_COMPLAINT_EVERY_S = 30.0
 # Records folded between two turns of the event loop (~20 ms of work).
 FOLD_SLICE = 500
 SNAPSHOT_EVERY_S = 60.0
+# What the follower holds fetched ahead of its fold: enough to keep folding, not a history.
+FETCH_MAX_BYTES = 8 << 20
 PROGRESS_EVERY_S = 10.0
 
 
@@ -107,7 +109,7 @@ class AuditFollower:
         """The follower's consumer, started (KafkaConnectionError if no broker answers);
         `run` opens it if nobody did before."""
         if self._consumer is None:
-            consumer = reader(self.settings)
+            consumer = reader(self.settings, fetch_max_bytes=FETCH_MAX_BYTES)
             await start_client(consumer)
             self._consumer = consumer
         return self._consumer

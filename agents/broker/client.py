@@ -60,17 +60,27 @@ def faust_credentials(settings: Settings) -> Any:
 BOUNDED_FETCH_WAIT_MS = 10
 
 
-def reader(settings: Settings, bounded: bool = False) -> AIOKafkaConsumer:
+def reader(
+    settings: Settings, bounded: bool = False, fetch_max_bytes: int | None = None
+) -> AIOKafkaConsumer:
     """A consumer in no group: it assigns partitions itself and never commits. A `bounded`
     reader reads up to end offsets it took beforehand, so it has nothing to long-poll for:
     a fetch left waiting at an end (for 500 ms by default) would hold up the requests queued
-    behind it on the connection, such as the next seek."""
+    behind it on the connection, such as the next seek. `fetch_max_bytes` bounds what it
+    holds fetched ahead (aiokafka's default, 50 MiB, is a long history's reader's memory)."""
+    limits: dict[str, int] = {}
+    if fetch_max_bytes is not None:
+        limits = {
+            "fetch_max_bytes": fetch_max_bytes,
+            "max_partition_fetch_bytes": max(1 << 20, fetch_max_bytes // 4),
+        }
     return AIOKafkaConsumer(
         **client_options(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         **({"fetch_max_wait_ms": BOUNDED_FETCH_WAIT_MS} if bounded else {}),
+        **limits,
     )
 
 

@@ -105,7 +105,7 @@ class RebalanceRecovery:
         if not owned:
             return
         skipped = 0
-        consumer = reader(self.settings)
+        consumer = reader(self.settings, fetch_max_bytes=8 << 20)
         await consumer.start()
         try:
             tps = [TopicPartition(self.settings.topics.audit, p) for p in sorted(owned)]
