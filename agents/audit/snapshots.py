@@ -14,6 +14,7 @@ the loop for longer than a chunk takes.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import os
@@ -108,6 +109,7 @@ class SnapshotFile:
                     digest.update(line)
                     kind, values = orjson.loads(line)
                     view.add(kind, values)
+                    gc.freeze()  # the view is long-lived: out of the collector's full passes
                     await asyncio.sleep(0)
                 if orjson.loads(line).get("sha256") != digest.hexdigest() or file.read(1):
                     raise SnapshotError(f"{self.path} does not match its digest")
