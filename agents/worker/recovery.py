@@ -19,7 +19,7 @@ from agents.broker.client import client_options, reader
 from agents.settings import Settings
 from agents.wire.codec import AvroCodecError, SchemaRegistry
 from agents.wire.partitioning import partition_of
-from agents.wire.records import decode_audit, unpack
+from agents.wire.records import decode_audit
 from agents.worker.checkpoints import AuditCheckpoints
 from agents.worker.effects import Effects
 from agents.worker.graces import Graces
@@ -27,6 +27,7 @@ from agents.worker.processor import InputProcessor
 from agents.worker.statecodec import load_state
 from agents.worker.tablescan import OwnedState, scan_owned, stored_value
 from streams.evolve import evolve
+from streams.grouping import is_outage_key
 from streams.models import AuditEvent
 from streams.policy import Policy
 from streams.state import ConnectorState
@@ -67,8 +68,7 @@ class RebalanceRecovery:
         scanned = time.monotonic()
         committed = await self.committed_inputs(owned)
         self.resume_offsets(owned, committed)
-        redelivered = await self.redelivered_connectors(committed)
-        await self.read_log_ahead(owned, scan, redelivered, table)
+        await self.read_log_ahead(owned, scan, table)
         self.rebuild_heads(scan)
         await self.checkpoints.read_last(self.settings, self.effects.checkpoint_codec)
         connectors = scan.connectors
@@ -86,17 +86,16 @@ class RebalanceRecovery:
             time.monotonic() - scanned,
         )
 
-    async def read_log_ahead(
-        self, owned: set[int], scan: OwnedState, redelivered: set[str], table: Any
-    ) -> None:
+    async def read_log_ahead(self, owned: set[int], scan: OwnedState, table: Any) -> None:
         """Crash repair: the audit events written after each owned partition's recorded
         position, by inputs whose state did not reach the table. An event the table's state
-        already holds (its sequence at or below the stored head) is skipped. The events of a
-        connector an input will be re-delivered for are kept, for that input to be reconciled
-        with (repair.py); every other connector's are folded into its stored state now
-        (`InputProcessor.repaired`), which is written with the partition's next batch. So
-        what is held follows the connectors, not the length of the log ahead, and what a
-        start repairs is written, not repeated by the next start."""
+        already holds (its sequence at or below the stored head) is skipped. An event made by
+        an input the worker will apply again (its `source` at or past its inputs partition's
+        next offset) is kept, for that input to be reconciled with (repair.py), as are an
+        outage's; every other event is folded into its connector's stored state now
+        (`InputProcessor.repaired`), written with the partition's next batch. So what is
+        held follows the connectors and the inputs in flight, not the length of the log
+        ahead, and what a start repairs is written, not repeated by the next start."""
         logged_ahead: dict[str, list[AuditEvent]] = {}
         repaired: dict[str, tuple[ConnectorState, int, int]] = {}  # state, applied, partition
         positions = {p: scan.checkpoints.get(p, 0) for p in owned}
@@ -127,7 +126,7 @@ class RebalanceRecovery:
                         head = heads.get(connector_id)
                         if head is not None and event.sequence <= head[0]:
                             skipped += 1
-                        elif connector_id in redelivered:
+                        elif is_outage_key(connector_id) or self._made_by_input_in_flight(event):
                             logged_ahead.setdefault(connector_id, []).append(event)
                         else:
                             self._fold_ahead(repaired, event, tp.partition, table)
@@ -183,39 +182,22 @@ class RebalanceRecovery:
             log.error("undecodable audit record at %s/%s: %s", partition, record.offset, error)
             return None
 
-    async def redelivered_connectors(self, committed: dict[int, int]) -> set[str]:
-        """The connectors of the inputs between each owned partition's committed offset and
-        its end: the inputs Faust will deliver again, whose outputs may be in the log."""
-        if not committed:
-            return set()
-        topic = self.settings.inputs_topic
-        tps = [TopicPartition(topic, p) for p in sorted(committed)]
-        found: set[str] = set()
-        consumer = reader(self.settings, bounded=True)
-        await consumer.start()
+    def _made_by_input_in_flight(self, event: AuditEvent) -> bool:
+        """Whether the input that made `event` will be applied again: it is at or past its
+        inputs partition's next offset (`attributes.source`: topic/partition/offset#item)."""
+        source = event.attributes.get("source")
+        if not source:
+            return False
+        record, _, _item = source.partition("#")
+        topic, _, offset = record.rpartition("/")
+        topic, _, partition = topic.rpartition("/")
+        if topic != self.settings.inputs_topic:
+            return False
         try:
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            for tp in tps:
-                consumer.seek(tp, committed[tp.partition])
-            remaining = {tp for tp in tps if ends[tp] > committed[tp.partition]}
-            while remaining:
-                batch = await consumer.getmany(*remaining, timeout_ms=1000)
-                for tp, records in batch.items():
-                    for record in records:
-                        if record.offset >= ends[tp]:
-                            continue
-                        for item in unpack(
-                            self.registry, record.value, topic, tp.partition, record.offset
-                        ):
-                            if item.message is not None:
-                                found.add(item.message.connector_id)
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
-        finally:
-            await consumer.stop()
-        return found
+            start = self.next_offsets.get(int(partition))
+            return start is not None and int(offset) >= start
+        except ValueError:
+            return False
 
     def resume_offsets(self, owned: set[int], committed: dict[int, int]) -> None:
         """Kept for partitions this process owned before: Faust acks the events it skips as
