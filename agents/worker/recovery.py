@@ -24,8 +24,7 @@ from agents.worker.checkpoints import AuditCheckpoints
 from agents.worker.effects import Effects
 from agents.worker.graces import Graces
 from agents.worker.processor import InputProcessor
-from agents.worker.statecodec import load_state
-from agents.worker.tablescan import OwnedState, scan_owned, stored_value
+from agents.worker.tablescan import OwnedState, scan_owned
 from streams.evolve import evolve
 from streams.grouping import is_outage_key
 from streams.models import AuditEvent
@@ -68,7 +67,7 @@ class RebalanceRecovery:
         scanned = time.monotonic()
         committed = await self.committed_inputs(owned)
         self.resume_offsets(owned, committed)
-        await self.read_log_ahead(owned, scan, table)
+        await self.read_log_ahead(owned, scan)
         self.rebuild_heads(scan)
         await self.checkpoints.read_last(self.settings, self.effects.checkpoint_codec)
         connectors = scan.connectors
@@ -86,18 +85,21 @@ class RebalanceRecovery:
             time.monotonic() - scanned,
         )
 
-    async def read_log_ahead(self, owned: set[int], scan: OwnedState, table: Any) -> None:
+    async def read_log_ahead(self, owned: set[int], scan: OwnedState) -> None:
         """Crash repair: the audit events written after each owned partition's recorded
         position, by inputs whose state did not reach the table. An event the table's state
-        already holds (its sequence at or below the stored head) is skipped. An event made by
-        an input the worker will apply again (its `source` at or past its inputs partition's
-        next offset) is kept, for that input to be reconciled with (repair.py), as are an
-        outage's; every other event is folded into its connector's stored state now
+        already holds (its sequence at or below the stored head) is skipped. The events of a
+        connector the table holds a state for are kept, for its next input to be reconciled
+        with (repair.py): a crash's few, whose detector memory only that input's re-judging
+        restores; so are an outage's, and any made by an input the worker will apply again
+        (its `source` at or past its inputs partition's next offset). The events of a
+        connector the table has never seen (a history it did not write: another cluster's
+        table, a rebuilt changelog) are folded into a new state now
         (`InputProcessor.repaired`), written with the partition's next batch. So what is
-        held follows the connectors and the inputs in flight, not the length of the log
-        ahead, and what a start repairs is written, not repeated by the next start."""
+        held follows the connectors, not the length of a history, and what a start repairs
+        is written, not repeated by the next start."""
         logged_ahead: dict[str, list[AuditEvent]] = {}
-        repaired: dict[str, tuple[ConnectorState, int, int]] = {}  # state, applied, partition
+        repaired: dict[str, tuple[ConnectorState, int]] = {}  # state, partition
         positions = {p: scan.checkpoints.get(p, 0) for p in owned}
         self.checkpoints.positions = positions
         self.processor.logged_ahead = logged_ahead
@@ -117,6 +119,7 @@ class RebalanceRecovery:
                 batch = await consumer.getmany(*remaining, timeout_ms=1000)
                 for tp, records in batch.items():
                     heads = scan.heads.get(tp.partition, {})
+                    stored = scan.connectors.get(tp.partition, set())
                     for record in records:
                         positions[tp.partition] = record.offset + 1
                         event = self._decode_audit(tp.partition, record)
@@ -126,15 +129,19 @@ class RebalanceRecovery:
                         head = heads.get(connector_id)
                         if head is not None and event.sequence <= head[0]:
                             skipped += 1
-                        elif is_outage_key(connector_id) or self._made_by_input_in_flight(event):
+                        elif (
+                            connector_id in stored
+                            or is_outage_key(connector_id)
+                            or self._made_by_input_in_flight(event)
+                        ):
                             logged_ahead.setdefault(connector_id, []).append(event)
                         else:
-                            self._fold_ahead(repaired, event, tp.partition, table)
+                            self._fold_ahead(repaired, event, tp.partition)
                 remaining = {tp for tp in remaining if positions[tp.partition] < ends[tp]}
         finally:
             await consumer.stop()
-        for state, applied, partition in repaired.values():
-            self.processor.repaired(partition, state, applied)
+        for state, partition in repaired.values():
+            self.processor.repaired(partition, state, -1)  # no input of it applied here
             record = state.record
             scan.connectors.setdefault(partition, set()).add(record.connector_id)  # watched
             scan.heads.setdefault(partition, {})[record.connector_id] = (
@@ -153,26 +160,15 @@ class RebalanceRecovery:
                 skipped,
             )
 
+    @staticmethod
     def _fold_ahead(
-        self,
-        repaired: dict[str, tuple[ConnectorState, int, int]],
-        event: AuditEvent,
-        partition: int,
-        table: Any,
+        repaired: dict[str, tuple[ConnectorState, int]], event: AuditEvent, partition: int
     ) -> None:
-        """`event` into the repaired state of its connector (its stored state at first)."""
+        """`event` into the state rebuilt for its connector, which the table never held."""
         connector_id = event.connector_id
         known = repaired.get(connector_id)
-        if known is None:
-            stored = stored_value(table, partition, connector_id.encode())
-            if stored is None:
-                state, applied = ConnectorState.new(connector_id), -1
-            else:
-                state, applied = load_state(stored)
-        else:
-            state, applied, _ = known
-        record = evolve(state.record, event)
-        repaired[connector_id] = (state._replace(record=record), applied, partition)
+        state = known[0] if known is not None else ConnectorState.new(connector_id)
+        repaired[connector_id] = (state._replace(record=evolve(state.record, event)), partition)
 
     def _decode_audit(self, partition: int, record: Any) -> AuditEvent | None:
         try:

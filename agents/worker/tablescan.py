@@ -18,7 +18,7 @@ from typing import Any
 
 from faust.stores.rocksdb import Store as RocksDBStore
 
-from agents.kafka_internals import rocksdb_partition_get, rocksdb_partition_items
+from agents.kafka_internals import rocksdb_partition_items
 from agents.wire.partitioning import partition_of
 from agents.worker.checkpoints import partition_of_checkpoint_key
 from agents.worker.statecodec import load_head
@@ -63,14 +63,4 @@ def scan_owned(table: Any, owned: set[int], partitions: int) -> OwnedState:
         partition = partition_of(key, partitions) if checkpointed is None else checkpointed
         if partition in owned:  # else a standby copy: its owner watches it
             found.add(partition, key, value)
-    return found
-
-
-def stored_value(table: Any, partition: int, key: bytes) -> bytes | None:
-    """The stored bytes of one key of an owned partition, read outside stream iteration
-    (rebalance recovery), where Faust's own reads find no event to take the partition from."""
-    store = table.data
-    if isinstance(store, RocksDBStore):
-        return rocksdb_partition_get(store, partition, key)
-    found: bytes | None = store.data.get(key)  # the in-memory store's dict
     return found
