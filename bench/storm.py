@@ -21,14 +21,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
-from agents.broker.client import topic_partitions
 from agents.broker.topics import ensure_topics
 from agents.settings import Settings
 from agents.wire.codec import registry
 from agents.wire.records import decode_audit
 from bench.env import env_int
 from bench.replay import bootstrap
-from bench.worker import fresh, policy_file, running_worker
+from bench.worker import end_offsets, fresh, policy_file, running_worker
 from streams.models import EventType
 from tests.kafka.harness import wait_caught_up
 
@@ -77,17 +76,6 @@ async def _create(settings: Settings, topics: list[str]) -> None:
         await admin.close()
 
 
-async def _end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
-    await consumer.start()
-    try:
-        tps = await topic_partitions(consumer, topic)
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-        return ends
-    finally:
-        await consumer.stop()
-
-
 async def _detections(
     settings: Settings, since: dict[TopicPartition, int], expected: int, timeout_s: float
 ) -> tuple[dict[str, int], dict[str, int]]:
@@ -122,7 +110,7 @@ async def _detections(
 
 
 async def _count(settings: Settings, topic: str) -> int:
-    ends = await _end_offsets(settings, topic)
+    ends = await end_offsets(settings.bootstrap_servers, topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
     await consumer.start()
     try:
@@ -185,7 +173,7 @@ def main(_repeats: int) -> dict[str, Any]:
     with running_worker(ns, settings, policy=policy):
         asyncio.run(_produce(settings, settings.topics.health, warm))
         wait_caught_up(ns, timeout_s=600)
-        since = asyncio.run(_end_offsets(settings, settings.topics.audit))
+        since = asyncio.run(end_offsets(settings.bootstrap_servers, settings.topics.audit))
         at = time.time_ns() // 1_000_000
         storm = [(c.encode(), _ping(codec, c, False, at)) for c in connectors]
         produced = asyncio.run(_produce(settings, settings.topics.health, storm))

@@ -27,13 +27,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
-from agents.broker.client import topic_partitions
 from agents.broker.topics import ensure_topics
 from agents.settings import Settings
 from agents.wire.codec import registry
 from bench.env import env_int
 from bench.replay import bootstrap
-from bench.worker import audited, fresh, policy_file, running_worker
+from bench.worker import audited, end_offsets, fresh, policy_file, running_worker
 from tests.kafka.harness import Namespace
 
 PINGS = env_int("CR_BENCH_PINGS", 30000)
@@ -167,26 +166,15 @@ async def _until_committed(ns: Namespace, settings: Settings) -> float:
     await admin.start()
     started = time.perf_counter()
     try:
-        health_end = await _ends(ns, settings.topics.health)
+        health_end = await end_offsets(ns.bootstrap, settings.topics.health)
         while not await _committed_past(admin, f"{ns.app_id}-router", health_end):  # noqa: ASYNC110 - the broker has no event to await
             await asyncio.sleep(0.02)
-        pings_end = await _ends(ns, settings.inputs_topic)
+        pings_end = await end_offsets(ns.bootstrap, settings.inputs_topic)
         while not await _committed_past(admin, ns.app_id, pings_end):  # noqa: ASYNC110 - as above
             await asyncio.sleep(0.02)
         return time.perf_counter() - started
     finally:
         await admin.close()
-
-
-async def _ends(ns: Namespace, topic: str) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=ns.bootstrap)
-    await consumer.start()
-    try:
-        tps = await topic_partitions(consumer, topic)
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-        return ends
-    finally:
-        await consumer.stop()
 
 
 async def _committed_past(

@@ -11,6 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from agents.broker.client import topic_partitions
 from agents.settings import Settings, Topics
 from streams.models import EventType
 from tests.kafka.harness import Namespace, free_port, read_audit
@@ -98,3 +102,15 @@ def policy_file(directory: Path, heartbeat_timeout_s: int) -> Path:
     path = directory / "bench-policy.yaml"
     path.write_text(f"defaults:\n  heartbeat_timeout_s: {heartbeat_timeout_s}\n")
     return path
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    """Every partition of `topic` and its end offset now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tps = await topic_partitions(consumer, topic)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        return ends
+    finally:
+        await consumer.stop()
