@@ -257,13 +257,24 @@ def record_to_wire(record: Record) -> list[Any]:
     return values
 
 
-def record_from_wire(values: Iterable[Any]) -> Record:
+def record_from_wire(values: Iterable[Any], strings: dict[str, str] | None = None) -> Record:
+    """`strings`: one object per distinct text of the fields many connectors share (tenant,
+    failure, outage group, actor), so a restored fleet holds each once."""
     fields = dict(zip(Record._fields, values, strict=True))
     fields["phase"] = Phase(fields["phase"])
-    fields["notified"] = frozenset(fields["notified"])
+    fields["notified"] = frozenset(fields["notified"]) if fields["notified"] else _NONE_NOTIFIED
     if fields["attempt_mode"] is not None:
         fields["attempt_mode"] = RecoveryMode(fields["attempt_mode"])
+    if strings is not None:
+        for name in _SHARED_FIELDS:
+            text = fields[name]
+            if text is not None:
+                fields[name] = strings.setdefault(text, text)
     return Record(**fields)
+
+
+_SHARED_FIELDS = ("tenant_id", "failure", "outage_group", "attempt_actor")
+_NONE_NOTIFIED: frozenset[str] = frozenset()
 
 
 _NOTIFIED = Record._fields.index("notified")
@@ -292,6 +303,7 @@ class FleetView:
         self._states: dict[str, dict[str, int]] = {}
         self._failed: dict[str, int] = {}
         self._silenced: dict[str, int] = {}
+        self._tenant_ids: dict[str, str] = {}  # one object per tenant's id (`_held`)
 
     # -- folding --------------------------------------------------------------------------
     def apply(self, event: AuditEvent) -> bool:
@@ -310,7 +322,7 @@ class FleetView:
             problem = _link_problem(before, event)
             if problem is not None:
                 self.chain_problems[connector_id] = problem
-        after = evolve(before, event)
+        after = self._held(evolve(before, event))
         self.events += 1
         if not in_fleet and event.type is EventType.COMMAND_REJECTED:
             self.rejected_only[connector_id] = after
@@ -325,12 +337,23 @@ class FleetView:
             self.since.pop(connector_id, None)
         elif state_after != state_before or connector_id not in self.since:
             self.since[connector_id] = event.occurred_at
-        self._episode(event)
+        self._episode(event, after)
         if event.incident_id is not None:
             self._settle(event.incident_id)
         if before.incident_id is not None and before.incident_id != after.incident_id:
             self._settle(before.incident_id)
         return True
+
+    def _held(self, record: Record) -> Record:
+        """The record as the view holds it: without `notified` (the decider's memory of the
+        notification outcomes it has seen, which no view shows: about a third of a failed
+        connector's bytes) and with its tenant's id shared by every connector of the
+        tenant."""
+        tenant = record.tenant_id
+        shared = tenant if tenant is None else self._tenant_ids.setdefault(tenant, tenant)
+        if record.notified or shared is not tenant:
+            return record._replace(notified=_NONE_NOTIFIED, tenant_id=shared)
+        return record
 
     def _apply_outage(self, event: AuditEvent) -> bool:
         """An event of an outage's chain (docs/outages.md): its head, and the open outages."""
@@ -359,7 +382,8 @@ class FleetView:
             o for o in self.outages.values() if tenant is None or tenant_key(o.tenant_id) == tenant
         ]
 
-    def _episode(self, event: AuditEvent) -> None:
+    def _episode(self, event: AuditEvent, record: Record) -> None:
+        """`record`: the connector's, after `event` (its strings are the ones held)."""
         kind = event.type
         incident_id = event.incident_id
         if incident_id is None:
@@ -367,8 +391,8 @@ class FleetView:
         if kind is EventType.FAILURE_DETECTED:
             self.episodes[incident_id] = OpenEpisode(
                 incident_id,
-                event.connector_id,
-                event.tenant_id,
+                record.connector_id,
+                record.tenant_id,
                 event.failure,
                 event.occurred_at,
             )
@@ -567,18 +591,42 @@ class FleetView:
         view.outages_opened = dict(snapshot["outages_opened"])
         return view
 
-    def add(self, kind: str, wire: list[Any]) -> None:
-        """One chunk of a part (`Parts.wire_chunks`) of a snapshot being restored."""
+    def add(self, kind: str, wire: list[Any], strings: dict[str, str] | None = None) -> None:
+        """One chunk of a part (`Parts.wire_chunks`) of a snapshot being restored. The
+        episodes and since-times share the records' strings (the ids, and `strings`' texts,
+        one table for the whole restore): a connector's id is held once, not four times."""
+        if strings is None:
+            strings = {}
         if kind == "records":
-            for record in map(record_from_wire, wire):
+            for values in wire:
+                record = self._held(record_from_wire(values, strings))
                 self.records[record.connector_id] = record
                 self._count(record, +1)
         elif kind == "episodes":
             for values in wire:
                 episode = OpenEpisode(*values)
+                owner = self.records.get(episode.connector_id)
+                if owner is not None:
+                    incident_id = (
+                        owner.incident_id
+                        if owner.incident_id == episode.incident_id
+                        else episode.incident_id
+                    )
+                    episode = episode._replace(
+                        incident_id=incident_id, connector_id=owner.connector_id
+                    )
+                tenant, failure = episode.tenant_id, episode.failure
+                episode = episode._replace(
+                    tenant_id=None
+                    if tenant is None
+                    else self._tenant_ids.setdefault(tenant, tenant),
+                    failure=None if failure is None else strings.setdefault(failure, failure),
+                )
                 self.episodes[episode.incident_id] = episode
         elif kind == "since":
-            self.since.update((connector_id, int(at)) for connector_id, at in wire)
+            for connector_id, at in wire:
+                owner = self.records.get(connector_id)
+                self.since[owner.connector_id if owner is not None else connector_id] = int(at)
         else:
             raise ValueError(f"a snapshot part {kind!r}")
 

@@ -21,10 +21,13 @@ def test_a_snapshot_file_gives_back_the_view(tmp_path: Path) -> None:
         event
         for index in range(5)
         for event in play(
-            [("ping", False, True, 5), ("tick", 30)], connector_id=f"F-{index}", tenant_id="acme"
+            [("ping", False, True, 5)] * 4 + [("notify", True), ("tick", 30)],
+            connector_id=f"F-{index}",
+            tenant_id="acme",
         ).events
     ]
     view = folded(events)
+    assert len(view.records) == len(view.episodes) == 5  # failed, each with its episode
     file = SnapshotFile(tmp_path / "views.snapshot")
     with patch("agents.audit.snapshots.RECORDS_PER_LINE", 2):
         asyncio.run(file.save(view, "cluster-1", "audit", {0: 17, 1: 4}))
@@ -36,6 +39,16 @@ def test_a_snapshot_file_gives_back_the_view(tmp_path: Path) -> None:
         {0: 17, 1: 4},
     )
     assert differences(restored.view, view) == []
+    # what a restored fleet holds once: each connector's id (keys of the records, episodes
+    # and since-times), each tenant's id, each failure's text; and no connector's `notified`
+    held = restored.view
+    for episode in held.episodes.values():
+        record = held.records[episode.connector_id]
+        assert episode.connector_id is record.connector_id
+        assert episode.incident_id is record.incident_id
+    assert len({id(r.tenant_id) for r in held.records.values()}) == 1
+    assert len({id(e.failure) for e in held.episodes.values()}) == 1
+    assert all(not r.notified for r in held.records.values())
     data = bytearray(file.path.read_bytes())
     data[len(data) // 2] ^= 1
     file.path.write_bytes(bytes(data))
@@ -44,7 +57,8 @@ def test_a_snapshot_file_gives_back_the_view(tmp_path: Path) -> None:
 
 
 def test_a_snapshot_cut_short_is_refused(tmp_path: Path) -> None:
-    view = folded(play([("ping", False, True, 5), ("tick", 30)]).events)
+    view = folded(play([("ping", False, True, 5)] * 4 + [("tick", 30)]).events)
+    assert view.records
     file = SnapshotFile(tmp_path / "views.snapshot")
     asyncio.run(file.save(view, None, "audit", {0: 3}))
     data = file.path.read_bytes()

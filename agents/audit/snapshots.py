@@ -102,13 +102,14 @@ class SnapshotFile:
                 if header.get("format") != FILE_FORMAT:
                     raise SnapshotError(f"{self.path} is of format {header.get('format')!r}")
                 view = FleetView.restore(orjson.loads(self._line(file, digest)))
+                strings: dict[str, str] = {}  # texts many connectors share, held once
                 while True:
                     line = self._line(file, None)
                     if line.startswith(_DIGEST_LINE):
                         break
                     digest.update(line)
                     kind, values = orjson.loads(line)
-                    view.add(kind, values)
+                    view.add(kind, values, strings)
                     gc.freeze()  # the view is long-lived: out of the collector's full passes
                     await asyncio.sleep(0)
                 if orjson.loads(line).get("sha256") != digest.hexdigest() or file.read(1):
