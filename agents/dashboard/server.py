@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -311,8 +313,30 @@ class Dashboard:
 
 def views_dir(settings: Settings, port: int) -> Path:
     """Where a standalone page keeps its views' snapshot and timeline index: beside the
-    worker's data, one folder per port (two pages on one machine never share one)."""
-    return settings.worker_data_dir / "views" / f"dashboard-{port}"
+    worker's data, in `views/dashboard`, so a page restarted on another port still starts
+    from its snapshot. A second page running at the same time on the same data dir takes
+    `views/dashboard-<port>` instead: a folder is held by one process (a lock held as long
+    as the process lives; the timeline index is a RocksDB that one process opens)."""
+    root = settings.worker_data_dir / "views"
+    for folder in (root / "dashboard", root / f"dashboard-{port}"):
+        if _hold(folder):
+            return folder
+    return folder  # the port's own: RocksDB says so if another process holds it after all
+
+
+_HELD: list[int] = []  # the lock files' descriptors, open for the process's life
+
+
+def _hold(folder: Path) -> bool:
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder / "held-by-process.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        return False
+    _HELD.append(descriptor)
+    return True
 
 
 async def serve(

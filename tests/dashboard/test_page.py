@@ -624,3 +624,33 @@ def test_a_command_naming_an_unknown_connector_or_incident_adds_no_connector() -
     assert [c["connector_id"] for c in status(dashboard.board.view)["connectors"]] == ["SAP-AR"]
     read = LogRead(source="test", events=[(f"0/{i}", e) for i, e in enumerate(events)])
     assert set(build(read, AuditScope())["connectors"]) == {"SAP-AR"}
+
+
+def test_a_page_restarted_on_another_port_keeps_its_views_folder(tmp_path: Path) -> None:
+    """The snapshot is found again whatever the port; a second page running beside the
+    first on the same data dir gets a folder of its own (one process holds one)."""
+    code = (
+        "import sys, time; from pathlib import Path; from agents.settings import Settings;"
+        "from agents.dashboard.server import views_dir;"
+        "print(views_dir(Settings(data_dir=Path(sys.argv[1])), int(sys.argv[2])).name,"
+        " flush=True); time.sleep(float(sys.argv[3]))"
+    )
+
+    def page(port: int, hold_s: float) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path), str(port), str(hold_s)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    first = page(8001, 0)
+    assert first.communicate(timeout=60)[0].strip() == "dashboard"
+    running = page(8002, 60)
+    assert running.stdout is not None
+    assert running.stdout.readline().strip() == "dashboard"  # the first has gone
+    beside = page(8003, 0)
+    assert beside.communicate(timeout=60)[0].strip() == "dashboard-8003"
+    running.kill()
+    running.communicate()
+    again = page(8004, 0)
+    assert again.communicate(timeout=60)[0].strip() == "dashboard"
