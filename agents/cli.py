@@ -196,17 +196,21 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     import json
+    import urllib.parse
     import urllib.request
 
     from rich.console import Console
     from rich.table import Table
 
     settings = _settings(args)
-    url = f"http://127.0.0.1:{settings.web_port}/status"
+    query = {"limit": str(args.limit)}
     if args.tenant:
-        url += f"?tenant={args.tenant}"
+        query["tenant"] = args.tenant
+    if args.after:
+        query["after"] = args.after
+    url = f"http://127.0.0.1:{settings.web_port}/status?{urllib.parse.urlencode(query)}"
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - our own worker
+        with urllib.request.urlopen(url, timeout=10) as response:
             status = json.load(response)
     except OSError:
         print(
@@ -230,6 +234,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             row["last_event_at"],
         )
     console.print(table)
+    if status.get("next_after") is not None:
+        print(
+            f"{len(status['connectors'])} of {status['connectors_total']} connectors shown;"
+            f" the next: --after {status['next_after']}"
+        )
     incidents = Table(title="open incidents (need a human)")
     for column in ("incident", "connector", "tenant", "failure", "opened", "acknowledged by"):
         incidents.add_column(column)
@@ -553,6 +562,18 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"error: {message} (see: {self.prog} --help)\n")
 
 
+def _status_limit(text: str) -> int:
+    from agents.audit.live import STATUS_PAGE_MAX
+
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= STATUS_PAGE_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number from 1 to {STATUS_PAGE_MAX}")
+    return limit
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="connector-recovery",
@@ -616,6 +637,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="connectors and open incidents of a worker")
     status.add_argument("--tenant")
     status.add_argument("--web-port", type=int)
+    status.add_argument(
+        "--limit", type=_status_limit, default=1000, help="connectors to show (1-10000)"
+    )
+    status.add_argument("--after", help="show the connectors after this id (the next page)")
     status.set_defaults(func=cmd_status)
 
     _add_audit_commands(sub)

@@ -304,6 +304,7 @@ class FleetView:
         self._failed: dict[str, int] = {}
         self._silenced: dict[str, int] = {}
         self._tenant_ids: dict[str, str] = {}  # one object per tenant's id (`_held`)
+        self._sorted_ids: list[str] = []  # `connector_ids`
 
     # -- folding --------------------------------------------------------------------------
     def apply(self, event: AuditEvent) -> bool:
@@ -467,6 +468,19 @@ class FleetView:
                 self._silenced.pop(record.connector_id, None)
 
     # -- reading --------------------------------------------------------------------------
+    def connector_ids(self) -> list[str]:
+        """Every connector's id, sorted; sorted again only when a connector has joined (the
+        fleet only grows: a retired connector keeps its record)."""
+        if len(self._sorted_ids) != len(self.records):
+            self._sorted_ids = sorted(self.records)
+        return self._sorted_ids
+
+    def connectors_in(self, tenant: str | None) -> int:
+        """How many connectors a tenant key (or, None, the fleet) has."""
+        if tenant is None:
+            return len(self.records)
+        return sum(self._states.get(tenant, {}).values())
+
     def tenant_keys(self) -> list[str]:
         return sorted(key for key, states in self._states.items() if any(states.values()))
 

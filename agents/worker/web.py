@@ -11,7 +11,13 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from agents.audit.follow import AuditFollower
-from agents.audit.live import exposition, metrics_registry, status
+from agents.audit.live import (
+    STATUS_PAGE,
+    STATUS_PAGE_MAX,
+    exposition,
+    metrics_registry,
+    status,
+)
 
 
 def _view(page: Any) -> Any:
@@ -56,8 +62,18 @@ class WebEndpoints:
         return web.bytes(exposition(self.metrics), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def status_page(self, web: Any, request: Any) -> Any:
-        tenant = request.query.get("tenant")
-        return web.json(status(self.follower.view, tenant))
+        query = request.query
+        try:
+            limit = int(query.get("limit", STATUS_PAGE))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= STATUS_PAGE_MAX:
+            problem = f"limit must be a whole number from 1 to {STATUS_PAGE_MAX}"
+            return web.json({"error": problem}, status=400)
+        page = status(
+            self.follower.view, query.get("tenant"), limit=limit, after=query.get("after")
+        )
+        return web.json(page)
 
     async def healthz_page(self, web: Any, _request: Any) -> Any:
         processing, views = self.ready.is_set(), self.follower.caught_up.is_set()

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,6 +118,22 @@ def test_status_is_filtered_by_tenant(ns: Namespace, busy_worker: Worker) -> Non
     assert "OBS-OPEN" in shown.stdout
     assert "OBS-2" not in shown.stdout
     assert "open incidents: 1" in shown.stdout
+    # in pages: two at a time, the next after the last shown
+    first = json.loads(web_get(busy_worker, "/status?limit=2"))
+    assert len(first["connectors"]) == 2
+    assert first["connectors_total"] == 5
+    after = first["next_after"]
+    assert after == first["connectors"][-1]["connector_id"]
+    rest = json.loads(web_get(busy_worker, f"/status?limit=10&after={after}"))
+    assert len(rest["connectors"]) == 3
+    assert rest["next_after"] is None
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        web_get(busy_worker, "/status?limit=0")
+    assert refused.value.code == 400
+    assert "limit must be" in json.loads(refused.value.read())["error"]
+    paged = ns.cli("status", "--limit", "2", "--web-port", str(busy_worker.web_port))
+    assert paged.returncode == 0, paged.stderr
+    assert f"2 of 5 connectors shown; the next: --after {after}" in paged.stdout
 
 
 def test_alert_rules_and_dashboard_use_only_exposed_metrics(busy_worker: Worker) -> None:
