@@ -253,6 +253,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     if status["open_incidents"]:
         console.print(incidents)
+    for outage in status.get("open_outages", []):
+        print(
+            f"open outage {outage['outage_id']}: {outage['connectors']} connectors failing for"
+            f" one cause ({outage['group']}) since {outage['opened_at']}"
+        )
     print(f"open incidents: {len(status['open_incidents'])}")
     return EXIT_OK
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from agents.audit.live import status
 from streams.views import FleetView
+from tests.core.driver import T0
+from tests.core.test_outages import Fleet
 from tests.core.test_properties import play
 from tests.core.test_views import folded
 
@@ -60,3 +62,17 @@ def test_a_new_connector_joins_the_listing() -> None:
         view.apply(event)
     assert [c["connector_id"] for c in status(view, limit=2)["connectors"]] == ["B-1", "C-000"]
     assert status(view, limit=2, after="C-001")["next_after"] is None
+
+
+def test_open_outages_are_listed_with_their_size() -> None:
+    outages = Fleet()
+    for index in range(6):
+        outages.ping(f"SAP-{index}", False, T0 + index * 100, dependency="erp")
+    view = folded(outages.log)
+    [outage] = status(view)["open_outages"]
+    assert (outage["group"], outage["connectors"], outage["tenant_id"]) == (
+        "dependency:erp",
+        6,
+        None,
+    )
+    assert status(view, "acme")["open_outages"] == []  # the platform's, not a tenant's

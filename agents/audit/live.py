@@ -88,11 +88,22 @@ def status(
             view.open_incidents(tenant), key=lambda e: (e.opened_at or 0, e.incident_id)
         )
     ]
+    outages = [
+        {
+            "outage_id": o.outage_id,
+            "group": o.group,
+            "tenant_id": o.tenant_id,
+            "opened_at": iso_from_ms(o.opened_at),
+            "connectors": len(set(o.connectors)),
+        }
+        for o in sorted(view.open_outages(tenant), key=lambda o: (o.opened_at, o.outage_id))
+    ]
     return {
         "connectors": connectors,
         "connectors_total": view.connectors_in(tenant),
         "next_after": next_after,
         "open_incidents": incidents,
+        "open_outages": outages,
     }
 
 

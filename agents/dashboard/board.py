@@ -167,6 +167,7 @@ class Board:
             "connectors_total": total,
             "connectors": rows,
             "incidents": self._incidents(open_incidents, view.recently_closed(scope.tenant), now),
+            "outages": self._outages(scope, now),
             "trends": self._trends(scope),
         }
 
@@ -205,6 +206,37 @@ class Board:
                     "acknowledged_by": episode.acknowledged_by
                     if episode.acknowledged_at is not None
                     else None,
+                }
+            )
+        return rows
+
+    def _outages(self, scope: Scope, now: int) -> list[dict[str, Any]]:
+        """The open outages the scope has a connector in (a dependency's outage may span
+        tenants: a tenant sees it with its own connectors only), newest first, each with
+        its connectors (at most `CONNECTOR_ROWS`) and their states now."""
+        rows = []
+        for outage in sorted(self.view.open_outages(), key=lambda o: -o.opened_at):
+            members = [
+                record
+                for record in map(self.view.records.get, dict.fromkeys(outage.connectors))
+                if record is not None and scope.covers(record.tenant_id)
+            ]
+            if not members:
+                continue
+            failing = sum(1 for r in members if r.phase is Phase.FAILED)
+            rows.append(
+                {
+                    "outage_id": outage.outage_id,
+                    "group": outage.group,
+                    "tenant": None if outage.tenant_id is None else tenant_key(outage.tenant_id),
+                    "opened_at": iso_from_ms(outage.opened_at),
+                    "age_s": max(0, (now - outage.opened_at) // 1000),
+                    "connectors_total": len(members),
+                    "failing": failing,
+                    "connectors": [
+                        {"connector_id": r.connector_id, "state": display_state(r, now)}
+                        for r in members[:CONNECTOR_ROWS]
+                    ],
                 }
             )
         return rows

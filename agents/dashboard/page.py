@@ -74,6 +74,7 @@ def render_live(snapshot: dict[str, Any], slo_s: float | None, *, may_act: bool 
         (
             _status_line(snapshot),
             _fleet(snapshot["fleet"]),
+            _outages(snapshot.get("outages", [])),
             _incidents(snapshot["incidents"], may_act),
             _connectors(snapshot["connectors"]),
             _trends(snapshot["trends"], slo_s),
@@ -123,6 +124,37 @@ def _fleet(fleet: dict[str, int | None]) -> str:
         for name, value in tiles
     )
     return f'<section class="fleet" aria-label="fleet">{cells}</section>'
+
+
+def _outages(outages: list[dict[str, Any]]) -> str:
+    """Open outages (docs/outages.md), each opening to its connectors; none: no section."""
+    if not outages:
+        return ""
+    items = []
+    for outage in outages:
+        members = "".join(
+            f'<li class="outage-member state-{escape(m["state"])}" tabindex="0" '
+            f'data-connector="{escape(m["connector_id"])}">{_text(m["connector_id"])} '
+            f'<span class="badge">{_text(m["state"])}</span></li>'
+            for m in outage["connectors"]
+        )
+        more = outage["connectors_total"] - len(outage["connectors"])
+        if more:
+            members += f'<li class="none">{more} more (open one by its id)</li>'
+        tenant = outage["tenant"] or "platform (a shared dependency)"
+        items.append(
+            f'<details class="outage" data-outage="{escape(outage["outage_id"])}"><summary>'
+            f"<strong>{_text(outage['group'])}</strong> · {escape(tenant)} · "
+            f"{outage['failing']} of {outage['connectors_total']} connectors failing · "
+            f"opened {_when(outage['opened_at'])} ({duration(outage['age_s'])} ago) · "
+            f"{_text(outage['outage_id'])}</summary><ul>{members}</ul></details>"
+        )
+    return (
+        '<section class="outages"><h2>Outages</h2><p class="note">connectors failing for one'
+        " cause, grouped (docs/outages.md); open one to see its connectors</p>"
+        + "".join(items)
+        + "</section>"
+    )
 
 
 def _incidents(incidents: list[dict[str, Any]], may_act: bool) -> str:

@@ -38,7 +38,8 @@ from agents.settings import Settings
 from streams.models import AdminAction, AdminCommand, AuditEvent, EventType
 from streams.policy import PolicyError, parse_policy
 from streams.projections import PLATFORM_TENANT, tenant_key
-from tests.core.driver import Driver
+from tests.core.driver import T0, Driver
+from tests.core.test_outages import Fleet
 
 TENANTS = ["acme", "globex", "initech", None]
 TOKENS = {"alice": "alice-secret", "tara": "tara-secret"}
@@ -654,3 +655,34 @@ def test_a_page_restarted_on_another_port_keeps_its_views_folder(tmp_path: Path)
     running.communicate()
     again = page(8004, 0)
     assert again.communicate(timeout=60)[0].strip() == "dashboard"
+
+
+def test_an_outage_is_a_row_that_opens_to_its_connectors_of_the_users_scope() -> None:
+    """The ERP behind seven connectors of two tenants goes down: one outage, the
+    platform's (a shared dependency); each tenant admin sees it with their connectors only,
+    and someone with no connector in it does not see it."""
+    fleet = Fleet()
+    for index in range(7):
+        tenant = "acme" if index < 4 else "globex"
+        fleet.ping(f"SAP-{index}", False, T0 + index * 100, tenant_id=tenant, dependency="erp")
+    dashboard = dashboard_of(fleet.log)
+    board = dashboard.board
+    [outage] = board.snapshot(Scope())["outages"]
+    assert outage["group"] == "dependency:erp"
+    assert outage["tenant"] is None
+    assert (outage["connectors_total"], outage["failing"]) == (7, 7)
+    assert [c["connector_id"] for c in outage["connectors"]] == [f"SAP-{i}" for i in range(7)]
+    [globex] = board.snapshot(Scope("globex"))["outages"]
+    assert [c["connector_id"] for c in globex["connectors"]] == ["SAP-4", "SAP-5", "SAP-6"]
+    assert board.snapshot(Scope("initech"))["outages"] == []
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        page = await (await client.get("/dashboard/fragment", headers=as_user("gus"))).text()
+        assert page.count('class="outage"') == 1
+        assert "3 of 3 connectors failing" in page
+        assert 'data-connector="SAP-5"' in page
+        assert 'data-connector="SAP-1"' not in page
+        nothing = await (await client.get("/dashboard/fragment", headers=as_user("ivy"))).text()
+        assert 'class="outage"' not in nothing
+
+    asyncio.run(with_client(dashboard, check))

@@ -44,7 +44,14 @@
     for (const figure of live.querySelectorAll("figure.chart[data-chart]")) {
       kept.set(figure.dataset.chart, figure);
     }
+    // An outage a user opened stays open across refreshes.
+    const opened = new Set(
+      [...live.querySelectorAll("details.outage[open]")].map((d) => d.dataset.outage)
+    );
     live.innerHTML = html;
+    for (const details of live.querySelectorAll("details.outage")) {
+      if (opened.has(details.dataset.outage)) details.open = true;
+    }
     for (const figure of live.querySelectorAll("figure.chart[data-chart]")) {
       const same = kept.get(figure.dataset.chart);
       if (same) figure.replaceWith(same);
@@ -126,11 +133,14 @@
       event.stopPropagation();
       return act(button);
     }
-    const row = event.target.closest("tr.connector, #incidents tr[data-connector]");
+    const row = event.target.closest(
+      "tr.connector, #incidents tr[data-connector], li.outage-member[data-connector]"
+    );
     if (row) showTimeline(row.dataset.connector).then(() => timeline.scrollIntoView());
   });
   document.addEventListener("keydown", (event) => {
-    const row = event.target.closest && event.target.closest("tr.connector");
+    const row =
+      event.target.closest && event.target.closest("tr.connector, li.outage-member");
     if (row && event.key === "Enter") {
       showTimeline(row.dataset.connector).then(() => timeline.scrollIntoView());
     }
