@@ -6,6 +6,7 @@ from typing import Any, get_args
 
 import pytest
 
+from agents.testing.driver import Driver
 from streams.backoff import backoff_delay_ms
 from streams.decider import HANDLERS, DeciderError, Decision, decide
 from streams.models import (
@@ -24,7 +25,6 @@ from streams.models import (
 from streams.policy import Backoff
 from streams.state import Phase
 from streams.timefmt import iso_from_ms, ms_from_iso
-from tests.core.driver import Driver
 
 DETECTED = EventType.FAILURE_DETECTED
 STARTED = EventType.RECOVERY_STARTED
