@@ -19,6 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agents.settings import Settings
+from agents.testing.kafka import read_records
 from agents.wire.codec import registry
 from agents.wire.records import decode_audit
 from bench.env import env_int
@@ -27,7 +28,6 @@ from bench.throughput import output_topic, produce
 from bench.worker import audited, fresh, policy_file, running_worker
 from streams.models import EventType
 from streams.projections import nearest_rank
-from tests.kafka.harness import read_records
 
 RATE = env_int("CR_BENCH_RATE", 1000)  # pings/s
 SECONDS = env_int("CR_BENCH_SECONDS", 30)

@@ -29,13 +29,13 @@ from agents.broker.local import Broker
 from agents.broker.topics import ensure_topics
 from agents.kafka_internals import refresh_metadata
 from agents.settings import Settings, Topics
+from agents.testing.driver import Driver
 from agents.wire import cloudevents
 from agents.wire.codec import registry
 from agents.wire.records import audit_record
 from bench.env import env_int
 from schemas import SCHEMA_DIR
 from streams.models import AuditEvent
-from tests.core.driver import Driver
 
 EVENTS_TARGET = 20_000
 

@@ -23,13 +23,13 @@ from aiokafka.structs import TopicPartition
 
 from agents.broker.topics import ensure_topics
 from agents.settings import Settings
+from agents.testing.kafka import wait_caught_up
 from agents.wire.codec import registry
 from agents.wire.records import decode_audit
 from bench.env import env_int
 from bench.replay import bootstrap
 from bench.worker import end_offsets, fresh, policy_file, running_worker
 from streams.models import EventType
-from tests.kafka.harness import wait_caught_up
 
 CONNECTORS = env_int("CR_BENCH_STORM_CONNECTORS", 2000)
 WARM_PINGS = 22  # past the flap window (21 checks)

@@ -29,11 +29,11 @@ from aiokafka.structs import TopicPartition
 
 from agents.broker.topics import ensure_topics
 from agents.settings import Settings
+from agents.testing.kafka import Namespace
 from agents.wire.codec import registry
 from bench.env import env_int
 from bench.replay import bootstrap
 from bench.worker import audited, end_offsets, fresh, policy_file, running_worker
-from tests.kafka.harness import Namespace
 
 PINGS = env_int("CR_BENCH_PINGS", 30000)
 # 200 connectors x 150 pings each: a fleet mostly past its first 21 pings (which fill the

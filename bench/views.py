@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from agents.broker.local import HOME
+from agents.broker.jvm import HOME
 from agents.dashboard.auth import TOKEN_COOKIE, token_digest
 from agents.settings import Settings, Topics
 from bench.env import env_int

@@ -16,8 +16,8 @@ from aiokafka.structs import TopicPartition
 
 from agents.broker.client import topic_partitions
 from agents.settings import Settings, Topics
+from agents.testing.kafka import Namespace, free_port, read_audit
 from streams.models import EventType
-from tests.kafka.harness import Namespace, free_port, read_audit
 
 
 def fresh(server: str) -> tuple[Namespace, Settings]:

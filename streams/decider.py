@@ -758,7 +758,9 @@ def _on_notification_result(
         return out.decision()
     at = result.finished_at
     if result.level == TENANT_LEVEL:
-        if not record.tenant_escalated:
+        # Escalation levels never go down: once the incident is above the Platform Admin's
+        # level, somebody above them holds it, and the failure stands recorded above.
+        if not record.tenant_escalated and record.escalation_level <= 0:
             _open_incident(out, at, OpenReason.TENANT_NOTIFICATION_FAILED)
             _escalate(out, at, 0, EscalationReason.TENANT_NOTIFICATION_FAILED)
     else:

@@ -25,9 +25,9 @@ from typing import Any
 from agents.audit import log as auditlog
 from agents.audit import report
 from agents.audit.log import LogRead, Scope
+from agents.testing.driver import Driver
 from streams.models import AdminAction, AuditEvent
 from streams.state import Record
-from tests.core.driver import Driver
 
 ARCHIVE_NAME = "pre_typed_evidence.avro"
 EXPECTED_NAME = "pre_typed_evidence.expected.json"

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from agents.audit import log as auditlog
 from agents.audit import report
 from agents.audit.log import LogRead, Scope
+from agents.testing.driver import Driver
 from streams.evolve import fold
 from streams.models import AdminAction, AuditEvent, EventType
 from streams.projections import Projection
 from streams.state import Record
-from tests.core.driver import Driver
 
 TENANTS = ("acme", "globex", None)
 

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from agents.testing.driver import T0, Driver
 from agents.wire.codec import AvroCodecError, SchemaRegistry, crc64_avro, registry
 from agents.wire.records import BATCH_SLOTS, BadInput, decode_input, unpack
 from agents.worker.statecodec import dump_state, load_state
@@ -41,7 +42,6 @@ from streams.models import (
     Tick,
     Watch,
 )
-from tests.core.driver import T0, Driver
 
 SAMPLES: dict[str, Any] = {
     "HealthPing": HealthPing(

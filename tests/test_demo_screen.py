@@ -186,7 +186,7 @@ def test_without_keep_the_closing_screen_names_the_incident_and_points_to_keep()
 
 
 def test_the_incident_left_open_is_found_in_the_log() -> None:
-    from tests.core.driver import Driver  # noqa: PLC0415 - the decider, without Kafka
+    from agents.testing.driver import Driver  # noqa: PLC0415 - the decider, without Kafka
 
     left = Driver(connector_id=demo.LEFT_FOR_YOU, tenant_id="acme")
     left.ping(True)

@@ -8,9 +8,9 @@ import json
 
 from agents.audit import report
 from agents.audit.log import LogRead, Scope
+from agents.testing.driver import T0
 from streams.models import AuditEvent, EventType
 from streams.projections import Projection
-from tests.core.driver import T0
 from tests.core.test_outages import Fleet
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from agents.testing.driver import T0, Driver
 from agents.worker.repair import reconcile
 from streams.decider import decide
 from streams.models import AuditEvent, HealthPing, HealthStatus, NotificationRequest
 from streams.policy import parse_policy
 from streams.state import ConnectorState
-from tests.core.driver import T0, Driver
 
 POLICY = parse_policy({"defaults": {"max_retries": 0}})
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from agents.audit.live import status
+from agents.testing.driver import T0
 from streams.views import FleetView
-from tests.core.driver import T0
 from tests.core.test_outages import Fleet
 from tests.core.test_properties import play
 from tests.core.test_views import folded

@@ -6,7 +6,9 @@ afterwards; HOME is $CR_LOCAL_DIR, else `.local/` of a source checkout, ignored 
 the per-user state directory), formats the storage with
 `kafka.tools.StorageTool`, starts `kafka.Kafka` with a generated `server.properties` and
 waits until the broker answers a metadata request. `down` stops only the broker it started
-(pid file + command line check). No Docker engine needed.
+(pid file + command line check). No Docker engine needed. The lifecycle itself (jars,
+files, java, pid file, wait, stop) is `agents/broker/jvm.py`'s, shared with the local
+Connect worker; this module says what a broker is and when it is ready.
 """
 
 from __future__ import annotations
@@ -24,23 +26,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.broker.jvm import running_pid, stop
-from agents.settings import state_home
+from agents.broker.jvm import HOME, JvmService, LocalKafkaError
 
 POM = Path(__file__).with_name("pom.xml")
-CHECKOUT = Path(__file__).resolve().parents[2]  # site-packages when installed
-
-
-def _home() -> Path:
-    configured = os.environ.get("CR_LOCAL_DIR")
-    if configured:
-        return Path(configured)
-    if (CHECKOUT / "pyproject.toml").exists():
-        return CHECKOUT / ".local"
-    return state_home()
-
-
-HOME = _home()
 HEAP = os.environ.get("CR_KAFKA_HEAP", "512m")
 MAIN_CLASS = "kafka.Kafka"
 
@@ -98,44 +86,11 @@ log4j.logger.kafka.request.logger=WARN
 """
 
 
-class LocalKafkaError(RuntimeError):
-    pass
-
-
 def kafka_version() -> str:
     match = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
     if match is None:
         raise LocalKafkaError(f"no <kafka.version> in {POM}")
     return match.group(1)
-
-
-def copy_dependencies(pom: Path, target: Path, what: str) -> Path:
-    """Resolve the runtime jars of `pom` from Maven Central into `target`, once."""
-    marker = target / ".complete"
-    if marker.exists():
-        return target
-    target.mkdir(parents=True, exist_ok=True)
-    command = [
-        "mvn",
-        "-q",
-        "-B",
-        "-f",
-        str(pom),
-        "dependency:copy-dependencies",
-        "-DincludeScope=runtime",
-        f"-DoutputDirectory={target}",
-    ]
-    print(f"resolving {what} jars from Maven Central ...", file=sys.stderr)
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise LocalKafkaError(
-            "mvn not found: install Apache Maven (apt-get install maven)"
-        ) from None
-    if result.returncode != 0:
-        raise LocalKafkaError(f"mvn failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
-    marker.write_text(what)
-    return target
 
 
 @dataclass(frozen=True)
@@ -174,30 +129,30 @@ class Broker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    # -- jars -----------------------------------------------------------------------------
-    def resolve_jars(self) -> Path:
-        return copy_dependencies(POM, self.jars, f"Apache Kafka {kafka_version()}")
-
-    def _java(self, *args: str, heap: str | None = None) -> list[str]:
-        command = ["java"]
-        if heap:
-            command += [f"-Xmx{heap}", f"-Xms{heap}"]
-        return [
-            *command,
-            f"-Dlog4j.configuration=file:{self.root / 'log4j.properties'}",
-            "-cp",
-            f"{self.jars}/*",
-            *args,
-        ]
+    @property
+    def service(self) -> JvmService:
+        return JvmService(
+            label="broker",
+            main_class=MAIN_CLASS,
+            pom=POM,
+            artifact=f"Apache Kafka {kafka_version()}",
+            jars=self.jars,
+            config_file=self.config_file,
+            log4j_file=self.root / f"log4j-{self.port}.properties",
+            pid_file=self.pid_file,
+            log_file=self.log_file,
+            heap=HEAP,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
     def pid(self) -> int | None:
-        return running_pid(self.pid_file, MAIN_CLASS, self.config_file)
+        return self.service.pid()
 
     def up(self, timeout_s: float = 120.0) -> str:
-        if self.pid() is not None:
-            wait_until_ready(self.bootstrap, timeout_s)
-            return f"already running (pid {self.pid()}) on {self.bootstrap}"
+        service = self.service
+        if (pid := service.pid()) is not None:
+            self._wait_ready(timeout_s)
+            return f"already running (pid {pid}) on {self.bootstrap}"
         for port, role in ((self.port, "client"), (self.port + 1, "controller")):
             holder = port_holder(port)
             if holder is not None and port == self.port and answers_metadata(self.bootstrap):
@@ -208,61 +163,67 @@ class Broker:
                     f"port {port} ({role} listener) is held by {holder}; stop it or pick "
                     f"another port: KAFKA_PORT=N connector-recovery kafka up (uses N and N+1)"
                 )
-        self.resolve_jars()
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "log4j.properties").write_text(LOG4J.format(log=self.log_file))
+        started = time.monotonic()
+        pid = service.launch(
+            config=self._properties(),
+            log4j=LOG4J.format(log=self.log_file),
+            ready=lambda: answers_metadata(self.bootstrap),
+            where=f"on {self.bootstrap}",
+            timeout_s=timeout_s,
+            prepare=self._format_storage,
+        )
+        return (
+            f"started Apache Kafka {kafka_version()} (KRaft) on {self.bootstrap} "
+            f"in {time.monotonic() - started:.1f}s (pid {pid}, log {self.log_file})"
+        )
+
+    def _properties(self) -> str:
         properties = SERVER_PROPERTIES.format(
             port=self.port, controller_port=self.port + 1, data=self.data
         )
-        if self.sasl_port is not None and self.keystore is not None:
-            secure = SECURE_PROPERTIES.format(
-                port=self.port,
-                controller_port=self.port + 1,
-                sasl_port=self.sasl_port,
-                keystore=self.keystore,
+        if self.sasl_port is None or self.keystore is None:
+            return properties
+        secure = SECURE_PROPERTIES.format(
+            port=self.port,
+            controller_port=self.port + 1,
+            sasl_port=self.sasl_port,
+            keystore=self.keystore,
+        )
+        keys = {line.split("=", 1)[0] for line in secure.splitlines() if "=" in line}
+        kept = [line for line in properties.splitlines() if line.split("=", 1)[0] not in keys]
+        return "\n".join(kept) + "\n" + secure
+
+    def _format_storage(self) -> None:
+        """KRaft storage is formatted once, with a new cluster id; a restart keeps it."""
+        if (self.data / "meta.properties").exists():
+            return
+        formatted = subprocess.run(
+            self.service.java(
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                _cluster_id(),
+                "-c",
+                str(self.config_file),
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if formatted.returncode != 0:
+            raise LocalKafkaError(
+                f"StorageTool could not format {self.data}: "
+                f"{(formatted.stderr.strip().splitlines() or ['no output'])[-1]}; "
+                f"remove {self.data} and run `connector-recovery kafka up` again"
             )
-            keys = {line.split("=", 1)[0] for line in secure.splitlines() if "=" in line}
-            kept = [line for line in properties.splitlines() if line.split("=", 1)[0] not in keys]
-            properties = "\n".join(kept) + "\n" + secure
-        self.config_file.write_text(properties)
-        if not (self.data / "meta.properties").exists():
-            formatted = subprocess.run(
-                self._java(
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "-t",
-                    _cluster_id(),
-                    "-c",
-                    str(self.config_file),
-                ),
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if formatted.returncode != 0:
-                raise LocalKafkaError(f"StorageTool format failed: {formatted.stderr[-2000:]}")
-        with self.log_file.open("ab") as log:
-            process = subprocess.Popen(
-                self._java("kafka.Kafka", str(self.config_file), heap=HEAP),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(str(process.pid))
-        started = time.monotonic()
-        try:
-            wait_until_ready(self.bootstrap, timeout_s, process=process)
-        except LocalKafkaError as error:
-            self.down()
-            raise LocalKafkaError(f"{error}; see its log: {self.log_file}") from None
-        return (
-            f"started Apache Kafka {kafka_version()} (KRaft) on {self.bootstrap} "
-            f"in {time.monotonic() - started:.1f}s (pid {process.pid}, log {self.log_file})"
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        self.service.wait_ready(
+            lambda: answers_metadata(self.bootstrap), timeout_s, where=f"on {self.bootstrap}"
         )
 
     def down(self, timeout_s: float = 30.0) -> str:
-        pid = stop(self.pid_file, MAIN_CLASS, self.config_file, timeout_s)
+        pid = self.service.stop(timeout_s)
         if pid is None:
             return f"no broker started by this project on port {self.port}"
         return f"stopped broker pid {pid}"
@@ -348,19 +309,6 @@ def answers_metadata(bootstrap: str) -> bool:
             await admin.close()
 
     return asyncio.run(probe())
-
-
-def wait_until_ready(
-    bootstrap: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise LocalKafkaError(f"broker exited with {process.returncode}")
-        if answers_metadata(bootstrap):
-            return
-        time.sleep(0.5)
-    raise LocalKafkaError(f"broker on {bootstrap} did not answer within {timeout_s:.0f}s")
 
 
 def main(argv: list[str] | None = None) -> int:

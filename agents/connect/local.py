@@ -6,7 +6,8 @@
 `worker-<port>.properties` and starts
 `org.apache.kafka.connect.cli.ConnectDistributed`; it returns once `GET /connectors` answers.
 The worker creates its internal topics (`<group>-configs`, `-offsets`, `-status`) itself.
-`down` stops only the worker it started (pid file + command line check).
+`down` stops only the worker it started (pid file + command line check). The lifecycle
+itself is `agents/broker/jvm.py`'s, shared with the local broker.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import argparse
 import json
 import os
 import re
-import shutil
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -25,8 +24,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.broker.jvm import running_pid, stop
-from agents.broker.local import HOME, LocalKafkaError, answers_metadata, copy_dependencies
+from agents.broker.jvm import HOME, JvmService, LocalKafkaError
+from agents.broker.local import answers_metadata
 
 POM = Path(__file__).with_name("pom.xml")
 HEAP = os.environ.get("CR_CONNECT_HEAP", "512m")
@@ -122,8 +121,23 @@ class ConnectWorker:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def service(self) -> JvmService:
+        return JvmService(
+            label="Kafka Connect",
+            main_class=MAIN_CLASS,
+            pom=POM,
+            artifact=f"Kafka Connect {connect_version()}",
+            jars=self.jars,
+            config_file=self.config_file,
+            log4j_file=self.root / f"log4j-{self.port}.properties",
+            pid_file=self.pid_file,
+            log_file=self.log_file,
+            heap=HEAP,
+        )
+
     def pid(self) -> int | None:
-        return running_pid(self.pid_file, MAIN_CLASS, self.config_file)
+        return self.service.pid()
 
     def answers(self) -> bool:
         try:
@@ -134,11 +148,11 @@ class ConnectWorker:
             return False
 
     def up(self, timeout_s: float = 120.0) -> str:
-        if self.pid() is not None:
-            self._wait_ready(timeout_s, None)
-            return f"already running (pid {self.pid()}) at {self.url}"
-        if shutil.which("java") is None:
-            raise LocalKafkaError("java not found: install a JDK 17 or newer")
+        service = self.service
+        if (pid := service.pid()) is not None:
+            service.wait_ready(self.answers, timeout_s, where=f"at {self.url}", interval_s=0.3)
+            return f"already running (pid {pid}) at {self.url}"
+        service.require_java()
         if _port_taken(self.port):
             raise LocalKafkaError(
                 f"port {self.port} is taken by another process: set CONNECT_PORT or --port"
@@ -148,68 +162,25 @@ class ConnectWorker:
                 f"no Kafka broker answers at {self.bootstrap}: start one with "
                 "`connector-recovery kafka up` or set KAFKA_BOOTSTRAP_SERVERS"
             )
-        copy_dependencies(POM, self.jars, f"Kafka Connect {connect_version()}")
-        self.root.mkdir(parents=True, exist_ok=True)
-        log4j = self.root / f"log4j-{self.port}.properties"
-        log4j.write_text(LOG4J.format(log=self.log_file))
-        self.config_file.write_text(
-            WORKER_PROPERTIES.format(bootstrap=self.bootstrap, group=self.group, port=self.port)
-        )
         started = time.monotonic()
-        with self.log_file.open("ab") as log:
-            process = subprocess.Popen(
-                [
-                    "java",
-                    f"-Xmx{HEAP}",
-                    f"-Xms{HEAP}",
-                    f"-Dlog4j.configuration=file:{log4j}",
-                    "-cp",
-                    f"{self.jars}/*",
-                    MAIN_CLASS,
-                    str(self.config_file),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(str(process.pid))
-        try:
-            self._wait_ready(timeout_s, process)
-        except LocalKafkaError:
-            self.down()
-            raise
+        pid = service.launch(
+            config=WORKER_PROPERTIES.format(
+                bootstrap=self.bootstrap, group=self.group, port=self.port
+            ),
+            log4j=LOG4J.format(log=self.log_file),
+            ready=self.answers,
+            where=f"at {self.url}",
+            timeout_s=timeout_s,
+            interval_s=0.3,
+        )
         return (
             f"started Kafka Connect {connect_version()} (distributed, group {self.group}) at "
             f"{self.url} on {self.bootstrap} in {time.monotonic() - started:.1f}s "
-            f"(pid {process.pid}, log {self.log_file})"
+            f"(pid {pid}, log {self.log_file})"
         )
-
-    def _wait_ready(self, timeout_s: float, process: subprocess.Popen[bytes] | None) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if process is not None and process.poll() is not None:
-                raise LocalKafkaError(
-                    f"Kafka Connect exited with {process.returncode}: {self._last_error()}"
-                )
-            if self.answers():
-                return
-            time.sleep(0.3)
-        raise LocalKafkaError(
-            f"Kafka Connect at {self.url} did not answer within {timeout_s:.0f}s; "
-            f"see {self.log_file}"
-        )
-
-    def _last_error(self) -> str:
-        try:
-            lines = self.log_file.read_text(errors="replace").splitlines()
-        except OSError:
-            return f"no log at {self.log_file}"
-        errors = [line for line in lines if " ERROR " in line]
-        return errors[-1].strip() if errors else f"see {self.log_file}"
 
     def down(self, timeout_s: float = 30.0) -> str:
-        pid = stop(self.pid_file, MAIN_CLASS, self.config_file, timeout_s)
+        pid = self.service.stop(timeout_s)
         if pid is None:
             return f"no Kafka Connect worker started by this project on port {self.port}"
         return f"stopped Kafka Connect pid {pid}"

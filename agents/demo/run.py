@@ -35,7 +35,8 @@ from rich.table import Table
 
 from agents.admin import build_command, send_and_wait
 from agents.broker.client import reader, start_client, topic_partitions
-from agents.broker.local import HOME, Broker, LocalKafkaError, answers_metadata
+from agents.broker.jvm import HOME, LocalKafkaError
+from agents.broker.local import Broker, answers_metadata
 from agents.demo.alerting import DemoAlertmanager
 from agents.demo.connect import BROKEN, DemoConnect
 from agents.demo.simulate import Simulation

@@ -122,7 +122,7 @@ class WorkerApp:
             value_type=bytes,  # faust picks the "raw" serializer for bytes
             options=dict(TABLE_ROCKSDB),
         )
-        self.store = FaustTableStore(self.table)
+        self.store = FaustTableStore(self.table, s.inputs_topic)
         self.processor = InputProcessor(policy, self.store, s.partitions, self.counters)
         self.checkpoints = AuditCheckpoints()
         self.effects = Effects(
@@ -269,14 +269,11 @@ class WorkerApp:
         Outputs are awaited before any state is written, so the table is never ahead of
         the log; a re-delivered input is reconciled against the log (repair.py)."""
         outputs = Outputs()
-        store_events = self.store.events
-        store_events.clear()
-        for event in events:
-            store_events[event.message.partition] = event
-        repaired = self.processor.take_repairs(store_events, outputs)
+        # the last event of each partition: where a dead letter of that partition came from
+        last_events = {event.message.partition: event for event in events}
+        repaired = self.processor.take_repairs(last_events, outputs)
         for event in events:
             msg = event.message
-            store_events[msg.partition] = event
             expected = self.recovery.next_offsets.get(msg.partition)
             if expected is not None and msg.offset > expected:
                 async for record in read_gap(
@@ -287,7 +284,7 @@ class WorkerApp:
                     )
                     self.counters["gap_inputs"] += 1
             self._apply_record(msg.topic, msg.partition, msg.offset, event.value, outputs)
-        await self._dead_letters(outputs)
+        await self._dead_letters(outputs, last_events)
         await self.effects.send_outputs(outputs, self.checkpoints)
         self.processor.write(outputs)
         if not self.processor.repairs:
@@ -304,9 +301,9 @@ class WorkerApp:
         self.positions[partition] = offset
         self.recovery.next_offsets[partition] = offset + 1
 
-    async def _dead_letters(self, outputs: Outputs) -> None:
+    async def _dead_letters(self, outputs: Outputs, last_events: dict[int, Any]) -> None:
         for letter in outputs.dead_letters:
-            event = self.store.events[letter.partition]
+            event = last_events[letter.partition]
             msg = event.message
             payload = letter.data if letter.data is not None else msg.value
             source = (msg.topic, msg.partition, msg.offset)

@@ -4,14 +4,16 @@ agents/kafka_internals.py, the one module that names them.
 
 Faust finds the partition of a table read or write (its changelog partition and RocksDB
 column) through its current-event context variable, which a `take_events()` batch does not
-set for its consumer. `acting_for` sets it to the event whose input produced the write, and
-`FaustTableStore` is the processor's `StateStore` over a Faust table with it."""
+set for its consumer. `acting_for` sets it, and `FaustTableStore` is the processor's
+`StateStore` over a Faust table with it: a write acts for a `PartitionEvent` of its
+partition, all Faust reads of the event, so the store needs no event of the batch."""
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 from agents.kafka_internals import faust_current_event, faust_fetcher, set_fetch_max_wait
@@ -28,22 +30,41 @@ def acting_for(event: Any) -> Iterator[None]:
         _CURRENT_EVENT.reset(token)
 
 
-class FaustTableStore:
-    """A `StateStore` (agents/worker/processor.py) over a Faust table: reads and writes of
-    an inputs partition act for an event of that partition (`acting_for`), which the
-    worker names per batch in `events`."""
+class PartitionEvent:
+    """What Faust reads of the current event for a read or write of a table that is not
+    windowed: its message's topic (checked once against the table's source topic) and
+    partition (the changelog partition and RocksDB column). One per inputs partition, so
+    the store needs none of the batch's events."""
 
-    def __init__(self, table: Any) -> None:
+    __slots__ = ("__weakref__", "message")  # Faust holds the current event by weak reference
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = SimpleNamespace(topic=topic, partition=partition)
+
+
+class FaustTableStore:
+    """A `StateStore` (agents/worker/processor.py) over a Faust table whose partitions are
+    those of the topic `topic`: a read or write of a partition acts for that partition
+    (`acting_for` a `PartitionEvent`)."""
+
+    def __init__(self, table: Any, topic: str) -> None:
         self.table = table
-        self.events: dict[int, Any] = {}  # inputs partition -> a Faust event read from it
+        self.topic = topic
+        self._partitions: dict[int, PartitionEvent] = {}
+
+    def _event(self, partition: int) -> PartitionEvent:
+        event = self._partitions.get(partition)
+        if event is None:
+            event = self._partitions[partition] = PartitionEvent(self.topic, partition)
+        return event
 
     def get(self, key: bytes, partition: int) -> bytes | None:
-        with acting_for(self.events[partition]):
+        with acting_for(self._event(partition)):
             value: bytes | None = self.table.get(key)
             return value
 
     def put(self, key: bytes, value: bytes, partition: int) -> None:
-        with acting_for(self.events[partition]):
+        with acting_for(self._event(partition)):
             self.table[key] = value
 
 

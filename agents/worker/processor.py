@@ -61,7 +61,10 @@ COUNTERS = (
 
 class StateStore(Protocol):
     """The table of connector states: the stored bytes (agents/worker/statecodec.py) per
-    connector key, read from the inputs partition the key belongs to."""
+    key, in partitions that are the inputs topic's (each its own changelog partition and
+    local store, restored and handed over with the input partition). The partition is
+    given, not derived from the key: a checkpoint row lives in the partition it
+    checkpoints."""
 
     def get(self, key: bytes, partition: int) -> bytes | None: ...
 

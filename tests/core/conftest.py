@@ -1,6 +1,6 @@
 import pytest
 
-from tests.core.driver import Driver
+from agents.testing.driver import Driver
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.audit import log as auditlog
+from agents.testing.driver import Driver
 from streams import evidence
 from streams.evidence import (
     EVENT_TYPE,
@@ -25,7 +26,6 @@ from streams.evidence import (
 )
 from streams.models import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, AuditEvent, EventType
 from streams.verify import verify_events
-from tests.core.driver import Driver
 from tests.core.test_projections_and_verify import rechain
 from tests.old_archive import ARCHIVE_NAME
 

@@ -11,6 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agents.testing.driver import T0, Driver
 from streams.evidence import FailureDetected, OutageJoined, OutageOpened, OutageResolved, read
 from streams.evolve import fold
 from streams.grouping import group_of, outage_key
@@ -26,7 +27,6 @@ from streams.outages import (
 from streams.policy import Policy, parse_policy
 from streams.state import Record
 from streams.verify import verify_events
-from tests.core.driver import T0, Driver
 
 CHAIN_FINDINGS = {
     "hash_mismatch",

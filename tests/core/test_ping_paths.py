@@ -9,11 +9,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agents.testing.driver import T0
 from streams.decider import Decision, _judge_ping, _repeats_steady_state, decide, decide_ping
 from streams.models import HealthPing, HealthStatus, Tick
 from streams.policy import Policy, parse_policy
 from streams.state import ConnectorState, Phase
-from tests.core.driver import T0
 
 CONNECTOR = "SAP-AR"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agents.testing.driver import Driver
 from streams.chain import chain_hash
 from streams.models import AdminAction, AuditEvent, EventType
 from streams.projections import (
@@ -16,7 +17,6 @@ from streams.projections import (
     windowed_totals,
 )
 from streams.verify import verify_events
-from tests.core.driver import Driver
 
 
 def test_nearest_rank_percentiles() -> None:

@@ -8,10 +8,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agents.testing.driver import Driver
 from streams.models import AdminAction, AuditEvent, EventType, RecoveryMode
 from streams.state import Phase
 from streams.verify import verify_events
-from tests.core.driver import Driver
 
 POLICY = {
     "defaults": {

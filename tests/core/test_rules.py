@@ -6,6 +6,7 @@ from typing import Any, get_args
 
 import pytest
 
+from agents.testing.driver import Driver
 from streams.backoff import backoff_delay_ms
 from streams.decider import HANDLERS, DeciderError, Decision, decide
 from streams.models import (
@@ -24,7 +25,6 @@ from streams.models import (
 from streams.policy import Backoff
 from streams.state import Phase
 from streams.timefmt import iso_from_ms, ms_from_iso
-from tests.core.driver import Driver
 
 DETECTED = EventType.FAILURE_DETECTED
 STARTED = EventType.RECOVERY_STARTED
@@ -534,6 +534,28 @@ def test_failed_escalation_notification_moves_to_the_next_step() -> None:
     assert escalated[1].attributes["reason"] == "notification_failed"
     d.run_for(2000, step=60)
     assert len(d.of_type(EventType.INCIDENT_ESCALATED)) == 2  # the timer does not repeat step 2
+
+
+def test_a_late_tenant_notification_failure_does_not_lower_the_escalation() -> None:
+    """The tenant's notifier answers after the timer escalated to step 1: the failure is
+    recorded, and the incident stays at step 1 (no `incident.escalated` back at level 0)."""
+    d = Driver.with_policy(ESCALATION)
+    d.ping(False)
+    d.run_for(901, step=60)
+    assert [e.attributes["level"] for e in d.of_type(EventType.INCIDENT_ESCALATED)] == ["1"]
+    escalations_before = len(d.of_type(EventType.INCIDENT_ESCALATED))
+
+    late = d.deliver_pending(fail_targets=frozenset({"tenant:acme"}))
+
+    failed = [e for e in late if e.type is EventType.NOTIFICATION_FAILED]
+    assert failed
+    assert {e.attributes["target"] for e in failed} == {"tenant:acme"}
+    assert len(d.of_type(EventType.INCIDENT_ESCALATED)) == escalations_before
+    assert d.state.record.escalation_level == 1
+    assert d.state.record.next_escalation_level == 2  # the timer's next step still stands
+    d.run_for(1000, step=60)
+    levels = [e.attributes["level"] for e in d.of_type(EventType.INCIDENT_ESCALATED)]
+    assert levels == ["1", "2"]
 
 
 # -- Rule 10: evidence chain ----------------------------------------------------------------

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agents.testing.driver import Driver
 from streams.grouping import is_outage_key
 from streams.models import AdminAction, AuditEvent, EventType
 from streams.projections import Projection, group_totals, tenant_key
 from streams.views import RELATIVE_ACCURACY, FleetView, Sketch
-from tests.core.driver import Driver
 from tests.core.test_outages import play_fleet
 from tests.core.test_outages import steps as outage_steps
 from tests.core.test_properties import POLICY, play, scripts

@@ -35,10 +35,10 @@ from agents.dashboard.board import STATES, Scope
 from agents.dashboard.page import chart_figure, chart_spec, slo_from_alerts
 from agents.dashboard.server import ALERT_RULES, Dashboard
 from agents.settings import Settings
+from agents.testing.driver import T0, Driver
 from streams.models import AdminAction, AdminCommand, AuditEvent, EventType
 from streams.policy import PolicyError, parse_policy
 from streams.projections import PLATFORM_TENANT, tenant_key
-from tests.core.driver import T0, Driver
 from tests.core.test_outages import Fleet
 
 TENANTS = ["acme", "globex", "initech", None]

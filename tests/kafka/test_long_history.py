@@ -14,10 +14,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from agents.broker.topics import ensure_topics
+from agents.testing.driver import Driver
 from agents.wire.codec import registry
 from agents.wire.records import audit_record
 from streams.models import AuditEvent
-from tests.core.driver import Driver
 from tests.kafka.harness import Namespace, Worker, metric_samples, run, wait_for, web_get
 
 pytestmark = pytest.mark.kafka

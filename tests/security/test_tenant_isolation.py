@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 from agents.audit.live import status
 from agents.audit.log import LogRead, Scope
 from agents.audit.report import build
+from agents.testing.driver import Driver
 from agents.worker.notifier import resolve_target
 from streams.models import AuditEvent, NotificationRequest
 from streams.policy import NotifyTarget, parse_policy
 from streams.projections import tenant_key
 from streams.views import FleetView
-from tests.core.driver import Driver
 
 TENANTS = ["acme", "globex", "initech", None]
 POLICY = {

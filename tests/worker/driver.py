@@ -1,4 +1,4 @@
-"""The core's test driver (tests/core/driver.py) through the worker's InputProcessor over a
+"""The core's test driver (agents/testing/driver.py) through the worker's InputProcessor over a
 dict store: every input is a one-item batch whose new state goes through the store's bytes,
 so the rules' tests check the processor, the state codec and the liveness it keeps aside."""
 
@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agents.testing.driver import Driver
 from agents.wire.records import Unpacked
 from agents.worker.processor import DictStore, Input, InputProcessor
 from agents.worker.statecodec import load_state
 from streams.models import AuditEvent, DeciderInput
 from streams.state import ConnectorState
-from tests.core.driver import Driver
 
 
 @dataclass

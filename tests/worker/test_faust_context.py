@@ -1,13 +1,15 @@
 """The adapter over Faust's private current-event variable: a table read or write inside
 `acting_for(event)` sees that event (Faust takes the partition of the write from it), and
-the variable is restored after."""
+the variable is restored after; the table store acts for its own event per partition."""
 
 from __future__ import annotations
 
 import inspect
+import uuid
 from types import SimpleNamespace
 from typing import Any
 
+import faust
 from faust.streams import current_event
 
 from agents.worker.faust_context import FaustTableStore, acting_for, shorten_fetch_wait
@@ -43,14 +45,37 @@ def test_acting_for_sets_the_current_event_and_restores_it() -> None:
     assert current_event() is None
 
 
-def test_the_table_store_reads_and_writes_as_the_event_of_the_key_partition() -> None:
+def test_the_table_store_reads_and_writes_as_its_partition_with_no_event_given() -> None:
     table = RecordingTable()
-    store = FaustTableStore(table)
-    first, second = Event(), Event()
-    store.events = {0: first, 3: second}
+    store = FaustTableStore(table, "inputs")
     store.put(b"k", b"v", 3)
     assert store.get(b"k", 0) == b"v"
-    assert table.seen == [("put", second), ("get", first)]
+    assert [(op, e.message.topic, e.message.partition) for op, e in table.seen] == [
+        ("put", "inputs", 3),
+        ("get", "inputs", 0),
+    ]
+    assert current_event() is None
+
+
+async def test_a_write_on_a_faust_table_goes_to_the_changelog_partition_of_its_input() -> None:
+    """On a real Faust table (memory store, no broker: the changelog send waits in the
+    producer's buffer): Faust takes the partition from the store's `PartitionEvent` and
+    checks its topic against the table's source topic, as it would a stream's event."""
+    app = faust.App(f"t-{uuid.uuid4().hex[:8]}", broker="kafka://127.0.0.1:1", store="memory://")
+    inputs = app.topic("inputs", partitions=4, key_type=bytes, value_type=bytes)
+    table = app.Table("states", default=None, partitions=4, key_type=bytes, value_type=bytes)
+
+    @app.agent(inputs)
+    async def decide(stream: Any) -> None:  # the table's source topic, as in the worker
+        async for _ in stream:
+            pass
+
+    store = FaustTableStore(table, "inputs")
+    store.put(b"SAP-AR", b"state", 2)
+    assert store.get(b"SAP-AR", 2) == b"state"
+    sent = app.producer.buffer.pending.get_nowait()
+    assert sent.message.partition == 2
+    assert sent.message.key == b"SAP-AR"
     assert current_event() is None
 
 

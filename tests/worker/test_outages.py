@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agents.testing.driver import T0
 from agents.wire.records import Unpacked
 from agents.worker.processor import DictStore, Input, InputProcessor, Outputs
 from agents.worker.statecodec import dump_outage, load_head, load_outage
@@ -28,7 +29,6 @@ from streams.models import (
     WorkerInput,
 )
 from streams.policy import parse_policy
-from tests.core.driver import T0
 from tests.core.test_outages import play_fleet, steps
 
 KEY = "outage:dependency:sap-prod"

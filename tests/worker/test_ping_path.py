@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from agents.testing.driver import T0
 from agents.wire.records import Unpacked
 from agents.worker.processor import DictStore, Input, InputProcessor
 from streams import decider
 from streams.models import HealthPing, HealthStatus
 from streams.policy import parse_policy
-from tests.core.driver import T0
 
 CONNECTOR = "SAP-AR"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agents.testing.driver import T0
 from agents.wire.records import Unpacked
 from agents.worker.processor import DictStore, Input, InputProcessor
 from agents.worker.statecodec import load_state
@@ -24,7 +25,6 @@ from streams.models import (
 )
 from streams.policy import parse_policy
 from streams.state import ConnectorState
-from tests.core.driver import T0
 from tests.core.test_properties import POLICY
 
 CONNECTORS = ["A", "B", "C"]
