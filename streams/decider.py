@@ -31,6 +31,7 @@ from streams.evidence import (
     NotificationFailed,
     NotificationSent,
     NotificationSuppressed,
+    OutageLinked,
     Provenance,
     RecoveryActionAccepted,
     RecoveryCompleted,
@@ -57,6 +58,7 @@ from streams.models import (
     NotificationRequest,
     NotificationResult,
     OpenReason,
+    OutageNotice,
     RecoveryMode,
     RecoveryRequest,
     RecoveryResult,
@@ -828,6 +830,24 @@ def _on_admin(
     return out.decision()
 
 
+def _on_outage_notice(
+    state: ConnectorState, notice: OutageNotice, policy: Policy, source: str | None
+) -> Decision:
+    """The outage of the connector's group holds its failure episode: recorded on the
+    connector's own chain, so its evidence says why its pages go through the outage. A
+    notice for an episode that has ended (or was linked already) changes nothing."""
+    record = state.record
+    if (
+        record.phase is not Phase.FAILED
+        or record.incident_id != notice.incident_id
+        or record.outage_id == notice.outage_id
+    ):
+        return Decision((), (), state)
+    out = _Emitter(state, policy, source)
+    out.emit(OutageLinked(notice.outage_id, notice.group), notice.at)
+    return out.decision()
+
+
 def decide(
     state: ConnectorState,
     message: DeciderInput,
@@ -867,5 +887,6 @@ HANDLERS: dict[type, _Handler] = dict(
         _entry(AdminCommand, _on_admin),
         _entry(RecoveryResult, _on_recovery_result),
         _entry(NotificationResult, _on_notification_result),
+        _entry(OutageNotice, _on_outage_notice),
     ]
 )

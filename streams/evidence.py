@@ -270,6 +270,14 @@ class OutageResolved(NamedTuple):
     duration_ms: int
 
 
+class OutageLinked(NamedTuple):
+    """On a member's chain: its failure episode is in the outage `outage_id` (the event
+    id of that outage's `outage.opened`); its pages go through the outage from now on."""
+
+    outage_id: str
+    group: str
+
+
 Evidence = (
     FailureDetected
     | FlappingStarted
@@ -292,6 +300,7 @@ Evidence = (
     | OutageOpened
     | OutageJoined
     | OutageResolved
+    | OutageLinked
 )
 
 EVENT_TYPE: dict[type[Evidence], EventType] = {
@@ -316,6 +325,7 @@ EVENT_TYPE: dict[type[Evidence], EventType] = {
     OutageOpened: EventType.OUTAGE_OPENED,
     OutageJoined: EventType.OUTAGE_JOINED,
     OutageResolved: EventType.OUTAGE_RESOLVED,
+    OutageLinked: EventType.OUTAGE_LINKED,
 }
 """The event type each view is written as (one view per type; a test checks both ways)."""
 

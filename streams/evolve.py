@@ -17,6 +17,7 @@ from streams.evidence import (
     IncidentEscalated,
     IncidentOpened,
     NotificationOutcome,
+    OutageLinked,
     RecoveryFailed,
     RecoveryStarted,
     Silenced,
@@ -57,6 +58,7 @@ class Changes(TypedDict, total=False):
     next_escalation_at: int | None
     notified: frozenset[str]
     outage_group: str | None
+    outage_id: str | None
 
 
 CHAIN_FIELDS = ("connector_id", "tenant_id", "sequence", "head_hash", "last_occurred_at")
@@ -172,6 +174,8 @@ def _changes(record: Record, event: AuditEvent) -> Changes:
             # Ends the episode: after a recovery, or by a human without one.
             phase = Phase.RETIRED if record.phase is Phase.RETIRED else Phase.OK
             return {**_NO_EPISODE, "phase": phase, "flapping": False}
+        case EventType.OUTAGE_LINKED:
+            return {"outage_id": read(OutageLinked, event.attributes).outage_id}
         case (
             EventType.NOTIFICATION_SUPPRESSED
             | EventType.COMMAND_REJECTED

@@ -138,7 +138,21 @@ class NotificationResult(_Frozen):
     finished_at: EpochMillis
 
 
-DeciderInput = HealthPing | Tick | Watch | AdminCommand | RecoveryResult | NotificationResult
+class OutageNotice(_Frozen):
+    """Internal input of a member connector (`schemas/outage_notice.avsc`): the outage
+    `outage_id` of `group` holds the connector's failure episode `incident_id`. Sent by the
+    outage (docs/outages.md) when it opens and on each join, keyed by the connector."""
+
+    connector_id: ConnectorId
+    outage_id: str
+    group: str
+    incident_id: str
+    at: EpochMillis
+
+
+DeciderInput = (
+    HealthPing | Tick | Watch | AdminCommand | RecoveryResult | NotificationResult | OutageNotice
+)
 
 
 class MemberChange(StrEnum):
@@ -188,6 +202,7 @@ class EventType(StrEnum):
     OUTAGE_OPENED = "outage.opened"
     OUTAGE_JOINED = "outage.joined"
     OUTAGE_RESOLVED = "outage.resolved"
+    OUTAGE_LINKED = "connector.outage.linked"
 
 
 class NotificationKind(StrEnum):

@@ -40,6 +40,7 @@ from streams.models import (
     AuditEvent,
     EventType,
     MemberChange,
+    OutageNotice,
     OutageSignal,
 )
 from streams.policy import Policy
@@ -97,6 +98,8 @@ class OutageState(NamedTuple):
 class OutageDecision(NamedTuple):
     events: tuple[AuditEvent, ...]
     state: OutageState
+    # inputs of member connectors: sent before `events`, as a connector's signals are
+    notices: tuple[OutageNotice, ...] = ()
 
 
 # -- the signals ------------------------------------------------------------------------------
@@ -156,6 +159,22 @@ class _Emitter:
         self.memory = state.memory
         self.source = source
         self.events: list[AuditEvent] = []
+        self.notices: list[OutageNotice] = []
+
+    def link(self, linking: AuditEvent, group: str, members: Iterable[tuple[str, str]]) -> None:
+        """Tell each (connector, incident) of `members` the open outage holds its episode."""
+        outage_id = self.record.outage_id
+        assert outage_id is not None  # noqa: S101 - called after the event that opened it
+        self.notices.extend(
+            OutageNotice(
+                connector_id=connector_id,
+                outage_id=outage_id,
+                group=group,
+                incident_id=incident_id,
+                at=linking.occurred_at,
+            )
+            for connector_id, incident_id in members
+        )
 
     def emit(
         self,
@@ -193,7 +212,9 @@ class _Emitter:
         return event
 
     def decision(self) -> OutageDecision:
-        return OutageDecision(tuple(self.events), OutageState(self.record, self.memory))
+        return OutageDecision(
+            tuple(self.events), OutageState(self.record, self.memory), tuple(self.notices)
+        )
 
 
 def decide_outage(
@@ -246,11 +267,12 @@ def _member_failed(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
         if incident_id in record.members:
             return
         out.memory = memory._replace(failing=memory.failing.set(incident_id, True))
-        out.emit(
+        joined = out.emit(
             OutageJoined(signal.group, signal.member_id, incident_id),
             signal.at,
             record.tenant_id,
         )
+        out.link(joined, signal.group, [(signal.member_id, incident_id)])
         return
     if any(p.incident_id == incident_id for p in memory.pending):
         return
@@ -271,7 +293,7 @@ def _member_failed(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
         pending=tuple(p for p in pending if p not in recent),
         failing=members_of(p.incident_id for p in recent),
     )
-    out.emit(
+    opened = out.emit(
         OutageOpened(
             group=signal.group,
             connectors=tuple(p.connector_id for p in recent),
@@ -282,6 +304,7 @@ def _member_failed(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
         signal.at,
         tenant_id,
     )
+    out.link(opened, signal.group, [(p.connector_id, p.incident_id) for p in recent])
 
 
 def _member_ended(out: _Emitter, signal: OutageSignal) -> None:
@@ -365,6 +388,7 @@ def evolve_outage(record: OutageRecord, event: AuditEvent) -> OutageRecord:
             | EventType.NOTIFICATION_SENT
             | EventType.NOTIFICATION_FAILED
             | EventType.NOTIFICATION_SUPPRESSED
+            | EventType.OUTAGE_LINKED
         ):
             raise TypeError(f"{kind.value} is not an outage's event")
         case _:

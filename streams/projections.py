@@ -195,6 +195,7 @@ def apply_outage_event(outages: dict[str, Outage], event: AuditEvent) -> Outage 
                 | EventType.NOTIFICATION_SENT
                 | EventType.NOTIFICATION_FAILED
                 | EventType.NOTIFICATION_SUPPRESSED
+                | EventType.OUTAGE_LINKED
             ):
                 return None
             case _:

@@ -33,6 +33,7 @@ from streams.models import (
     Command,
     DeciderInput,
     HealthPing,
+    OutageNotice,
     OutageSignal,
     WorkerInput,
 )
@@ -120,6 +121,7 @@ class Outputs:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # inputs of outages (docs/outages.md), sent like commands: before the events
     signals: list[OutageSignal] = field(default_factory=list)
+    notices: list[OutageNotice] = field(default_factory=list)  # outages to their members
     outages: dict[bytes, PendingOutage] = field(default_factory=dict)
 
     def audit_partitions(self) -> set[int]:
@@ -278,6 +280,7 @@ class InputProcessor:
             decision = self._repaired_outage(state, decision, logged)
         if pending is not None or decision.state != state:
             outputs.outages[key] = PendingOutage(decision.state, item.position, partition)
+        outputs.notices.extend(decision.notices)
         outputs.events.extend((key, event, partition) for event in decision.events)
 
     def _repaired_outage(
@@ -299,7 +302,8 @@ class InputProcessor:
         if all(logged_hashes[e.sequence] == e.hash for e in written):
             self.counters["repaired_dropped"] += len(written)
             kept = tuple(e for e in decision.events if e.sequence not in logged_hashes)
-            return OutageDecision(kept, decision.state)
+            # the notices are sent again: a member ignores one it has applied
+            return decision._replace(events=kept)
         log.warning(
             "%s: the audit log diverges from the re-derived decision; the log wins", outage_id
         )

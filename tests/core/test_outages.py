@@ -11,10 +11,24 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.evidence import FailureDetected, OutageJoined, OutageOpened, OutageResolved, read
+from streams.evidence import (
+    FailureDetected,
+    OutageJoined,
+    OutageLinked,
+    OutageOpened,
+    OutageResolved,
+    read,
+)
 from streams.evolve import fold
 from streams.grouping import group_of, outage_key
-from streams.models import AdminAction, AuditEvent, EventType, MemberChange, OutageSignal
+from streams.models import (
+    AdminAction,
+    AuditEvent,
+    EventType,
+    MemberChange,
+    OutageNotice,
+    OutageSignal,
+)
 from streams.outages import (
     OutageMemory,
     OutageRecord,
@@ -50,6 +64,7 @@ class Fleet:
     outages: dict[str, OutageState] = field(default_factory=dict)
     log: list[AuditEvent] = field(default_factory=list)  # every event, in the order written
     signals: list[OutageSignal] = field(default_factory=list)
+    notices: list[OutageNotice] = field(default_factory=list)
 
     @classmethod
     def with_policy(cls, document: dict[str, Any]) -> Fleet:
@@ -91,11 +106,18 @@ class Fleet:
         return produced
 
     def apply_signal(self, signal: OutageSignal) -> list[AuditEvent]:
+        """The outage's events; its notices are applied at once by the members this fleet
+        drives (a replayed fleet drives none: their events are in the log it replays)."""
         key = signal.connector_id
         state = self.outages.get(key) or OutageState.new(key)
         decision = decide_outage(state, signal, self.policy, f"in/{len(self.signals)}")
         self.outages[key] = decision.state
         self.log.extend(decision.events)
+        self.notices.extend(decision.notices)
+        for notice in decision.notices:
+            member = self.connectors.get(notice.connector_id)
+            if member is not None:
+                self.log.extend(member.feed(notice))
         return list(decision.events)
 
     def outage_events(self) -> list[AuditEvent]:
@@ -214,6 +236,46 @@ def test_without_a_dependency_one_tenant_and_failure_kind_group() -> None:
     assert opened.tenant_id == "acme"
 
 
+def test_the_outage_links_each_member_on_its_own_chain() -> None:
+    """Opening answers each of the first members with a notice, each join the joiner; each
+    member records the link as an event of its own chain and in its record."""
+    fleet = Fleet()
+    _erp_down(fleet, 4)
+    assert fleet.notices == []
+    _erp_down(fleet, 6)
+    outage_id = "outage:dependency:sap-prod:1"
+    assert [(n.connector_id, n.incident_id, n.outage_id) for n in fleet.notices] == [
+        (f"SAP-{i:03d}", f"SAP-{i:03d}:1", outage_id) for i in range(6)
+    ]
+    for index in range(6):
+        member = fleet.connectors[f"SAP-{index:03d}"]
+        (linked,) = member.of_type(EventType.OUTAGE_LINKED)
+        assert linked.incident_id == f"SAP-{index:03d}:1"
+        assert read(OutageLinked, linked.attributes) == (outage_id, "dependency:sap-prod")
+        assert member.state.record.outage_id == outage_id
+    # a new episode of a member, while the outage is open, joins it and is linked anew
+    fleet.ping("SAP-000", True, T0 + 10_000, dependency="sap-prod")
+    fleet.ping("SAP-000", False, T0 + 200_000, dependency="sap-prod")
+    member = fleet.connectors["SAP-000"]
+    assert [e.incident_id for e in member.of_type(EventType.OUTAGE_LINKED)] == [
+        "SAP-000:1",
+        "SAP-000:4",
+    ]
+
+
+def test_a_notice_for_an_episode_that_ended_changes_nothing() -> None:
+    fleet = Fleet()
+    _erp_down(fleet, 5)
+    member = fleet.connectors["SAP-000"]
+    fleet.ping("SAP-000", True, T0 + 10_000, dependency="sap-prod")
+    assert member.feed(fleet.notices[0]) == []  # a late notice: the episode recovered
+    fleet.ping("SAP-000", False, T0 + 20_000, dependency="sap-prod")
+    assert member.feed(fleet.notices[0]) == []  # ... and another episode began
+    assert member.feed(fleet.notices[-1]) == []  # that one's notice again: applied already
+    linked = member.of_type(EventType.OUTAGE_LINKED)
+    assert [e.incident_id for e in linked] == ["SAP-000:1", "SAP-000:4"]
+
+
 def test_a_re_sent_signal_changes_nothing() -> None:
     fleet = Fleet()
     _erp_down(fleet, 6)
@@ -302,6 +364,11 @@ def test_grouping_is_a_pure_function_of_the_events(script: list[Any], settle: bo
     for key, state in live.outages.items():
         own = [e for e in live.log if e.connector_id == key]
         assert fold_outage(OutageRecord(key), own) == state.record
+    # a member's record, links included, is the fold of its own events
+    for connector_id, member in live.connectors.items():
+        own = [e for e in live.log if e.connector_id == connector_id]
+        assert own == member.events
+        assert fold(Record(connector_id), own) == member.state.record
     # no clock is played here, so deadlines pass unanswered; the chains must be intact
     assert [f for f in verify_events(live.log) if f.kind in CHAIN_FINDINGS] == []
 

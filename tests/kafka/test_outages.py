@@ -113,6 +113,11 @@ def test_300_connectors_behind_one_dependency_are_one_outage(
     }
     assert sorted(members) == sorted(detections)  # 300 episodes, each linked once
     assert len(members) == 300
+    # ... and each member's own chain says so: one connector.outage.linked per episode
+    links = {
+        (e.incident_id, e.attributes["outage_id"]) for e in of_type(events, EventType.OUTAGE_LINKED)
+    }
+    assert links == {(incident, opened.event_id) for incident in detections}
     (resolved,) = of_type(events, EventType.OUTAGE_RESOLVED)
     view = read(OutageResolved, resolved.attributes)
     assert (view.episodes, view.recovered, view.left) == (300, 300, 0)
