@@ -29,6 +29,7 @@ from streams.evidence import (
     IncidentOpened,
     IncidentResolved,
     NotificationFailed,
+    NotificationReleased,
     NotificationSent,
     NotificationSuppressed,
     OutageLinked,
@@ -82,6 +83,7 @@ class DeadlineKind(StrEnum):
     ATTEMPT = "attempt"
     ATTEMPT_TIMEOUT = "attempt_timeout"
     ESCALATION = "escalation"
+    NOTIFY = "notify"  # a failure's page held for its outage (group wait) goes out
 
 
 # The deadline of nearly every connector, on the path every tick takes: one global lookup
@@ -185,6 +187,14 @@ class _Emitter:
         self, cause: AuditEvent, kind: NotificationKind, audiences: list[tuple[str, int]]
     ) -> None:
         incident_id = cause.incident_id or cause.event_id
+        record = self.record
+        if (
+            record.outage_id is not None
+            and incident_id == record.incident_id
+            and self.policy.pages_by_outage
+        ):
+            self.suppress_for_outage(kind, audiences, cause.occurred_at, record.outage_id)
+            return
         silenced = self.record.silenced_until
         if silenced is not None and silenced > cause.occurred_at:
             self.emit(
@@ -214,6 +224,20 @@ class _Emitter:
                     summary=_summary(kind, cause),
                 )
             )
+
+    def suppress_for_outage(
+        self, kind: NotificationKind, audiences: list[tuple[str, int]], at: int, outage_id: str
+    ) -> None:
+        """The episode is in an outage, which pages its audiences instead (docs/outages.md)."""
+        self.emit(
+            NotificationSuppressed(
+                notification_kind=kind,
+                targets=",".join(target for target, _ in audiences),
+                reason="outage",
+                outage_id=outage_id,
+            ),
+            at,
+        )
 
     def audiences(self, *, admin: bool = True, tenant: bool = True) -> list[tuple[str, int]]:
         out: list[tuple[str, int]] = []
@@ -247,6 +271,8 @@ def _summary(kind: NotificationKind, event: AuditEvent) -> str:
             what = "is flapping"
         case NotificationKind.FLAPPING_STOPPED:
             what = "stopped flapping"
+        case NotificationKind.OUTAGE_OPENED | NotificationKind.OUTAGE_RESOLVED:
+            what = f"is in outage {event.incident_id}"  # an outage's own summary is its own
         case _:
             assert_never(kind)
     return f"Connector {event.connector_id} {what}"
@@ -284,6 +310,17 @@ def _detect(out: _Emitter, at: int, failure: str, retryable: bool, first_failing
     incident_id = f"{connector_id}:{out.record.sequence + 1}"
     next_attempt_at = _next_attempt_at(out, at, incident_id, 0) if retryable else None
     memory = out.memory
+    group = group_of(
+        connector_id,
+        memory.tenant_id or out.record.tenant_id,
+        failure,
+        memory.dependency,
+        out.policy,
+    )
+    # A grouped failure's page waits for an outage to link it (Alertmanager's group_wait).
+    wait_ms = out.policy.outages.group_wait_ms
+    held = group is not None and out.policy.pages_by_outage and wait_ms > 0
+    notify_at = max(at, out.record.last_occurred_at) + wait_ms if held else None
     detected = out.emit(
         FailureDetected(
             retryable=retryable,
@@ -291,19 +328,15 @@ def _detect(out: _Emitter, at: int, failure: str, retryable: bool, first_failing
             policy_sha256=out.rules.sha256,
             position=memory.last_position,
             next_attempt_at=next_attempt_at,
-            group=group_of(
-                connector_id,
-                memory.tenant_id or out.record.tenant_id,
-                failure,
-                memory.dependency,
-                out.policy,
-            ),
+            group=group,
+            notify_at=notify_at,
         ),
         at,
         incident_id=incident_id,
         failure=failure,
     )
-    out.notify(detected, NotificationKind.FAILURE_DETECTED, out.audiences())
+    if notify_at is None:
+        out.notify(detected, NotificationKind.FAILURE_DETECTED, out.audiences())
     if not retryable:
         _open_incident(out, detected.occurred_at, OpenReason.NON_RETRYABLE)
     elif next_attempt_at is None:
@@ -470,7 +503,8 @@ def _complete(out: _Emitter, at: int) -> None:
         actor=record.attempt_actor,
         failure=record.failure,
     )
-    out.notify(completed, NotificationKind.RECOVERED, out.audiences())
+    if record.notify_at is None:  # else its failure was never paged: nor is this
+        out.notify(completed, NotificationKind.RECOVERED, out.audiences())
     if incident_open:
         out.emit(
             IncidentResolved(reason="recovered", recovery_event_id=completed.event_id),
@@ -682,9 +716,26 @@ def _on_tick(state: ConnectorState, tick: Tick, policy: Policy, source: str | No
                 level = out.record.next_escalation_level
                 assert level is not None  # noqa: S101 - paired with next_escalation_at
                 _escalate(out, at, level, EscalationReason.UNACKNOWLEDGED)
+            case DeadlineKind.NOTIFY:
+                _release_held_page(out, at)
             case _:
                 assert_never(kind)
     raise DeciderError(f"more than {_MAX_DEADLINES_PER_TICK} deadlines fired in one tick")
+
+
+def _release_held_page(out: _Emitter, at: int) -> None:
+    """No outage linked the failure within the group wait: its own page goes out."""
+    audiences = out.audiences()
+    released = out.emit(
+        NotificationReleased(
+            NotificationKind.FAILURE_DETECTED,
+            ",".join(target for target, _ in audiences),
+            out.policy.outages.group_wait_ms,
+        ),
+        at,
+        failure=out.record.failure,
+    )
+    out.notify(released, NotificationKind.FAILURE_DETECTED, audiences)
 
 
 def next_deadline(
@@ -697,6 +748,8 @@ def next_deadline(
     candidates: list[tuple[int, DeadlineKind]] = []
     if phase is Phase.OK and heartbeat_deadline is not None:
         candidates.append((heartbeat_deadline, _HEARTBEAT))
+    if phase is Phase.FAILED and record.notify_at is not None:
+        candidates.append((record.notify_at, DeadlineKind.NOTIFY))
     if phase is Phase.FAILED and not record.flapping:
         if record.next_attempt_at is not None:
             candidates.append((record.next_attempt_at, DeadlineKind.ATTEMPT))
@@ -844,7 +897,14 @@ def _on_outage_notice(
     ):
         return Decision((), (), state)
     out = _Emitter(state, policy, source)
-    out.emit(OutageLinked(notice.outage_id, notice.group), notice.at)
+    linked = out.emit(OutageLinked(notice.outage_id, notice.group), notice.at)
+    if record.notify_at is not None:  # its page was held for this: the outage pages instead
+        out.suppress_for_outage(
+            NotificationKind.FAILURE_DETECTED,
+            out.audiences(),
+            linked.occurred_at,
+            notice.outage_id,
+        )
     return out.decision()
 
 

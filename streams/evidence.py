@@ -122,6 +122,8 @@ class FailureDetected(NamedTuple):
     position: str | None = None
     next_attempt_at: Instant | None = None
     group: str | None = None  # the outage group it fails in (docs/outages.md); None: none
+    # its page is held until then for an outage to link it (the group wait); None: sent
+    notify_at: Instant | None = None
 
 
 class FlappingStarted(NamedTuple):
@@ -232,8 +234,18 @@ class NotificationFailed(NotificationOutcome):
 class NotificationSuppressed(NamedTuple):
     notification_kind: NotificationKind
     targets: str  # comma-separated
-    reason: Literal["silenced"]
-    silenced_until: Instant
+    reason: Literal["silenced", "outage"]
+    silenced_until: Instant | None = None  # reason silenced
+    outage_id: str | None = None  # reason outage: the outage that pages instead
+
+
+class NotificationReleased(NamedTuple):
+    """A failure's page held for its outage's group wait goes out: no outage linked the
+    episode within `group_wait_ms` of its detection."""
+
+    notification_kind: NotificationKind
+    targets: str  # comma-separated
+    group_wait_ms: int
 
 
 class CommandRejected(NamedTuple):
@@ -245,19 +257,22 @@ class CommandRejected(NamedTuple):
 
 class OutageOpened(NamedTuple):
     """At least `min_connectors` of the group failed within the window: the outage's id is
-    this event's id. `connectors` and `incidents` (aligned) are its members so far."""
+    this event's id. `connectors` and `incidents` (aligned) are its members so far;
+    `tenants` the distinct tenants among them (each notified)."""
 
     group: str
     connectors: Names
     incidents: Names
     min_connectors: int
     window_ms: int
+    tenants: Names | None = None
 
 
 class OutageJoined(NamedTuple):
     group: str
     connector: str
     member_incident: str
+    tenant: str | None = None
 
 
 class OutageResolved(NamedTuple):
@@ -301,6 +316,7 @@ Evidence = (
     | OutageJoined
     | OutageResolved
     | OutageLinked
+    | NotificationReleased
 )
 
 EVENT_TYPE: dict[type[Evidence], EventType] = {
@@ -326,6 +342,7 @@ EVENT_TYPE: dict[type[Evidence], EventType] = {
     OutageJoined: EventType.OUTAGE_JOINED,
     OutageResolved: EventType.OUTAGE_RESOLVED,
     OutageLinked: EventType.OUTAGE_LINKED,
+    NotificationReleased: EventType.NOTIFICATION_RELEASED,
 }
 """The event type each view is written as (one view per type; a test checks both ways)."""
 

@@ -59,6 +59,7 @@ class Changes(TypedDict, total=False):
     notified: frozenset[str]
     outage_group: str | None
     outage_id: str | None
+    notify_at: int | None
 
 
 CHAIN_FIELDS = ("connector_id", "tenant_id", "sequence", "head_hash", "last_occurred_at")
@@ -86,6 +87,7 @@ _NO_ATTEMPTS: Changes = {
     "attempt_actor": None,
     "attempt_deadline": None,
     "next_attempt_at": None,
+    "notify_at": None,  # recovered within the group wait: its failure goes unpaged
 }
 
 
@@ -110,6 +112,7 @@ def _changes(record: Record, event: AuditEvent) -> Changes:
                 "position_at_failure": detected.position,
                 "next_attempt_at": detected.next_attempt_at,
                 "outage_group": detected.group,
+                "notify_at": detected.notify_at,
             }
         case EventType.FLAPPING_STARTED:
             return {
@@ -175,7 +178,10 @@ def _changes(record: Record, event: AuditEvent) -> Changes:
             phase = Phase.RETIRED if record.phase is Phase.RETIRED else Phase.OK
             return {**_NO_EPISODE, "phase": phase, "flapping": False}
         case EventType.OUTAGE_LINKED:
-            return {"outage_id": read(OutageLinked, event.attributes).outage_id}
+            # the outage pages instead: a page held for it is not sent
+            return {"outage_id": read(OutageLinked, event.attributes).outage_id, "notify_at": None}
+        case EventType.NOTIFICATION_RELEASED:
+            return {"notify_at": None}
         case (
             EventType.NOTIFICATION_SUPPRESSED
             | EventType.COMMAND_REJECTED

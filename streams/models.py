@@ -203,6 +203,7 @@ class EventType(StrEnum):
     OUTAGE_JOINED = "outage.joined"
     OUTAGE_RESOLVED = "outage.resolved"
     OUTAGE_LINKED = "connector.outage.linked"
+    NOTIFICATION_RELEASED = "notification.released"
 
 
 class NotificationKind(StrEnum):
@@ -214,6 +215,8 @@ class NotificationKind(StrEnum):
     INCIDENT_ESCALATED = "incident_escalated"
     FLAPPING_STARTED = "flapping_started"
     FLAPPING_STOPPED = "flapping_stopped"
+    OUTAGE_OPENED = "outage_opened"  # an outage's, to the Platform Admin and each tenant
+    OUTAGE_RESOLVED = "outage_resolved"
 
 
 class OpenReason(StrEnum):

@@ -21,10 +21,14 @@ from typing import Any, NamedTuple, assert_never
 from immutables import Map
 
 from streams.chain import chain_hash
+from streams.decider import PLATFORM_ADMIN, TENANT_LEVEL, escalation_target, tenant_target
 from streams.evidence import (
     EVENT_TYPE,
     CommandRejected,
     FailureDetected,
+    NotificationFailed,
+    NotificationOutcome,
+    NotificationSent,
     OutageJoined,
     OutageOpened,
     OutageResolved,
@@ -40,8 +44,12 @@ from streams.models import (
     AuditEvent,
     EventType,
     MemberChange,
+    NotificationKind,
+    NotificationRequest,
+    NotificationResult,
     OutageNotice,
     OutageSignal,
+    WorkerInput,
 )
 from streams.policy import Policy
 from streams.state import Phase, Record
@@ -68,6 +76,8 @@ class OutageRecord(NamedTuple):
     opened_at: int | None = None
     members: Members = NO_MEMBERS  # incident ids of the episodes in it
     outages: int = 0  # outages opened in this group so far
+    tenants: tuple[str, ...] = ()  # of the open outage's members, each notified once
+    notified: frozenset[str] = frozenset()  # dedup keys with an outcome, since the opening
 
 
 class Pending(NamedTuple):
@@ -100,6 +110,8 @@ class OutageDecision(NamedTuple):
     state: OutageState
     # inputs of member connectors: sent before `events`, as a connector's signals are
     notices: tuple[OutageNotice, ...] = ()
+    # the outage's pages (when the policy pages by outage): sent before `events` too
+    commands: tuple[NotificationRequest, ...] = ()
 
 
 # -- the signals ------------------------------------------------------------------------------
@@ -160,6 +172,30 @@ class _Emitter:
         self.source = source
         self.events: list[AuditEvent] = []
         self.notices: list[OutageNotice] = []
+        self.commands: list[NotificationRequest] = []
+
+    def page(
+        self, cause: AuditEvent, kind: NotificationKind, target: str, level: int, summary: str
+    ) -> None:
+        """One notification of the outage, to `target` (the Platform Admin, a tenant admin
+        or an escalation step), through the notifier the connectors use."""
+        tenant_id = target.removeprefix("tenant:") if level == TENANT_LEVEL else cause.tenant_id
+        incident_id = cause.incident_id or cause.event_id
+        self.commands.append(
+            NotificationRequest(
+                dedup_key=f"{incident_id}:{kind}:{target}",
+                notification_kind=kind,
+                target=target,
+                level=level,
+                connector_id=self.record.outage_key,
+                tenant_id=tenant_id,
+                incident_id=incident_id,
+                failure=None,
+                cause_event_id=cause.event_id,
+                occurred_at=cause.occurred_at,
+                summary=summary,
+            )
+        )
 
     def link(self, linking: AuditEvent, group: str, members: Iterable[tuple[str, str]]) -> None:
         """Tell each (connector, incident) of `members` the open outage holds its episode."""
@@ -178,7 +214,12 @@ class _Emitter:
 
     def emit(
         self,
-        evidence: OutageOpened | OutageJoined | OutageResolved | CommandRejected,
+        evidence: OutageOpened
+        | OutageJoined
+        | OutageResolved
+        | CommandRejected
+        | NotificationSent
+        | NotificationFailed,
         at: int,
         tenant_id: str | None,
         incident_id: str | None = None,
@@ -213,7 +254,10 @@ class _Emitter:
 
     def decision(self) -> OutageDecision:
         return OutageDecision(
-            tuple(self.events), OutageState(self.record, self.memory), tuple(self.notices)
+            tuple(self.events),
+            OutageState(self.record, self.memory),
+            tuple(self.notices),
+            tuple(self.commands),
         )
 
 
@@ -232,7 +276,7 @@ def decide_outage(
         case MemberChange.FAILED:
             _member_failed(out, signal, policy)
         case MemberChange.RECOVERED | MemberChange.LEFT:
-            _member_ended(out, signal)
+            _member_ended(out, signal, policy)
         case _:
             assert_never(change)
     return out.decision()
@@ -268,11 +312,20 @@ def _member_failed(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
             return
         out.memory = memory._replace(failing=memory.failing.set(incident_id, True))
         joined = out.emit(
-            OutageJoined(signal.group, signal.member_id, incident_id),
+            OutageJoined(signal.group, signal.member_id, incident_id, signal.tenant_id),
             signal.at,
             record.tenant_id,
         )
         out.link(joined, signal.group, [(signal.member_id, incident_id)])
+        tenant = signal.tenant_id
+        if policy.pages_by_outage and tenant is not None and tenant not in record.tenants:
+            out.page(
+                joined,
+                NotificationKind.OUTAGE_OPENED,
+                tenant_target(tenant),
+                TENANT_LEVEL,
+                _opened_summary(signal.group, [signal.member_id]),
+            )
         return
     if any(p.incident_id == incident_id for p in memory.pending):
         return
@@ -293,6 +346,7 @@ def _member_failed(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
         pending=tuple(p for p in pending if p not in recent),
         failing=members_of(p.incident_id for p in recent),
     )
+    tenants = tuple(dict.fromkeys(p.tenant_id for p in recent if p.tenant_id is not None))
     opened = out.emit(
         OutageOpened(
             group=signal.group,
@@ -300,14 +354,43 @@ def _member_failed(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
             incidents=tuple(p.incident_id for p in recent),
             min_connectors=rules.min_connectors,
             window_ms=rules.window_ms,
+            tenants=tenants,
         ),
         signal.at,
         tenant_id,
     )
     out.link(opened, signal.group, [(p.connector_id, p.incident_id) for p in recent])
+    if not policy.pages_by_outage:
+        return
+    everyone = [p.connector_id for p in recent]
+    out.page(
+        opened,
+        NotificationKind.OUTAGE_OPENED,
+        PLATFORM_ADMIN,
+        0,
+        _opened_summary(signal.group, everyone),
+    )
+    for tenant in tenants:
+        own = [p.connector_id for p in recent if p.tenant_id == tenant]
+        out.page(
+            opened,
+            NotificationKind.OUTAGE_OPENED,
+            tenant_target(tenant),
+            TENANT_LEVEL,
+            _opened_summary(signal.group, own),
+        )
 
 
-def _member_ended(out: _Emitter, signal: OutageSignal) -> None:
+_LISTED = 20  # connectors named in a summary; the rest are counted
+
+
+def _opened_summary(group: str, connectors: Sequence[str]) -> str:
+    named = ", ".join(connectors[:_LISTED])
+    more = f" and {len(connectors) - _LISTED} more" if len(connectors) > _LISTED else ""
+    return f"Outage of {group}: {len(connectors)} connectors failing ({named}{more})"
+
+
+def _member_ended(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
     record, memory = out.record, out.memory
     incident_id = signal.incident_id
     if incident_id not in memory.failing:
@@ -325,18 +408,69 @@ def _member_ended(out: _Emitter, signal: OutageSignal) -> None:
         return
     opened_at = record.opened_at if record.opened_at is not None else signal.at
     resolved_at = max(signal.at, record.last_occurred_at)
-    out.emit(
-        OutageResolved(
-            group=signal.group,
-            episodes=len(record.members),
-            recovered=memory.recovered,
-            left=memory.left,
-            duration_ms=resolved_at - opened_at,
-        ),
-        signal.at,
-        record.tenant_id,
+    view = OutageResolved(
+        group=signal.group,
+        episodes=len(record.members),
+        recovered=memory.recovered,
+        left=memory.left,
+        duration_ms=resolved_at - opened_at,
     )
+    resolved = out.emit(view, signal.at, record.tenant_id)
     out.memory = memory._replace(failing=NO_MEMBERS, recovered=0, left=0)
+    if not policy.pages_by_outage:
+        return
+    summary = (
+        f"Outage of {signal.group} resolved after {view.duration_ms / 1000:.0f} s: "
+        f"{view.episodes} failure episodes, {view.recovered} recovered, {view.left} closed"
+    )
+    audiences = [(PLATFORM_ADMIN, 0)] + [(tenant_target(t), TENANT_LEVEL) for t in record.tenants]
+    for target, level in audiences:
+        out.page(resolved, NotificationKind.OUTAGE_RESOLVED, target, level, summary)
+
+
+def decide_outage_input(
+    state: OutageState, message: WorkerInput, policy: Policy, source: str | None = None
+) -> OutageDecision | None:
+    """Any input of an outage's key; None for one that is not an outage's (a tick or a
+    heartbeat grace: an outage has no deadlines, nothing to watch)."""
+    if isinstance(message, OutageSignal):
+        return decide_outage(state, message, policy, source)
+    if isinstance(message, NotificationResult):
+        return decide_notification_result(state, message, policy, source)
+    if isinstance(message, AdminCommand):
+        return refuse_admin_command(state, message, source)
+    return None
+
+
+def decide_notification_result(
+    state: OutageState, result: NotificationResult, policy: Policy, source: str | None = None
+) -> OutageDecision:
+    """The outcome of one of the outage's pages, on its chain. A failed delivery escalates
+    as a connector's does: a tenant's to the Platform Admin, a level's to the next step of
+    the policy's escalation. A re-delivered outcome changes nothing."""
+    if result.dedup_key in state.record.notified:
+        return OutageDecision((), state)
+    out = _Emitter(state, source)
+    outcome = NotificationSent if result.delivered else NotificationFailed
+    failed = out.emit(
+        outcome(result.dedup_key, result.target, result.level, result.detail or None),
+        result.finished_at,
+        state.record.tenant_id,
+        incident_id=result.incident_id,
+    )
+    if result.delivered:
+        return out.decision()
+    level = 0 if result.level == TENANT_LEVEL else result.level + 1
+    if level <= len(policy.escalation):
+        out.page(
+            failed,
+            NotificationKind.INCIDENT_ESCALATED,
+            escalation_target(level),
+            level,
+            f"Outage {result.incident_id}: the notification to {result.target} failed"
+            f" ({result.detail or 'error'})",
+        )
+    return out.decision()
 
 
 # -- the state of record ----------------------------------------------------------------------
@@ -360,13 +494,24 @@ def evolve_outage(record: OutageRecord, event: AuditEvent) -> OutageRecord:
                 opened_at=event.occurred_at,
                 members=members_of(opened.incidents),
                 outages=record.outages + 1,
+                tenants=opened.tenants or (),
+                notified=frozenset(),
             )
         case EventType.OUTAGE_JOINED:
             joined = read(OutageJoined, event.attributes)
-            return moved._replace(members=record.members.set(joined.member_incident, True))
+            tenant = joined.tenant
+            tenants = record.tenants
+            if tenant is not None and tenant not in tenants:
+                tenants = (*tenants, tenant)
+            return moved._replace(
+                members=record.members.set(joined.member_incident, True), tenants=tenants
+            )
         case EventType.OUTAGE_RESOLVED:
             read(OutageResolved, event.attributes)
-            return moved._replace(outage_id=None, opened_at=None, members=NO_MEMBERS)
+            return moved._replace(outage_id=None, opened_at=None, members=NO_MEMBERS, tenants=())
+        case EventType.NOTIFICATION_SENT | EventType.NOTIFICATION_FAILED:
+            outcome = read(NotificationOutcome, event.attributes)
+            return moved._replace(notified=record.notified | {outcome.dedup_key})
         case EventType.COMMAND_REJECTED:
             read(CommandRejected, event.attributes)
             return moved
@@ -385,10 +530,9 @@ def evolve_outage(record: OutageRecord, event: AuditEvent) -> OutageRecord:
             | EventType.INCIDENT_ACKNOWLEDGED
             | EventType.INCIDENT_ESCALATED
             | EventType.INCIDENT_RESOLVED
-            | EventType.NOTIFICATION_SENT
-            | EventType.NOTIFICATION_FAILED
             | EventType.NOTIFICATION_SUPPRESSED
             | EventType.OUTAGE_LINKED
+            | EventType.NOTIFICATION_RELEASED
         ):
             raise TypeError(f"{kind.value} is not an outage's event")
         case _:

@@ -196,6 +196,7 @@ def apply_outage_event(outages: dict[str, Outage], event: AuditEvent) -> Outage 
                 | EventType.NOTIFICATION_FAILED
                 | EventType.NOTIFICATION_SUPPRESSED
                 | EventType.OUTAGE_LINKED
+                | EventType.NOTIFICATION_RELEASED
             ):
                 return None
             case _:

@@ -71,6 +71,7 @@ class Record(NamedTuple):
     notified: frozenset[str] = frozenset()  # dedup keys with an outcome
     outage_group: str | None = None  # the episode's outage group (docs/outages.md)
     outage_id: str | None = None  # the outage the episode is linked to (an OutageNotice)
+    notify_at: int | None = None  # the failure's page is held until then (group wait)
 
 
 class DetectorMemory(NamedTuple):

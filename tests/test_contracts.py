@@ -277,14 +277,13 @@ def test_state_table_format_round_trips() -> None:
 
 
 def test_a_state_written_before_the_outage_fields_loads_with_their_defaults() -> None:
-    """The tables of previous versions: records without `outage_group` and `outage_id`,
-    detector memory without `dependency` (all appended last)."""
+    """The tables of previous versions: records without `outage_group`, `outage_id` and
+    `notify_at`, detector memory without `dependency` (all appended last)."""
     d = Driver()
     d.ping(False)
     envelope = json.loads(dump_state(d.state, 7))
-    assert envelope[1][-2] is not None  # the group of the open episode
-    envelope[1].pop()  # outage_id
-    envelope[1].pop()  # outage_group
+    assert envelope[1][-3] is not None  # the group of the open episode
+    del envelope[1][-3:]
     envelope[2].pop()
     state, applied = load_state(json.dumps(envelope).encode())
     assert applied == 7

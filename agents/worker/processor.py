@@ -28,7 +28,6 @@ from agents.worker.statecodec import dump_outage, dump_state, load_outage, load_
 from streams.decider import Decision, decide, decide_ping, next_deadline
 from streams.grouping import is_outage_key
 from streams.models import (
-    AdminCommand,
     AuditEvent,
     Command,
     DeciderInput,
@@ -40,10 +39,9 @@ from streams.models import (
 from streams.outages import (
     OutageDecision,
     OutageState,
-    decide_outage,
+    decide_outage_input,
     fold_outage,
     member_signals,
-    refuse_admin_command,
 )
 from streams.policy import Policy
 from streams.state import ConnectorState
@@ -247,9 +245,9 @@ class InputProcessor:
         self.deadlines.schedule(connector_id, None if due is None else due[0])
 
     def _apply_outage(self, one: Input, message: WorkerInput, outputs: Outputs) -> None:
-        """An input of an outage's key (streams/outages.py): a member signal is judged, an
-        admin command refused (outages take none yet), anything else is not the outage's;
-        the outage's state is written on every change."""
+        """An input of an outage's key (streams/outages.py): a member signal or the outcome
+        of one of its pages is judged, an admin command refused (outages take none yet),
+        anything else is not the outage's; the outage's state is written on every change."""
         item, partition = one
         outage_id = message.connector_id
         key = outage_id.encode()
@@ -265,22 +263,20 @@ class InputProcessor:
         if item.position <= applied:
             self.counters["skipped_redeliveries"] += 1
             return
-        self.counters["inputs"] += 1
-        if isinstance(message, OutageSignal):
-            decision = decide_outage(state, message, self.policy, item.source)
-        elif isinstance(message, AdminCommand):
-            decision = refuse_admin_command(state, message, item.source)
-        else:  # a tick or a grace for an outage: it has no deadlines, nothing to watch
+        decision = decide_outage_input(state, message, self.policy, item.source)
+        if decision is None:
             log.warning(
                 "%s: ignored a %s (not an outage's input)", outage_id, type(message).__name__
             )
             return
+        self.counters["inputs"] += 1
         logged = self.logged_ahead.get(outage_id) if self.logged_ahead else None
         if logged:
             decision = self._repaired_outage(state, decision, logged)
         if pending is not None or decision.state != state:
             outputs.outages[key] = PendingOutage(decision.state, item.position, partition)
         outputs.notices.extend(decision.notices)
+        outputs.commands.extend((key, command) for command in decision.commands)
         outputs.events.extend((key, event, partition) for event in decision.events)
 
     def _repaired_outage(

@@ -106,6 +106,7 @@ def load_state(data: bytes) -> tuple[ConnectorState, int]:
 def dump_outage(state: OutageState, applied_offset: int) -> bytes:
     record: list[object] = list(state.record)
     record[_OUTAGE_MEMBERS] = sorted(state.record.members)
+    record[_OUTAGE_NOTIFIED] = sorted(state.record.notified)
     memory = state.memory
     stored_memory = [
         [list(pending) for pending in memory.pending],
@@ -118,6 +119,7 @@ def dump_outage(state: OutageState, applied_offset: int) -> bytes:
 
 _OUTAGE_FIELDS = OutageRecord._fields
 _OUTAGE_MEMBERS = _OUTAGE_FIELDS.index("members")
+_OUTAGE_NOTIFIED = _OUTAGE_FIELDS.index("notified")
 
 
 def load_outage(data: bytes) -> tuple[OutageState, int]:
@@ -126,8 +128,13 @@ def load_outage(data: bytes) -> tuple[OutageState, int]:
         version, record, memory, applied = json.loads(data)
         if version != FORMAT:
             raise StateFormatError(f"state format {version} (this worker reads {FORMAT})")
-        values = dict(zip(_OUTAGE_FIELDS, record, strict=True))
+        if len(record) > len(_OUTAGE_FIELDS):
+            raise StateFormatError("more fields than this worker knows")
+        # fields added since (at the end, with defaults) take their defaults
+        values = dict(zip(_OUTAGE_FIELDS, record, strict=False))
         values["members"] = members_of(values["members"])
+        values["tenants"] = tuple(values.get("tenants", ()))
+        values["notified"] = frozenset(values.get("notified", ()))
         pending, failing, recovered, left = memory
         state = OutageState(
             OutageRecord(**values),

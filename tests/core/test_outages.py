@@ -26,6 +26,9 @@ from streams.models import (
     AuditEvent,
     EventType,
     MemberChange,
+    NotificationKind,
+    NotificationRequest,
+    NotificationResult,
     OutageNotice,
     OutageSignal,
 )
@@ -33,6 +36,7 @@ from streams.outages import (
     OutageMemory,
     OutageRecord,
     OutageState,
+    decide_notification_result,
     decide_outage,
     fold_outage,
     member_signals,
@@ -65,6 +69,7 @@ class Fleet:
     log: list[AuditEvent] = field(default_factory=list)  # every event, in the order written
     signals: list[OutageSignal] = field(default_factory=list)
     notices: list[OutageNotice] = field(default_factory=list)
+    pages: list[NotificationRequest] = field(default_factory=list)  # the outages' own
 
     @classmethod
     def with_policy(cls, document: dict[str, Any]) -> Fleet:
@@ -114,6 +119,7 @@ class Fleet:
         self.outages[key] = decision.state
         self.log.extend(decision.events)
         self.notices.extend(decision.notices)
+        self.pages.extend(decision.commands)
         for notice in decision.notices:
             member = self.connectors.get(notice.connector_id)
             if member is not None:
@@ -420,3 +426,163 @@ def test_an_outage_of_ten_thousand_members_costs_each_join_little() -> None:
     late = min(joins(start, 300) for start in (9_100, 9_400, 9_700))
     assert len(state.record.members) == 10_000
     assert late < 4 * early, (early, late)  # a set copy per join: ~15x here
+
+
+# -- paged once (docs/outages.md) -------------------------------------------------------------
+
+ERP_POLICY = {"dependencies": {"sap-prod": {"connectors": ["SAP-*"]}}}
+
+
+def connector_pages(fleet: Fleet) -> list[NotificationRequest]:
+    return [page for member in fleet.connectors.values() for page in member.notifications()]
+
+
+def test_an_outage_pages_the_admin_once_and_each_tenant_once_and_its_members_page_nobody() -> None:
+    fleet = Fleet.with_policy(ERP_POLICY)
+    for index in range(8):
+        tenant = "acme" if index % 2 else "globex"
+        fleet.ping(f"SAP-{index}", False, T0 + index * 100, tenant_id=tenant)
+    assert connector_pages(fleet) == []  # every failure's page held for the group wait
+    assert [(p.target, p.level, p.notification_kind) for p in fleet.pages] == [
+        ("platform_admin", 0, NotificationKind.OUTAGE_OPENED),
+        ("tenant:globex", -1, NotificationKind.OUTAGE_OPENED),
+        ("tenant:acme", -1, NotificationKind.OUTAGE_OPENED),
+    ]
+    admin, _globex, acme = fleet.pages
+    assert admin.summary == (
+        "Outage of dependency:sap-prod: 5 connectors failing (SAP-0, SAP-1, SAP-2, SAP-3, SAP-4)"
+    )
+    assert acme.tenant_id == "acme"
+    assert "(SAP-1, SAP-3)" in acme.summary
+    assert {p.incident_id for p in fleet.pages} == {"outage:dependency:sap-prod:1"}
+    for index in range(8):
+        member = fleet.connectors[f"SAP-{index}"]
+        (suppressed,) = member.of_type(EventType.NOTIFICATION_SUPPRESSED)
+        assert suppressed.attributes["reason"] == "outage"
+        assert suppressed.attributes["outage_id"] == "outage:dependency:sap-prod:1"
+        assert suppressed.attributes["notification_kind"] == "failure_detected"
+        assert member.state.record.notify_at is None  # nothing left to release
+        member.advance(120)
+        member.tick()
+    assert connector_pages(fleet) == []
+    assert not [e for e in fleet.log if e.type is EventType.NOTIFICATION_RELEASED]
+
+
+def test_a_failure_no_outage_links_is_paged_after_the_group_wait() -> None:
+    fleet = Fleet.with_policy({**ERP_POLICY, "outages": {"group_wait_s": 15}})
+    fleet.ping("SAP-1", False, T0)
+    member = fleet.connectors["SAP-1"]
+    (detected,) = member.of_type(EventType.FAILURE_DETECTED)
+    assert read(FailureDetected, detected.attributes).notify_at == T0 + 15_000
+    member.now = T0 + 14_999
+    member.tick()
+    assert member.notifications() == []
+    member.now = T0 + 15_000
+    released = member.tick()[0]
+    assert released.type is EventType.NOTIFICATION_RELEASED
+    assert [(p.target, p.notification_kind, p.cause_event_id) for p in member.notifications()] == [
+        ("platform_admin", "failure_detected", released.event_id),
+        ("tenant:acme", "failure_detected", released.event_id),
+    ]
+    assert member.notifications()[0].dedup_key == "SAP-1:1:failure_detected:platform_admin"
+    member.advance(60)
+    later = member.tick()  # attempts and their timeouts go on; the page is released once
+    assert EventType.NOTIFICATION_RELEASED not in {e.type for e in later}
+    assert fold(Record("SAP-1"), member.events) == member.state.record
+
+
+def test_a_failure_that_recovers_within_the_group_wait_is_never_paged() -> None:
+    fleet = Fleet.with_policy(ERP_POLICY)
+    fleet.ping("SAP-1", False, T0)
+    fleet.ping("SAP-1", True, T0 + 3_000)
+    member = fleet.connectors["SAP-1"]
+    member.now = T0 + 60_000
+    member.tick()
+    assert member.notifications() == []  # nor its recovery: nobody heard of the failure
+
+
+def test_a_linked_members_incident_pages_nobody_but_says_why() -> None:
+    fleet = Fleet.with_policy({**ERP_POLICY, "defaults": {"max_retries": 0}})
+    for index in range(5):
+        fleet.ping(f"SAP-{index}", False, T0 + index)
+    member = fleet.connectors["SAP-0"]
+    assert EventType.INCIDENT_OPENED in {e.type for e in member.events}
+    # max_retries 0 opens the incident at detection, before any link: paged as before
+    assert {p.notification_kind for p in member.notifications()} == {"incident_opened"}
+    member.advance(600)
+    member.tick()  # the incident's escalation timer, while linked
+    suppressed = [
+        e.attributes["notification_kind"]
+        for e in member.of_type(EventType.NOTIFICATION_SUPPRESSED)
+        if e.attributes["reason"] == "outage"
+    ]
+    assert "failure_detected" in suppressed
+    assert {p.notification_kind for p in member.notifications()} == {"incident_opened"}
+
+
+def test_the_resolved_outage_sends_one_closing_notification_per_audience() -> None:
+    fleet = Fleet.with_policy(ERP_POLICY)
+    for index in range(5):
+        fleet.ping(f"SAP-{index}", False, T0 + index)
+    fleet.ping("SAP-9", False, T0 + 100, tenant_id="globex")  # a tenant joining later
+    assert [p.target for p in fleet.pages] == ["platform_admin", "tenant:acme", "tenant:globex"]
+    for index in [*range(5), 9]:
+        fleet.ping(f"SAP-{index}", True, T0 + 30_000)
+    closing = fleet.pages[3:]
+    assert [(p.target, p.notification_kind) for p in closing] == [
+        ("platform_admin", "outage_resolved"),
+        ("tenant:acme", "outage_resolved"),
+        ("tenant:globex", "outage_resolved"),
+    ]
+    assert "6 failure episodes, 6 recovered" in closing[0].summary
+    # the members' own recovery pages are suppressed too: the outage closes for them
+    assert connector_pages(fleet) == []
+
+
+def test_a_failed_outage_page_escalates_and_a_re_delivered_outcome_changes_nothing() -> None:
+    fleet = Fleet.with_policy(ERP_POLICY)
+    for index in range(5):
+        fleet.ping(f"SAP-{index}", False, T0 + index)
+    key = "outage:dependency:sap-prod"
+    tenant_page = fleet.pages[1]
+
+    def outcome(page: NotificationRequest, delivered: bool) -> NotificationResult:
+        return NotificationResult(
+            dedup_key=page.dedup_key,
+            connector_id=key,
+            incident_id=page.incident_id,
+            target=page.target,
+            level=page.level,
+            delivered=delivered,
+            detail=None if delivered else "HTTP 503",
+            finished_at=T0 + 2_000,
+        )
+
+    decision = decide_notification_result(
+        fleet.outages[key], outcome(tenant_page, False), fleet.policy
+    )
+    (failed,) = decision.events
+    assert (failed.type, failed.connector_id) == (EventType.NOTIFICATION_FAILED, key)
+    (escalation,) = decision.commands
+    assert (escalation.target, escalation.level) == ("platform_admin", 0)
+    assert escalation.notification_kind is NotificationKind.INCIDENT_ESCALATED
+    assert escalation.cause_event_id == failed.event_id
+    state = decision.state
+    again = decide_notification_result(state, outcome(tenant_page, False), fleet.policy)
+    assert (again.events, again.commands) == ((), ())
+    sent = decide_notification_result(state, outcome(fleet.pages[0], True), fleet.policy)
+    assert [e.type for e in sent.events] == [EventType.NOTIFICATION_SENT]
+    assert sent.commands == ()
+    own = [e for e in fleet.log if e.connector_id == key] + [failed, *sent.events]
+    assert fold_outage(OutageRecord(key), own) == sent.state.record
+    assert [f for f in verify_events(own) if f.kind in CHAIN_FINDINGS] == []
+
+
+def test_without_dependencies_or_outages_in_the_policy_connectors_page_as_before() -> None:
+    fleet = Fleet()  # outages form (tenant and failure kind) and link, but do not page
+    for index in range(5):
+        fleet.ping(f"A-{index}", False, T0 + index, failure="http_503")
+    assert fleet.pages == []
+    assert len(connector_pages(fleet)) == 10  # Platform Admin and tenant, per connector
+    assert all(m.state.record.outage_id is not None for m in fleet.connectors.values())
+    assert not [e for e in fleet.log if e.type is EventType.NOTIFICATION_SUPPRESSED]
