@@ -18,12 +18,13 @@ from agents.broker.topics import ensure_topics
 from agents.policyfile import load_policy
 from agents.wire.codec import registry
 from streams.evidence import OutageJoined, OutageOpened, OutageResolved, read
-from streams.models import AuditEvent, EventType
+from streams.models import AuditEvent, EventType, NotificationRequest
 from tests.kafka.harness import (
     Namespace,
     Worker,
     compare_with_reference,
     read_audit,
+    read_records,
     wait_caught_up,
     wait_for_audit,
 )
@@ -41,6 +42,7 @@ defaults:
   backoff: {base_s: 0.1, cap_s: 0.2}
 """
 OUTAGE = "outage:dependency:sap-prod"
+OUTAGE_TYPES = {EventType.OUTAGE_OPENED, EventType.OUTAGE_JOINED, EventType.OUTAGE_RESOLVED}
 
 
 async def publish(
@@ -53,7 +55,7 @@ async def publish(
         for connector in connectors:
             record = {
                 "connector_id": connector,
-                "tenant_id": "acme" if connector.startswith("ERP") else "globex",
+                "tenant_id": "globex" if connector.startswith(("GLX", "CRM")) else "acme",
                 "status": "HEALTHY" if healthy else "UNHEALTHY",
                 "failure": None if healthy else failure,
                 "retryable": True,
@@ -90,7 +92,7 @@ def test_300_connectors_behind_one_dependency_are_one_outage(
     assert time.monotonic() - began < 5, "the failures must fall within 5 s"
 
     def linked(events: list[AuditEvent]) -> bool:
-        return sum(1 for e in events if e.connector_id == OUTAGE) >= 300 - 4
+        return sum(1 for e in events if e.type in OUTAGE_TYPES) >= 300 - 4
 
     events = wait_for_audit(ns, linked, 120, "300 connectors in the outage")
     asyncio.run(publish(ns.bootstrap, health, ERP, healthy=True))
@@ -121,9 +123,10 @@ def test_300_connectors_behind_one_dependency_are_one_outage(
     (resolved,) = of_type(events, EventType.OUTAGE_RESOLVED)
     view = read(OutageResolved, resolved.attributes)
     assert (view.episodes, view.recovered, view.left) == (300, 300, 0)
-    outage_events = [e for e in events if e.connector_id == OUTAGE]
-    # opened (with the first 5), 295 joined, resolved
-    assert [e.sequence for e in outage_events] == list(range(1, 298))
+    outage_events = [e for e in events if e.connector_id == OUTAGE and e.type in OUTAGE_TYPES]
+    # opened (with the first 5), 295 joined, resolved (its pages' outcomes between them)
+    assert len(outage_events) == 297
+    assert [e.type for e in outage_events[1:-1]] == [EventType.OUTAGE_JOINED] * 295
     assert not any(e.connector_id.startswith("outage:tenant") for e in events)
 
     figures = compare_with_reference(ns, load_policy(policy_file))
@@ -185,6 +188,90 @@ def test_an_outage_survives_worker_sigkills(
     assert len(distinct(events, EventType.OUTAGE_OPENED)) == 1  # nothing opened twice
     assert len(distinct(events, EventType.OUTAGE_RESOLVED)) == 1
     assert len(distinct(events, EventType.RECOVERY_COMPLETED)) == 300
+    figures = compare_with_reference(ns, load_policy(policy_file))
+    assert (figures["lost"], figures["conflicting_duplicates"], figures["extra"]) == (0, 0, 0), (
+        figures
+    )
+
+
+PAGING_POLICY = """
+dependencies:
+  sap-prod: {connectors: ["ERP-*", "GLX-*"]}
+outages:
+  group_wait_s: 30
+defaults:
+  heartbeat_timeout_s: 600
+  max_retries: 1
+  attempt_timeout_s: 2
+  backoff: {base_s: 0.1, cap_s: 0.2}
+"""
+
+
+def read_notifications(ns: Namespace) -> list[NotificationRequest]:
+    codec = registry().codec("NotificationRequest")
+    return [
+        NotificationRequest.model_validate(codec.decode(record.value))
+        for record in read_records(ns.bootstrap, ns.topics.notifications, timeout_s=5)
+    ]
+
+
+def test_an_outage_pages_once_and_its_members_page_nobody(
+    ns: Namespace, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """60 connectors of one dependency, of two tenants, fail within a few seconds: one
+    outage; one Platform Admin page and one notification per tenant when it opens, one
+    each when it is resolved; no page of any member of its own (failure, incident,
+    recovery), each suppression on the member's chain with its reason."""
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(PAGING_POLICY)
+    asyncio.run(ensure_topics(ns.settings()))
+    workers.append(Worker(ns, policy=policy_file).start())
+    health = ns.topics.health
+    members = [f"ERP-{i:02d}" for i in range(30)] + [f"GLX-{i:02d}" for i in range(30)]
+
+    began = time.monotonic()
+    asyncio.run(publish(ns.bootstrap, health, members, healthy=False))
+    assert time.monotonic() - began < 5, "the failures must fall within 5 s"
+
+    def every_member_linked_and_paged_out(events: list[AuditEvent]) -> bool:
+        linked = {e.connector_id for e in of_type(events, EventType.OUTAGE_LINKED)}
+        retried_out = {e.connector_id for e in of_type(events, EventType.INCIDENT_OPENED)}
+        return linked == retried_out == set(members)
+
+    wait_for_audit(ns, every_member_linked_and_paged_out, 120, "every member linked")
+    asyncio.run(publish(ns.bootstrap, health, members, healthy=True))
+
+    def closed_and_told(events: list[AuditEvent]) -> bool:
+        outage_outcomes = [
+            e for e in of_type(events, EventType.NOTIFICATION_SENT) if e.connector_id == OUTAGE
+        ]
+        return bool(of_type(events, EventType.OUTAGE_RESOLVED)) and len(outage_outcomes) >= 6
+
+    events = wait_for_audit(ns, closed_and_told, 120, "outage.resolved and its notifications")
+    wait_caught_up(ns)
+    events = read_audit(ns.bootstrap, ns.topics.audit, timeout_s=5)
+
+    assert len(distinct(events, EventType.OUTAGE_OPENED)) == 1
+    pages = {p.dedup_key: p for p in read_notifications(ns)}.values()  # a re-send: one page
+    outage_id = f"{OUTAGE}:1"
+    assert sorted((p.notification_kind.value, p.target) for p in pages) == [
+        ("outage_opened", "platform_admin"),
+        ("outage_opened", "tenant:acme"),
+        ("outage_opened", "tenant:globex"),
+        ("outage_resolved", "platform_admin"),
+        ("outage_resolved", "tenant:acme"),
+        ("outage_resolved", "tenant:globex"),
+    ]
+    assert {(p.connector_id, p.incident_id) for p in pages} == {(OUTAGE, outage_id)}
+    for member in members:
+        own = [e for e in events if e.connector_id == member]
+        suppressed = {
+            e.attributes["notification_kind"]
+            for e in own
+            if e.type is EventType.NOTIFICATION_SUPPRESSED and e.attributes["reason"] == "outage"
+        }
+        assert {"failure_detected", "incident_opened", "recovered"} <= suppressed, member
+        assert all(e.attributes.get("outage_id", outage_id) == outage_id for e in own)
     figures = compare_with_reference(ns, load_policy(policy_file))
     assert (figures["lost"], figures["conflicting_duplicates"], figures["extra"]) == (0, 0, 0), (
         figures
