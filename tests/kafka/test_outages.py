@@ -276,3 +276,37 @@ def test_an_outage_pages_once_and_its_members_page_nobody(
     assert (figures["lost"], figures["conflicting_duplicates"], figures["extra"]) == (0, 0, 0), (
         figures
     )
+
+
+def test_a_lone_grouped_failure_is_paged_after_the_group_wait(
+    ns: Namespace, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """No outage links it: the clock fires its `notify_at`, and its own page goes out."""
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(PAGING_POLICY.replace("group_wait_s: 30", "group_wait_s: 2"))
+    asyncio.run(ensure_topics(ns.settings()))
+    workers.append(Worker(ns, policy=policy_file).start())
+
+    began = time.monotonic()
+    asyncio.run(publish(ns.bootstrap, ns.topics.health, ["ERP-LONE"], healthy=False))
+
+    def paged(events: list[AuditEvent]) -> bool:
+        return any(
+            e.type is EventType.NOTIFICATION_SENT and e.connector_id == "ERP-LONE" for e in events
+        )
+
+    events = wait_for_audit(ns, paged, 60, "the held page delivered")
+    assert time.monotonic() - began >= 2  # not before the group wait
+    (detected,) = of_type(events, EventType.FAILURE_DETECTED)
+    (released,) = of_type(events, EventType.NOTIFICATION_RELEASED)
+    assert released.occurred_at - detected.occurred_at >= 2_000
+    first = [
+        (p.notification_kind.value, p.target, p.cause_event_id)
+        for p in read_notifications(ns)
+        if p.connector_id == "ERP-LONE" and p.notification_kind.value == "failure_detected"
+    ]
+    assert sorted(set(first)) == [
+        ("failure_detected", "platform_admin", released.event_id),
+        ("failure_detected", "tenant:acme", released.event_id),
+    ]
+    assert of_type(events, EventType.OUTAGE_OPENED) == []
