@@ -33,6 +33,7 @@ from streams.evidence import (
     NotificationSent,
     NotificationSuppressed,
     OutageLinked,
+    OutageReleased,
     Provenance,
     RecoveryActionAccepted,
     RecoveryCompleted,
@@ -60,6 +61,7 @@ from streams.models import (
     NotificationResult,
     OpenReason,
     OutageNotice,
+    OutageRole,
     RecoveryMode,
     RecoveryRequest,
     RecoveryResult,
@@ -191,7 +193,7 @@ class _Emitter:
         if (
             record.outage_id is not None
             and incident_id == record.incident_id
-            and self.policy.pages_by_outage
+            and self.policy.outages_take_over
         ):
             self.suppress_for_outage(kind, audiences, cause.occurred_at, record.outage_id)
             return
@@ -319,7 +321,7 @@ def _detect(out: _Emitter, at: int, failure: str, retryable: bool, first_failing
     )
     # A grouped failure's page waits for an outage to link it (Alertmanager's group_wait).
     wait_ms = out.policy.outages.group_wait_ms
-    held = group is not None and out.policy.pages_by_outage and wait_ms > 0
+    held = group is not None and out.policy.outages_take_over and wait_ms > 0
     notify_at = max(at, out.record.last_occurred_at) + wait_ms if held else None
     detected = out.emit(
         FailureDetected(
@@ -412,6 +414,17 @@ def _attempt_failed(out: _Emitter, at: int, reason: str) -> None:
     """Rule 3/5: an attempt failed; schedule the next one or hand over to a human."""
     record = out.record
     manual = record.attempt_mode is RecoveryMode.MANUAL
+    if record.restarts_held and not manual:
+        # its outage holds the restarts: no next attempt, and no retries used up either
+        out.emit(
+            RecoveryFailed(reason, None),
+            at,
+            attempt=record.attempt_in_flight,
+            mode=record.attempt_mode,
+            actor=record.attempt_actor,
+            failure=record.failure,
+        )
+        return
     next_attempt_at = None
     if not manual:
         assert record.incident_id is not None  # noqa: S101 - an attempt implies an episode
@@ -890,14 +903,17 @@ def _on_outage_notice(
     connector's own chain, so its evidence says why its pages go through the outage. A
     notice for an episode that has ended (or was linked already) changes nothing."""
     record = state.record
-    if (
-        record.phase is not Phase.FAILED
-        or record.incident_id != notice.incident_id
-        or record.outage_id == notice.outage_id
-    ):
+    if record.phase is not Phase.FAILED or record.incident_id != notice.incident_id:
+        return Decision((), (), state)
+    if notice.role is OutageRole.RELEASED:
+        if not record.restarts_held or record.outage_id != notice.outage_id:
+            return Decision((), (), state)
+        return _released(state, notice, policy, source)
+    if record.outage_id == notice.outage_id:
         return Decision((), (), state)
     out = _Emitter(state, policy, source)
-    linked = out.emit(OutageLinked(notice.outage_id, notice.group), notice.at)
+    held = notice.role is OutageRole.HELD or None
+    linked = out.emit(OutageLinked(notice.outage_id, notice.group, held), notice.at)
     if record.notify_at is not None:  # its page was held for this: the outage pages instead
         out.suppress_for_outage(
             NotificationKind.FAILURE_DETECTED,
@@ -905,6 +921,24 @@ def _on_outage_notice(
             linked.occurred_at,
             notice.outage_id,
         )
+    return out.decision()
+
+
+def _released(
+    state: ConnectorState, notice: OutageNotice, policy: Policy, source: str | None
+) -> Decision:
+    """The outage released the held restarts of the episode: the next automatic attempt
+    is at the notice's time (the outage paces the releases), unless one is in flight or
+    the retries are used up (then an incident opens, as it would have)."""
+    record = state.record
+    out = _Emitter(state, policy, source)
+    at = max(notice.at, record.last_occurred_at)
+    in_flight = record.attempt_in_flight is not None
+    exhausted = record.auto_attempts >= out.rules.max_retries
+    next_attempt_at = None if in_flight or exhausted else at
+    out.emit(OutageReleased(notice.outage_id, next_attempt_at), at, failure=record.failure)
+    if exhausted and not in_flight:
+        _exhausted(out, at)
     return out.decision()
 
 

@@ -287,10 +287,21 @@ class OutageResolved(NamedTuple):
 
 class OutageLinked(NamedTuple):
     """On a member's chain: its failure episode is in the outage `outage_id` (the event
-    id of that outage's `outage.opened`); its pages go through the outage from now on."""
+    id of that outage's `outage.opened`); its pages go through the outage from now on,
+    and, when `held`, its automatic restarts wait for the outage to release them."""
 
     outage_id: str
     group: str
+    held: bool | None = None  # None: restarts as usual (the probe)
+
+
+class OutageReleased(NamedTuple):
+    """On a held member's chain: its outage released its restarts (the dependency
+    answered); the next automatic attempt is at `next_attempt_at` (None: its retries are
+    used up, or an attempt is in flight)."""
+
+    outage_id: str
+    next_attempt_at: Instant | None = None
 
 
 Evidence = (
@@ -317,6 +328,7 @@ Evidence = (
     | OutageResolved
     | OutageLinked
     | NotificationReleased
+    | OutageReleased
 )
 
 EVENT_TYPE: dict[type[Evidence], EventType] = {
@@ -343,6 +355,7 @@ EVENT_TYPE: dict[type[Evidence], EventType] = {
     OutageResolved: EventType.OUTAGE_RESOLVED,
     OutageLinked: EventType.OUTAGE_LINKED,
     NotificationReleased: EventType.NOTIFICATION_RELEASED,
+    OutageReleased: EventType.OUTAGE_RELEASED,
 }
 """The event type each view is written as (one view per type; a test checks both ways)."""
 

@@ -18,6 +18,7 @@ from streams.evidence import (
     IncidentOpened,
     NotificationOutcome,
     OutageLinked,
+    OutageReleased,
     RecoveryFailed,
     RecoveryStarted,
     Silenced,
@@ -60,6 +61,7 @@ class Changes(TypedDict, total=False):
     outage_group: str | None
     outage_id: str | None
     notify_at: int | None
+    restarts_held: bool
 
 
 CHAIN_FIELDS = ("connector_id", "tenant_id", "sequence", "head_hash", "last_occurred_at")
@@ -88,6 +90,7 @@ _NO_ATTEMPTS: Changes = {
     "attempt_deadline": None,
     "next_attempt_at": None,
     "notify_at": None,  # recovered within the group wait: its failure goes unpaged
+    "restarts_held": False,
 }
 
 
@@ -179,7 +182,18 @@ def _changes(record: Record, event: AuditEvent) -> Changes:
             return {**_NO_EPISODE, "phase": phase, "flapping": False}
         case EventType.OUTAGE_LINKED:
             # the outage pages instead: a page held for it is not sent
-            return {"outage_id": read(OutageLinked, event.attributes).outage_id, "notify_at": None}
+            linked = read(OutageLinked, event.attributes)
+            if linked.held:
+                return {
+                    "outage_id": linked.outage_id,
+                    "notify_at": None,
+                    "restarts_held": True,
+                    "next_attempt_at": None,
+                }
+            return {"outage_id": linked.outage_id, "notify_at": None}
+        case EventType.OUTAGE_RELEASED:
+            released = read(OutageReleased, event.attributes)
+            return {"restarts_held": False, "next_attempt_at": released.next_attempt_at}
         case EventType.NOTIFICATION_RELEASED:
             return {"notify_at": None}
         case (

@@ -138,15 +138,25 @@ class NotificationResult(_Frozen):
     finished_at: EpochMillis
 
 
+class OutageRole(StrEnum):
+    """What an `OutageNotice` tells its member (the outage is a circuit breaker)."""
+
+    LINKED = "LINKED"  # in the outage; restarts on its own backoff (the probe, or any
+    # member when the policy does not hand restarts to outages)
+    HELD = "HELD"  # in the outage; its automatic restarts are held (the circuit is open)
+    RELEASED = "RELEASED"  # the dependency answered: restart now (the circuit closes)
+
+
 class OutageNotice(_Frozen):
     """Internal input of a member connector (`schemas/outage_notice.avsc`): the outage
-    `outage_id` of `group` holds the connector's failure episode `incident_id`. Sent by the
-    outage (docs/outages.md) when it opens and on each join, keyed by the connector."""
+    `outage_id` of `group` holds the connector's failure episode `incident_id`, in `role`.
+    Sent by the outage (docs/outages.md), keyed by the connector."""
 
     connector_id: ConnectorId
     outage_id: str
     group: str
     incident_id: str
+    role: OutageRole = OutageRole.LINKED
     at: EpochMillis
 
 
@@ -204,6 +214,7 @@ class EventType(StrEnum):
     OUTAGE_RESOLVED = "outage.resolved"
     OUTAGE_LINKED = "connector.outage.linked"
     NOTIFICATION_RELEASED = "notification.released"
+    OUTAGE_RELEASED = "connector.outage.released"
 
 
 class NotificationKind(StrEnum):

@@ -15,6 +15,7 @@ Pure: no I/O, no clock (time is the signal's `at`, the connector event's `occurr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, assert_never
 
@@ -40,6 +41,7 @@ from streams.evolve import evolve
 from streams.grouping import is_tenant_group, outage_key
 from streams.models import (
     GENESIS_HASH,
+    OUTAGE_KEY_PREFIX,
     AdminCommand,
     AuditEvent,
     EventType,
@@ -48,7 +50,9 @@ from streams.models import (
     NotificationRequest,
     NotificationResult,
     OutageNotice,
+    OutageRole,
     OutageSignal,
+    Tick,
     WorkerInput,
 )
 from streams.policy import Policy
@@ -94,6 +98,14 @@ class OutageMemory(NamedTuple):
     failing: Members = NO_MEMBERS  # incidents of the open outage still failing
     recovered: int = 0  # episodes of the open outage that recovered
     left: int = 0  # ... that ended without a recovery
+    # The circuit breaker (when the policy hands restarts to outages): the one member
+    # restarting on its own backoff while the others are held, and once a member has
+    # recovered (the dependency answers), the held ones still to release, paced from
+    # `release_from` at the policy's `release_per_s`.
+    probe: str | None = None  # its incident id
+    release_from: int | None = None
+    releasing: tuple[str, ...] = ()  # incident ids, sorted: the order of release
+    released: int = 0
 
 
 class OutageState(NamedTuple):
@@ -197,8 +209,9 @@ class _Emitter:
             )
         )
 
-    def link(self, linking: AuditEvent, group: str, members: Iterable[tuple[str, str]]) -> None:
-        """Tell each (connector, incident) of `members` the open outage holds its episode."""
+    def link(self, at: int, group: str, members: Iterable[tuple[str, str, OutageRole]]) -> None:
+        """Tell each (connector, incident, role) of `members` the open outage holds its
+        episode, in that role."""
         outage_id = self.record.outage_id
         assert outage_id is not None  # noqa: S101 - called after the event that opened it
         self.notices.extend(
@@ -207,9 +220,10 @@ class _Emitter:
                 outage_id=outage_id,
                 group=group,
                 incident_id=incident_id,
-                at=linking.occurred_at,
+                role=role,
+                at=at,
             )
-            for connector_id, incident_id in members
+            for connector_id, incident_id, role in members
         )
 
     def emit(
@@ -310,15 +324,22 @@ def _member_failed(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
     if record.outage_id is not None:
         if incident_id in record.members:
             return
-        out.memory = memory._replace(failing=memory.failing.set(incident_id, True))
+        memory = memory._replace(failing=memory.failing.set(incident_id, True))
+        role = OutageRole.LINKED
+        if policy.outages_take_over and memory.release_from is None:
+            if memory.probe is None:
+                memory = memory._replace(probe=incident_id)  # the probe has gone: this one
+            else:
+                role = OutageRole.HELD
+        out.memory = memory
         joined = out.emit(
             OutageJoined(signal.group, signal.member_id, incident_id, signal.tenant_id),
             signal.at,
             record.tenant_id,
         )
-        out.link(joined, signal.group, [(signal.member_id, incident_id)])
+        out.link(joined.occurred_at, signal.group, [(signal.member_id, incident_id, role)])
         tenant = signal.tenant_id
-        if policy.pages_by_outage and tenant is not None and tenant not in record.tenants:
+        if policy.outages_take_over and tenant is not None and tenant not in record.tenants:
             out.page(
                 joined,
                 NotificationKind.OUTAGE_OPENED,
@@ -359,9 +380,24 @@ def _member_failed(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
         signal.at,
         tenant_id,
     )
-    out.link(opened, signal.group, [(p.connector_id, p.incident_id) for p in recent])
-    if not policy.pages_by_outage:
+    if not policy.outages_take_over:
+        out.link(
+            opened.occurred_at,
+            signal.group,
+            [(p.connector_id, p.incident_id, OutageRole.LINKED) for p in recent],
+        )
         return
+    # a circuit breaker: the first to fail probes the dependency, the others wait
+    probe = recent[0].incident_id
+    out.memory = out.memory._replace(probe=probe)
+    out.link(
+        opened.occurred_at,
+        signal.group,
+        [
+            (p.connector_id, p.incident_id, OutageRole.LINKED if i == 0 else OutageRole.HELD)
+            for i, p in enumerate(recent)
+        ],
+    )
     everyone = [p.connector_id for p in recent]
     out.page(
         opened,
@@ -402,9 +438,12 @@ def _member_ended(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
         failing=memory.failing.delete(incident_id),
         recovered=memory.recovered + recovered,
         left=memory.left + (not recovered),
+        releasing=tuple(i for i in memory.releasing if i != incident_id),
     )
     out.memory = memory
     if memory.failing:
+        if policy.outages_take_over and memory.release_from is None:
+            _breaker_member_ended(out, signal, recovered, policy)
         return
     opened_at = record.opened_at if record.opened_at is not None else signal.at
     resolved_at = max(signal.at, record.last_occurred_at)
@@ -416,8 +455,8 @@ def _member_ended(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
         duration_ms=resolved_at - opened_at,
     )
     resolved = out.emit(view, signal.at, record.tenant_id)
-    out.memory = memory._replace(failing=NO_MEMBERS, recovered=0, left=0)
-    if not policy.pages_by_outage:
+    out.memory = OutageMemory(pending=memory.pending)
+    if not policy.outages_take_over:
         return
     summary = (
         f"Outage of {signal.group} resolved after {view.duration_ms / 1000:.0f} s: "
@@ -428,17 +467,92 @@ def _member_ended(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
         out.page(resolved, NotificationKind.OUTAGE_RESOLVED, target, level, summary)
 
 
+def _connector_of(incident_id: str) -> str:
+    """The connector of a failure episode: its id is `<connector id>:<sequence>` (the
+    decider's `_detect`)."""
+    return incident_id.rsplit(":", 1)[0]
+
+
+def _breaker_member_ended(
+    out: _Emitter, signal: OutageSignal, recovered: bool, policy: Policy
+) -> None:
+    """A member recovered: the dependency answers, the held members are released, paced.
+    The probe left without recovering (an admin resolved or retired it): the next
+    member (by incident id) probes in its place, released to restart at once."""
+    memory = out.memory
+    if recovered:
+        held = sorted(i for i in memory.failing if i != memory.probe)
+        out.memory = memory._replace(release_from=signal.at, releasing=tuple(held), released=0)
+        _release_due(out, signal.at, signal.group, policy)
+    elif memory.probe == signal.incident_id:
+        probe = min(memory.failing)
+        out.memory = memory._replace(probe=probe)
+        out.link(signal.at, signal.group, [(_connector_of(probe), probe, OutageRole.RELEASED)])
+
+
+def _release_interval_ms(released: int, policy: Policy) -> int:
+    return math.ceil(released * 1000 / policy.outages.release_per_s)
+
+
+def _release_due(out: _Emitter, now: int, group: str, policy: Policy) -> None:
+    """Release the held members due by `now`: the k-th at `release_from` + k / rate."""
+    memory = out.memory
+    start = memory.release_from
+    if start is None or not memory.releasing:
+        return
+    released = memory.released
+    outage_id = out.record.outage_id
+    assert outage_id is not None  # noqa: S101 - releasing only while an outage is open
+    for incident_id in memory.releasing:
+        at = start + _release_interval_ms(released, policy)
+        if at > now:
+            break
+        out.notices.append(
+            OutageNotice(
+                connector_id=_connector_of(incident_id),
+                outage_id=outage_id,
+                group=group,
+                incident_id=incident_id,
+                role=OutageRole.RELEASED,
+                at=at,
+            )
+        )
+        released += 1
+    done = released - memory.released
+    out.memory = memory._replace(releasing=memory.releasing[done:], released=released)
+
+
+def outage_deadline(state: OutageState, policy: Policy) -> int | None:
+    """When the outage's next held member is due for release (None: none is waiting)."""
+    memory = state.memory
+    if memory.release_from is None or not memory.releasing:
+        return None
+    return memory.release_from + _release_interval_ms(memory.released, policy)
+
+
+def decide_outage_tick(
+    state: OutageState, tick: Tick, policy: Policy, source: str | None = None
+) -> OutageDecision:
+    """Time passes for the outage: the releases due by then (notices, no events)."""
+    out = _Emitter(state, source)
+    group = state.record.outage_key.removeprefix(OUTAGE_KEY_PREFIX)
+    _release_due(out, tick.now, group, policy)
+    return out.decision()
+
+
 def decide_outage_input(
     state: OutageState, message: WorkerInput, policy: Policy, source: str | None = None
 ) -> OutageDecision | None:
-    """Any input of an outage's key; None for one that is not an outage's (a tick or a
-    heartbeat grace: an outage has no deadlines, nothing to watch)."""
+    """Any input of an outage's key; None for one that is not an outage's (a heartbeat
+    grace: an outage has nothing to watch)."""
     if isinstance(message, OutageSignal):
         return decide_outage(state, message, policy, source)
     if isinstance(message, NotificationResult):
         return decide_notification_result(state, message, policy, source)
     if isinstance(message, AdminCommand):
         return refuse_admin_command(state, message, source)
+    if isinstance(message, Tick):
+        return decide_outage_tick(state, message, policy, source)
     return None
 
 
@@ -533,6 +647,7 @@ def evolve_outage(record: OutageRecord, event: AuditEvent) -> OutageRecord:
             | EventType.NOTIFICATION_SUPPRESSED
             | EventType.OUTAGE_LINKED
             | EventType.NOTIFICATION_RELEASED
+            | EventType.OUTAGE_RELEASED
         ):
             raise TypeError(f"{kind.value} is not an outage's event")
         case _:

@@ -231,10 +231,11 @@ class Policy(_Strict):
     outages: Outages = Outages()
 
     @cached_property
-    def pages_by_outage(self) -> bool:
-        """Whether outages page instead of their members (docs/outages.md): the policy says
-        what connectors share or how outages form. Otherwise outages are recorded and
-        linked, and every connector pages for itself, as before outages existed."""
+    def outages_take_over(self) -> bool:
+        """Whether outages page and restart instead of their members (docs/outages.md):
+        the policy says what connectors share or how outages form. Otherwise outages are
+        recorded and linked, and every connector pages and restarts for itself, as before
+        outages existed."""
         return bool(self.dependencies) or "outages" in self.model_fields_set
 
     def problems(self) -> list[str]:

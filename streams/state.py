@@ -72,6 +72,7 @@ class Record(NamedTuple):
     outage_group: str | None = None  # the episode's outage group (docs/outages.md)
     outage_id: str | None = None  # the outage the episode is linked to (an OutageNotice)
     notify_at: int | None = None  # the failure's page is held until then (group wait)
+    restarts_held: bool = False  # by its outage, until released (a circuit breaker)
 
 
 class DetectorMemory(NamedTuple):

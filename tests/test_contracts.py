@@ -277,13 +277,14 @@ def test_state_table_format_round_trips() -> None:
 
 
 def test_a_state_written_before_the_outage_fields_loads_with_their_defaults() -> None:
-    """The tables of previous versions: records without `outage_group`, `outage_id` and
-    `notify_at`, detector memory without `dependency` (all appended last)."""
+    """The tables of previous versions: records without `outage_group`, `outage_id`,
+    `notify_at` and `restarts_held`, detector memory without `dependency` (all appended
+    last)."""
     d = Driver()
     d.ping(False)
     envelope = json.loads(dump_state(d.state, 7))
-    assert envelope[1][-3] is not None  # the group of the open episode
-    del envelope[1][-3:]
+    assert envelope[1][-4] is not None  # the group of the open episode
+    del envelope[1][-4:]
     envelope[2].pop()
     state, applied = load_state(json.dumps(envelope).encode())
     assert applied == 7

@@ -24,7 +24,13 @@ from agents.wire.partitioning import partition_of
 from agents.wire.records import Unpacked
 from agents.worker.clock import DeadlineIndex
 from agents.worker.repair import reconcile
-from agents.worker.statecodec import dump_outage, dump_state, load_outage, load_state
+from agents.worker.statecodec import (
+    StateFormatError,
+    dump_outage,
+    dump_state,
+    load_outage,
+    load_state,
+)
 from streams.decider import Decision, decide, decide_ping, next_deadline
 from streams.grouping import is_outage_key
 from streams.models import (
@@ -42,6 +48,7 @@ from streams.outages import (
     decide_outage_input,
     fold_outage,
     member_signals,
+    outage_deadline,
 )
 from streams.policy import Policy
 from streams.state import ConnectorState
@@ -277,6 +284,8 @@ class InputProcessor:
             outputs.outages[key] = PendingOutage(decision.state, item.position, partition)
         outputs.notices.extend(decision.notices)
         outputs.commands.extend((key, command) for command in decision.commands)
+        # the outage's own deadline: its next paced release (the clock ticks it)
+        self.deadlines.schedule(outage_id, outage_deadline(decision.state, self.policy))
         outputs.events.extend((key, event, partition) for event in decision.events)
 
     def _repaired_outage(
@@ -371,6 +380,17 @@ class InputProcessor:
             self.store.put(key, value, partition)
         for key, pending in outputs.states.items():
             self._parsed.setdefault(pending.partition, {})[key] = (pending.state, pending.applied)
+
+    def schedule_outages(self, stored: dict[str, bytes]) -> None:
+        """After an assignment: the deadlines of the owned outages (their paced releases),
+        from their stored states, into the index the heartbeat graces rebuild."""
+        for outage_id, value in stored.items():
+            try:
+                state = load_outage(value)[0]
+            except StateFormatError as error:
+                log.warning("%s: no release deadline scheduled: %s", outage_id, error)
+                continue
+            self.deadlines.schedule(outage_id, outage_deadline(state, self.policy))
 
     def liveness_of(self, connector_id: str) -> tuple[int | None, int | None]:
         """(last ping time, heartbeat deadline) as this worker knows them."""

@@ -113,6 +113,10 @@ def dump_outage(state: OutageState, applied_offset: int) -> bytes:
         sorted(memory.failing),
         memory.recovered,
         memory.left,
+        memory.probe,
+        memory.release_from,
+        list(memory.releasing),
+        memory.released,
     ]
     return orjson.dumps([FORMAT, record, stored_memory, applied_offset])
 
@@ -135,7 +139,9 @@ def load_outage(data: bytes) -> tuple[OutageState, int]:
         values["members"] = members_of(values["members"])
         values["tenants"] = tuple(values.get("tenants", ()))
         values["notified"] = frozenset(values.get("notified", ()))
-        pending, failing, recovered, left = memory
+        pending, failing, recovered, left, *breaker = memory
+        # the circuit breaker's fields came later: a state without them has none running
+        probe, release_from, releasing, released = breaker or (None, None, [], 0)
         state = OutageState(
             OutageRecord(**values),
             OutageMemory(
@@ -143,6 +149,10 @@ def load_outage(data: bytes) -> tuple[OutageState, int]:
                 members_of(failing),
                 int(recovered),
                 int(left),
+                probe,
+                release_from,
+                tuple(releasing),
+                int(released),
             ),
         )
         return state, int(applied)

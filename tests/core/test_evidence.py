@@ -52,6 +52,7 @@ def test_read_then_write_gives_back_every_archived_map() -> None:
         EventType.OUTAGE_RESOLVED,
         EventType.OUTAGE_LINKED,
         EventType.NOTIFICATION_RELEASED,
+        EventType.OUTAGE_RELEASED,
     }
     assert {event.type for event in events} == set(EventType) - newer
     for event in events:

@@ -30,7 +30,10 @@ from streams.models import (
     NotificationRequest,
     NotificationResult,
     OutageNotice,
+    OutageRole,
     OutageSignal,
+    RecoveryMode,
+    Tick,
 )
 from streams.outages import (
     OutageMemory,
@@ -38,8 +41,10 @@ from streams.outages import (
     OutageState,
     decide_notification_result,
     decide_outage,
+    decide_outage_tick,
     fold_outage,
     member_signals,
+    outage_deadline,
 )
 from streams.policy import Policy, parse_policy
 from streams.state import Record
@@ -125,6 +130,17 @@ class Fleet:
             if member is not None:
                 self.log.extend(member.feed(notice))
         return list(decision.events)
+
+    def tick_outage(self, key: str, now: int) -> list[OutageNotice]:
+        """Time passes for an outage (its paced releases); its notices applied at once."""
+        decision = decide_outage_tick(
+            self.outages[key], Tick(connector_id=key, now=now), self.policy
+        )
+        self.outages[key] = decision.state
+        self.notices.extend(decision.notices)
+        for notice in decision.notices:
+            self.log.extend(self.connectors[notice.connector_id].feed(notice))
+        return list(decision.notices)
 
     def outage_events(self) -> list[AuditEvent]:
         return [e for e in self.log if e.type in OUTAGE_TYPES]
@@ -257,7 +273,8 @@ def test_the_outage_links_each_member_on_its_own_chain() -> None:
         member = fleet.connectors[f"SAP-{index:03d}"]
         (linked,) = member.of_type(EventType.OUTAGE_LINKED)
         assert linked.incident_id == f"SAP-{index:03d}:1"
-        assert read(OutageLinked, linked.attributes) == (outage_id, "dependency:sap-prod")
+        view = read(OutageLinked, linked.attributes)
+        assert (view.outage_id, view.group) == (outage_id, "dependency:sap-prod")
         assert member.state.record.outage_id == outage_id
     # a new episode of a member, while the outage is open, joins it and is linked anew
     fleet.ping("SAP-000", True, T0 + 10_000, dependency="sap-prod")
@@ -586,3 +603,114 @@ def test_without_dependencies_or_outages_in_the_policy_connectors_page_as_before
     assert len(connector_pages(fleet)) == 10  # Platform Admin and tenant, per connector
     assert all(m.state.record.outage_id is not None for m in fleet.connectors.values())
     assert not [e for e in fleet.log if e.type is EventType.NOTIFICATION_SUPPRESSED]
+
+
+# -- the circuit breaker (docs/outages.md) ----------------------------------------------------
+
+BREAKER_POLICY = {
+    **ERP_POLICY,
+    "defaults": {"max_retries": 3, "backoff": {"base_s": 1, "cap_s": 2}, "attempt_timeout_s": 5},
+}
+KEY = "outage:dependency:sap-prod"
+
+
+def started(member: Driver) -> list[AuditEvent]:
+    return member.of_type(EventType.RECOVERY_STARTED)
+
+
+def test_while_the_outage_is_open_only_its_probe_restarts() -> None:
+    fleet = Fleet.with_policy(BREAKER_POLICY)
+    for index in range(5):
+        fleet.ping(f"SAP-{index}", False, T0 + index)
+    roles = [(n.connector_id, n.role) for n in fleet.notices]
+    assert roles == [("SAP-0", OutageRole.LINKED)] + [
+        (f"SAP-{i}", OutageRole.HELD) for i in range(1, 5)
+    ]
+    for index in range(5):
+        member = fleet.connectors[f"SAP-{index}"]
+        member.now = T0 + 60_000
+        member.run_for(60)
+        record = member.state.record
+        if index == 0:  # the probe: its usual backoff, retries and incident
+            assert len(started(member)) == 3
+            assert record.incident_open
+        else:
+            assert started(member) == []
+            assert (record.restarts_held, record.next_attempt_at) == (True, None)
+            assert not record.incident_open  # no retries were used up
+        assert fold(Record(member.connector_id), member.events) == record
+
+
+def test_a_recovery_releases_the_held_members_at_most_release_per_s() -> None:
+    fleet = Fleet.with_policy({**BREAKER_POLICY, "outages": {"release_per_s": 20}})
+    for index in range(6):
+        fleet.ping(f"SAP-{index}", False, T0 + index)
+    recovered_at = T0 + 30_000
+    fleet.ping("SAP-0", True, recovered_at)  # the probe: the dependency answers
+    first = [n for n in fleet.notices if n.role is OutageRole.RELEASED]
+    assert [(n.connector_id, n.at) for n in first] == [("SAP-1", recovered_at)]
+    assert outage_deadline(fleet.outages[KEY], fleet.policy) == recovered_at + 50
+    assert [(n.connector_id, n.at) for n in fleet.tick_outage(KEY, recovered_at + 120)] == [
+        ("SAP-2", recovered_at + 50),
+        ("SAP-3", recovered_at + 100),
+    ]
+    assert fleet.tick_outage(KEY, recovered_at + 149) == []
+    assert [n.connector_id for n in fleet.tick_outage(KEY, recovered_at + 10_000)] == [
+        "SAP-4",
+        "SAP-5",
+    ]
+    assert outage_deadline(fleet.outages[KEY], fleet.policy) is None
+    for index in range(1, 6):
+        member = fleet.connectors[f"SAP-{index}"]
+        (released,) = member.of_type(EventType.OUTAGE_RELEASED)
+        member.now = released.occurred_at
+        member.tick()
+        (attempt,) = started(member)
+        assert attempt.occurred_at == released.occurred_at == recovered_at + 50 * (index - 1)
+        assert attempt.mode is RecoveryMode.AUTO
+        assert fold(Record(member.connector_id), member.events) == member.state.record
+
+
+def test_a_held_members_attempt_in_flight_fails_without_using_up_its_retries() -> None:
+    fleet = Fleet.with_policy({**BREAKER_POLICY, "defaults": {"max_retries": 1}})
+    fleet.ping("SAP-0", False, T0)  # the first to fail: the probe
+    fleet.ping("SAP-1", False, T0 + 1)
+    member = fleet.connectors["SAP-1"]
+    member.now = T0 + 2_000
+    member.tick()  # its first attempt, before any outage
+    assert len(started(member)) == 1
+    for index in (2, 3, 4):
+        fleet.ping(f"SAP-{index}", False, T0 + 2_100 + index)
+    assert member.state.record.restarts_held
+    member.now = T0 + 60_000
+    member.tick()
+    (failed,) = member.of_type(EventType.RECOVERY_FAILED)
+    assert failed.attributes.get("next_attempt_at") is None
+    assert member.of_type(EventType.RETRIES_EXHAUSTED) == []
+    assert not member.state.record.incident_open
+
+
+def test_a_probe_that_leaves_hands_the_probe_to_the_next_member() -> None:
+    fleet = Fleet.with_policy(BREAKER_POLICY)
+    for index in range(5):
+        fleet.ping(f"SAP-{index}", False, T0 + index)
+    fleet.admin("SAP-0", AdminAction.RETIRE, "SAP-0:1")
+    (handed,) = [n for n in fleet.notices if n.role is OutageRole.RELEASED]
+    assert handed.connector_id == "SAP-1"
+    member = fleet.connectors["SAP-1"]
+    assert not member.state.record.restarts_held
+    member.now = handed.at
+    member.tick()
+    assert len(started(member)) == 1
+
+
+def test_without_dependencies_or_outages_in_the_policy_no_restart_is_held() -> None:
+    fleet = Fleet.with_policy({"defaults": {"max_retries": 2}})
+    for index in range(5):
+        fleet.ping(f"A-{index}", False, T0 + index, failure="http_503")
+    assert {n.role for n in fleet.notices} == {OutageRole.LINKED}
+    for member in fleet.connectors.values():
+        assert not member.state.record.restarts_held
+        member.now = T0 + 60_000
+        member.run_for(60)
+        assert len(started(member)) == 2

@@ -225,3 +225,42 @@ def test_a_tick_or_grace_for_an_outage_changes_nothing() -> None:
 def test_an_outage_state_round_trips_through_the_table(script: list[Any], applied: int) -> None:
     for state in play_fleet(script, settle=False).outages.values():
         assert load_outage(dump_outage(state, applied)) == (state, applied)
+
+
+def test_the_clock_paces_an_outages_releases_and_a_new_owner_resumes_them() -> None:
+    """The dependency answers (a member recovers): the held members are released at most
+    `release_per_s`, each on a tick of the outage's own deadline; a worker that takes the
+    partition over schedules the rest from the stored state."""
+    policy = parse_policy(
+        {
+            "dependencies": {"sap-prod": {"connectors": ["SAP-*"]}},
+            "outages": {"release_per_s": 10},
+        }
+    )
+    worker = Worker(InputProcessor(policy, DictStore(), partitions=1))
+    worker.fail(6)
+    worker.pump()
+    held = [f"SAP-{i}" for i in range(1, 6)]
+    for connector in held:
+        stored = worker.processor.store.get(connector.encode(), 0)
+        assert stored is not None
+        assert load_state(stored)[0].record.restarts_held
+    back = T0 + 30_000
+    worker.feed(_ping("SAP-0", True, back))  # the probe
+    worker.pump()
+    # (SAP-1, released at once, is due for its attempt: the index holds connectors too)
+    assert KEY not in worker.processor.deadlines.pop_due(back + 99)
+    assert KEY in worker.processor.deadlines.pop_due(back + 100)
+    worker.feed(Tick(connector_id=KEY, now=back + 250))
+    worker.pump()
+    released = [e for e in worker.log if e.type is EventType.OUTAGE_RELEASED]
+    assert [(e.connector_id, e.occurred_at) for e in released] == [
+        ("SAP-1", back),
+        ("SAP-2", back + 100),
+        ("SAP-3", back + 200),
+    ]
+    # another worker takes the partition over: the rest is scheduled from the table
+    successor = InputProcessor(policy, DictStore(dict(worker.processor.store.data)), 1)  # type: ignore[attr-defined]  # a DictStore
+    successor.schedule_outages({KEY: successor.store.get(KEY.encode(), 0) or b""})
+    assert successor.deadlines.pop_due(back + 299) == []
+    assert successor.deadlines.pop_due(back + 300) == [KEY]
