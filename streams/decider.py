@@ -29,8 +29,11 @@ from streams.evidence import (
     IncidentOpened,
     IncidentResolved,
     NotificationFailed,
+    NotificationReleased,
     NotificationSent,
     NotificationSuppressed,
+    OutageLinked,
+    OutageReleased,
     Provenance,
     RecoveryActionAccepted,
     RecoveryCompleted,
@@ -57,6 +60,8 @@ from streams.models import (
     NotificationRequest,
     NotificationResult,
     OpenReason,
+    OutageNotice,
+    OutageRole,
     RecoveryMode,
     RecoveryRequest,
     RecoveryResult,
@@ -80,6 +85,7 @@ class DeadlineKind(StrEnum):
     ATTEMPT = "attempt"
     ATTEMPT_TIMEOUT = "attempt_timeout"
     ESCALATION = "escalation"
+    NOTIFY = "notify"  # a failure's page held for its outage (group wait) goes out
 
 
 # The deadline of nearly every connector, on the path every tick takes: one global lookup
@@ -183,6 +189,14 @@ class _Emitter:
         self, cause: AuditEvent, kind: NotificationKind, audiences: list[tuple[str, int]]
     ) -> None:
         incident_id = cause.incident_id or cause.event_id
+        record = self.record
+        if (
+            record.outage_id is not None
+            and incident_id == record.incident_id
+            and self.policy.outages_take_over
+        ):
+            self.suppress_for_outage(kind, audiences, cause.occurred_at, record.outage_id)
+            return
         silenced = self.record.silenced_until
         if silenced is not None and silenced > cause.occurred_at:
             self.emit(
@@ -212,6 +226,20 @@ class _Emitter:
                     summary=_summary(kind, cause),
                 )
             )
+
+    def suppress_for_outage(
+        self, kind: NotificationKind, audiences: list[tuple[str, int]], at: int, outage_id: str
+    ) -> None:
+        """The episode is in an outage, which pages its audiences instead (docs/outages.md)."""
+        self.emit(
+            NotificationSuppressed(
+                notification_kind=kind,
+                targets=",".join(target for target, _ in audiences),
+                reason="outage",
+                outage_id=outage_id,
+            ),
+            at,
+        )
 
     def audiences(self, *, admin: bool = True, tenant: bool = True) -> list[tuple[str, int]]:
         out: list[tuple[str, int]] = []
@@ -245,6 +273,8 @@ def _summary(kind: NotificationKind, event: AuditEvent) -> str:
             what = "is flapping"
         case NotificationKind.FLAPPING_STOPPED:
             what = "stopped flapping"
+        case NotificationKind.OUTAGE_OPENED | NotificationKind.OUTAGE_RESOLVED:
+            what = f"is in outage {event.incident_id}"  # an outage's own summary is its own
         case _:
             assert_never(kind)
     return f"Connector {event.connector_id} {what}"
@@ -282,6 +312,17 @@ def _detect(out: _Emitter, at: int, failure: str, retryable: bool, first_failing
     incident_id = f"{connector_id}:{out.record.sequence + 1}"
     next_attempt_at = _next_attempt_at(out, at, incident_id, 0) if retryable else None
     memory = out.memory
+    group = group_of(
+        connector_id,
+        memory.tenant_id or out.record.tenant_id,
+        failure,
+        memory.dependency,
+        out.policy,
+    )
+    # A grouped failure's page waits for an outage to link it (Alertmanager's group_wait).
+    wait_ms = out.policy.outages.group_wait_ms
+    held = group is not None and out.policy.outages_take_over and wait_ms > 0
+    notify_at = max(at, out.record.last_occurred_at) + wait_ms if held else None
     detected = out.emit(
         FailureDetected(
             retryable=retryable,
@@ -289,19 +330,15 @@ def _detect(out: _Emitter, at: int, failure: str, retryable: bool, first_failing
             policy_sha256=out.rules.sha256,
             position=memory.last_position,
             next_attempt_at=next_attempt_at,
-            group=group_of(
-                connector_id,
-                memory.tenant_id or out.record.tenant_id,
-                failure,
-                memory.dependency,
-                out.policy,
-            ),
+            group=group,
+            notify_at=notify_at,
         ),
         at,
         incident_id=incident_id,
         failure=failure,
     )
-    out.notify(detected, NotificationKind.FAILURE_DETECTED, out.audiences())
+    if notify_at is None:
+        out.notify(detected, NotificationKind.FAILURE_DETECTED, out.audiences())
     if not retryable:
         _open_incident(out, detected.occurred_at, OpenReason.NON_RETRYABLE)
     elif next_attempt_at is None:
@@ -377,6 +414,17 @@ def _attempt_failed(out: _Emitter, at: int, reason: str) -> None:
     """Rule 3/5: an attempt failed; schedule the next one or hand over to a human."""
     record = out.record
     manual = record.attempt_mode is RecoveryMode.MANUAL
+    if record.restarts_held and not manual:
+        # its outage holds the restarts: no next attempt, and no retries used up either
+        out.emit(
+            RecoveryFailed(reason, None),
+            at,
+            attempt=record.attempt_in_flight,
+            mode=record.attempt_mode,
+            actor=record.attempt_actor,
+            failure=record.failure,
+        )
+        return
     next_attempt_at = None
     if not manual:
         assert record.incident_id is not None  # noqa: S101 - an attempt implies an episode
@@ -468,7 +516,8 @@ def _complete(out: _Emitter, at: int) -> None:
         actor=record.attempt_actor,
         failure=record.failure,
     )
-    out.notify(completed, NotificationKind.RECOVERED, out.audiences())
+    if record.notify_at is None:  # else its failure was never paged: nor is this
+        out.notify(completed, NotificationKind.RECOVERED, out.audiences())
     if incident_open:
         out.emit(
             IncidentResolved(reason="recovered", recovery_event_id=completed.event_id),
@@ -680,9 +729,26 @@ def _on_tick(state: ConnectorState, tick: Tick, policy: Policy, source: str | No
                 level = out.record.next_escalation_level
                 assert level is not None  # noqa: S101 - paired with next_escalation_at
                 _escalate(out, at, level, EscalationReason.UNACKNOWLEDGED)
+            case DeadlineKind.NOTIFY:
+                _release_held_page(out, at)
             case _:
                 assert_never(kind)
     raise DeciderError(f"more than {_MAX_DEADLINES_PER_TICK} deadlines fired in one tick")
+
+
+def _release_held_page(out: _Emitter, at: int) -> None:
+    """No outage linked the failure within the group wait: its own page goes out."""
+    audiences = out.audiences()
+    released = out.emit(
+        NotificationReleased(
+            NotificationKind.FAILURE_DETECTED,
+            ",".join(target for target, _ in audiences),
+            out.policy.outages.group_wait_ms,
+        ),
+        at,
+        failure=out.record.failure,
+    )
+    out.notify(released, NotificationKind.FAILURE_DETECTED, audiences)
 
 
 def next_deadline(
@@ -695,6 +761,8 @@ def next_deadline(
     candidates: list[tuple[int, DeadlineKind]] = []
     if phase is Phase.OK and heartbeat_deadline is not None:
         candidates.append((heartbeat_deadline, _HEARTBEAT))
+    if phase is Phase.FAILED and record.notify_at is not None:
+        candidates.append((record.notify_at, DeadlineKind.NOTIFY))
     if phase is Phase.FAILED and not record.flapping:
         if record.next_attempt_at is not None:
             candidates.append((record.next_attempt_at, DeadlineKind.ATTEMPT))
@@ -830,6 +898,52 @@ def _on_admin(
     return out.decision()
 
 
+def _on_outage_notice(
+    state: ConnectorState, notice: OutageNotice, policy: Policy, source: str | None
+) -> Decision:
+    """The outage of the connector's group holds its failure episode: recorded on the
+    connector's own chain, so its evidence says why its pages go through the outage. A
+    notice for an episode that has ended (or was linked already) changes nothing."""
+    record = state.record
+    if record.phase is not Phase.FAILED or record.incident_id != notice.incident_id:
+        return Decision((), (), state)
+    if notice.role is OutageRole.RELEASED:
+        if not record.restarts_held or record.outage_id != notice.outage_id:
+            return Decision((), (), state)
+        return _released(state, notice, policy, source)
+    if record.outage_id == notice.outage_id:
+        return Decision((), (), state)
+    out = _Emitter(state, policy, source)
+    held = notice.role is OutageRole.HELD or None
+    linked = out.emit(OutageLinked(notice.outage_id, notice.group, held), notice.at)
+    if record.notify_at is not None:  # its page was held for this: the outage pages instead
+        out.suppress_for_outage(
+            NotificationKind.FAILURE_DETECTED,
+            out.audiences(),
+            linked.occurred_at,
+            notice.outage_id,
+        )
+    return out.decision()
+
+
+def _released(
+    state: ConnectorState, notice: OutageNotice, policy: Policy, source: str | None
+) -> Decision:
+    """The outage released the held restarts of the episode: the next automatic attempt
+    is at the notice's time (the outage paces the releases), unless one is in flight or
+    the retries are used up (then an incident opens, as it would have)."""
+    record = state.record
+    out = _Emitter(state, policy, source)
+    at = max(notice.at, record.last_occurred_at)
+    in_flight = record.attempt_in_flight is not None
+    exhausted = record.auto_attempts >= out.rules.max_retries
+    next_attempt_at = None if in_flight or exhausted else at
+    out.emit(OutageReleased(notice.outage_id, next_attempt_at), at, failure=record.failure)
+    if exhausted and not in_flight:
+        _exhausted(out, at)
+    return out.decision()
+
+
 def decide(
     state: ConnectorState,
     message: DeciderInput,
@@ -869,5 +983,6 @@ HANDLERS: dict[type, _Handler] = dict(
         _entry(AdminCommand, _on_admin),
         _entry(RecoveryResult, _on_recovery_result),
         _entry(NotificationResult, _on_notification_result),
+        _entry(OutageNotice, _on_outage_notice),
     ]
 )

@@ -122,6 +122,8 @@ class FailureDetected(NamedTuple):
     position: str | None = None
     next_attempt_at: Instant | None = None
     group: str | None = None  # the outage group it fails in (docs/outages.md); None: none
+    # its page is held until then for an outage to link it (the group wait); None: sent
+    notify_at: Instant | None = None
 
 
 class FlappingStarted(NamedTuple):
@@ -232,8 +234,18 @@ class NotificationFailed(NotificationOutcome):
 class NotificationSuppressed(NamedTuple):
     notification_kind: NotificationKind
     targets: str  # comma-separated
-    reason: Literal["silenced"]
-    silenced_until: Instant
+    reason: Literal["silenced", "outage"]
+    silenced_until: Instant | None = None  # reason silenced
+    outage_id: str | None = None  # reason outage: the outage that pages instead
+
+
+class NotificationReleased(NamedTuple):
+    """A failure's page held for its outage's group wait goes out: no outage linked the
+    episode within `group_wait_ms` of its detection."""
+
+    notification_kind: NotificationKind
+    targets: str  # comma-separated
+    group_wait_ms: int
 
 
 class CommandRejected(NamedTuple):
@@ -245,19 +257,22 @@ class CommandRejected(NamedTuple):
 
 class OutageOpened(NamedTuple):
     """At least `min_connectors` of the group failed within the window: the outage's id is
-    this event's id. `connectors` and `incidents` (aligned) are its members so far."""
+    this event's id. `connectors` and `incidents` (aligned) are its members so far;
+    `tenants` the distinct tenants among them (each notified)."""
 
     group: str
     connectors: Names
     incidents: Names
     min_connectors: int
     window_ms: int
+    tenants: Names | None = None
 
 
 class OutageJoined(NamedTuple):
     group: str
     connector: str
     member_incident: str
+    tenant: str | None = None
 
 
 class OutageResolved(NamedTuple):
@@ -268,6 +283,25 @@ class OutageResolved(NamedTuple):
     recovered: int
     left: int
     duration_ms: int
+
+
+class OutageLinked(NamedTuple):
+    """On a member's chain: its failure episode is in the outage `outage_id` (the event
+    id of that outage's `outage.opened`); its pages go through the outage from now on,
+    and, when `held`, its automatic restarts wait for the outage to release them."""
+
+    outage_id: str
+    group: str
+    held: bool | None = None  # None: restarts as usual (the probe)
+
+
+class OutageReleased(NamedTuple):
+    """On a held member's chain: its outage released its restarts (the dependency
+    answered); the next automatic attempt is at `next_attempt_at` (None: its retries are
+    used up, or an attempt is in flight)."""
+
+    outage_id: str
+    next_attempt_at: Instant | None = None
 
 
 Evidence = (
@@ -292,6 +326,9 @@ Evidence = (
     | OutageOpened
     | OutageJoined
     | OutageResolved
+    | OutageLinked
+    | NotificationReleased
+    | OutageReleased
 )
 
 EVENT_TYPE: dict[type[Evidence], EventType] = {
@@ -316,6 +353,9 @@ EVENT_TYPE: dict[type[Evidence], EventType] = {
     OutageOpened: EventType.OUTAGE_OPENED,
     OutageJoined: EventType.OUTAGE_JOINED,
     OutageResolved: EventType.OUTAGE_RESOLVED,
+    OutageLinked: EventType.OUTAGE_LINKED,
+    NotificationReleased: EventType.NOTIFICATION_RELEASED,
+    OutageReleased: EventType.OUTAGE_RELEASED,
 }
 """The event type each view is written as (one view per type; a test checks both ways)."""
 

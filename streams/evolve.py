@@ -17,6 +17,8 @@ from streams.evidence import (
     IncidentEscalated,
     IncidentOpened,
     NotificationOutcome,
+    OutageLinked,
+    OutageReleased,
     RecoveryFailed,
     RecoveryStarted,
     Silenced,
@@ -57,6 +59,9 @@ class Changes(TypedDict, total=False):
     next_escalation_at: int | None
     notified: frozenset[str]
     outage_group: str | None
+    outage_id: str | None
+    notify_at: int | None
+    restarts_held: bool
 
 
 CHAIN_FIELDS = ("connector_id", "tenant_id", "sequence", "head_hash", "last_occurred_at")
@@ -84,6 +89,8 @@ _NO_ATTEMPTS: Changes = {
     "attempt_actor": None,
     "attempt_deadline": None,
     "next_attempt_at": None,
+    "notify_at": None,  # recovered within the group wait: its failure goes unpaged
+    "restarts_held": False,
 }
 
 
@@ -108,6 +115,7 @@ def _changes(record: Record, event: AuditEvent) -> Changes:
                 "position_at_failure": detected.position,
                 "next_attempt_at": detected.next_attempt_at,
                 "outage_group": detected.group,
+                "notify_at": detected.notify_at,
             }
         case EventType.FLAPPING_STARTED:
             return {
@@ -172,6 +180,22 @@ def _changes(record: Record, event: AuditEvent) -> Changes:
             # Ends the episode: after a recovery, or by a human without one.
             phase = Phase.RETIRED if record.phase is Phase.RETIRED else Phase.OK
             return {**_NO_EPISODE, "phase": phase, "flapping": False}
+        case EventType.OUTAGE_LINKED:
+            # the outage pages instead: a page held for it is not sent
+            linked = read(OutageLinked, event.attributes)
+            if linked.held:
+                return {
+                    "outage_id": linked.outage_id,
+                    "notify_at": None,
+                    "restarts_held": True,
+                    "next_attempt_at": None,
+                }
+            return {"outage_id": linked.outage_id, "notify_at": None}
+        case EventType.OUTAGE_RELEASED:
+            released = read(OutageReleased, event.attributes)
+            return {"restarts_held": False, "next_attempt_at": released.next_attempt_at}
+        case EventType.NOTIFICATION_RELEASED:
+            return {"notify_at": None}
         case (
             EventType.NOTIFICATION_SUPPRESSED
             | EventType.COMMAND_REJECTED

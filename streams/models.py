@@ -138,7 +138,31 @@ class NotificationResult(_Frozen):
     finished_at: EpochMillis
 
 
-DeciderInput = HealthPing | Tick | Watch | AdminCommand | RecoveryResult | NotificationResult
+class OutageRole(StrEnum):
+    """What an `OutageNotice` tells its member (the outage is a circuit breaker)."""
+
+    LINKED = "LINKED"  # in the outage; restarts on its own backoff (the probe, or any
+    # member when the policy does not hand restarts to outages)
+    HELD = "HELD"  # in the outage; its automatic restarts are held (the circuit is open)
+    RELEASED = "RELEASED"  # the dependency answered: restart now (the circuit closes)
+
+
+class OutageNotice(_Frozen):
+    """Internal input of a member connector (`schemas/outage_notice.avsc`): the outage
+    `outage_id` of `group` holds the connector's failure episode `incident_id`, in `role`.
+    Sent by the outage (docs/outages.md), keyed by the connector."""
+
+    connector_id: ConnectorId
+    outage_id: str
+    group: str
+    incident_id: str
+    role: OutageRole = OutageRole.LINKED
+    at: EpochMillis
+
+
+DeciderInput = (
+    HealthPing | Tick | Watch | AdminCommand | RecoveryResult | NotificationResult | OutageNotice
+)
 
 
 class MemberChange(StrEnum):
@@ -188,6 +212,9 @@ class EventType(StrEnum):
     OUTAGE_OPENED = "outage.opened"
     OUTAGE_JOINED = "outage.joined"
     OUTAGE_RESOLVED = "outage.resolved"
+    OUTAGE_LINKED = "connector.outage.linked"
+    NOTIFICATION_RELEASED = "notification.released"
+    OUTAGE_RELEASED = "connector.outage.released"
 
 
 class NotificationKind(StrEnum):
@@ -199,6 +226,8 @@ class NotificationKind(StrEnum):
     INCIDENT_ESCALATED = "incident_escalated"
     FLAPPING_STARTED = "flapping_started"
     FLAPPING_STOPPED = "flapping_stopped"
+    OUTAGE_OPENED = "outage_opened"  # an outage's, to the Platform Admin and each tenant
+    OUTAGE_RESOLVED = "outage_resolved"
 
 
 class OpenReason(StrEnum):

@@ -15,16 +15,21 @@ Pure: no I/O, no clock (time is the signal's `at`, the connector event's `occurr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, assert_never
 
 from immutables import Map
 
 from streams.chain import chain_hash
+from streams.decider import PLATFORM_ADMIN, TENANT_LEVEL, escalation_target, tenant_target
 from streams.evidence import (
     EVENT_TYPE,
     CommandRejected,
     FailureDetected,
+    NotificationFailed,
+    NotificationOutcome,
+    NotificationSent,
     OutageJoined,
     OutageOpened,
     OutageResolved,
@@ -36,11 +41,19 @@ from streams.evolve import evolve
 from streams.grouping import is_tenant_group, outage_key
 from streams.models import (
     GENESIS_HASH,
+    OUTAGE_KEY_PREFIX,
     AdminCommand,
     AuditEvent,
     EventType,
     MemberChange,
+    NotificationKind,
+    NotificationRequest,
+    NotificationResult,
+    OutageNotice,
+    OutageRole,
     OutageSignal,
+    Tick,
+    WorkerInput,
 )
 from streams.policy import Policy
 from streams.state import Phase, Record
@@ -67,6 +80,8 @@ class OutageRecord(NamedTuple):
     opened_at: int | None = None
     members: Members = NO_MEMBERS  # incident ids of the episodes in it
     outages: int = 0  # outages opened in this group so far
+    tenants: tuple[str, ...] = ()  # of the open outage's members, each notified once
+    notified: frozenset[str] = frozenset()  # dedup keys with an outcome, since the opening
 
 
 class Pending(NamedTuple):
@@ -83,6 +98,14 @@ class OutageMemory(NamedTuple):
     failing: Members = NO_MEMBERS  # incidents of the open outage still failing
     recovered: int = 0  # episodes of the open outage that recovered
     left: int = 0  # ... that ended without a recovery
+    # The circuit breaker (when the policy hands restarts to outages): the one member
+    # restarting on its own backoff while the others are held, and once a member has
+    # recovered (the dependency answers), the held ones still to release, paced from
+    # `release_from` at the policy's `release_per_s`.
+    probe: str | None = None  # its incident id
+    release_from: int | None = None
+    releasing: tuple[str, ...] = ()  # incident ids, sorted: the order of release
+    released: int = 0
 
 
 class OutageState(NamedTuple):
@@ -97,6 +120,10 @@ class OutageState(NamedTuple):
 class OutageDecision(NamedTuple):
     events: tuple[AuditEvent, ...]
     state: OutageState
+    # inputs of member connectors: sent before `events`, as a connector's signals are
+    notices: tuple[OutageNotice, ...] = ()
+    # the outage's pages (when the policy pages by outage): sent before `events` too
+    commands: tuple[NotificationRequest, ...] = ()
 
 
 # -- the signals ------------------------------------------------------------------------------
@@ -156,10 +183,57 @@ class _Emitter:
         self.memory = state.memory
         self.source = source
         self.events: list[AuditEvent] = []
+        self.notices: list[OutageNotice] = []
+        self.commands: list[NotificationRequest] = []
+
+    def page(
+        self, cause: AuditEvent, kind: NotificationKind, target: str, level: int, summary: str
+    ) -> None:
+        """One notification of the outage, to `target` (the Platform Admin, a tenant admin
+        or an escalation step), through the notifier the connectors use."""
+        tenant_id = target.removeprefix("tenant:") if level == TENANT_LEVEL else cause.tenant_id
+        incident_id = cause.incident_id or cause.event_id
+        self.commands.append(
+            NotificationRequest(
+                dedup_key=f"{incident_id}:{kind}:{target}",
+                notification_kind=kind,
+                target=target,
+                level=level,
+                connector_id=self.record.outage_key,
+                tenant_id=tenant_id,
+                incident_id=incident_id,
+                failure=None,
+                cause_event_id=cause.event_id,
+                occurred_at=cause.occurred_at,
+                summary=summary,
+            )
+        )
+
+    def link(self, at: int, group: str, members: Iterable[tuple[str, str, OutageRole]]) -> None:
+        """Tell each (connector, incident, role) of `members` the open outage holds its
+        episode, in that role."""
+        outage_id = self.record.outage_id
+        assert outage_id is not None  # noqa: S101 - called after the event that opened it
+        self.notices.extend(
+            OutageNotice(
+                connector_id=connector_id,
+                outage_id=outage_id,
+                group=group,
+                incident_id=incident_id,
+                role=role,
+                at=at,
+            )
+            for connector_id, incident_id, role in members
+        )
 
     def emit(
         self,
-        evidence: OutageOpened | OutageJoined | OutageResolved | CommandRejected,
+        evidence: OutageOpened
+        | OutageJoined
+        | OutageResolved
+        | CommandRejected
+        | NotificationSent
+        | NotificationFailed,
         at: int,
         tenant_id: str | None,
         incident_id: str | None = None,
@@ -193,7 +267,12 @@ class _Emitter:
         return event
 
     def decision(self) -> OutageDecision:
-        return OutageDecision(tuple(self.events), OutageState(self.record, self.memory))
+        return OutageDecision(
+            tuple(self.events),
+            OutageState(self.record, self.memory),
+            tuple(self.notices),
+            tuple(self.commands),
+        )
 
 
 def decide_outage(
@@ -211,7 +290,7 @@ def decide_outage(
         case MemberChange.FAILED:
             _member_failed(out, signal, policy)
         case MemberChange.RECOVERED | MemberChange.LEFT:
-            _member_ended(out, signal)
+            _member_ended(out, signal, policy)
         case _:
             assert_never(change)
     return out.decision()
@@ -245,12 +324,29 @@ def _member_failed(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
     if record.outage_id is not None:
         if incident_id in record.members:
             return
-        out.memory = memory._replace(failing=memory.failing.set(incident_id, True))
-        out.emit(
-            OutageJoined(signal.group, signal.member_id, incident_id),
+        memory = memory._replace(failing=memory.failing.set(incident_id, True))
+        role = OutageRole.LINKED
+        if policy.outages_take_over and memory.release_from is None:
+            if memory.probe is None:
+                memory = memory._replace(probe=incident_id)  # the probe has gone: this one
+            else:
+                role = OutageRole.HELD
+        out.memory = memory
+        joined = out.emit(
+            OutageJoined(signal.group, signal.member_id, incident_id, signal.tenant_id),
             signal.at,
             record.tenant_id,
         )
+        out.link(joined.occurred_at, signal.group, [(signal.member_id, incident_id, role)])
+        tenant = signal.tenant_id
+        if policy.outages_take_over and tenant is not None and tenant not in record.tenants:
+            out.page(
+                joined,
+                NotificationKind.OUTAGE_OPENED,
+                tenant_target(tenant),
+                TENANT_LEVEL,
+                _opened_summary(signal.group, [signal.member_id]),
+            )
         return
     if any(p.incident_id == incident_id for p in memory.pending):
         return
@@ -271,20 +367,66 @@ def _member_failed(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
         pending=tuple(p for p in pending if p not in recent),
         failing=members_of(p.incident_id for p in recent),
     )
-    out.emit(
+    tenants = tuple(dict.fromkeys(p.tenant_id for p in recent if p.tenant_id is not None))
+    opened = out.emit(
         OutageOpened(
             group=signal.group,
             connectors=tuple(p.connector_id for p in recent),
             incidents=tuple(p.incident_id for p in recent),
             min_connectors=rules.min_connectors,
             window_ms=rules.window_ms,
+            tenants=tenants,
         ),
         signal.at,
         tenant_id,
     )
+    if not policy.outages_take_over:
+        out.link(
+            opened.occurred_at,
+            signal.group,
+            [(p.connector_id, p.incident_id, OutageRole.LINKED) for p in recent],
+        )
+        return
+    # a circuit breaker: the first to fail probes the dependency, the others wait
+    probe = recent[0].incident_id
+    out.memory = out.memory._replace(probe=probe)
+    out.link(
+        opened.occurred_at,
+        signal.group,
+        [
+            (p.connector_id, p.incident_id, OutageRole.LINKED if i == 0 else OutageRole.HELD)
+            for i, p in enumerate(recent)
+        ],
+    )
+    everyone = [p.connector_id for p in recent]
+    out.page(
+        opened,
+        NotificationKind.OUTAGE_OPENED,
+        PLATFORM_ADMIN,
+        0,
+        _opened_summary(signal.group, everyone),
+    )
+    for tenant in tenants:
+        own = [p.connector_id for p in recent if p.tenant_id == tenant]
+        out.page(
+            opened,
+            NotificationKind.OUTAGE_OPENED,
+            tenant_target(tenant),
+            TENANT_LEVEL,
+            _opened_summary(signal.group, own),
+        )
 
 
-def _member_ended(out: _Emitter, signal: OutageSignal) -> None:
+_LISTED = 20  # connectors named in a summary; the rest are counted
+
+
+def _opened_summary(group: str, connectors: Sequence[str]) -> str:
+    named = ", ".join(connectors[:_LISTED])
+    more = f" and {len(connectors) - _LISTED} more" if len(connectors) > _LISTED else ""
+    return f"Outage of {group}: {len(connectors)} connectors failing ({named}{more})"
+
+
+def _member_ended(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
     record, memory = out.record, out.memory
     incident_id = signal.incident_id
     if incident_id not in memory.failing:
@@ -296,24 +438,153 @@ def _member_ended(out: _Emitter, signal: OutageSignal) -> None:
         failing=memory.failing.delete(incident_id),
         recovered=memory.recovered + recovered,
         left=memory.left + (not recovered),
+        releasing=tuple(i for i in memory.releasing if i != incident_id),
     )
     out.memory = memory
     if memory.failing:
+        if policy.outages_take_over and memory.release_from is None:
+            _breaker_member_ended(out, signal, recovered, policy)
         return
     opened_at = record.opened_at if record.opened_at is not None else signal.at
     resolved_at = max(signal.at, record.last_occurred_at)
-    out.emit(
-        OutageResolved(
-            group=signal.group,
-            episodes=len(record.members),
-            recovered=memory.recovered,
-            left=memory.left,
-            duration_ms=resolved_at - opened_at,
-        ),
-        signal.at,
-        record.tenant_id,
+    view = OutageResolved(
+        group=signal.group,
+        episodes=len(record.members),
+        recovered=memory.recovered,
+        left=memory.left,
+        duration_ms=resolved_at - opened_at,
     )
-    out.memory = memory._replace(failing=NO_MEMBERS, recovered=0, left=0)
+    resolved = out.emit(view, signal.at, record.tenant_id)
+    out.memory = OutageMemory(pending=memory.pending)
+    if not policy.outages_take_over:
+        return
+    summary = (
+        f"Outage of {signal.group} resolved after {view.duration_ms / 1000:.0f} s: "
+        f"{view.episodes} failure episodes, {view.recovered} recovered, {view.left} closed"
+    )
+    audiences = [(PLATFORM_ADMIN, 0)] + [(tenant_target(t), TENANT_LEVEL) for t in record.tenants]
+    for target, level in audiences:
+        out.page(resolved, NotificationKind.OUTAGE_RESOLVED, target, level, summary)
+
+
+def _connector_of(incident_id: str) -> str:
+    """The connector of a failure episode: its id is `<connector id>:<sequence>` (the
+    decider's `_detect`)."""
+    return incident_id.rsplit(":", 1)[0]
+
+
+def _breaker_member_ended(
+    out: _Emitter, signal: OutageSignal, recovered: bool, policy: Policy
+) -> None:
+    """A member recovered: the dependency answers, the held members are released, paced.
+    The probe left without recovering (an admin resolved or retired it): the next
+    member (by incident id) probes in its place, released to restart at once."""
+    memory = out.memory
+    if recovered:
+        held = sorted(i for i in memory.failing if i != memory.probe)
+        out.memory = memory._replace(release_from=signal.at, releasing=tuple(held), released=0)
+        _release_due(out, signal.at, signal.group, policy)
+    elif memory.probe == signal.incident_id:
+        probe = min(memory.failing)
+        out.memory = memory._replace(probe=probe)
+        out.link(signal.at, signal.group, [(_connector_of(probe), probe, OutageRole.RELEASED)])
+
+
+def _release_interval_ms(released: int, policy: Policy) -> int:
+    return math.ceil(released * 1000 / policy.outages.release_per_s)
+
+
+def _release_due(out: _Emitter, now: int, group: str, policy: Policy) -> None:
+    """Release the held members due by `now`: the k-th at `release_from` + k / rate."""
+    memory = out.memory
+    start = memory.release_from
+    if start is None or not memory.releasing:
+        return
+    released = memory.released
+    outage_id = out.record.outage_id
+    assert outage_id is not None  # noqa: S101 - releasing only while an outage is open
+    for incident_id in memory.releasing:
+        at = start + _release_interval_ms(released, policy)
+        if at > now:
+            break
+        out.notices.append(
+            OutageNotice(
+                connector_id=_connector_of(incident_id),
+                outage_id=outage_id,
+                group=group,
+                incident_id=incident_id,
+                role=OutageRole.RELEASED,
+                at=at,
+            )
+        )
+        released += 1
+    done = released - memory.released
+    out.memory = memory._replace(releasing=memory.releasing[done:], released=released)
+
+
+def outage_deadline(state: OutageState, policy: Policy) -> int | None:
+    """When the outage's next held member is due for release (None: none is waiting)."""
+    memory = state.memory
+    if memory.release_from is None or not memory.releasing:
+        return None
+    return memory.release_from + _release_interval_ms(memory.released, policy)
+
+
+def decide_outage_tick(
+    state: OutageState, tick: Tick, policy: Policy, source: str | None = None
+) -> OutageDecision:
+    """Time passes for the outage: the releases due by then (notices, no events)."""
+    out = _Emitter(state, source)
+    group = state.record.outage_key.removeprefix(OUTAGE_KEY_PREFIX)
+    _release_due(out, tick.now, group, policy)
+    return out.decision()
+
+
+def decide_outage_input(
+    state: OutageState, message: WorkerInput, policy: Policy, source: str | None = None
+) -> OutageDecision | None:
+    """Any input of an outage's key; None for one that is not an outage's (a heartbeat
+    grace: an outage has nothing to watch)."""
+    if isinstance(message, OutageSignal):
+        return decide_outage(state, message, policy, source)
+    if isinstance(message, NotificationResult):
+        return decide_notification_result(state, message, policy, source)
+    if isinstance(message, AdminCommand):
+        return refuse_admin_command(state, message, source)
+    if isinstance(message, Tick):
+        return decide_outage_tick(state, message, policy, source)
+    return None
+
+
+def decide_notification_result(
+    state: OutageState, result: NotificationResult, policy: Policy, source: str | None = None
+) -> OutageDecision:
+    """The outcome of one of the outage's pages, on its chain. A failed delivery escalates
+    as a connector's does: a tenant's to the Platform Admin, a level's to the next step of
+    the policy's escalation. A re-delivered outcome changes nothing."""
+    if result.dedup_key in state.record.notified:
+        return OutageDecision((), state)
+    out = _Emitter(state, source)
+    outcome = NotificationSent if result.delivered else NotificationFailed
+    failed = out.emit(
+        outcome(result.dedup_key, result.target, result.level, result.detail or None),
+        result.finished_at,
+        state.record.tenant_id,
+        incident_id=result.incident_id,
+    )
+    if result.delivered:
+        return out.decision()
+    level = 0 if result.level == TENANT_LEVEL else result.level + 1
+    if level <= len(policy.escalation):
+        out.page(
+            failed,
+            NotificationKind.INCIDENT_ESCALATED,
+            escalation_target(level),
+            level,
+            f"Outage {result.incident_id}: the notification to {result.target} failed"
+            f" ({result.detail or 'error'})",
+        )
+    return out.decision()
 
 
 # -- the state of record ----------------------------------------------------------------------
@@ -337,13 +608,24 @@ def evolve_outage(record: OutageRecord, event: AuditEvent) -> OutageRecord:
                 opened_at=event.occurred_at,
                 members=members_of(opened.incidents),
                 outages=record.outages + 1,
+                tenants=opened.tenants or (),
+                notified=frozenset(),
             )
         case EventType.OUTAGE_JOINED:
             joined = read(OutageJoined, event.attributes)
-            return moved._replace(members=record.members.set(joined.member_incident, True))
+            tenant = joined.tenant
+            tenants = record.tenants
+            if tenant is not None and tenant not in tenants:
+                tenants = (*tenants, tenant)
+            return moved._replace(
+                members=record.members.set(joined.member_incident, True), tenants=tenants
+            )
         case EventType.OUTAGE_RESOLVED:
             read(OutageResolved, event.attributes)
-            return moved._replace(outage_id=None, opened_at=None, members=NO_MEMBERS)
+            return moved._replace(outage_id=None, opened_at=None, members=NO_MEMBERS, tenants=())
+        case EventType.NOTIFICATION_SENT | EventType.NOTIFICATION_FAILED:
+            outcome = read(NotificationOutcome, event.attributes)
+            return moved._replace(notified=record.notified | {outcome.dedup_key})
         case EventType.COMMAND_REJECTED:
             read(CommandRejected, event.attributes)
             return moved
@@ -362,9 +644,10 @@ def evolve_outage(record: OutageRecord, event: AuditEvent) -> OutageRecord:
             | EventType.INCIDENT_ACKNOWLEDGED
             | EventType.INCIDENT_ESCALATED
             | EventType.INCIDENT_RESOLVED
-            | EventType.NOTIFICATION_SENT
-            | EventType.NOTIFICATION_FAILED
             | EventType.NOTIFICATION_SUPPRESSED
+            | EventType.OUTAGE_LINKED
+            | EventType.NOTIFICATION_RELEASED
+            | EventType.OUTAGE_RELEASED
         ):
             raise TypeError(f"{kind.value} is not an outage's event")
         case _:

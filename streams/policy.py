@@ -191,10 +191,17 @@ class Outages(_Strict):
     min_connectors: int = Field(default=5, ge=2)
     window_s: Seconds = 60.0
     release_per_s: float = Field(default=20.0, gt=0, allow_inf_nan=False)
+    # How long a grouped failure's own page waits for its outage (Alertmanager's
+    # `group_wait`); 0: no wait.
+    group_wait_s: float = Field(default=10.0, ge=0, allow_inf_nan=False)
 
     @cached_property
     def window_ms(self) -> int:
         return round(self.window_s * 1000)
+
+    @cached_property
+    def group_wait_ms(self) -> int:
+        return round(self.group_wait_s * 1000)
 
 
 _DEPENDENCY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -222,6 +229,14 @@ class Policy(_Strict):
     dashboard: Dashboard = Dashboard()
     dependencies: dict[DependencyName, Dependency] = Field(default_factory=dict)
     outages: Outages = Outages()
+
+    @cached_property
+    def outages_take_over(self) -> bool:
+        """Whether outages page and restart instead of their members (docs/outages.md):
+        the policy says what connectors share or how outages form. Otherwise outages are
+        recorded and linked, and every connector pages and restarts for itself, as before
+        outages existed."""
+        return bool(self.dependencies) or "outages" in self.model_fields_set
 
     def problems(self) -> list[str]:
         """Errors that need the whole document: per-connector overrides, step order."""

@@ -195,6 +195,9 @@ def apply_outage_event(outages: dict[str, Outage], event: AuditEvent) -> Outage 
                 | EventType.NOTIFICATION_SENT
                 | EventType.NOTIFICATION_FAILED
                 | EventType.NOTIFICATION_SUPPRESSED
+                | EventType.OUTAGE_LINKED
+                | EventType.NOTIFICATION_RELEASED
+                | EventType.OUTAGE_RELEASED
             ):
                 return None
             case _:

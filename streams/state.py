@@ -70,6 +70,9 @@ class Record(NamedTuple):
     next_escalation_at: int | None = None
     notified: frozenset[str] = frozenset()  # dedup keys with an outcome
     outage_group: str | None = None  # the episode's outage group (docs/outages.md)
+    outage_id: str | None = None  # the outage the episode is linked to (an OutageNotice)
+    notify_at: int | None = None  # the failure's page is held until then (group wait)
+    restarts_held: bool = False  # by its outage, until released (a circuit breaker)
 
 
 class DetectorMemory(NamedTuple):

@@ -35,6 +35,7 @@ from streams.models import (
     MemberChange,
     NotificationRequest,
     NotificationResult,
+    OutageNotice,
     OutageSignal,
     RecoveryMode,
     RecoveryRequest,
@@ -93,6 +94,13 @@ SAMPLES: dict[str, Any] = {
         change=MemberChange.FAILED,
         tenant_id="acme",
         failure="timeout",
+        at=T0,
+    ),
+    "OutageNotice": OutageNotice(
+        connector_id="SAP-AR",
+        outage_id="outage:dependency:sap-prod:1",
+        group="dependency:sap-prod",
+        incident_id="SAP-AR:1",
         at=T0,
     ),
     "RecoveryRequest": RecoveryRequest(
@@ -269,13 +277,14 @@ def test_state_table_format_round_trips() -> None:
 
 
 def test_a_state_written_before_the_outage_fields_loads_with_their_defaults() -> None:
-    """The table of the previous version: records without `outage_group`, detector memory
-    without `dependency` (both appended last)."""
+    """The tables of previous versions: records without `outage_group`, `outage_id`,
+    `notify_at` and `restarts_held`, detector memory without `dependency` (all appended
+    last)."""
     d = Driver()
     d.ping(False)
     envelope = json.loads(dump_state(d.state, 7))
-    assert envelope[1][-1] is not None  # the group of the open episode
-    envelope[1].pop()
+    assert envelope[1][-4] is not None  # the group of the open episode
+    del envelope[1][-4:]
     envelope[2].pop()
     state, applied = load_state(json.dumps(envelope).encode())
     assert applied == 7

@@ -39,6 +39,10 @@ def without_outages(replayed: dict[str, Any]) -> dict[str, Any]:
     for states in [replayed["records"], *(point["connectors"] for point in replayed["as_of"])]:
         for state in states.values():
             assert state.pop("outage_group", None) is None
+            # the feedback path's fields (docs/outages.md): none in an old log
+            assert state.pop("outage_id", None) is None
+            assert state.pop("notify_at", None) is None
+            assert state.pop("restarts_held", False) is False
     return replayed
 
 

@@ -18,6 +18,7 @@ from streams.models import (
     HealthPing,
     HealthStatus,
     NotificationResult,
+    OutageNotice,
     OutageSignal,
     RecoveryMode,
     RecoveryResult,
@@ -34,6 +35,7 @@ INPUT_MODELS: dict[str, type[WorkerInput]] = {
     "RecoveryResult": RecoveryResult,
     "NotificationResult": NotificationResult,
     "OutageSignal": OutageSignal,
+    "OutageNotice": OutageNotice,
 }
 
 

@@ -28,13 +28,14 @@ from agents.worker.executors import execute
 from agents.worker.notifier import deliver
 from agents.worker.processor import Outputs
 from agents.worker.router import BATCH_ITEMS, dead_letter_headers
-from streams.models import NotificationRequest, OutageSignal, RecoveryRequest, Tick
+from streams.models import NotificationRequest, OutageNotice, OutageSignal, RecoveryRequest, Tick
 from streams.policy import Policy
 
 log = logging.getLogger("connector_recovery.worker")
 
 # The `sources` entry of an input the worker writes itself, in an InputBatch.
 SIGNAL_SOURCE = "outage-signal"
+NOTICE_SOURCE = "outage-notice"
 TICK_SOURCE = "clock"
 
 
@@ -70,6 +71,7 @@ class Effects:
         self.input_codecs = {  # graces: graces.py
             "Tick": registry.codec("Tick"),
             "OutageSignal": registry.codec("OutageSignal"),
+            "OutageNotice": registry.codec("OutageNotice"),
         }
         self.request_codec = registry.codec("RecoveryRequest")
         self.notification_codec = registry.codec("NotificationRequest")
@@ -84,9 +86,10 @@ class Effects:
         """Commands first, then events, each awaited until the broker holds it: an event in
         the log implies its commands are too. The events' offsets move the checkpoints.
         Outage signals go with the commands: to the inputs topic, on the outage key's
-        partition (docs/outages.md), packed in InputBatch records per partition. Sent by a
-        plain producer: Faust's send path costs several times aiokafka's per record, and a
-        storm makes several records per failing connector."""
+        partition (docs/outages.md), and so do an outage's notices to its members, on
+        theirs; packed in InputBatch records per partition. Sent by a plain producer:
+        Faust's send path costs several times aiokafka's per record, and a storm makes
+        several records per failing connector."""
         source = self.settings.event_source
         topics = self.settings.topics
         producer = await self.raw_producer()
@@ -94,6 +97,8 @@ class Effects:
         sent = []
         if outputs.signals:
             sent.extend(await self._send_inputs(outputs.signals, "OutageSignal", SIGNAL_SOURCE))
+        if outputs.notices:
+            sent.extend(await self._send_inputs(outputs.notices, "OutageNotice", NOTICE_SOURCE))
         for key, command in outputs.commands:
             if isinstance(command, RecoveryRequest):
                 topic, codec = topics.recovery_requests, self.request_codec
@@ -151,7 +156,7 @@ class Effects:
         await asyncio.gather(*await self._send_inputs(ticks, "Tick", TICK_SOURCE))
 
     async def _send_inputs(
-        self, inputs: Sequence[Tick | OutageSignal], kind: str, source: str
+        self, inputs: Sequence[Tick | OutageSignal | OutageNotice], kind: str, source: str
     ) -> list[asyncio.Future[Any]]:
         """Inputs the worker writes itself, onto the inputs topic, packed per partition of
         their key into InputBatch records as the router packs pings: the decider pays

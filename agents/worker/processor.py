@@ -24,25 +24,31 @@ from agents.wire.partitioning import partition_of
 from agents.wire.records import Unpacked
 from agents.worker.clock import DeadlineIndex
 from agents.worker.repair import reconcile
-from agents.worker.statecodec import dump_outage, dump_state, load_outage, load_state
+from agents.worker.statecodec import (
+    StateFormatError,
+    dump_outage,
+    dump_state,
+    load_outage,
+    load_state,
+)
 from streams.decider import Decision, decide, decide_ping, next_deadline
 from streams.grouping import is_outage_key
 from streams.models import (
-    AdminCommand,
     AuditEvent,
     Command,
     DeciderInput,
     HealthPing,
+    OutageNotice,
     OutageSignal,
     WorkerInput,
 )
 from streams.outages import (
     OutageDecision,
     OutageState,
-    decide_outage,
+    decide_outage_input,
     fold_outage,
     member_signals,
-    refuse_admin_command,
+    outage_deadline,
 )
 from streams.policy import Policy
 from streams.state import ConnectorState
@@ -123,6 +129,7 @@ class Outputs:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # inputs of outages (docs/outages.md), sent like commands: before the events
     signals: list[OutageSignal] = field(default_factory=list)
+    notices: list[OutageNotice] = field(default_factory=list)  # outages to their members
     outages: dict[bytes, PendingOutage] = field(default_factory=dict)
 
     def audit_partitions(self) -> set[int]:
@@ -248,9 +255,9 @@ class InputProcessor:
         self.deadlines.schedule(connector_id, None if due is None else due[0])
 
     def _apply_outage(self, one: Input, message: WorkerInput, outputs: Outputs) -> None:
-        """An input of an outage's key (streams/outages.py): a member signal is judged, an
-        admin command refused (outages take none yet), anything else is not the outage's;
-        the outage's state is written on every change."""
+        """An input of an outage's key (streams/outages.py): a member signal or the outcome
+        of one of its pages is judged, an admin command refused (outages take none yet),
+        anything else is not the outage's; the outage's state is written on every change."""
         item, partition = one
         outage_id = message.connector_id
         key = outage_id.encode()
@@ -266,21 +273,22 @@ class InputProcessor:
         if item.position <= applied:
             self.counters["skipped_redeliveries"] += 1
             return
-        self.counters["inputs"] += 1
-        if isinstance(message, OutageSignal):
-            decision = decide_outage(state, message, self.policy, item.source)
-        elif isinstance(message, AdminCommand):
-            decision = refuse_admin_command(state, message, item.source)
-        else:  # a tick or a grace for an outage: it has no deadlines, nothing to watch
+        decision = decide_outage_input(state, message, self.policy, item.source)
+        if decision is None:
             log.warning(
                 "%s: ignored a %s (not an outage's input)", outage_id, type(message).__name__
             )
             return
+        self.counters["inputs"] += 1
         logged = self.logged_ahead.get(outage_id) if self.logged_ahead else None
         if logged:
             decision = self._repaired_outage(state, decision, logged)
         if pending is not None or decision.state != state:
             outputs.outages[key] = PendingOutage(decision.state, item.position, partition)
+        outputs.notices.extend(decision.notices)
+        outputs.commands.extend((key, command) for command in decision.commands)
+        # the outage's own deadline: its next paced release (the clock ticks it)
+        self.deadlines.schedule(outage_id, outage_deadline(decision.state, self.policy))
         outputs.events.extend((key, event, partition) for event in decision.events)
 
     def _repaired_outage(
@@ -302,7 +310,8 @@ class InputProcessor:
         if all(logged_hashes[e.sequence] == e.hash for e in written):
             self.counters["repaired_dropped"] += len(written)
             kept = tuple(e for e in decision.events if e.sequence not in logged_hashes)
-            return OutageDecision(kept, decision.state)
+            # the notices are sent again: a member ignores one it has applied
+            return decision._replace(events=kept)
         log.warning(
             "%s: the audit log diverges from the re-derived decision; the log wins", outage_id
         )
@@ -374,6 +383,17 @@ class InputProcessor:
             self.store.put(key, value, partition)
         for key, pending in outputs.states.items():
             self._parsed.setdefault(pending.partition, {})[key] = (pending.state, pending.applied)
+
+    def schedule_outages(self, stored: dict[str, bytes]) -> None:
+        """After an assignment: the deadlines of the owned outages (their paced releases),
+        from their stored states, into the index the heartbeat graces rebuild."""
+        for outage_id, value in stored.items():
+            try:
+                state = load_outage(value)[0]
+            except StateFormatError as error:
+                log.warning("%s: no release deadline scheduled: %s", outage_id, error)
+                continue
+            self.deadlines.schedule(outage_id, outage_deadline(state, self.policy))
 
     def liveness_of(self, connector_id: str) -> tuple[int | None, int | None]:
         """(last ping time, heartbeat deadline) as this worker knows them."""

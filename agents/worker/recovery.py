@@ -75,6 +75,7 @@ class RebalanceRecovery:
             partition = partition_of(expected.encode(), self.settings.partitions)
             connectors.setdefault(partition, set()).add(expected)
         self.processor.keep_owned(owned)
+        self.processor.schedule_outages(scan.outages)
         self.graces.give(connectors, now)  # in the background, after the worker is ready
         log.info(
             "partitions %s assigned: %d connectors; table scan %.1fs, log ahead and checkpoints"

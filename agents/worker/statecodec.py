@@ -106,18 +106,24 @@ def load_state(data: bytes) -> tuple[ConnectorState, int]:
 def dump_outage(state: OutageState, applied_offset: int) -> bytes:
     record: list[object] = list(state.record)
     record[_OUTAGE_MEMBERS] = sorted(state.record.members)
+    record[_OUTAGE_NOTIFIED] = sorted(state.record.notified)
     memory = state.memory
     stored_memory = [
         [list(pending) for pending in memory.pending],
         sorted(memory.failing),
         memory.recovered,
         memory.left,
+        memory.probe,
+        memory.release_from,
+        list(memory.releasing),
+        memory.released,
     ]
     return orjson.dumps([FORMAT, record, stored_memory, applied_offset])
 
 
 _OUTAGE_FIELDS = OutageRecord._fields
 _OUTAGE_MEMBERS = _OUTAGE_FIELDS.index("members")
+_OUTAGE_NOTIFIED = _OUTAGE_FIELDS.index("notified")
 
 
 def load_outage(data: bytes) -> tuple[OutageState, int]:
@@ -126,9 +132,16 @@ def load_outage(data: bytes) -> tuple[OutageState, int]:
         version, record, memory, applied = json.loads(data)
         if version != FORMAT:
             raise StateFormatError(f"state format {version} (this worker reads {FORMAT})")
-        values = dict(zip(_OUTAGE_FIELDS, record, strict=True))
+        if len(record) > len(_OUTAGE_FIELDS):
+            raise StateFormatError("more fields than this worker knows")
+        # fields added since (at the end, with defaults) take their defaults
+        values = dict(zip(_OUTAGE_FIELDS, record, strict=False))
         values["members"] = members_of(values["members"])
-        pending, failing, recovered, left = memory
+        values["tenants"] = tuple(values.get("tenants", ()))
+        values["notified"] = frozenset(values.get("notified", ()))
+        pending, failing, recovered, left, *breaker = memory
+        # the circuit breaker's fields came later: a state without them has none running
+        probe, release_from, releasing, released = breaker or (None, None, [], 0)
         state = OutageState(
             OutageRecord(**values),
             OutageMemory(
@@ -136,6 +149,10 @@ def load_outage(data: bytes) -> tuple[OutageState, int]:
                 members_of(failing),
                 int(recovered),
                 int(left),
+                probe,
+                release_from,
+                tuple(releasing),
+                int(released),
             ),
         )
         return state, int(applied)

@@ -30,6 +30,7 @@ class OwnedState:
     connectors: dict[int, set[str]] = field(default_factory=dict)  # per owned partition
     heads: dict[int, dict[str, tuple[int, str]]] = field(default_factory=dict)
     checkpoints: dict[int, int] = field(default_factory=dict)  # next audit offset
+    outages: dict[str, bytes] = field(default_factory=dict)  # stored states, a few per group
 
     def add(self, partition: int, key: bytes, value: bytes) -> None:
         checkpointed = partition_of_checkpoint_key(key)
@@ -37,7 +38,9 @@ class OwnedState:
             self.checkpoints[checkpointed] = int(value)
             return
         connector_id = key.decode()
-        if not is_outage_key(connector_id):  # an outage has no heartbeat to grace
+        if is_outage_key(connector_id):  # no heartbeat to grace; maybe releases to pace
+            self.outages[connector_id] = value
+        else:
             self.connectors.setdefault(partition, set()).add(connector_id)
         sequence, head_hash = load_head(value)
         if sequence:

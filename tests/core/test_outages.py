@@ -12,17 +12,40 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.testing.driver import T0, Driver
-from streams.evidence import FailureDetected, OutageJoined, OutageOpened, OutageResolved, read
+from streams.evidence import (
+    FailureDetected,
+    OutageJoined,
+    OutageLinked,
+    OutageOpened,
+    OutageResolved,
+    read,
+)
 from streams.evolve import fold
 from streams.grouping import group_of, outage_key
-from streams.models import AdminAction, AuditEvent, EventType, MemberChange, OutageSignal
+from streams.models import (
+    AdminAction,
+    AuditEvent,
+    EventType,
+    MemberChange,
+    NotificationKind,
+    NotificationRequest,
+    NotificationResult,
+    OutageNotice,
+    OutageRole,
+    OutageSignal,
+    RecoveryMode,
+    Tick,
+)
 from streams.outages import (
     OutageMemory,
     OutageRecord,
     OutageState,
+    decide_notification_result,
     decide_outage,
+    decide_outage_tick,
     fold_outage,
     member_signals,
+    outage_deadline,
 )
 from streams.policy import Policy, parse_policy
 from streams.state import Record
@@ -50,6 +73,8 @@ class Fleet:
     outages: dict[str, OutageState] = field(default_factory=dict)
     log: list[AuditEvent] = field(default_factory=list)  # every event, in the order written
     signals: list[OutageSignal] = field(default_factory=list)
+    notices: list[OutageNotice] = field(default_factory=list)
+    pages: list[NotificationRequest] = field(default_factory=list)  # the outages' own
 
     @classmethod
     def with_policy(cls, document: dict[str, Any]) -> Fleet:
@@ -91,12 +116,31 @@ class Fleet:
         return produced
 
     def apply_signal(self, signal: OutageSignal) -> list[AuditEvent]:
+        """The outage's events; its notices are applied at once by the members this fleet
+        drives (a replayed fleet drives none: their events are in the log it replays)."""
         key = signal.connector_id
         state = self.outages.get(key) or OutageState.new(key)
         decision = decide_outage(state, signal, self.policy, f"in/{len(self.signals)}")
         self.outages[key] = decision.state
         self.log.extend(decision.events)
+        self.notices.extend(decision.notices)
+        self.pages.extend(decision.commands)
+        for notice in decision.notices:
+            member = self.connectors.get(notice.connector_id)
+            if member is not None:
+                self.log.extend(member.feed(notice))
         return list(decision.events)
+
+    def tick_outage(self, key: str, now: int) -> list[OutageNotice]:
+        """Time passes for an outage (its paced releases); its notices applied at once."""
+        decision = decide_outage_tick(
+            self.outages[key], Tick(connector_id=key, now=now), self.policy
+        )
+        self.outages[key] = decision.state
+        self.notices.extend(decision.notices)
+        for notice in decision.notices:
+            self.log.extend(self.connectors[notice.connector_id].feed(notice))
+        return list(decision.notices)
 
     def outage_events(self) -> list[AuditEvent]:
         return [e for e in self.log if e.type in OUTAGE_TYPES]
@@ -214,6 +258,47 @@ def test_without_a_dependency_one_tenant_and_failure_kind_group() -> None:
     assert opened.tenant_id == "acme"
 
 
+def test_the_outage_links_each_member_on_its_own_chain() -> None:
+    """Opening answers each of the first members with a notice, each join the joiner; each
+    member records the link as an event of its own chain and in its record."""
+    fleet = Fleet()
+    _erp_down(fleet, 4)
+    assert fleet.notices == []
+    _erp_down(fleet, 6)
+    outage_id = "outage:dependency:sap-prod:1"
+    assert [(n.connector_id, n.incident_id, n.outage_id) for n in fleet.notices] == [
+        (f"SAP-{i:03d}", f"SAP-{i:03d}:1", outage_id) for i in range(6)
+    ]
+    for index in range(6):
+        member = fleet.connectors[f"SAP-{index:03d}"]
+        (linked,) = member.of_type(EventType.OUTAGE_LINKED)
+        assert linked.incident_id == f"SAP-{index:03d}:1"
+        view = read(OutageLinked, linked.attributes)
+        assert (view.outage_id, view.group) == (outage_id, "dependency:sap-prod")
+        assert member.state.record.outage_id == outage_id
+    # a new episode of a member, while the outage is open, joins it and is linked anew
+    fleet.ping("SAP-000", True, T0 + 10_000, dependency="sap-prod")
+    fleet.ping("SAP-000", False, T0 + 200_000, dependency="sap-prod")
+    member = fleet.connectors["SAP-000"]
+    assert [e.incident_id for e in member.of_type(EventType.OUTAGE_LINKED)] == [
+        "SAP-000:1",
+        "SAP-000:4",
+    ]
+
+
+def test_a_notice_for_an_episode_that_ended_changes_nothing() -> None:
+    fleet = Fleet()
+    _erp_down(fleet, 5)
+    member = fleet.connectors["SAP-000"]
+    fleet.ping("SAP-000", True, T0 + 10_000, dependency="sap-prod")
+    assert member.feed(fleet.notices[0]) == []  # a late notice: the episode recovered
+    fleet.ping("SAP-000", False, T0 + 20_000, dependency="sap-prod")
+    assert member.feed(fleet.notices[0]) == []  # ... and another episode began
+    assert member.feed(fleet.notices[-1]) == []  # that one's notice again: applied already
+    linked = member.of_type(EventType.OUTAGE_LINKED)
+    assert [e.incident_id for e in linked] == ["SAP-000:1", "SAP-000:4"]
+
+
 def test_a_re_sent_signal_changes_nothing() -> None:
     fleet = Fleet()
     _erp_down(fleet, 6)
@@ -302,6 +387,11 @@ def test_grouping_is_a_pure_function_of_the_events(script: list[Any], settle: bo
     for key, state in live.outages.items():
         own = [e for e in live.log if e.connector_id == key]
         assert fold_outage(OutageRecord(key), own) == state.record
+    # a member's record, links included, is the fold of its own events
+    for connector_id, member in live.connectors.items():
+        own = [e for e in live.log if e.connector_id == connector_id]
+        assert own == member.events
+        assert fold(Record(connector_id), own) == member.state.record
     # no clock is played here, so deadlines pass unanswered; the chains must be intact
     assert [f for f in verify_events(live.log) if f.kind in CHAIN_FINDINGS] == []
 
@@ -353,3 +443,274 @@ def test_an_outage_of_ten_thousand_members_costs_each_join_little() -> None:
     late = min(joins(start, 300) for start in (9_100, 9_400, 9_700))
     assert len(state.record.members) == 10_000
     assert late < 4 * early, (early, late)  # a set copy per join: ~15x here
+
+
+# -- paged once (docs/outages.md) -------------------------------------------------------------
+
+ERP_POLICY = {"dependencies": {"sap-prod": {"connectors": ["SAP-*"]}}}
+
+
+def connector_pages(fleet: Fleet) -> list[NotificationRequest]:
+    return [page for member in fleet.connectors.values() for page in member.notifications()]
+
+
+def test_an_outage_pages_the_admin_once_and_each_tenant_once_and_its_members_page_nobody() -> None:
+    fleet = Fleet.with_policy(ERP_POLICY)
+    for index in range(8):
+        tenant = "acme" if index % 2 else "globex"
+        fleet.ping(f"SAP-{index}", False, T0 + index * 100, tenant_id=tenant)
+    assert connector_pages(fleet) == []  # every failure's page held for the group wait
+    assert [(p.target, p.level, p.notification_kind) for p in fleet.pages] == [
+        ("platform_admin", 0, NotificationKind.OUTAGE_OPENED),
+        ("tenant:globex", -1, NotificationKind.OUTAGE_OPENED),
+        ("tenant:acme", -1, NotificationKind.OUTAGE_OPENED),
+    ]
+    admin, _globex, acme = fleet.pages
+    assert admin.summary == (
+        "Outage of dependency:sap-prod: 5 connectors failing (SAP-0, SAP-1, SAP-2, SAP-3, SAP-4)"
+    )
+    assert acme.tenant_id == "acme"
+    assert "(SAP-1, SAP-3)" in acme.summary
+    assert {p.incident_id for p in fleet.pages} == {"outage:dependency:sap-prod:1"}
+    for index in range(8):
+        member = fleet.connectors[f"SAP-{index}"]
+        (suppressed,) = member.of_type(EventType.NOTIFICATION_SUPPRESSED)
+        assert suppressed.attributes["reason"] == "outage"
+        assert suppressed.attributes["outage_id"] == "outage:dependency:sap-prod:1"
+        assert suppressed.attributes["notification_kind"] == "failure_detected"
+        assert member.state.record.notify_at is None  # nothing left to release
+        member.advance(120)
+        member.tick()
+    assert connector_pages(fleet) == []
+    assert not [e for e in fleet.log if e.type is EventType.NOTIFICATION_RELEASED]
+
+
+def test_a_failure_no_outage_links_is_paged_after_the_group_wait() -> None:
+    fleet = Fleet.with_policy({**ERP_POLICY, "outages": {"group_wait_s": 15}})
+    fleet.ping("SAP-1", False, T0)
+    member = fleet.connectors["SAP-1"]
+    (detected,) = member.of_type(EventType.FAILURE_DETECTED)
+    assert read(FailureDetected, detected.attributes).notify_at == T0 + 15_000
+    member.now = T0 + 14_999
+    member.tick()
+    assert member.notifications() == []
+    member.now = T0 + 15_000
+    released = member.tick()[0]
+    assert released.type is EventType.NOTIFICATION_RELEASED
+    assert [(p.target, p.notification_kind, p.cause_event_id) for p in member.notifications()] == [
+        ("platform_admin", "failure_detected", released.event_id),
+        ("tenant:acme", "failure_detected", released.event_id),
+    ]
+    assert member.notifications()[0].dedup_key == "SAP-1:1:failure_detected:platform_admin"
+    member.advance(60)
+    later = member.tick()  # attempts and their timeouts go on; the page is released once
+    assert EventType.NOTIFICATION_RELEASED not in {e.type for e in later}
+    assert fold(Record("SAP-1"), member.events) == member.state.record
+
+
+def test_a_failure_that_recovers_within_the_group_wait_is_never_paged() -> None:
+    fleet = Fleet.with_policy(ERP_POLICY)
+    fleet.ping("SAP-1", False, T0)
+    fleet.ping("SAP-1", True, T0 + 3_000)
+    member = fleet.connectors["SAP-1"]
+    member.now = T0 + 60_000
+    member.tick()
+    assert member.notifications() == []  # nor its recovery: nobody heard of the failure
+
+
+def test_a_linked_members_incident_pages_nobody_but_says_why() -> None:
+    fleet = Fleet.with_policy({**ERP_POLICY, "defaults": {"max_retries": 0}})
+    for index in range(5):
+        fleet.ping(f"SAP-{index}", False, T0 + index)
+    member = fleet.connectors["SAP-0"]
+    assert EventType.INCIDENT_OPENED in {e.type for e in member.events}
+    # max_retries 0 opens the incident at detection, before any link: paged as before
+    assert {p.notification_kind for p in member.notifications()} == {"incident_opened"}
+    member.advance(600)
+    member.tick()  # the incident's escalation timer, while linked
+    suppressed = [
+        e.attributes["notification_kind"]
+        for e in member.of_type(EventType.NOTIFICATION_SUPPRESSED)
+        if e.attributes["reason"] == "outage"
+    ]
+    assert "failure_detected" in suppressed
+    assert {p.notification_kind for p in member.notifications()} == {"incident_opened"}
+
+
+def test_the_resolved_outage_sends_one_closing_notification_per_audience() -> None:
+    fleet = Fleet.with_policy(ERP_POLICY)
+    for index in range(5):
+        fleet.ping(f"SAP-{index}", False, T0 + index)
+    fleet.ping("SAP-9", False, T0 + 100, tenant_id="globex")  # a tenant joining later
+    assert [p.target for p in fleet.pages] == ["platform_admin", "tenant:acme", "tenant:globex"]
+    for index in [*range(5), 9]:
+        fleet.ping(f"SAP-{index}", True, T0 + 30_000)
+    closing = fleet.pages[3:]
+    assert [(p.target, p.notification_kind) for p in closing] == [
+        ("platform_admin", "outage_resolved"),
+        ("tenant:acme", "outage_resolved"),
+        ("tenant:globex", "outage_resolved"),
+    ]
+    assert "6 failure episodes, 6 recovered" in closing[0].summary
+    # the members' own recovery pages are suppressed too: the outage closes for them
+    assert connector_pages(fleet) == []
+
+
+def test_a_failed_outage_page_escalates_and_a_re_delivered_outcome_changes_nothing() -> None:
+    fleet = Fleet.with_policy(ERP_POLICY)
+    for index in range(5):
+        fleet.ping(f"SAP-{index}", False, T0 + index)
+    key = "outage:dependency:sap-prod"
+    tenant_page = fleet.pages[1]
+
+    def outcome(page: NotificationRequest, delivered: bool) -> NotificationResult:
+        return NotificationResult(
+            dedup_key=page.dedup_key,
+            connector_id=key,
+            incident_id=page.incident_id,
+            target=page.target,
+            level=page.level,
+            delivered=delivered,
+            detail=None if delivered else "HTTP 503",
+            finished_at=T0 + 2_000,
+        )
+
+    decision = decide_notification_result(
+        fleet.outages[key], outcome(tenant_page, False), fleet.policy
+    )
+    (failed,) = decision.events
+    assert (failed.type, failed.connector_id) == (EventType.NOTIFICATION_FAILED, key)
+    (escalation,) = decision.commands
+    assert (escalation.target, escalation.level) == ("platform_admin", 0)
+    assert escalation.notification_kind is NotificationKind.INCIDENT_ESCALATED
+    assert escalation.cause_event_id == failed.event_id
+    state = decision.state
+    again = decide_notification_result(state, outcome(tenant_page, False), fleet.policy)
+    assert (again.events, again.commands) == ((), ())
+    sent = decide_notification_result(state, outcome(fleet.pages[0], True), fleet.policy)
+    assert [e.type for e in sent.events] == [EventType.NOTIFICATION_SENT]
+    assert sent.commands == ()
+    own = [e for e in fleet.log if e.connector_id == key] + [failed, *sent.events]
+    assert fold_outage(OutageRecord(key), own) == sent.state.record
+    assert [f for f in verify_events(own) if f.kind in CHAIN_FINDINGS] == []
+
+
+def test_without_dependencies_or_outages_in_the_policy_connectors_page_as_before() -> None:
+    fleet = Fleet()  # outages form (tenant and failure kind) and link, but do not page
+    for index in range(5):
+        fleet.ping(f"A-{index}", False, T0 + index, failure="http_503")
+    assert fleet.pages == []
+    assert len(connector_pages(fleet)) == 10  # Platform Admin and tenant, per connector
+    assert all(m.state.record.outage_id is not None for m in fleet.connectors.values())
+    assert not [e for e in fleet.log if e.type is EventType.NOTIFICATION_SUPPRESSED]
+
+
+# -- the circuit breaker (docs/outages.md) ----------------------------------------------------
+
+BREAKER_POLICY = {
+    **ERP_POLICY,
+    "defaults": {"max_retries": 3, "backoff": {"base_s": 1, "cap_s": 2}, "attempt_timeout_s": 5},
+}
+KEY = "outage:dependency:sap-prod"
+
+
+def started(member: Driver) -> list[AuditEvent]:
+    return member.of_type(EventType.RECOVERY_STARTED)
+
+
+def test_while_the_outage_is_open_only_its_probe_restarts() -> None:
+    fleet = Fleet.with_policy(BREAKER_POLICY)
+    for index in range(5):
+        fleet.ping(f"SAP-{index}", False, T0 + index)
+    roles = [(n.connector_id, n.role) for n in fleet.notices]
+    assert roles == [("SAP-0", OutageRole.LINKED)] + [
+        (f"SAP-{i}", OutageRole.HELD) for i in range(1, 5)
+    ]
+    for index in range(5):
+        member = fleet.connectors[f"SAP-{index}"]
+        member.now = T0 + 60_000
+        member.run_for(60)
+        record = member.state.record
+        if index == 0:  # the probe: its usual backoff, retries and incident
+            assert len(started(member)) == 3
+            assert record.incident_open
+        else:
+            assert started(member) == []
+            assert (record.restarts_held, record.next_attempt_at) == (True, None)
+            assert not record.incident_open  # no retries were used up
+        assert fold(Record(member.connector_id), member.events) == record
+
+
+def test_a_recovery_releases_the_held_members_at_most_release_per_s() -> None:
+    fleet = Fleet.with_policy({**BREAKER_POLICY, "outages": {"release_per_s": 20}})
+    for index in range(6):
+        fleet.ping(f"SAP-{index}", False, T0 + index)
+    recovered_at = T0 + 30_000
+    fleet.ping("SAP-0", True, recovered_at)  # the probe: the dependency answers
+    first = [n for n in fleet.notices if n.role is OutageRole.RELEASED]
+    assert [(n.connector_id, n.at) for n in first] == [("SAP-1", recovered_at)]
+    assert outage_deadline(fleet.outages[KEY], fleet.policy) == recovered_at + 50
+    assert [(n.connector_id, n.at) for n in fleet.tick_outage(KEY, recovered_at + 120)] == [
+        ("SAP-2", recovered_at + 50),
+        ("SAP-3", recovered_at + 100),
+    ]
+    assert fleet.tick_outage(KEY, recovered_at + 149) == []
+    assert [n.connector_id for n in fleet.tick_outage(KEY, recovered_at + 10_000)] == [
+        "SAP-4",
+        "SAP-5",
+    ]
+    assert outage_deadline(fleet.outages[KEY], fleet.policy) is None
+    for index in range(1, 6):
+        member = fleet.connectors[f"SAP-{index}"]
+        (released,) = member.of_type(EventType.OUTAGE_RELEASED)
+        member.now = released.occurred_at
+        member.tick()
+        (attempt,) = started(member)
+        assert attempt.occurred_at == released.occurred_at == recovered_at + 50 * (index - 1)
+        assert attempt.mode is RecoveryMode.AUTO
+        assert fold(Record(member.connector_id), member.events) == member.state.record
+
+
+def test_a_held_members_attempt_in_flight_fails_without_using_up_its_retries() -> None:
+    fleet = Fleet.with_policy({**BREAKER_POLICY, "defaults": {"max_retries": 1}})
+    fleet.ping("SAP-0", False, T0)  # the first to fail: the probe
+    fleet.ping("SAP-1", False, T0 + 1)
+    member = fleet.connectors["SAP-1"]
+    member.now = T0 + 2_000
+    member.tick()  # its first attempt, before any outage
+    assert len(started(member)) == 1
+    for index in (2, 3, 4):
+        fleet.ping(f"SAP-{index}", False, T0 + 2_100 + index)
+    assert member.state.record.restarts_held
+    member.now = T0 + 60_000
+    member.tick()
+    (failed,) = member.of_type(EventType.RECOVERY_FAILED)
+    assert failed.attributes.get("next_attempt_at") is None
+    assert member.of_type(EventType.RETRIES_EXHAUSTED) == []
+    assert not member.state.record.incident_open
+
+
+def test_a_probe_that_leaves_hands_the_probe_to_the_next_member() -> None:
+    fleet = Fleet.with_policy(BREAKER_POLICY)
+    for index in range(5):
+        fleet.ping(f"SAP-{index}", False, T0 + index)
+    fleet.admin("SAP-0", AdminAction.RETIRE, "SAP-0:1")
+    (handed,) = [n for n in fleet.notices if n.role is OutageRole.RELEASED]
+    assert handed.connector_id == "SAP-1"
+    member = fleet.connectors["SAP-1"]
+    assert not member.state.record.restarts_held
+    member.now = handed.at
+    member.tick()
+    assert len(started(member)) == 1
+
+
+def test_without_dependencies_or_outages_in_the_policy_no_restart_is_held() -> None:
+    fleet = Fleet.with_policy({"defaults": {"max_retries": 2}})
+    for index in range(5):
+        fleet.ping(f"A-{index}", False, T0 + index, failure="http_503")
+    assert {n.role for n in fleet.notices} == {OutageRole.LINKED}
+    for member in fleet.connectors.values():
+        assert not member.state.record.restarts_held
+        member.now = T0 + 60_000
+        member.run_for(60)
+        assert len(started(member)) == 2

@@ -17,6 +17,7 @@ from streams.models import (
     HealthPing,
     HealthStatus,
     NotificationResult,
+    OutageNotice,
     RecoveryMode,
     RecoveryResult,
     Tick,
@@ -618,6 +619,13 @@ def test_every_input_type_has_a_handler() -> None:
             level=0,
             delivered=True,
             finished_at=d.now,
+        ),
+        OutageNotice: OutageNotice(
+            connector_id="SAP-AR",
+            outage_id="outage:dependency:sap-prod:1",
+            group="dependency:sap-prod",
+            incident_id="SAP-AR:1",
+            at=d.now,
         ),
     }
     assert set(HANDLERS) == set(samples) == set(get_args(DeciderInput))

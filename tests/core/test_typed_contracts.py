@@ -32,6 +32,8 @@ def test_the_wire_values_are_the_strings_of_the_logs_already_written() -> None:
         "incident_escalated",
         "flapping_started",
         "flapping_stopped",
+        "outage_opened",
+        "outage_resolved",
     ]
     assert {reason.value for reason in OpenReason} == {
         "non_retryable",
@@ -51,6 +53,7 @@ def test_the_wire_values_are_the_strings_of_the_logs_already_written() -> None:
         "attempt",
         "attempt_timeout",
         "escalation",
+        "notify",
     }
 
 

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import AIOKafkaProducer
 
@@ -31,8 +31,9 @@ from agents.testing.kafka import (
 from agents.wire.codec import registry
 from agents.wire.records import unpack
 from streams.decider import decide
-from streams.models import AuditEvent, OutageSignal
-from streams.outages import OutageState, decide_outage
+from streams.grouping import is_outage_key
+from streams.models import AuditEvent, DeciderInput
+from streams.outages import OutageState, decide_outage_input
 from streams.state import ConnectorState
 
 __all__ = [
@@ -280,14 +281,16 @@ def reference_fold(ns: Namespace, policy: Any) -> dict[str, list[AuditEvent]]:
             message = item.message
             assert message is not None, item.problem
             key = message.connector_id
-            if isinstance(message, OutageSignal):
+            if is_outage_key(key):
                 outage = outages.get(key) or OutageState.new(key)
-                judged = decide_outage(outage, message, policy, item.source)
-                outages[key] = judged.state
-                expected.setdefault(key, []).extend(judged.events)
+                judged = decide_outage_input(outage, message, policy, item.source)
+                if judged is not None:
+                    outages[key] = judged.state
+                    expected.setdefault(key, []).extend(judged.events)
                 continue
             state = states.get(key) or ConnectorState.new(key)
-            decision = decide(state, message, policy, item.source)
+            # an outage key's inputs went above: the rest are a connector's
+            decision = decide(state, cast(DeciderInput, message), policy, item.source)
             states[key] = decision.state
             expected.setdefault(key, []).extend(decision.events)
     return expected

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from agents.testing.driver import T0
 from agents.wire.records import Unpacked
 from agents.worker.processor import DictStore, Input, InputProcessor, Outputs
-from agents.worker.statecodec import dump_outage, load_head, load_outage
+from agents.worker.statecodec import dump_outage, load_head, load_outage, load_state
 from agents.worker.tablescan import OwnedState
 from streams.models import (
     AdminAction,
@@ -23,6 +23,7 @@ from streams.models import (
     HealthPing,
     HealthStatus,
     MemberChange,
+    OutageNotice,
     OutageSignal,
     Tick,
     Watch,
@@ -43,7 +44,7 @@ class Worker:
     )
     position: int = 0
     log: list[AuditEvent] = field(default_factory=list)
-    sent_signals: list[OutageSignal] = field(default_factory=list)
+    sent_signals: list[OutageSignal | OutageNotice] = field(default_factory=list)
 
     def feed(self, *messages: WorkerInput) -> Outputs:
         items = []
@@ -56,13 +57,14 @@ class Worker:
         self.processor.write(outputs)
         self.log.extend(event for _key, event, _partition in outputs.events)
         self.sent_signals.extend(outputs.signals)
+        self.sent_signals.extend(outputs.notices)
         return outputs
 
     def fail(self, count: int, at: int = T0) -> Outputs:
         return self.feed(*(_ping(f"SAP-{index}", False, at + index) for index in range(count)))
 
     def pump(self) -> None:
-        """Apply every signal sent so far, as the outage key's owner reads them back."""
+        """Apply every signal and notice sent so far, as their keys' owners read them back."""
         while self.sent_signals:
             signals, self.sent_signals = self.sent_signals, []
             self.feed(*signals)
@@ -96,10 +98,27 @@ def test_a_batch_of_failures_sends_one_signal_per_episode_to_the_outage_key() ->
     assert worker.outage_types() == ["outage.opened", "outage.joined", "outage.resolved"]
 
 
+def test_the_outage_notifies_its_members_and_each_records_the_link() -> None:
+    worker = Worker()
+    worker.fail(5)
+    outputs = worker.feed(*worker.sent_signals)
+    assert [(n.connector_id, n.incident_id) for n in outputs.notices] == [
+        (f"SAP-{index}", f"SAP-{index}:1") for index in range(5)
+    ]
+    worker.pump()
+    linked = [e for e in worker.log if e.type is EventType.OUTAGE_LINKED]
+    assert [e.connector_id for e in linked] == [f"SAP-{index}" for index in range(5)]
+    assert {e.attributes["outage_id"] for e in linked} == {f"{KEY}:1"}
+    stored = worker.processor.store.get(b"SAP-0", 0)
+    assert stored is not None
+    assert load_state(stored)[0].record.outage_id == f"{KEY}:1"
+
+
 def test_the_outage_state_is_in_the_table_and_the_scan_reads_its_head() -> None:
     worker = Worker()
     worker.fail(5)
-    worker.pump()
+    signals, worker.sent_signals = worker.sent_signals, []
+    worker.feed(*signals)  # the outage's inputs only: its notices stay unsent
     stored = worker.processor.store.get(KEY.encode(), 0)
     assert stored is not None
     state, applied = load_outage(stored)
@@ -147,8 +166,9 @@ def test_crash_repair_drops_outage_events_already_in_the_log() -> None:
         position=position_before,  # the same inputs again, at the same positions
     )
     restarted.processor.logged_ahead = {KEY: logged}
-    restarted.feed(*signals)
+    repaired = restarted.feed(*signals)
     assert [e for e in restarted.log if e.connector_id == KEY] == []
+    assert len(repaired.notices) == 5  # sent again: the crash may have lost them
     assert restarted.processor.counters["repaired_dropped"] == 1
     assert KEY not in restarted.processor.logged_ahead
     stored = restarted.processor.store.get(KEY.encode(), 0)
@@ -205,3 +225,42 @@ def test_a_tick_or_grace_for_an_outage_changes_nothing() -> None:
 def test_an_outage_state_round_trips_through_the_table(script: list[Any], applied: int) -> None:
     for state in play_fleet(script, settle=False).outages.values():
         assert load_outage(dump_outage(state, applied)) == (state, applied)
+
+
+def test_the_clock_paces_an_outages_releases_and_a_new_owner_resumes_them() -> None:
+    """The dependency answers (a member recovers): the held members are released at most
+    `release_per_s`, each on a tick of the outage's own deadline; a worker that takes the
+    partition over schedules the rest from the stored state."""
+    policy = parse_policy(
+        {
+            "dependencies": {"sap-prod": {"connectors": ["SAP-*"]}},
+            "outages": {"release_per_s": 10},
+        }
+    )
+    worker = Worker(InputProcessor(policy, DictStore(), partitions=1))
+    worker.fail(6)
+    worker.pump()
+    held = [f"SAP-{i}" for i in range(1, 6)]
+    for connector in held:
+        stored = worker.processor.store.get(connector.encode(), 0)
+        assert stored is not None
+        assert load_state(stored)[0].record.restarts_held
+    back = T0 + 30_000
+    worker.feed(_ping("SAP-0", True, back))  # the probe
+    worker.pump()
+    # (SAP-1, released at once, is due for its attempt: the index holds connectors too)
+    assert KEY not in worker.processor.deadlines.pop_due(back + 99)
+    assert KEY in worker.processor.deadlines.pop_due(back + 100)
+    worker.feed(Tick(connector_id=KEY, now=back + 250))
+    worker.pump()
+    released = [e for e in worker.log if e.type is EventType.OUTAGE_RELEASED]
+    assert [(e.connector_id, e.occurred_at) for e in released] == [
+        ("SAP-1", back),
+        ("SAP-2", back + 100),
+        ("SAP-3", back + 200),
+    ]
+    # another worker takes the partition over: the rest is scheduled from the table
+    successor = InputProcessor(policy, DictStore(dict(worker.processor.store.data)), 1)  # type: ignore[attr-defined]  # a DictStore
+    successor.schedule_outages({KEY: successor.store.get(KEY.encode(), 0) or b""})
+    assert successor.deadlines.pop_due(back + 299) == []
+    assert successor.deadlines.pop_due(back + 300) == [KEY]
