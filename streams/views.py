@@ -257,17 +257,28 @@ def record_to_wire(record: Record) -> list[Any]:
     return values
 
 
-def record_from_wire(values: Iterable[Any], strings: dict[str, str] | None = None) -> Record:
+def record_from_wire(
+    values: Iterable[Any],
+    strings: dict[str, str] | None = None,
+    names: tuple[str, ...] = Record._fields,
+) -> Record:
     """`strings`: one object per distinct text of the fields many connectors share (tenant,
-    failure, outage group, actor), so a restored fleet holds each once."""
-    fields = dict(zip(Record._fields, values, strict=True))
+    failure, outage group, actor), so a restored fleet holds each once. `names`: the fields
+    the values are of (a snapshot's, written by the version that wrote it): a field added
+    since takes its default, one removed since is dropped."""
+    fields = dict(zip(names, values, strict=True))
+    if names != Record._fields:
+        fields = {name: fields[name] for name in Record._fields if name in fields}
+        fields.setdefault("notified", [])
+        fields.setdefault("phase", Phase.OK.value)
+        fields.setdefault("attempt_mode", None)
     fields["phase"] = Phase(fields["phase"])
     fields["notified"] = frozenset(fields["notified"]) if fields["notified"] else _NONE_NOTIFIED
     if fields["attempt_mode"] is not None:
         fields["attempt_mode"] = RecoveryMode(fields["attempt_mode"])
     if strings is not None:
         for name in _SHARED_FIELDS:
-            text = fields[name]
+            text = fields.get(name)
             if text is not None:
                 fields[name] = strings.setdefault(text, text)
     return Record(**fields)
@@ -305,6 +316,9 @@ class FleetView:
         self._silenced: dict[str, int] = {}
         self._tenant_ids: dict[str, str] = {}  # one object per tenant's id (`_held`)
         self._sorted_ids: list[str] = []  # `connector_ids`
+        # the fields of a snapshot's records and episodes being restored (`restore`, `add`)
+        self._record_names: tuple[str, ...] = Record._fields
+        self._episode_names: tuple[str, ...] = OpenEpisode._fields
 
     # -- folding --------------------------------------------------------------------------
     def apply(self, event: AuditEvent) -> bool:
@@ -562,6 +576,10 @@ class FleetView:
         rest (records, open episodes, since) comes in chunks from `parts`."""
         return {
             "format": FORMAT,
+            # what the values of a record and of an episode are, by name: a later version
+            # with a field more or less still restores this snapshot
+            "record_fields": list(Record._fields),
+            "episode_fields": list(OpenEpisode._fields),
             "check_chains": self.check_chains,
             "events": self.events,
             "duplicates": self.duplicates,
@@ -587,19 +605,23 @@ class FleetView:
         if snapshot.get("format") != FORMAT:
             raise ValueError(f"a snapshot of format {snapshot.get('format')!r}, not {FORMAT}")
         view = FleetView(check_chains=bool(snapshot["check_chains"]))
+        records = view._record_names = tuple(snapshot.get("record_fields", Record._fields))
+        episodes = view._episode_names = tuple(snapshot.get("episode_fields", OpenEpisode._fields))
         view.events = int(snapshot["events"])
         view.duplicates = int(snapshot["duplicates"])
         view.rejected_only = {
-            r.connector_id: r for r in map(record_from_wire, snapshot["rejected_only"])
+            r.connector_id: r
+            for r in (record_from_wire(w, None, records) for w in snapshot["rejected_only"])
         }
         view.tenants = {key: TenantFigures.from_wire(f) for key, f in snapshot["tenants"].items()}
         view.closed = {
-            key: deque(OpenEpisode(*e) for e in recent)
+            key: deque(episode_from_wire(e, episodes) for e in recent)
             for key, recent in snapshot["closed"].items()
         }
         view.chain_problems = dict(snapshot["chain_problems"])
         view.outage_chains = {
-            r.connector_id: r for r in map(record_from_wire, snapshot["outage_chains"])
+            r.connector_id: r
+            for r in (record_from_wire(w, None, records) for w in snapshot["outage_chains"])
         }
         view.outages = {o.outage_id: o for o in (Outage(*w) for w in snapshot["outages"])}
         view.outages_opened = dict(snapshot["outages_opened"])
@@ -613,12 +635,12 @@ class FleetView:
             strings = {}
         if kind == "records":
             for values in wire:
-                record = self._held(record_from_wire(values, strings))
+                record = self._held(record_from_wire(values, strings, self._record_names))
                 self.records[record.connector_id] = record
                 self._count(record, +1)
         elif kind == "episodes":
             for values in wire:
-                episode = OpenEpisode(*values)
+                episode = episode_from_wire(values, self._episode_names)
                 owner = self.records.get(episode.connector_id)
                 if owner is not None:
                     incident_id = (
@@ -668,6 +690,14 @@ class Parts(NamedTuple):
             yield "episodes", [list(e) for e in self.episodes[start : start + size]]
         for start in range(0, len(self.since), size):
             yield "since", [list(item) for item in self.since[start : start + size]]
+
+
+def episode_from_wire(values: list[Any], names: tuple[str, ...]) -> OpenEpisode:
+    """An open episode from a snapshot's values of `names` (see `record_from_wire`)."""
+    if names == OpenEpisode._fields:
+        return OpenEpisode(*values)
+    fields = dict(zip(names, values, strict=True))
+    return OpenEpisode(**{name: fields[name] for name in OpenEpisode._fields if name in fields})
 
 
 def _outage_to_wire(outage: Outage) -> list[Any]:
