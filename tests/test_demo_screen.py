@@ -1,5 +1,6 @@
-"""What the demo's screens say (rendered without Kafka): open incidents in the live view,
-refused admin commands explained, and the closing screen's commands."""
+"""What the demo's screens say (rendered without Kafka): open incidents and outages in the
+live view, refused admin commands explained, the closing screen's outages and commands; and
+the simulated ERP database's outage, as the demo policy groups it."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ import pytest
 from rich.console import Console
 
 from agents.demo import run as demo
-from agents.demo.simulate import Simulation
+from agents.demo.simulate import FLEET, Simulation, outage_window
 from agents.settings import Settings
-from streams.models import AuditEvent, EventType
-from streams.projections import Episode
+from agents.testing.driver import T0
+from streams.models import AuditEvent, EventType, NotificationResult
+from streams.outages import decide_notification_result
+from streams.policy import policy_from_yaml
+from streams.projections import Episode, Projection
 from streams.timefmt import iso_from_ms
+from tests.core.test_outages import Fleet
 
 
 def rendered(renderable: object) -> str:
@@ -67,6 +72,125 @@ def test_the_live_view_says_when_nothing_fails() -> None:
     )
     assert "(none failing)" in quiet
     assert "(none open)" in quiet
+
+
+def test_the_live_view_lists_open_outages() -> None:
+    opened = time.time_ns() // 1_000_000 - 12_000
+    status = {
+        "connectors": [],
+        "open_incidents": [],
+        "open_outages": [
+            {
+                "outage_id": "outage:dependency:erp-db:1",
+                "group": "dependency:erp-db",
+                "tenant_id": None,
+                "opened_at": iso_from_ms(opened),
+                "connectors": 7,
+            }
+        ],
+    }
+    text = rendered(demo._view(status, "-", Simulation(Settings()), 30, []))
+    (row,) = [line for line in text.splitlines() if "outage:dependency:erp-db:1" in line]
+    assert "dependency:erp-db" in row.split("outage:dependency:erp-db:1", 1)[1], row
+    assert " 7 " in row, row
+    assert any(f"{age}s ago" in row for age in range(12, 20)), row
+    assert "open outages: 1" in text
+    quiet = rendered(
+        demo._view({"connectors": [], "open_incidents": []}, "-", Simulation(Settings()), 5, [])
+    )
+    assert "open outages: 0" in quiet
+    assert "paged once" not in quiet  # no table of headers only
+
+
+def demo_policy_text() -> str:
+    inbox = demo.Inbox()
+    try:
+        return demo._policy(inbox)
+    finally:
+        inbox.server.shutdown()
+
+
+OTHER_FAULTS = {"SAP-AR", "SAP-AP", "SFDC-CRM", "HUBSPOT-CRM", "DYNAMICS-SCM"}
+
+
+@pytest.mark.parametrize("seconds", [30.0, 45.0, 75.0, 300.0])
+def test_the_erp_database_is_down_for_a_while_and_the_policy_groups_its_connectors(
+    seconds: float,
+) -> None:
+    policy = policy_from_yaml(demo_policy_text(), source="demo")
+    sim = Simulation(Settings(), duration_s=seconds)
+    behind = [c for c in sim.connectors.values() if c.fault == "outage"]
+    grouped = {c for c, _tenant in FLEET if policy.dependency_of(c) == "erp-db"}
+    assert {c.connector_id for c in behind} == grouped
+    assert 6 <= len(grouped) <= 7
+    assert not grouped & OTHER_FAULTS
+    assert {c.tenant_id for c in behind} == {"acme", "globex", "initech"}
+    down, up = outage_window(seconds)
+    assert seconds * 0.15 <= down  # once the other faults have shown
+    assert up - down >= seconds / 4  # a while: long enough to see it on the live view
+    assert seconds - up >= seconds / 3  # back well before the demo ends, to see it resolved
+    for sim_connector in behind:
+        assert sim_connector.status(down - 0.5, 0)[0]
+        assert sim_connector.status(down + 0.5, 1) == (False, "timeout", True)
+        assert sim_connector.status(up - 0.5, 2) == (False, "timeout", True)
+        assert sim_connector.status(up + 0.5, 3)[0]
+
+
+def test_the_closing_summary_shows_the_outage_and_the_pages_it_stood_for() -> None:
+    fleet = Fleet.with_policy({"dependencies": {"erp-db": {"connectors": ["SAP-G*", "ERP-*"]}}})
+    members = [("SAP-GL", "acme"), ("ERP-1", "globex"), ("ERP-2", "initech")]
+    members += [(f"ERP-{i}", "acme") for i in range(3, 8)]
+    for index, (connector, tenant) in enumerate(members):
+        fleet.ping(connector, False, T0 + index * 100, tenant_id=tenant)
+    fleet.ping("SAP-AR", False, T0, tenant_id="acme")  # another cause: no outage's
+    key = "outage:dependency:erp-db"
+
+    def deliver_pages(start: int) -> None:
+        """Each page's outcome, escalations included, recorded on the outage's chain."""
+        while start < len(fleet.pages):
+            page = fleet.pages[start]
+            start += 1
+            result = NotificationResult(
+                dedup_key=page.dedup_key,
+                connector_id=key,
+                incident_id=page.incident_id,
+                target=page.target,
+                level=page.level,
+                delivered=page.target != "tenant:initech",  # its webhook is down
+                detail=None,
+                finished_at=T0 + 2_000,
+            )
+            decision = decide_notification_result(fleet.outages[key], result, fleet.policy)
+            fleet.outages[key] = decision.state
+            fleet.log.extend(decision.events)
+            fleet.pages.extend(decision.commands)
+
+    deliver_pages(0)
+    opening_pages = len(fleet.pages)
+    for connector, tenant in members:
+        fleet.ping(connector, True, T0 + 30_000, tenant_id=tenant)
+    deliver_pages(opening_pages)
+    lines = demo._outage_lines(fleet.log, Projection().apply_all(fleet.log))
+    assert lines[0] == "outages: 1 opened, 1 resolved, 0 open"
+    assert lines[1].startswith(
+        "  outage:dependency:erp-db:1: 8 connectors of acme, globex, initech failing for one"
+        " cause (dependency:erp-db: ERP-1, ERP-2, ERP-3, ERP-4, ERP-5, ERP-6, ERP-7, SAP-GL),"
+        " resolved after "
+    )
+    assert lines[1].endswith(" (8 recovered)")
+    paged, held = lines[2].split("; ")
+    # initech's pages of the outage failed and escalated: how many escalations the log
+    # records is the outage's business (their outcomes share one dedup key); that they are
+    # told apart from the pages for the outage itself is the summary's
+    assert paged.startswith(
+        "  the Platform Admin was paged once when it opened, not once per connector, and once"
+        " when it was resolved, and "
+    )
+    assert paged.endswith(" because a tenant's notification of it failed"), paged
+    assert held == (
+        "16 pages of its connectors were held for it (notification.suppressed, reason outage)"
+    )
+    assert len(lines) == 3
 
 
 def test_a_refused_admin_command_says_why() -> None:

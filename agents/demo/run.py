@@ -39,12 +39,21 @@ from agents.broker.jvm import HOME, LocalKafkaError
 from agents.broker.local import Broker, answers_metadata
 from agents.demo.alerting import DemoAlertmanager
 from agents.demo.connect import BROKEN, DemoConnect
-from agents.demo.simulate import Simulation
+from agents.demo.simulate import ERP_DB, ERP_DB_CONNECTORS, Simulation, behind_erp_db
 from agents.settings import Settings, Topics
 from agents.wire.codec import registry
 from agents.wire.records import decode_audit
-from streams.models import AdminAction, AuditEvent, EventType
-from streams.projections import Episode, Projection, group_totals, totals
+from streams.decider import PLATFORM_ADMIN
+from streams.grouping import is_outage_key
+from streams.models import AdminAction, AuditEvent, EventType, NotificationKind
+from streams.projections import (
+    Episode,
+    Outage,
+    Projection,
+    group_totals,
+    tenant_key,
+    totals,
+)
 from streams.timefmt import ms_from_iso
 from streams.verify import Verifier
 
@@ -237,6 +246,8 @@ tenants:
 platform_admin: {platform_admin}
 escalation:
   - {{after_s: 20, target: {{webhook: "{inbox.url}/oncall"}}}}
+dependencies:  # what the ERP connectors of the three tenants share: down, one outage
+  {ERP_DB}: {{connectors: {json.dumps(list(ERP_DB_CONNECTORS))}}}
 admins: [demo-admin]
 dashboard:  # the admin page, signed in with the token "demo" (its sha256 below)
   users:
@@ -319,14 +330,33 @@ def _view(
         )
     if not status["open_incidents"]:
         incidents.add_row("(none open)", "", "", "", "")
+    open_outages = status.get("open_outages", [])
     footer = Table.grid()
     footer.add_row(
         f"healthy or recovered: {healthy}   failing: {len(failing)}   "
-        f"open incidents: {len(status['open_incidents'])}   MTTR so far: {mttr}"
+        f"open incidents: {len(status['open_incidents'])}   "
+        f"open outages: {len(open_outages)}   MTTR so far: {mttr}"
     )
     for action in actions[-4:]:
         footer.add_row(f"[cyan]{action}[/]")
-    return Group(table, incidents, footer)
+    if not open_outages:
+        return Group(table, incidents, footer)
+    return Group(table, incidents, _outages_table(open_outages, now_ms), footer)
+
+
+def _outages_table(open_outages: list[dict[str, Any]], now_ms: int) -> Table:
+    outages = Table(title="open outages (connectors failing for one cause: paged once)")
+    for column in ("outage", "group", "connectors", "opened"):
+        outages.add_column(column)
+    for outage in open_outages[:4]:
+        age_s = (now_ms - ms_from_iso(outage["opened_at"])) / 1000
+        outages.add_row(
+            outage["outage_id"],
+            outage["group"],
+            str(outage["connectors"]),
+            f"{age_s:.0f}s ago",
+        )
+    return outages
 
 
 async def _play_admin(
@@ -337,14 +367,26 @@ async def _play_admin(
     repairs: dict[str, Callable[[], str]],
 ) -> None:
     """The Platform Admin: acknowledge open incidents, repair what it knows how to (`repairs`
-    by connector), then recover the connector; all but `LEFT_FOR_YOU`'s."""
+    by connector), then recover the connector; all but `LEFT_FOR_YOU`'s. An incident of a
+    connector behind the ERP database (the outage's probe, whose retries ran out while the
+    database was down) is acknowledged and left to the outage: no restart helps while the
+    database is down, and the worker closes the incident when the connector recovers."""
     handled: set[str] = set()
+    left_to_outage: dict[str, str] = {}  # incident id -> connector
     while not stop.is_set():
         await asyncio.sleep(2)
         try:
             incidents = _get_json(port, "/status")["open_incidents"]
         except OSError:
             continue
+        still_open = {incident["incident_id"] for incident in incidents}
+        for incident_id, connector_id in list(left_to_outage.items()):
+            if incident_id not in still_open:
+                del left_to_outage[incident_id]
+                actions.append(
+                    f"incident {incident_id} closed: {connector_id} recovered when"
+                    f" {ERP_DB} answered again"
+                )
         for incident in incidents:
             incident_id = incident["incident_id"]
             if (
@@ -354,6 +396,20 @@ async def _play_admin(
             ):
                 continue
             handled.add(incident_id)
+            if behind_erp_db(incident["connector_id"]):
+                command = build_command(
+                    AdminAction.ACKNOWLEDGE,
+                    incident_id,
+                    DEMO_ADMIN,
+                    reason=f"{ERP_DB} is down: left to its outage, no restart helps meanwhile",
+                )
+                answers = await send_and_wait(settings, command, 20)
+                actions.append(
+                    f"admin acknowledge {incident_id}: {_verdict(answers)}; left to the"
+                    f" {ERP_DB} outage (no recover while {ERP_DB} is down)"
+                )
+                left_to_outage[incident_id] = incident["connector_id"]
+                continue
             repair = repairs.get(incident["connector_id"])
             if repair is not None:
                 actions.append(repair())
@@ -422,6 +478,8 @@ def _summary(events: list[AuditEvent]) -> int:
     for event in events:
         kinds[event.type.value] = kinds.get(event.type.value, 0) + 1
     console.print("events: " + ", ".join(f"{k}={v}" for k, v in sorted(kinds.items())))
+    for line in _outage_lines(events, projection):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
     manual = [e for e in episodes if e.mode == "MANUAL"]
     console.print(f"manual recoveries: {', '.join(e.connector_id for e in manual) or 'none'}")
     for receipt in [e.receipt_attributes for e in episodes if e.receipt][:1]:
@@ -438,6 +496,70 @@ def _summary(events: list[AuditEvent]) -> int:
         f"no compliance findings[/]"
     )
     return 0
+
+
+def _outage_lines(events: list[AuditEvent], projection: Projection) -> list[str]:
+    """The closing summary's outages (as the report's `outages`), each with the pages it
+    sent the Platform Admin and the pages of its connectors it stood for."""
+
+    def tenant_of(incident_id: str) -> str | None:
+        episode = projection.episodes.get(incident_id)
+        return None if episode is None else episode.tenant_id
+
+    outages = sorted(projection.outages.values(), key=lambda o: (o.opened_at, o.outage_id))
+    resolved = sum(1 for o in outages if o.resolved_at is not None)
+    lines = [f"outages: {len(outages)} opened, {resolved} resolved, {len(outages) - resolved} open"]
+    for outage in outages:
+        lines += _outage_line(outage, events, tenant_of)
+    return lines
+
+
+def _outage_line(
+    outage: Outage, events: list[AuditEvent], tenant_of: Callable[[str], str | None]
+) -> list[str]:
+    connectors = sorted(set(outage.connectors))
+    tenants = sorted({tenant_key(tenant_of(i)) for i in outage.incidents})
+    if outage.mttr_ms is None:
+        ended = "still open"
+    else:
+        ended = f"resolved after {outage.mttr_ms / 1000:.1f}s ({outage.recovered} recovered)"
+    # The outage's pages to the Platform Admin, by kind (its dedup key ends with both), as
+    # recorded on its chain; and its connectors' own pages it stood for.
+    platform_pages: dict[str, int] = {}
+    held = 0
+    for event in events:
+        if is_outage_key(event.connector_id):
+            if (
+                event.incident_id == outage.outage_id
+                and event.type in (EventType.NOTIFICATION_SENT, EventType.NOTIFICATION_FAILED)
+                and event.attributes.get("target") == PLATFORM_ADMIN
+            ):
+                kind = str(event.attributes.get("dedup_key", "")).split(":")[-2]
+                platform_pages[kind] = platform_pages.get(kind, 0) + 1
+        elif (
+            event.type is EventType.NOTIFICATION_SUPPRESSED
+            and event.attributes.get("outage_id") == outage.outage_id
+        ):
+            held += 1
+    opened = platform_pages.get(NotificationKind.OUTAGE_OPENED.value, 0)
+    resolved = platform_pages.get(NotificationKind.OUTAGE_RESOLVED.value, 0)
+    escalated = platform_pages.get(NotificationKind.INCIDENT_ESCALATED.value, 0)
+    escalations = (
+        f", and {_times(escalated)} because a tenant's notification of it failed"
+        if escalated
+        else ""
+    )
+    return [
+        f"  {outage.outage_id}: {len(connectors)} connectors of {', '.join(tenants)} failing"
+        f" for one cause ({outage.group}: {', '.join(connectors)}), {ended}",
+        f"  the Platform Admin was paged {_times(opened)} when it opened, not once per"
+        f" connector, and {_times(resolved)} when it was resolved{escalations}; {held} pages"
+        " of its connectors were held for it (notification.suppressed, reason outage)",
+    ]
+
+
+def _times(count: int) -> str:
+    return {1: "once", 2: "twice"}.get(count, f"{count} times")
 
 
 async def _read_audit(settings: Settings) -> list[AuditEvent]:
@@ -621,7 +743,7 @@ async def _live(
     """The fleet and the scripted admin for `DURATION_S`, on a live view; then the audit
     log's events. With `hold`, it is given the events and the fleet runs on until Ctrl-C
     or SIGTERM."""
-    sim = Simulation(settings)
+    sim = Simulation(settings, duration_s=DURATION_S)
     fleet_stop, admin_stop = asyncio.Event(), asyncio.Event()
     actions: list[str] = []
     fleet = asyncio.create_task(sim.run(math.inf if hold else DURATION_S, fleet_stop))

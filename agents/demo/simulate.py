@@ -3,10 +3,14 @@ it publishes health pings, and answers recovery requests on `connector.recovery.
 (the `command_topic` action) by restarting the connector.
 
 Faults (per connector):
-* `transient` — times out for a while; a restart (any attempt) heals it;
+* `transient` — times out for a while; a restart (any attempt) heals it, once it has been
+  failing `heals_after_s` seconds (0: at once);
 * `stubborn` — automatic restarts do not help; a Platform Admin's manual recovery does;
 * `flapping` — alternates healthy/unhealthy for a while, then settles;
 * `auth` — a non-retryable credential failure; healed by a manual recovery;
+* `outage` — the ERP's database (`ERP_DB`) is down from `fails_at` to `settles_at`: every
+  connector behind it times out, no restart (automatic or manual) helps, and they are
+  healthy again on their own once it answers (`outage_window`);
 * everything else stays healthy.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -54,6 +59,23 @@ FLEET = [
 ]
 FLEET += [(f"SFTP-FEED-{i:02d}", ["acme", "globex", "initech", None][i % 4]) for i in range(24)]
 
+# The ERP database behind these connectors of the three tenants (the demo policy's
+# dependency `erp-db`, the same globs): it goes down for a while and they fail as one outage.
+# None of them carries another fault.
+ERP_DB = "erp-db"
+ERP_DB_CONNECTORS = ("SAP-GL", "SAP-MM", "NETSUITE-*", "DYNAMICS-FIN", "ORACLE-EBS-*")
+
+
+def outage_window(duration_s: float) -> tuple[float, float]:
+    """When the ERP database is down, in seconds after the fleet starts: from a quarter of
+    the demo for a third of it (18-43 s of the default 75), so the outage opens once the
+    other faults have played out and ends with time left to see it resolved."""
+    return duration_s * 0.24, duration_s * 0.57
+
+
+def behind_erp_db(connector_id: str) -> bool:
+    return any(fnmatchcase(connector_id, glob) for glob in ERP_DB_CONNECTORS)
+
 
 @dataclass
 class SimConnector:
@@ -61,7 +83,8 @@ class SimConnector:
     tenant_id: str | None
     fault: str = "none"
     fails_at: float = 0.0  # seconds after start
-    settles_at: float = 0.0  # flapping ends
+    settles_at: float = 0.0  # flapping ends; the dependency of an outage answers again
+    heals_after_s: float = 0.0  # transient: a restart heals it once failing this long
     broken: bool = False
     offset: int = 0
 
@@ -69,6 +92,9 @@ class SimConnector:
         """(healthy, failure kind, retryable) at `elapsed` seconds."""
         if self.fault == "flapping" and self.fails_at <= elapsed < self.settles_at:
             return tick % 2 == 0, "http_503", True
+        if self.fault == "outage":
+            down = self.fails_at <= elapsed < self.settles_at
+            return (False, "timeout", True) if down else (True, None, True)
         if (
             self.fault != "none"
             and not self.broken
@@ -91,6 +117,9 @@ class Simulation:
     sent: int = 0
     restarts: int = 0
 
+    duration_s: float = 75.0  # how long the demo runs: when the ERP database is down
+    started: float = field(default_factory=time.monotonic)
+
     def __post_init__(self) -> None:
         for connector_id, tenant in FLEET:
             self.connectors[connector_id] = SimConnector(connector_id, tenant)
@@ -99,7 +128,10 @@ class Simulation:
             "SHOPIFY-ORDERS": ("transient", 6),
             "POSTGRES-CDC": ("transient", 9),
             "SAP-AP": ("transient", 12),
-            "DYNAMICS-SCM": ("transient", 8),  # tenant initech: its webhook is down
+            # tenant initech, whose webhook is down: failing longer than the group wait
+            # (outages.group_wait_s, 10 s) holds its page, so that the page goes out, fails
+            # and escalates
+            "DYNAMICS-SCM": ("transient", 8),
             "SAP-AR": ("stubborn", 5),
             "HUBSPOT-CRM": ("flapping", 3),
             "SFDC-CRM": ("auth", 7),
@@ -107,17 +139,25 @@ class Simulation:
         for connector_id, (fault, at) in faults.items():
             sim = self.connectors[connector_id]
             sim.fault, sim.fails_at, sim.settles_at = fault, at, at + 14
+        self.connectors["DYNAMICS-SCM"].heals_after_s = 15
+        down, up = outage_window(self.duration_s)
+        for sim in self.connectors.values():
+            if behind_erp_db(sim.connector_id):
+                sim.fault, sim.fails_at, sim.settles_at = "outage", down, up
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
 
     async def run(self, duration_s: float, stop: asyncio.Event | None = None) -> None:
         codec = registry().codec("HealthPing")
         producer = AIOKafkaProducer(**client_options(self.settings), acks="all", linger_ms=10)
         await start_client(producer)
         runtime = asyncio.create_task(self._runtime())
-        started = time.monotonic()
+        self.started = time.monotonic()
         tick = 0
         try:
-            while time.monotonic() - started < duration_s and not (stop and stop.is_set()):
-                elapsed = time.monotonic() - started
+            while self.elapsed() < duration_s and not (stop and stop.is_set()):
+                elapsed = self.elapsed()
                 now = time.time_ns() // 1_000_000
                 for sim in self.connectors.values():
                     healthy, failure, retryable = sim.status(elapsed, tick)
@@ -165,8 +205,13 @@ class Simulation:
                 if sim is None:
                     continue
                 manual = request["mode"] == RecoveryMode.MANUAL.value
-                healed = sim.fault == "transient" or manual
-                if healed:
+                failing_s = self.elapsed() - sim.fails_at
+                if sim.fault == "outage":  # only the dependency answering again heals it
+                    healed = sim.status(self.elapsed(), 0)[0]
+                else:
+                    transient = sim.fault == "transient" and failing_s >= sim.heals_after_s
+                    healed = transient or manual
+                if healed and sim.fault != "outage":
                     sim.broken = False
                     sim.fault = "none"
                 self.restarts += 1

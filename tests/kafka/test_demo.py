@@ -48,6 +48,14 @@ def test_the_demo_ends_with_a_verified_summary(ns: Namespace) -> None:
     assert "notification.failed=" in out  # initech's webhook is down ...
     assert "incident.escalated=" in out  # ... so the Platform Admin hears about it
     assert "connector.recovery.completed=" in out
+    # The ERP database went down and came back: one outage in the demo's audit log (the
+    # events line counts it), named on the closing screen, paged once
+    assert re.search(r"\boutage\.opened=1\b", out), out[-3000:]
+    assert re.search(r"\boutage\.resolved=1\b", out), out[-3000:]
+    assert "outages: 1 opened, 1 resolved, 0 open" in out
+    named = next(line for line in out.splitlines() if "outage:dependency:erp-db:1: " in line)
+    assert "failing for one cause (dependency:erp-db: " in named, named
+    assert "the Platform Admin was paged once when it opened, not once per connector" in out
     if shutil.which("prometheus-alertmanager"):  # the Platform Admin paged through it
         assert "pages the Platform Admin" in out
         heard = next(line for line in out.splitlines() if line.startswith("webhooks received:"))
