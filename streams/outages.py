@@ -187,15 +187,26 @@ class _Emitter:
         self.commands: list[NotificationRequest] = []
 
     def page(
-        self, cause: AuditEvent, kind: NotificationKind, target: str, level: int, summary: str
+        self,
+        cause: AuditEvent,
+        kind: NotificationKind,
+        target: str,
+        level: int,
+        summary: str,
+        *,
+        one_per_cause: bool = False,
     ) -> None:
         """One notification of the outage, to `target` (the Platform Admin, a tenant admin
-        or an escalation step), through the notifier the connectors use."""
+        or an escalation step), through the notifier the connectors use. `one_per_cause`:
+        its dedup key names the event that caused it, not only the outage: an outage can
+        escalate to one target more than once (a failed page at its opening, another at its
+        resolution), and each is a page of its own."""
         tenant_id = target.removeprefix("tenant:") if level == TENANT_LEVEL else cause.tenant_id
         incident_id = cause.incident_id or cause.event_id
+        about = cause.event_id if one_per_cause else incident_id
         self.commands.append(
             NotificationRequest(
-                dedup_key=f"{incident_id}:{kind}:{target}",
+                dedup_key=f"{about}:{kind}:{target}",
                 notification_kind=kind,
                 target=target,
                 level=level,
@@ -583,6 +594,7 @@ def decide_notification_result(
             level,
             f"Outage {result.incident_id}: the notification to {result.target} failed"
             f" ({result.detail or 'error'})",
+            one_per_cause=True,
         )
     return out.decision()
 

@@ -593,6 +593,16 @@ def test_a_failed_outage_page_escalates_and_a_re_delivered_outcome_changes_nothi
     own = [e for e in fleet.log if e.connector_id == key] + [failed, *sent.events]
     assert fold_outage(OutageRecord(key), own) == sent.state.record
     assert [f for f in verify_events(own) if f.kind in CHAIN_FINDINGS] == []
+    # the tenant's closing page fails too: a second escalation, a page of its own (the
+    # notifier drops a dedup key it has seen)
+    closing = tenant_page.model_copy(
+        update={"dedup_key": tenant_page.dedup_key.replace("outage_opened", "outage_resolved")}
+    )
+    assert closing.dedup_key != tenant_page.dedup_key
+    later = decide_notification_result(sent.state, outcome(closing, False), fleet.policy)
+    (second,) = later.commands
+    assert second.notification_kind is NotificationKind.INCIDENT_ESCALATED
+    assert second.dedup_key != escalation.dedup_key
 
 
 def test_without_dependencies_or_outages_in_the_policy_connectors_page_as_before() -> None:
