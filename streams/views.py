@@ -266,26 +266,35 @@ def record_from_wire(
     failure, outage group, actor), so a restored fleet holds each once. `names`: the fields
     the values are of (a snapshot's, written by the version that wrote it): a field added
     since takes its default, one removed since is dropped."""
-    fields = dict(zip(names, values, strict=True))
-    if names != Record._fields:
-        fields = {name: fields[name] for name in Record._fields if name in fields}
-        fields.setdefault("notified", [])
-        fields.setdefault("phase", Phase.OK.value)
-        fields.setdefault("attempt_mode", None)
-    fields["phase"] = Phase(fields["phase"])
-    fields["notified"] = frozenset(fields["notified"]) if fields["notified"] else _NONE_NOTIFIED
-    if fields["attempt_mode"] is not None:
-        fields["attempt_mode"] = RecoveryMode(fields["attempt_mode"])
+    if names == Record._fields:
+        fields = list(values)
+        if len(fields) != len(names):
+            raise ValueError(f"a record of {len(fields)} values, not {len(names)}")
+    else:
+        by_name = dict(zip(names, values, strict=True))
+        fields = [by_name.get(name, default) for name, default in _RECORD_DEFAULTS]
+        if isinstance(fields[_PHASE], Phase):
+            fields[_PHASE] = fields[_PHASE].value
+    fields[_PHASE] = _PHASES[fields[_PHASE]]
+    notified = fields[_NOTIFIED]
+    fields[_NOTIFIED] = frozenset(notified) if notified else _NONE_NOTIFIED
+    if fields[_MODE] is not None:
+        fields[_MODE] = RecoveryMode(fields[_MODE])
     if strings is not None:
-        for name in _SHARED_FIELDS:
-            text = fields.get(name)
+        for index in _SHARED_AT:
+            text = fields[index]
             if text is not None:
-                fields[name] = strings.setdefault(text, text)
-    return Record(**fields)
+                fields[index] = strings.setdefault(text, text)
+    return Record._make(fields)
 
 
-_SHARED_FIELDS = ("tenant_id", "failure", "outage_group", "attempt_actor")
+_SHARED_AT = tuple(
+    Record._fields.index(name) for name in ("tenant_id", "failure", "outage_group", "attempt_actor")
+)
 _NONE_NOTIFIED: frozenset[str] = frozenset()
+_PHASE, _MODE = Record._fields.index("phase"), Record._fields.index("attempt_mode")
+_PHASES = {phase.value: phase for phase in Phase}
+_RECORD_DEFAULTS = tuple((name, Record._field_defaults.get(name)) for name in Record._fields)
 
 
 _NOTIFIED = Record._fields.index("notified")
@@ -639,26 +648,25 @@ class FleetView:
                 self.records[record.connector_id] = record
                 self._count(record, +1)
         elif kind == "episodes":
+            tenants = self._tenant_ids
             for values in wire:
                 episode = episode_from_wire(values, self._episode_names)
-                owner = self.records.get(episode.connector_id)
-                if owner is not None:
-                    incident_id = (
-                        owner.incident_id
-                        if owner.incident_id == episode.incident_id
-                        else episode.incident_id
-                    )
-                    episode = episode._replace(
-                        incident_id=incident_id, connector_id=owner.connector_id
-                    )
+                incident_id, connector_id = episode.incident_id, episode.connector_id
                 tenant, failure = episode.tenant_id, episode.failure
-                episode = episode._replace(
-                    tenant_id=None
-                    if tenant is None
-                    else self._tenant_ids.setdefault(tenant, tenant),
-                    failure=None if failure is None else strings.setdefault(failure, failure),
+                owner = self.records.get(connector_id)
+                if owner is not None:
+                    connector_id = owner.connector_id
+                    if owner.incident_id == incident_id:
+                        incident_id = owner.incident_id
+                self.episodes[incident_id] = OpenEpisode._make(
+                    (
+                        incident_id,
+                        connector_id,
+                        None if tenant is None else tenants.setdefault(tenant, tenant),
+                        None if failure is None else strings.setdefault(failure, failure),
+                        *episode[4:],
+                    )
                 )
-                self.episodes[episode.incident_id] = episode
         elif kind == "since":
             for connector_id, at in wire:
                 owner = self.records.get(connector_id)
