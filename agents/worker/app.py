@@ -65,6 +65,7 @@ TABLE_ROCKSDB = {
 }
 DECIDE_BATCH = 1000
 DECIDE_WITHIN_S = 0.01
+FIRST_START_HOLD_S = 30 * 60  # Faust's stall warnings wait this long (see faust.App below)
 
 
 class WorkerApp:
@@ -102,6 +103,13 @@ class WorkerApp:
             # Faust's default, 2.8 s, is what a restart re-reads (repair skips it) and what a
             # caught-up worker's committed offsets trail by; committing is one request.
             broker_commit_interval=0.5,
+            # Faust logs an ERROR per partition every few seconds once a stream has not
+            # processed or committed for 5 minutes: the crash repair of a long history the
+            # table never saw holds every partition at assignment about that long, once
+            # (docs/views.md; 5.9 min at 10M events). A worker really stuck shows in
+            # `connector_inputs_lag` and its alert, ConnectorWorkerLagging.
+            stream_processing_timeout=FIRST_START_HOLD_S,
+            broker_commit_livelock_soft_timeout=FIRST_START_HOLD_S,
             table_standby_replicas=1,
             web_in_thread=False,
         )
