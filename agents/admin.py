@@ -14,6 +14,7 @@ from agents.settings import Settings
 from agents.wire.codec import registry
 from agents.wire.records import decode_audit
 from streams.evidence import CommandAnswer, CommandRejected, read
+from streams.grouping import is_outage_key
 from streams.models import AdminAction, AdminCommand, AuditEvent
 
 
@@ -25,6 +26,15 @@ def connector_of_incident(incident_id: str) -> str:
     return connector
 
 
+def outage_target(target: str) -> tuple[str, str | None]:
+    """An outage's id `outage:<group>:<n>` → (its key, the id); its key `outage:<group>`
+    alone → (the key, None): whichever outage of the group is open."""
+    key, _, number = target.rpartition(":")
+    if number.isdigit() and is_outage_key(key):
+        return key, target
+    return target, None
+
+
 def build_command(
     action: AdminAction,
     target: str,
@@ -33,8 +43,13 @@ def build_command(
     reason: str | None = None,
     until_ms: int | None = None,
 ) -> AdminCommand:
-    incident = target if action in (AdminAction.ACKNOWLEDGE, AdminAction.RESOLVE) else None
-    connector = connector_of_incident(target) if incident else target
+    """The command for `target`: an incident id (ack, resolve), a connector id (the
+    others), or an outage's id or key (any: the outage answers, docs/outages.md)."""
+    if is_outage_key(target):
+        connector, incident = outage_target(target)
+    else:
+        incident = target if action in (AdminAction.ACKNOWLEDGE, AdminAction.RESOLVE) else None
+        connector = connector_of_incident(target) if incident else target
     return AdminCommand(
         command_id=str(uuid.uuid4()),
         action=action,

@@ -467,9 +467,13 @@ def _add_publish(sub: Any) -> None:
 
 def _add_admin_commands(sub: Any) -> None:
     for name, what, target in (
-        ("ack", "acknowledge an incident (stops escalation)", "INCIDENT"),
-        ("recover", "start a manual recovery attempt", "CONNECTOR"),
-        ("resolve", "close an incident", "INCIDENT"),
+        ("ack", "acknowledge an incident (stops escalation) or an outage", "INCIDENT|OUTAGE"),
+        (
+            "recover",
+            "start a manual recovery attempt (of an outage: of each connector still failing)",
+            "CONNECTOR|OUTAGE",
+        ),
+        ("resolve", "close an incident, or an outage by hand", "INCIDENT|OUTAGE"),
         ("silence", "suppress notifications until a time", "CONNECTOR"),
         ("retire", "retire a connector", "CONNECTOR"),
     ):

@@ -276,13 +276,36 @@ class OutageJoined(NamedTuple):
 
 
 class OutageResolved(NamedTuple):
-    """The last member still failing recovered or left."""
+    """The last member still failing recovered or left; or an admin closed the outage by
+    hand (`resolution` "manual", with the command): its members keep their own episodes."""
 
     group: str
     episodes: int  # member failure episodes that took part
     recovered: int
     left: int
     duration_ms: int
+    resolution: Literal["manual"] | None = None  # None: its last member's episode ended
+    command_id: str | None = None
+    reason: str | None = None
+    still_failing: int | None = None  # members whose episodes go on (a manual resolve)
+
+
+class OutageAcknowledged(NamedTuple):
+    """An admin took the outage on (`actor` on the event)."""
+
+    command_id: str
+    reason: str | None = None
+
+
+class OutageRecoveryRequested(NamedTuple):
+    """An admin asked for a manual recovery of every member still failing: each gets a
+    `recover` command of its own (`command_id` of the outage's, `:` and the connector id),
+    recorded on its own chain as a connector's `recover` is."""
+
+    command_id: str
+    connectors: Names
+    incidents: Names
+    reason: str | None = None
 
 
 class OutageLinked(NamedTuple):
@@ -329,6 +352,8 @@ Evidence = (
     | OutageLinked
     | NotificationReleased
     | OutageReleased
+    | OutageAcknowledged
+    | OutageRecoveryRequested
 )
 
 EVENT_TYPE: dict[type[Evidence], EventType] = {
@@ -356,6 +381,8 @@ EVENT_TYPE: dict[type[Evidence], EventType] = {
     OutageLinked: EventType.OUTAGE_LINKED,
     NotificationReleased: EventType.NOTIFICATION_RELEASED,
     OutageReleased: EventType.OUTAGE_RELEASED,
+    OutageAcknowledged: EventType.OUTAGE_ACKNOWLEDGED,
+    OutageRecoveryRequested: EventType.OUTAGE_RECOVERY_REQUESTED,
 }
 """The event type each view is written as (one view per type; a test checks both ways)."""
 

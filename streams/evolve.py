@@ -202,6 +202,8 @@ def _changes(record: Record, event: AuditEvent) -> Changes:
             | EventType.OUTAGE_OPENED
             | EventType.OUTAGE_JOINED
             | EventType.OUTAGE_RESOLVED
+            | EventType.OUTAGE_ACKNOWLEDGED
+            | EventType.OUTAGE_RECOVERY_REQUESTED
         ):
             # An outage's own chain (streams/outages.py folds its record): here only the
             # chain moves, so `verify` checks outage chains as it checks connectors'.

@@ -215,6 +215,8 @@ class EventType(StrEnum):
     OUTAGE_LINKED = "connector.outage.linked"
     NOTIFICATION_RELEASED = "notification.released"
     OUTAGE_RELEASED = "connector.outage.released"
+    OUTAGE_ACKNOWLEDGED = "outage.acknowledged"
+    OUTAGE_RECOVERY_REQUESTED = "outage.recovery.requested"
 
 
 class NotificationKind(StrEnum):

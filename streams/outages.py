@@ -30,8 +30,10 @@ from streams.evidence import (
     NotificationFailed,
     NotificationOutcome,
     NotificationSent,
+    OutageAcknowledged,
     OutageJoined,
     OutageOpened,
+    OutageRecoveryRequested,
     OutageResolved,
     Provenance,
     read,
@@ -42,6 +44,7 @@ from streams.grouping import is_tenant_group, outage_key
 from streams.models import (
     GENESIS_HASH,
     OUTAGE_KEY_PREFIX,
+    AdminAction,
     AdminCommand,
     AuditEvent,
     EventType,
@@ -82,6 +85,7 @@ class OutageRecord(NamedTuple):
     outages: int = 0  # outages opened in this group so far
     tenants: tuple[str, ...] = ()  # of the open outage's members, each notified once
     notified: frozenset[str] = frozenset()  # dedup keys with an outcome, since the opening
+    acknowledged_by: str | None = None  # the admin who acknowledged the open outage
 
 
 class Pending(NamedTuple):
@@ -124,6 +128,9 @@ class OutageDecision(NamedTuple):
     notices: tuple[OutageNotice, ...] = ()
     # the outage's pages (when the policy pages by outage): sent before `events` too
     commands: tuple[NotificationRequest, ...] = ()
+    # an admin's `recover` of the outage, one per member still failing: inputs of the
+    # members, sent with the notices
+    member_commands: tuple[AdminCommand, ...] = ()
 
 
 # -- the signals ------------------------------------------------------------------------------
@@ -185,6 +192,7 @@ class _Emitter:
         self.events: list[AuditEvent] = []
         self.notices: list[OutageNotice] = []
         self.commands: list[NotificationRequest] = []
+        self.member_commands: list[AdminCommand] = []
 
     def page(
         self,
@@ -244,7 +252,9 @@ class _Emitter:
         | OutageResolved
         | CommandRejected
         | NotificationSent
-        | NotificationFailed,
+        | NotificationFailed
+        | OutageAcknowledged
+        | OutageRecoveryRequested,
         at: int,
         tenant_id: str | None,
         incident_id: str | None = None,
@@ -283,6 +293,7 @@ class _Emitter:
             OutageState(self.record, self.memory),
             tuple(self.notices),
             tuple(self.commands),
+            tuple(self.member_commands),
         )
 
 
@@ -307,26 +318,133 @@ def decide_outage(
     return out.decision()
 
 
-def refuse_admin_command(
-    state: OutageState, command: AdminCommand, source: str | None = None
+def decide_outage_command(
+    state: OutageState, command: AdminCommand, policy: Policy, source: str | None = None
 ) -> OutageDecision:
-    """Outages take no admin command yet: the answer is a `command.rejected` on the
-    outage's chain, so the admin's CLI or page shows why (docs/outages.md)."""
+    """An admin's `ack`, `recover` or `resolve` of the open outage (docs/outages.md), aimed
+    at its id (`command.incident_id`; None: the group's open outage, whichever it is).
+    Anything else, or an outage that is not open, is a `command.rejected` on the outage's
+    chain, so the admin's CLI or page shows why."""
     out = _Emitter(state, source)
-    out.emit(
-        CommandRejected(
-            command.command_id,
-            command.action.value,
-            f"{state.record.outage_key!r} is an outage: act on its connectors (outage actions"
-            " are not supported yet)",
-            command.reason or None,
-        ),
+    record = out.record
+    at, actor, reason = command.issued_at, command.actor, command.reason or None
+    action = command.action
+
+    def reject(why: str) -> OutageDecision:
+        out.emit(
+            CommandRejected(command.command_id, action.value, why, reason),
+            at,
+            record.tenant_id,
+            incident_id=command.incident_id or record.outage_id or "",
+            actor=actor,
+        )
+        return out.decision()
+
+    if not policy.may_act(actor):
+        return reject(f"actor {actor!r} is not in the policy's admins")
+    wanted = command.incident_id
+    if record.outages == 0:
+        return reject(f"unknown outage {wanted or record.outage_key!r}: none has opened")
+    if record.outage_id is None or (wanted is not None and wanted != record.outage_id):
+        return reject(f"outage {wanted or record.outage_key!r} is not open (resolved)")
+    outage_id = record.outage_id
+    match action:
+        case AdminAction.ACKNOWLEDGE:
+            if record.acknowledged_by is not None:
+                return reject(
+                    f"outage {outage_id!r} is already acknowledged by {record.acknowledged_by!r}"
+                )
+            out.emit(
+                OutageAcknowledged(command.command_id, reason), at, record.tenant_id, actor=actor
+            )
+        case AdminAction.RECOVER:
+            _recover_members(out, command)
+        case AdminAction.RESOLVE:
+            _resolve_by_hand(out, command, policy)
+        case AdminAction.SILENCE | AdminAction.RETIRE:
+            return reject(
+                f"{action.value} acts on a connector, not an outage: {action.value} its"
+                " connectors one by one"
+            )
+        case _:
+            assert_never(action)
+    return out.decision()
+
+
+def member_command_id(command_id: str, connector_id: str) -> str:
+    """The id of the `recover` an outage's `recover` sends one member: deterministic, so a
+    re-derived one (crash repair) is the same command."""
+    return f"{command_id}:{connector_id}"
+
+
+def _recover_members(out: _Emitter, command: AdminCommand) -> None:
+    """A manual recovery of every member still failing: a `recover` of each, recorded on
+    its own chain as a connector's `recover` is (a member with an attempt in flight
+    rejects its own, on its chain)."""
+    incidents = tuple(sorted(out.memory.failing))
+    connectors = tuple(_connector_of(incident_id) for incident_id in incidents)
+    requested = out.emit(
+        OutageRecoveryRequested(command.command_id, connectors, incidents, command.reason or None),
         command.issued_at,
-        state.record.tenant_id,
-        incident_id=command.incident_id or state.record.outage_id or "",
+        out.record.tenant_id,
         actor=command.actor,
     )
-    return out.decision()
+    out.member_commands.extend(
+        AdminCommand(
+            command_id=member_command_id(command.command_id, connector_id),
+            action=AdminAction.RECOVER,
+            connector_id=connector_id,
+            incident_id=None,
+            actor=command.actor,
+            reason=command.reason,
+            issued_at=requested.occurred_at,
+        )
+        for connector_id in connectors
+    )
+
+
+def _resolve_by_hand(out: _Emitter, command: AdminCommand, policy: Policy) -> None:
+    """The admin closes the outage: `outage.resolved` (manual); its members keep their own
+    episodes, and the ones whose restarts it holds are released at once (nothing would
+    release them later: the outage is gone)."""
+    record, memory = out.record, out.memory
+    outage_id = record.outage_id
+    assert outage_id is not None  # noqa: S101 - only an open outage is resolved
+    group = record.outage_key.removeprefix(OUTAGE_KEY_PREFIX)
+    opened_at = record.opened_at if record.opened_at is not None else command.issued_at
+    resolved_at = max(command.issued_at, record.last_occurred_at)
+    held: list[str] = []
+    if policy.outages_take_over:
+        if memory.release_from is None:
+            held = sorted(i for i in memory.failing if i != memory.probe)
+        else:
+            held = list(memory.releasing)
+    view = OutageResolved(
+        group=group,
+        episodes=len(record.members),
+        recovered=memory.recovered,
+        left=memory.left,
+        duration_ms=resolved_at - opened_at,
+        resolution="manual",
+        command_id=command.command_id,
+        reason=command.reason or None,
+        still_failing=len(memory.failing),
+    )
+    resolved = out.emit(view, command.issued_at, record.tenant_id, actor=command.actor)
+    out.notices.extend(
+        OutageNotice(
+            connector_id=_connector_of(incident_id),
+            outage_id=outage_id,
+            group=group,
+            incident_id=incident_id,
+            role=OutageRole.RELEASED,
+            at=resolved.occurred_at,
+        )
+        for incident_id in held
+    )
+    out.memory = OutageMemory(pending=memory.pending)
+    if policy.outages_take_over:
+        _page_resolved(out, resolved, view, record.tenants)
 
 
 def _member_failed(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
@@ -469,11 +587,20 @@ def _member_ended(out: _Emitter, signal: OutageSignal, policy: Policy) -> None:
     out.memory = OutageMemory(pending=memory.pending)
     if not policy.outages_take_over:
         return
+    _page_resolved(out, resolved, view, record.tenants)
+
+
+def _page_resolved(
+    out: _Emitter, resolved: AuditEvent, view: OutageResolved, tenants: Sequence[str]
+) -> None:
+    """The closing pages: the Platform Admin and each tenant of the outage, once more."""
     summary = (
-        f"Outage of {signal.group} resolved after {view.duration_ms / 1000:.0f} s: "
+        f"Outage of {view.group} resolved after {view.duration_ms / 1000:.0f} s: "
         f"{view.episodes} failure episodes, {view.recovered} recovered, {view.left} closed"
     )
-    audiences = [(PLATFORM_ADMIN, 0)] + [(tenant_target(t), TENANT_LEVEL) for t in record.tenants]
+    if view.resolution == "manual":
+        summary += f"; closed by hand by {resolved.actor}, {view.still_failing} still failing"
+    audiences = [(PLATFORM_ADMIN, 0)] + [(tenant_target(t), TENANT_LEVEL) for t in tenants]
     for target, level in audiences:
         out.page(resolved, NotificationKind.OUTAGE_RESOLVED, target, level, summary)
 
@@ -561,7 +688,7 @@ def decide_outage_input(
     if isinstance(message, NotificationResult):
         return decide_notification_result(state, message, policy, source)
     if isinstance(message, AdminCommand):
-        return refuse_admin_command(state, message, source)
+        return decide_outage_command(state, message, policy, source)
     if isinstance(message, Tick):
         return decide_outage_tick(state, message, policy, source)
     return None
@@ -622,6 +749,7 @@ def evolve_outage(record: OutageRecord, event: AuditEvent) -> OutageRecord:
                 outages=record.outages + 1,
                 tenants=opened.tenants or (),
                 notified=frozenset(),
+                acknowledged_by=None,
             )
         case EventType.OUTAGE_JOINED:
             joined = read(OutageJoined, event.attributes)
@@ -634,7 +762,19 @@ def evolve_outage(record: OutageRecord, event: AuditEvent) -> OutageRecord:
             )
         case EventType.OUTAGE_RESOLVED:
             read(OutageResolved, event.attributes)
-            return moved._replace(outage_id=None, opened_at=None, members=NO_MEMBERS, tenants=())
+            return moved._replace(
+                outage_id=None,
+                opened_at=None,
+                members=NO_MEMBERS,
+                tenants=(),
+                acknowledged_by=None,
+            )
+        case EventType.OUTAGE_ACKNOWLEDGED:
+            read(OutageAcknowledged, event.attributes)
+            return moved._replace(acknowledged_by=event.actor or "unknown")
+        case EventType.OUTAGE_RECOVERY_REQUESTED:
+            read(OutageRecoveryRequested, event.attributes)
+            return moved
         case EventType.NOTIFICATION_SENT | EventType.NOTIFICATION_FAILED:
             outcome = read(NotificationOutcome, event.attributes)
             return moved._replace(notified=record.notified | {outcome.dedup_key})

@@ -142,7 +142,13 @@ class Outage:
 
 
 OUTAGE_TYPES = frozenset(
-    {EventType.OUTAGE_OPENED, EventType.OUTAGE_JOINED, EventType.OUTAGE_RESOLVED}
+    {
+        EventType.OUTAGE_OPENED,
+        EventType.OUTAGE_JOINED,
+        EventType.OUTAGE_RESOLVED,
+        EventType.OUTAGE_ACKNOWLEDGED,
+        EventType.OUTAGE_RECOVERY_REQUESTED,
+    }
 )
 
 
@@ -178,6 +184,8 @@ def apply_outage_event(outages: dict[str, Outage], event: AuditEvent) -> Outage 
             case (
                 EventType.OUTAGE_OPENED  # handled above
                 | EventType.COMMAND_REJECTED  # an outage's chain: the outage does not change
+                | EventType.OUTAGE_ACKNOWLEDGED
+                | EventType.OUTAGE_RECOVERY_REQUESTED
                 | EventType.FAILURE_DETECTED
                 | EventType.FLAPPING_STARTED
                 | EventType.FLAPPING_STOPPED

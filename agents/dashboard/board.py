@@ -210,6 +210,23 @@ class Board:
             )
         return rows
 
+    def may_act_on_outage(self, scope: Scope, outage_id: str) -> bool | None:
+        """Whether the scope may act on the open outage (None: it does not see it). A
+        tenant's outage is its tenant's; a dependency's may span tenants: the platform's
+        alone (a tenant admin acts on their own connectors of it)."""
+        outage = self.view.outages.get(outage_id)
+        if outage is None:
+            return None
+        if scope.tenant is None:
+            return True
+        if outage.tenant_id is not None:
+            return scope.covers(outage.tenant_id) or None
+        seen = any(
+            record is not None and scope.covers(record.tenant_id)
+            for record in map(self.view.records.get, dict.fromkeys(outage.connectors))
+        )
+        return False if seen else None
+
     def _outages(self, scope: Scope, now: int) -> list[dict[str, Any]]:
         """The open outages the scope has a connector in (a dependency's outage may span
         tenants: a tenant sees it with its own connectors only), newest first, each with
@@ -233,6 +250,8 @@ class Board:
                     "age_s": max(0, (now - outage.opened_at) // 1000),
                     "connectors_total": len(members),
                     "failing": failing,
+                    # a dependency's outage spans tenants: only a platform user acts on it
+                    "actionable": scope.tenant is None or outage.tenant_id is not None,
                     "connectors": [
                         {"connector_id": r.connector_id, "state": display_state(r, now)}
                         for r in members[:CONNECTOR_ROWS]

@@ -20,6 +20,11 @@ from streams.timefmt import ms_from_iso
 SLO_ALERT = "ConnectorMTTRAboveSLO"
 ACTIONS_ON_INCIDENT = (("ACKNOWLEDGE", "acknowledge"), ("RESOLVE", "resolve"))
 ACTIONS_ON_CONNECTOR = (("RECOVER", "recover"), ("SILENCE", "silence"))
+ACTIONS_ON_OUTAGE = (
+    ("ACKNOWLEDGE", "Acknowledge"),
+    ("RECOVER", "Recover all"),
+    ("RESOLVE", "Resolve"),
+)
 
 
 def slo_from_alerts(path: Path) -> float | None:
@@ -74,7 +79,7 @@ def render_live(snapshot: dict[str, Any], slo_s: float | None, *, may_act: bool 
         (
             _status_line(snapshot),
             _fleet(snapshot["fleet"]),
-            _outages(snapshot.get("outages", [])),
+            _outages(snapshot.get("outages", []), may_act),
             _incidents(snapshot["incidents"], may_act),
             _connectors(snapshot["connectors"]),
             _trends(snapshot["trends"], slo_s),
@@ -126,8 +131,10 @@ def _fleet(fleet: dict[str, int | None]) -> str:
     return f'<section class="fleet" aria-label="fleet">{cells}</section>'
 
 
-def _outages(outages: list[dict[str, Any]]) -> str:
-    """Open outages (docs/outages.md), each opening to its connectors; none: no section."""
+def _outages(outages: list[dict[str, Any]], may_act: bool) -> str:
+    """Open outages (docs/outages.md), each opening to its connectors; none: no section.
+    A user who may act gets the outage's actions beside it, on an outage they may act on
+    (a dependency's outage spanning tenants: platform users only)."""
     if not outages:
         return ""
     items = []
@@ -142,12 +149,19 @@ def _outages(outages: list[dict[str, Any]]) -> str:
         if more:
             members += f'<li class="none">{more} more (open one by its id)</li>'
         tenant = outage["tenant"] or "platform (a shared dependency)"
+        actions = ""
+        if may_act and outage.get("actionable", False):
+            actions = (
+                '<div class="actions outage-actions">'
+                + _buttons(ACTIONS_ON_OUTAGE, outage["outage_id"])
+                + "</div>"
+            )
         items.append(
             f'<details class="outage" data-outage="{escape(outage["outage_id"])}"><summary>'
             f"<strong>{_text(outage['group'])}</strong> · {escape(tenant)} · "
             f"{outage['failing']} of {outage['connectors_total']} connectors failing · "
             f"opened {_when(outage['opened_at'])} ({duration(outage['age_s'])} ago) · "
-            f"{_text(outage['outage_id'])}</summary><ul>{members}</ul></details>"
+            f"{_text(outage['outage_id'])}</summary>{actions}<ul>{members}</ul></details>"
         )
     return (
         '<section class="outages"><h2>Outages</h2><p class="note">connectors failing for one'

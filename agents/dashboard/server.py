@@ -29,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agents.admin import build_command, connector_of_incident, send_and_wait
+from agents.admin import build_command, connector_of_incident, outage_target, send_and_wait
 from agents.audit.follow import AuditFollower
 from agents.broker.client import describe
 from agents.dashboard.auth import TOKEN_COOKIE, Gate, Refused, User
@@ -42,6 +42,7 @@ from agents.dashboard.page import (
     slo_from_alerts,
 )
 from agents.settings import Settings
+from streams.grouping import is_outage_key
 from streams.models import AdminAction, AdminCommand, AuditEvent, EventType
 from streams.policy import Policy
 
@@ -236,8 +237,14 @@ class Dashboard:
             target = str(body["target"])
             if action not in PAGE_ACTIONS:
                 raise ValueError(f"the page does not {action.value}")
+            outage = is_outage_key(target)
+            if outage and action is AdminAction.SILENCE:
+                raise ValueError("an outage is not silenced: silence its connectors")
             incident = action in (AdminAction.ACKNOWLEDGE, AdminAction.RESOLVE)
-            connector_id = connector_of_incident(target) if incident else target
+            if outage:
+                connector_id = outage_target(target)[0]
+            else:
+                connector_id = connector_of_incident(target) if incident else target
             reason = body.get("reason") or None
             until = None
             if action is AdminAction.SILENCE:
@@ -247,7 +254,19 @@ class Dashboard:
                 until = now_ms() + minutes * 60_000
         except (ValueError, KeyError, TypeError, json.JSONDecodeError) as error:
             return _json({"error": f"bad action request: {error}"}, 400)
-        if self.board.visible(user.scope, connector_id) is None:
+        if outage:
+            allowed = self.board.may_act_on_outage(user.scope, target)
+            if allowed is None:
+                return _json({"error": f"no such open outage: {target}"}, 404)
+            if not allowed:
+                return _json(
+                    {
+                        "error": f"{target} spans tenants (a shared dependency): only a"
+                        " platform user acts on it; act on your connectors of it"
+                    },
+                    403,
+                )
+        elif self.board.visible(user.scope, connector_id) is None:
             return _json({"error": f"no such connector: {connector_id}"}, 404)
         command = build_command(action, target, user.name, reason=reason, until_ms=until)
         try:

@@ -28,7 +28,14 @@ from agents.worker.executors import execute
 from agents.worker.notifier import deliver
 from agents.worker.processor import Outputs
 from agents.worker.router import BATCH_ITEMS, dead_letter_headers
-from streams.models import NotificationRequest, OutageNotice, OutageSignal, RecoveryRequest, Tick
+from streams.models import (
+    AdminCommand,
+    NotificationRequest,
+    OutageNotice,
+    OutageSignal,
+    RecoveryRequest,
+    Tick,
+)
 from streams.policy import Policy
 
 log = logging.getLogger("connector_recovery.worker")
@@ -36,6 +43,7 @@ log = logging.getLogger("connector_recovery.worker")
 # The `sources` entry of an input the worker writes itself, in an InputBatch.
 SIGNAL_SOURCE = "outage-signal"
 NOTICE_SOURCE = "outage-notice"
+MEMBER_COMMAND_SOURCE = "outage-command"  # an admin's command of an outage, to a member
 TICK_SOURCE = "clock"
 
 
@@ -72,6 +80,7 @@ class Effects:
             "Tick": registry.codec("Tick"),
             "OutageSignal": registry.codec("OutageSignal"),
             "OutageNotice": registry.codec("OutageNotice"),
+            "AdminCommand": registry.codec("AdminCommand"),
         }
         self.request_codec = registry.codec("RecoveryRequest")
         self.notification_codec = registry.codec("NotificationRequest")
@@ -99,6 +108,12 @@ class Effects:
             sent.extend(await self._send_inputs(outputs.signals, "OutageSignal", SIGNAL_SOURCE))
         if outputs.notices:
             sent.extend(await self._send_inputs(outputs.notices, "OutageNotice", NOTICE_SOURCE))
+        if outputs.member_commands:
+            sent.extend(
+                await self._send_inputs(
+                    outputs.member_commands, "AdminCommand", MEMBER_COMMAND_SOURCE
+                )
+            )
         for key, command in outputs.commands:
             if isinstance(command, RecoveryRequest):
                 topic, codec = topics.recovery_requests, self.request_codec
@@ -156,7 +171,10 @@ class Effects:
         await asyncio.gather(*await self._send_inputs(ticks, "Tick", TICK_SOURCE))
 
     async def _send_inputs(
-        self, inputs: Sequence[Tick | OutageSignal | OutageNotice], kind: str, source: str
+        self,
+        inputs: Sequence[Tick | OutageSignal | OutageNotice | AdminCommand],
+        kind: str,
+        source: str,
     ) -> list[asyncio.Future[Any]]:
         """Inputs the worker writes itself, onto the inputs topic, packed per partition of
         their key into InputBatch records as the router packs pings: the decider pays

@@ -34,6 +34,7 @@ from agents.worker.statecodec import (
 from streams.decider import Decision, decide, decide_ping, next_deadline
 from streams.grouping import is_outage_key
 from streams.models import (
+    AdminCommand,
     AuditEvent,
     Command,
     DeciderInput,
@@ -130,6 +131,8 @@ class Outputs:
     # inputs of outages (docs/outages.md), sent like commands: before the events
     signals: list[OutageSignal] = field(default_factory=list)
     notices: list[OutageNotice] = field(default_factory=list)  # outages to their members
+    # an admin's `recover` of an outage, fanned out to its members (docs/outages.md)
+    member_commands: list[AdminCommand] = field(default_factory=list)
     outages: dict[bytes, PendingOutage] = field(default_factory=dict)
 
     def audit_partitions(self) -> set[int]:
@@ -286,6 +289,7 @@ class InputProcessor:
         if pending is not None or decision.state != state:
             outputs.outages[key] = PendingOutage(decision.state, item.position, partition)
         outputs.notices.extend(decision.notices)
+        outputs.member_commands.extend(decision.member_commands)
         outputs.commands.extend((key, command) for command in decision.commands)
         # the outage's own deadline: its next paced release (the clock ticks it)
         self.deadlines.schedule(outage_id, outage_deadline(decision.state, self.policy))

@@ -53,6 +53,8 @@ def test_read_then_write_gives_back_every_archived_map() -> None:
         EventType.OUTAGE_LINKED,
         EventType.NOTIFICATION_RELEASED,
         EventType.OUTAGE_RELEASED,
+        EventType.OUTAGE_ACKNOWLEDGED,
+        EventType.OUTAGE_RECOVERY_REQUESTED,
     }
     assert {event.type for event in events} == set(EventType) - newer
     for event in events:

@@ -13,10 +13,13 @@ from hypothesis import strategies as st
 
 from agents.testing.driver import T0, Driver
 from streams.evidence import (
+    CommandRejected,
     FailureDetected,
+    OutageAcknowledged,
     OutageJoined,
     OutageLinked,
     OutageOpened,
+    OutageRecoveryRequested,
     OutageResolved,
     read,
 )
@@ -24,6 +27,7 @@ from streams.evolve import fold
 from streams.grouping import group_of, outage_key
 from streams.models import (
     AdminAction,
+    AdminCommand,
     AuditEvent,
     EventType,
     MemberChange,
@@ -42,13 +46,14 @@ from streams.outages import (
     OutageState,
     decide_notification_result,
     decide_outage,
+    decide_outage_command,
     decide_outage_tick,
     fold_outage,
     member_signals,
     outage_deadline,
 )
 from streams.policy import Policy, parse_policy
-from streams.state import Record
+from streams.state import Phase, Record
 from streams.verify import verify_events
 
 CHAIN_FINDINGS = {
@@ -60,7 +65,13 @@ CHAIN_FINDINGS = {
     "bad_event_id",
     "malformed_evidence",
 }
-OUTAGE_TYPES = {EventType.OUTAGE_OPENED, EventType.OUTAGE_JOINED, EventType.OUTAGE_RESOLVED}
+OUTAGE_TYPES = {
+    EventType.OUTAGE_OPENED,
+    EventType.OUTAGE_JOINED,
+    EventType.OUTAGE_RESOLVED,
+    EventType.OUTAGE_ACKNOWLEDGED,
+    EventType.OUTAGE_RECOVERY_REQUESTED,
+}
 
 
 @dataclass
@@ -129,6 +140,34 @@ class Fleet:
             member = self.connectors.get(notice.connector_id)
             if member is not None:
                 self.log.extend(member.feed(notice))
+        return list(decision.events)
+
+    def outage_admin(
+        self, action: AdminAction, target: str, at: int, actor: str = "alice"
+    ) -> list[AuditEvent]:
+        """An admin's command of an outage (`target`: its id, as the CLI sends it); the
+        notices and the members' commands it sends applied at once by the members."""
+        key = target.rpartition(":")[0] if target.rpartition(":")[2].isdigit() else target
+        command = AdminCommand(
+            command_id=f"cmd-{len(self.log)}",
+            action=action,
+            connector_id=key,
+            incident_id=None if key == target else target,
+            actor=actor,
+            issued_at=at,
+        )
+        state = self.outages.get(key) or OutageState.new(key)
+        decision = decide_outage_command(state, command, self.policy, f"admin/{len(self.log)}")
+        self.outages[key] = decision.state
+        self.log.extend(decision.events)
+        self.notices.extend(decision.notices)
+        self.pages.extend(decision.commands)
+        for notice in decision.notices:
+            self.log.extend(self.connectors[notice.connector_id].feed(notice))
+        for member_command in decision.member_commands:
+            driver = self.connectors[member_command.connector_id]
+            driver.now = max(driver.now, at)
+            self._apply(driver, lambda c=member_command, d=driver: d.feed(c))
         return list(decision.events)
 
     def tick_outage(self, key: str, now: int) -> list[OutageNotice]:
@@ -724,3 +763,149 @@ def test_without_dependencies_or_outages_in_the_policy_no_restart_is_held() -> N
         member.now = T0 + 60_000
         member.run_for(60)
         assert len(started(member)) == 2
+
+
+# -- an admin's commands of a whole outage ------------------------------------------------------
+
+OUTAGE_ID = f"{KEY}:1"
+
+
+def _breaker_outage(members: int = 5) -> Fleet:
+    fleet = Fleet.with_policy(BREAKER_POLICY)
+    for index in range(members):
+        fleet.ping(f"SAP-{index}", False, T0 + index)
+    assert fleet.outages[KEY].record.outage_id == OUTAGE_ID
+    return fleet
+
+
+def rejection(events: list[AuditEvent]) -> str:
+    (rejected,) = events
+    assert rejected.type is EventType.COMMAND_REJECTED
+    assert rejected.connector_id.startswith("outage:dependency:")
+    return read(CommandRejected, rejected.attributes).rejection
+
+
+def test_ack_of_an_outage_is_recorded_on_its_chain_once() -> None:
+    fleet = _breaker_outage()
+    (acked,) = fleet.outage_admin(AdminAction.ACKNOWLEDGE, OUTAGE_ID, T0 + 5_000, actor="bob")
+    assert acked.type is EventType.OUTAGE_ACKNOWLEDGED
+    assert (acked.connector_id, acked.incident_id, acked.actor) == (KEY, OUTAGE_ID, "bob")
+    assert read(OutageAcknowledged, acked.attributes).command_id.startswith("cmd-")
+    assert fleet.outages[KEY].record.acknowledged_by == "bob"
+    again = fleet.outage_admin(AdminAction.ACKNOWLEDGE, OUTAGE_ID, T0 + 6_000, actor="carol")
+    assert "already acknowledged by 'bob'" in rejection(again)
+
+
+def test_recover_of_an_outage_starts_a_manual_attempt_of_every_member_still_failing() -> None:
+    fleet = _breaker_outage(6)
+    fleet.ping("SAP-5", True, T0 + 1_000)  # recovered: not recovered again
+    for index in range(6):  # the released ones restart at their release: not in flight
+        fleet.connectors[f"SAP-{index}"].now = T0 + 1_000
+    (requested,) = fleet.outage_admin(AdminAction.RECOVER, OUTAGE_ID, T0 + 2_000, actor="bob")
+    assert requested.type is EventType.OUTAGE_RECOVERY_REQUESTED
+    view = read(OutageRecoveryRequested, requested.attributes)
+    assert view.connectors == ("SAP-0", "SAP-1", "SAP-2", "SAP-3", "SAP-4")
+    assert view.incidents == tuple(f"SAP-{i}:1" for i in range(5))
+    for index in range(5):
+        member = fleet.connectors[f"SAP-{index}"]
+        manual = [e for e in started(member) if e.mode is RecoveryMode.MANUAL]
+        (attempt,) = manual
+        assert attempt.actor == "bob"
+        assert attempt.attributes["command_id"] == f"{view.command_id}:SAP-{index}"
+        assert member.recovery_requests()[-1].actor == "bob"
+        assert fold(Record(member.connector_id), member.events) == member.state.record
+    assert not [e for e in started(fleet.connectors["SAP-5"]) if e.mode is RecoveryMode.MANUAL]
+
+
+def test_resolve_closes_the_outage_by_hand_and_releases_its_held_members() -> None:
+    fleet = _breaker_outage()
+    (resolved,) = fleet.outage_admin(AdminAction.RESOLVE, OUTAGE_ID, T0 + 9_000, actor="bob")
+    assert resolved.type is EventType.OUTAGE_RESOLVED
+    assert resolved.actor == "bob"
+    view = read(OutageResolved, resolved.attributes)
+    assert (view.resolution, view.still_failing, view.recovered) == ("manual", 5, 0)
+    assert view.command_id is not None
+    state = fleet.outages[KEY]
+    assert state.record.outage_id is None
+    assert state.memory == OutageMemory()
+    # the members keep their own episodes; the held ones restart, nothing holds them now
+    released = [n for n in fleet.notices if n.role is OutageRole.RELEASED]
+    assert [n.connector_id for n in released] == ["SAP-1", "SAP-2", "SAP-3", "SAP-4"]
+    for index in range(5):
+        record = fleet.connectors[f"SAP-{index}"].state.record
+        assert record.phase is Phase.FAILED
+        assert not record.restarts_held
+    # the closing pages go out, once per audience, as when the last member recovers
+    closing = [p for p in fleet.pages if p.notification_kind is NotificationKind.OUTAGE_RESOLVED]
+    assert [p.target for p in closing] == ["platform_admin", "tenant:acme"]
+    # the members' later recoveries change nothing; a later failure starts a new outage
+    for index in range(5):
+        fleet.ping(f"SAP-{index}", True, T0 + 20_000)
+    assert fleet.outage_events()[-1] == resolved
+
+
+def test_invalid_outage_commands_are_rejected_with_a_reason() -> None:
+    fleet = _breaker_outage()
+    unknown = fleet.outage_admin(AdminAction.ACKNOWLEDGE, "outage:dependency:crm-eu:1", T0)
+    assert "unknown outage 'outage:dependency:crm-eu:1'" in rejection(unknown)
+    wrong = fleet.outage_admin(AdminAction.RECOVER, f"{KEY}:7", T0 + 1)
+    assert f"outage '{KEY}:7' is not open" in rejection(wrong)
+    fleet.outage_admin(AdminAction.RESOLVE, OUTAGE_ID, T0 + 2)
+    for action in (AdminAction.ACKNOWLEDGE, AdminAction.RECOVER, AdminAction.RESOLVE):
+        again = fleet.outage_admin(action, OUTAGE_ID, T0 + 3)
+        assert f"outage '{OUTAGE_ID}' is not open (resolved)" in rejection(again)
+    retire = fleet.outage_admin(AdminAction.RETIRE, KEY, T0 + 4)
+    assert "not open" in rejection(retire) or "acts on a connector" in rejection(retire)
+
+
+def test_an_actor_outside_the_policys_admins_is_rejected() -> None:
+    fleet = Fleet.with_policy({**BREAKER_POLICY, "admins": ["alice"]})
+    for index in range(5):
+        fleet.ping(f"SAP-{index}", False, T0 + index)
+    refused = fleet.outage_admin(AdminAction.RESOLVE, OUTAGE_ID, T0 + 10, actor="mallory")
+    assert "'mallory' is not in the policy's admins" in rejection(refused)
+    assert fleet.outages[KEY].record.outage_id == OUTAGE_ID
+
+
+admin_steps = st.lists(
+    st.tuples(
+        st.sampled_from(["ping", "ack", "recover", "resolve"]),
+        st.integers(0, 7),
+        st.booleans(),
+        st.integers(1, 4_000),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(admin_steps)
+def test_outage_commands_keep_state_the_fold_of_events_and_chains_verify(
+    script: list[tuple[str, int, bool, int]],
+) -> None:
+    fleet = Fleet.with_policy({**BREAKER_POLICY, "outages": {"min_connectors": 3}})
+    at = T0
+    for step, index, healthy, gap in script:
+        at += gap
+        if step == "ping":
+            fleet.ping(f"SAP-{index}", healthy, at)
+            continue
+        action = {
+            "ack": AdminAction.ACKNOWLEDGE,
+            "recover": AdminAction.RECOVER,
+            "resolve": AdminAction.RESOLVE,
+        }[step]
+        state = fleet.outages.get(KEY)
+        target = state.record.outage_id if state and state.record.outage_id and healthy else KEY
+        fleet.outage_admin(action, target, at)
+    for key, state in fleet.outages.items():
+        own = [e for e in fleet.log if e.connector_id == key]
+        assert fold_outage(OutageRecord(key), own) == state.record
+        kinds = [
+            e.type for e in own if e.type in {EventType.OUTAGE_OPENED, EventType.OUTAGE_RESOLVED}
+        ]
+        assert kinds[::2] == [EventType.OUTAGE_OPENED] * len(kinds[::2])
+        assert kinds[1::2] == [EventType.OUTAGE_RESOLVED] * len(kinds[1::2])
+    for connector_id, member in fleet.connectors.items():
+        assert fold(Record(connector_id), member.events) == member.state.record
+    assert [f for f in verify_events(fleet.log) if f.kind in CHAIN_FINDINGS] == []

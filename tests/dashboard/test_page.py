@@ -37,6 +37,7 @@ from agents.dashboard.server import ALERT_RULES, Dashboard
 from agents.settings import Settings
 from agents.testing.driver import T0, Driver
 from streams.models import AdminAction, AdminCommand, AuditEvent, EventType
+from streams.outages import decide_outage_command
 from streams.policy import PolicyError, parse_policy
 from streams.projections import PLATFORM_TENANT, tenant_key
 from tests.core.test_outages import Fleet
@@ -684,5 +685,92 @@ def test_an_outage_is_a_row_that_opens_to_its_connectors_of_the_users_scope() ->
         assert 'data-connector="SAP-1"' not in page
         nothing = await (await client.get("/dashboard/fragment", headers=as_user("ivy"))).text()
         assert 'class="outage"' not in nothing
+
+    asyncio.run(with_client(dashboard, check))
+
+
+def _outage_fleet() -> Fleet:
+    """Seven connectors down: five of acme's behind the dependency `erp` (with two of
+    globex's: the platform's outage) and five of acme's failing alike (acme's own)."""
+    fleet = Fleet()
+    for index in range(7):
+        tenant = "acme" if index < 4 else "globex"
+        fleet.ping(f"SAP-{index}", False, T0 + index * 100, tenant_id=tenant, dependency="erp")
+    for index in range(5):
+        fleet.ping(f"CRM-{index}", False, T0 + index * 100, tenant_id="acme", failure="http_503")
+    return fleet
+
+
+ERP_OUTAGE = "outage:dependency:erp:1"
+ACME_OUTAGE = "outage:tenant:acme/failure:http_503:1"
+
+
+def test_an_outage_row_has_its_actions_for_users_who_may_act_on_it() -> None:
+    dashboard = dashboard_of(_outage_fleet().log)
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        def outage_buttons(page: str, outage_id: str) -> list[str]:
+            row = page.split(f'data-outage="{outage_id}"', 1)[1].split("</details>", 1)[0]
+            return re.findall(rf'data-action="(\w+)" data-target="{re.escape(outage_id)}"', row)
+
+        everything = ["ACKNOWLEDGE", "RECOVER", "RESOLVE"]
+        platform = await (await client.get("/dashboard/fragment", headers=as_user("alice"))).text()
+        assert outage_buttons(platform, ERP_OUTAGE) == everything
+        assert outage_buttons(platform, ACME_OUTAGE) == everything
+        assert "Recover all" in platform
+        tenant = await (await client.get("/dashboard/fragment", headers=as_user("ada"))).text()
+        assert outage_buttons(tenant, ACME_OUTAGE) == everything
+        assert outage_buttons(tenant, ERP_OUTAGE) == []  # spans tenants: the platform's
+        reader = await (await client.get("/dashboard/fragment", headers=as_user("carol"))).text()
+        assert 'data-target="outage:' not in reader  # may look, not act
+
+    asyncio.run(with_client(dashboard, check))
+
+
+@pytest.mark.parametrize(
+    ("user", "action", "target", "status", "error"),
+    [
+        ("alice", "RECOVER", ERP_OUTAGE, 200, None),
+        ("alice", "ACKNOWLEDGE", ACME_OUTAGE, 200, None),
+        ("ada", "RESOLVE", ACME_OUTAGE, 200, None),
+        ("ada", "RECOVER", ERP_OUTAGE, 403, "only a platform user acts on it"),
+        ("gus", "ACKNOWLEDGE", ACME_OUTAGE, 404, f"no such open outage: {ACME_OUTAGE}"),
+        ("gus", "RESOLVE", ERP_OUTAGE, 403, "only a platform user acts on it"),
+        ("alice", "RESOLVE", "outage:dependency:erp:9", 404, "no such open outage"),
+        ("alice", "SILENCE", ERP_OUTAGE, 400, "an outage is not silenced"),
+    ],
+)
+def test_an_outage_action_is_scoped_and_keyed_by_the_outage(
+    user: str, action: str, target: str, status: int, error: str | None
+) -> None:
+    fleet = _outage_fleet()
+    sent: list[AdminCommand] = []
+
+    async def send(_settings: Settings, command: AdminCommand, _t: float) -> list[AuditEvent]:
+        """The outage's decider answers, as the worker would."""
+        sent.append(command)
+        state = fleet.outages[command.connector_id]
+        return list(decide_outage_command(state, command, fleet.policy).events)
+
+    dashboard = dashboard_of(fleet.log, send)
+
+    async def check(client: TestClient[Any, Any]) -> None:
+        headers = as_user(user)
+        response = await client.post(
+            "/dashboard/api/actions",
+            json={"action": action, "target": target},
+            headers={**headers, CSRF_HEADER: await csrf_of(client, headers)},
+        )
+        answer = await response.json()
+        assert response.status == status, answer
+        if error is not None:
+            assert error in answer["error"]
+            assert sent == []
+            return
+        assert [(c.action.value, c.connector_id, c.incident_id, c.actor) for c in sent] == [
+            (action, target.rpartition(":")[0], target, user)
+        ]
+        assert answer["verdict"] == "accepted", answer
+        assert [e["actor"] for e in answer["events"]] == [user]
 
     asyncio.run(with_client(dashboard, check))

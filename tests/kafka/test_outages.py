@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from agents import admin
 from agents.broker.topics import ensure_topics
 from agents.policyfile import load_policy
 from agents.wire.codec import registry
 from streams.evidence import OutageJoined, OutageOpened, OutageResolved, read
-from streams.models import AuditEvent, EventType, NotificationRequest
+from streams.models import AdminAction, AuditEvent, EventType, NotificationRequest, RecoveryMode
 from tests.kafka.harness import (
     Namespace,
     Worker,
@@ -395,3 +396,62 @@ def test_an_outage_holds_restarts_but_its_probe_and_releases_them_paced(
     assert (figures["lost"], figures["conflicting_duplicates"], figures["extra"]) == (0, 0, 0), (
         figures
     )
+
+
+ADMIN_POLICY = """
+dependencies:
+  sap-prod: {connectors: ["ERP-*"]}
+defaults:
+  heartbeat_timeout_s: 600
+  max_retries: 3
+  attempt_timeout_s: 5
+  backoff: {base_s: 120, cap_s: 120}
+"""
+
+
+def test_an_admin_acks_recovers_and_resolves_a_whole_outage(
+    ns: Namespace, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """`ack`, `recover`, `resolve` of an outage id through the broker, as the CLI sends
+    them: answered on the outage's chain; `recover` a manual attempt on each member's."""
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(ADMIN_POLICY)
+    asyncio.run(ensure_topics(ns.settings()))
+    workers.append(Worker(ns, policy=policy_file).start())
+    members = ERP[:5]
+    asyncio.run(publish(ns.bootstrap, ns.topics.health, members, healthy=False))
+
+    def opened(events: list[AuditEvent]) -> bool:
+        return bool(of_type(events, EventType.OUTAGE_OPENED))
+
+    wait_for_audit(ns, opened, 60, "the outage opened")
+    outage_id = f"{OUTAGE}:1"
+
+    def send(action: AdminAction) -> list[AuditEvent]:
+        command = admin.build_command(action, outage_id, "bob")
+        return asyncio.run(admin.send_and_wait(ns.settings(), command, 30))
+
+    (acked,) = send(AdminAction.ACKNOWLEDGE)
+    assert (acked.type, acked.connector_id, acked.actor) == (
+        EventType.OUTAGE_ACKNOWLEDGED,
+        OUTAGE,
+        "bob",
+    )
+    (requested,) = send(AdminAction.RECOVER)
+    assert requested.type is EventType.OUTAGE_RECOVERY_REQUESTED
+
+    def every_member_started(events: list[AuditEvent]) -> bool:
+        manual = {
+            e.connector_id
+            for e in of_type(events, EventType.RECOVERY_STARTED)
+            if e.mode is RecoveryMode.MANUAL and e.actor == "bob"
+        }
+        return manual == set(members)
+
+    wait_for_audit(ns, every_member_started, 60, "a manual attempt of each member")
+    (resolved,) = send(AdminAction.RESOLVE)
+    assert (resolved.type, resolved.actor) == (EventType.OUTAGE_RESOLVED, "bob")
+    assert resolved.attributes["resolution"] == "manual"
+    (again,) = send(AdminAction.ACKNOWLEDGE)
+    assert again.type is EventType.COMMAND_REJECTED
+    assert "is not open" in admin.rejection(again)

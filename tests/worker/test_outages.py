@@ -25,6 +25,7 @@ from streams.models import (
     MemberChange,
     OutageNotice,
     OutageSignal,
+    RecoveryMode,
     Tick,
     Watch,
     WorkerInput,
@@ -182,32 +183,52 @@ def test_crash_repair_drops_outage_events_already_in_the_log() -> None:
     ]
 
 
-def test_an_admin_command_for_an_outage_is_refused_on_its_chain() -> None:
-    """`connector-recovery ack outage:dependency:sap-prod:1` must answer, not crash."""
+def test_an_admin_ack_of_an_outage_is_recorded_on_its_chain() -> None:
+    """`connector-recovery ack outage:dependency:sap-prod:1` is answered on the outage's
+    chain and stored with it; the outage goes on."""
     worker = Worker()
     worker.fail(5)
     worker.pump()
-    command = AdminCommand(
-        command_id="c-1",
-        action=AdminAction.ACKNOWLEDGE,
+    worker.feed(_outage_command(AdminAction.ACKNOWLEDGE, "c-1"))
+    acked = worker.log[-1]
+    assert (acked.connector_id, acked.type) == (KEY, EventType.OUTAGE_ACKNOWLEDGED)
+    assert acked.actor == "alice"
+    assert acked.attributes["command_id"] == "c-1"
+    stored = worker.processor.store.get(KEY.encode(), 0)
+    assert stored is not None
+    outage = load_outage(stored)[0].record
+    assert (outage.sequence, outage.acknowledged_by) == (acked.sequence, "alice")
+    # the outage goes on: a sixth member joins
+    worker.feed(_ping("SAP-5", False, T0 + 2_000))
+    worker.pump()
+    assert worker.outage_types()[-1] == "outage.joined"
+
+
+def test_an_admin_recover_of_an_outage_sends_each_failing_member_a_recover() -> None:
+    worker = Worker()
+    worker.fail(5)
+    worker.pump()
+    outputs = worker.feed(_outage_command(AdminAction.RECOVER, "c-2"))
+    assert [(c.connector_id, c.command_id, c.actor) for c in outputs.member_commands] == [
+        (f"SAP-{index}", f"c-2:SAP-{index}", "alice") for index in range(5)
+    ]
+    # read back from the inputs topic by the members' owner: a manual attempt each
+    applied = worker.feed(*outputs.member_commands)
+    started = [e for _key, e, _p in applied.events if e.type is EventType.RECOVERY_STARTED]
+    assert [(e.connector_id, e.actor, e.mode) for e in started] == [
+        (f"SAP-{index}", "alice", RecoveryMode.MANUAL) for index in range(5)
+    ]
+
+
+def _outage_command(action: AdminAction, command_id: str) -> AdminCommand:
+    return AdminCommand(
+        command_id=command_id,
+        action=action,
         connector_id=KEY,
         incident_id=f"{KEY}:1",
         actor="alice",
         issued_at=T0 + 1_000,
     )
-    worker.feed(command)
-    rejected = worker.log[-1]
-    assert (rejected.connector_id, rejected.type) == (KEY, EventType.COMMAND_REJECTED)
-    assert rejected.actor == "alice"
-    assert rejected.attributes["command_id"] == "c-1"
-    assert "is an outage" in rejected.attributes["rejection"]
-    stored = worker.processor.store.get(KEY.encode(), 0)
-    assert stored is not None
-    assert load_outage(stored)[0].record.sequence == rejected.sequence
-    # the outage goes on: a sixth member joins
-    worker.feed(_ping("SAP-5", False, T0 + 2_000))
-    worker.pump()
-    assert worker.outage_types()[-1] == "outage.joined"
 
 
 def test_a_tick_or_grace_for_an_outage_changes_nothing() -> None:

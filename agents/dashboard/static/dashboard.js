@@ -106,6 +106,11 @@
       if (!minutes) return;
       body.minutes = Number(minutes);
     }
+    // one click acts on every connector of an outage: ask first
+    if (target.startsWith("outage:") && action !== "ACKNOWLEDGE") {
+      const verb = action === "RECOVER" ? "Recover every failing connector of " : "Resolve ";
+      if (!window.confirm(verb + target + "?")) return;
+    }
     say(action.toLowerCase() + " " + target + ": waiting for the decider's answer…", "pending");
     let reply;
     try {
