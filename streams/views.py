@@ -315,6 +315,8 @@ class FleetView:
         self.outage_chains: dict[str, Record] = {}  # outages' chain heads, not connectors
         self.outages: dict[str, Outage] = {}  # open ones
         self.outages_opened: dict[str, int] = {}  # per tenant key
+        # per tenant key: outages resolved, and the sum of their times to resolve (ms)
+        self.outages_resolved: dict[str, tuple[int, int]] = {}
         self.since: dict[str, int] = {}  # connectors not healthy: since when, in their state
         self.events = 0
         self.duplicates = 0
@@ -399,6 +401,10 @@ class FleetView:
                 self.outages_opened[tenant] = self.outages_opened.get(tenant, 0) + 1
             if outage is not None and outage.resolved_at is not None:
                 del self.outages[outage.outage_id]
+                if outage.mttr_ms is not None:
+                    tenant = tenant_key(outage.tenant_id)
+                    count, total_ms = self.outages_resolved.get(tenant, (0, 0))
+                    self.outages_resolved[tenant] = (count + 1, total_ms + outage.mttr_ms)
         return True
 
     def open_outages(self, tenant: str | None = None) -> list[Outage]:
@@ -599,6 +605,7 @@ class FleetView:
             "outage_chains": [record_to_wire(r) for r in self.outage_chains.values()],
             "outages": [_outage_to_wire(o) for o in self.outages.values()],
             "outages_opened": self.outages_opened,
+            "outages_resolved": {k: list(v) for k, v in self.outages_resolved.items()},
         }
 
     def parts(self) -> Parts:
@@ -634,6 +641,10 @@ class FleetView:
         }
         view.outages = {o.outage_id: o for o in (Outage(*w) for w in snapshot["outages"])}
         view.outages_opened = dict(snapshot["outages_opened"])
+        view.outages_resolved = {
+            key: (int(count), int(total))
+            for key, (count, total) in snapshot.get("outages_resolved", {}).items()
+        }
         return view
 
     def add(self, kind: str, wire: list[Any], strings: dict[str, str] | None = None) -> None:

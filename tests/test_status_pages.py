@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.audit.live import status
+from agents.audit.live import exposition, metrics_registry, status
 from agents.testing.driver import T0
+from streams.models import EventType
 from streams.views import FleetView
 from tests.core.test_outages import Fleet
 from tests.core.test_properties import play
 from tests.core.test_views import folded
+from tests.kafka.harness import metric_samples
 
 
 def fleet(connectors: int) -> FleetView:
@@ -76,3 +78,22 @@ def test_open_outages_are_listed_with_their_size() -> None:
         None,
     )
     assert status(view, "acme")["open_outages"] == []  # the platform's, not a tenant's
+
+
+def test_outages_time_to_resolve_is_on_metrics() -> None:
+    outages = Fleet()
+    for index in range(6):
+        outages.ping(f"SAP-{index}", False, T0 + index * 100, dependency="erp")
+    for index in range(6):
+        outages.ping(f"SAP-{index}", True, T0 + 42_000 + index * 100, dependency="erp")
+    view = folded(outages.log)
+    (opened,) = [e for e in outages.log if e.type is EventType.OUTAGE_OPENED]
+    (resolved,) = [e for e in outages.log if e.type is EventType.OUTAGE_RESOLVED]
+    samples = metric_samples(exposition(metrics_registry(lambda: view, {})).decode())
+    key = '{tenant="_platform"}'
+    assert samples["connector_outage_time_to_recover_seconds_count" + key] == 1
+    assert samples["connector_outage_time_to_recover_seconds_sum" + key] == (
+        (resolved.occurred_at - opened.occurred_at) / 1000
+    )
+    assert samples["connector_open_outages" + key] == 0
+    assert samples["connector_outages_total" + key] == 1

@@ -9,6 +9,8 @@ Prometheus names (the spec's metrics, in Prometheus' conventions):
 * `mean_time_to_recover_seconds{tenant,quantile}` — mean (quantile="mean", exact) and
   p50/p90/p99 (within 1%: `streams.views.RELATIVE_ACCURACY`; `report` gives them exactly)
 * `connector_failed{tenant}`, `connector_unacknowledged_incidents{tenant}`
+* `connector_open_outages{tenant}`, `connector_outages_total{tenant}`,
+  `connector_outage_time_to_recover_seconds{tenant}` (a summary: `_count` resolved, `_sum`)
 * `connector_dead_letters_total`, `connector_late_pings_total`, `connector_inputs_total`,
   `connector_inputs_lag`
 """
@@ -25,6 +27,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
+    SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
 
@@ -172,13 +175,26 @@ class FoldCollector(Collector):
         for outage in view.open_outages():
             key = tenant_key(outage.tenant_id)
             open_now[key] = open_now.get(key, 0) + 1
-        for tenant, count in sorted(view.outages_opened.items()):
-            opened_outages.add_metric([tenant], count)
+        # every tenant with figures gets its outage series, at zero if it never had one: a
+        # rule or a panel over them sees 0, not "no data"
+        outage_tenants = sorted(set(by_tenant) | set(view.outages_opened) | set(open_now))
+        for tenant in outage_tenants:
+            opened_outages.add_metric([tenant], view.outages_opened.get(tenant, 0))
             outages.add_metric([tenant], open_now.get(tenant, 0))
+        outage_mttr = SummaryMetricFamily(
+            "connector_outage_time_to_recover_seconds",
+            "Outages resolved (count) and their times from opened to resolved (sum); mean ="
+            " sum / count",
+            labels=["tenant"],
+        )
+        for tenant in sorted(set(outage_tenants) | set(view.outages_resolved)):
+            count, total_ms = view.outages_resolved.get(tenant, (0, 0))
+            outage_mttr.add_metric([tenant], count_value=count, sum_value=total_ms / 1000)
         yield failures
         yield recovered
         yield outages
         yield opened_outages
+        yield outage_mttr
         yield open_incidents
         yield failed
         yield unacknowledged

@@ -168,7 +168,7 @@ def test_promtool_checks_and_unit_tests_the_alert_rules() -> None:
         check=False,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "6 rules found" in checked.stdout
+    assert "7 rules found" in checked.stdout
     tested = subprocess.run(
         [promtool, "test", "rules", "alerts_test.yml"],
         cwd=rules,
