@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiokafka.errors import ProducerClosed
+
 from agents.settings import Settings
 from agents.wire.codec import registry
 from agents.wire.partitioning import partition_of
@@ -79,3 +81,33 @@ def test_batch_origins_are_empty_for_a_single_input_or_garbage() -> None:
     assert batch_origins(reg, tick) == []
     assert batch_origins(reg, b"garbage") == []
     assert batch_origins(reg, None) == []
+
+
+def test_a_worker_stopping_while_its_graces_go_out_is_no_crash() -> None:
+    """SIGTERM during a large assignment's graces closes the producer under them: the
+    worker stops cleanly (the next owner gives its own graces), it does not crash."""
+
+    class Closing(Recorder):
+        async def send(self, topic: str, *, value: bytes, partition: int) -> asyncio.Future[Any]:
+            if len(self.sent) == 2:
+                raise ProducerClosed()
+            return await super().send(topic, value=value, partition=partition)
+
+    closing = Closing()
+    crashes: list[BaseException] = []
+
+    async def producer() -> Any:
+        return closing
+
+    async def crash(error: BaseException) -> None:
+        crashes.append(error)
+
+    async def run() -> None:
+        graces = Graces(Settings(partitions=1), registry(), producer, crash)
+        graces.give({0: {f"C-{i:05d}" for i in range(5 * BATCH_ITEMS)}}, AT)
+        assert graces._sending is not None
+        await graces._sending
+
+    asyncio.run(run())
+    assert len(closing.sent) == 2
+    assert crashes == []
