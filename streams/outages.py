@@ -639,22 +639,11 @@ def _release_due(out: _Emitter, now: int, group: str, policy: Policy) -> None:
     if start is None or not memory.releasing:
         return
     released = memory.released
-    outage_id = out.record.outage_id
-    assert outage_id is not None  # noqa: S101 - releasing only while an outage is open
     for incident_id in memory.releasing:
         at = start + _release_interval_ms(released, policy)
         if at > now:
             break
-        out.notices.append(
-            OutageNotice(
-                connector_id=_connector_of(incident_id),
-                outage_id=outage_id,
-                group=group,
-                incident_id=incident_id,
-                role=OutageRole.RELEASED,
-                at=at,
-            )
-        )
+        out.link(at, group, [(_connector_of(incident_id), incident_id, OutageRole.RELEASED)])
         released += 1
     done = released - memory.released
     out.memory = memory._replace(releasing=memory.releasing[done:], released=released)
