@@ -15,11 +15,13 @@ from streams.models import GENESIS_HASH
 
 
 def heads_digest(heads: Mapping[str, tuple[int, str]]) -> str:
-    lines = "".join(
-        f"{connector}\t{sequence}\t{digest}\n"
-        for connector, (sequence, digest) in sorted(heads.items())
-    )
-    return hashlib.sha256(lines.encode()).hexdigest()
+    """The SHA-256 of a line per chain, `connector<TAB>sequence<TAB>head hash`, sorted by
+    connector; hashed a line at a time (a partition of a large fleet is tens of MB of lines)."""
+    digest = hashlib.sha256()
+    for connector in sorted(heads):
+        sequence, head = heads[connector]
+        digest.update(f"{connector}\t{sequence}\t{head}\n".encode())
+    return digest.hexdigest()
 
 
 def checkpoint_record(

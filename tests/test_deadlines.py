@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from agents.worker.clock import DeadlineIndex, due_ticks, lagging_partitions
 
 
@@ -66,3 +69,37 @@ def test_lag_is_counted_in_records_so_one_batch_of_pings_behind_is_behind() -> N
     assert lagging_partitions({0: 105, 1: 102, 2: None}, {0: 100, 1: 100}) == {0}
     # A partition never delivered yet counts from its start.
     assert lagging_partitions({3: 5}, {}) == {3}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["A", "B", "C"]),
+            st.one_of(st.none(), st.integers(0, 60)),  # None: unscheduled
+            st.integers(0, 8),  # the clock moves on this much, then pops
+        ),
+        max_size=60,
+    )
+)
+def test_pop_due_equals_a_scan_of_every_deadline(
+    steps: list[tuple[str, int | None, int]],
+) -> None:
+    """Whatever order deadlines move in (later, earlier, cleared, fired and set again), the
+    index fires exactly the connectors a scan of the current deadlines finds due."""
+    index = DeadlineIndex()
+    current: dict[str, int] = {}
+    now = 0
+    for connector, offset, step in steps:
+        deadline = None if offset is None else now + offset
+        index.schedule(connector, deadline)
+        if deadline is None:
+            current.pop(connector, None)
+        else:
+            current[connector] = deadline
+        now += step
+        due = sorted(c for c, at in current.items() if at <= now)
+        assert sorted(index.pop_due(now)) == due
+        for connector_due in due:
+            del current[connector_due]
+    assert len(index._heap) <= 3 * len(steps) + 3  # stale entries stay bounded

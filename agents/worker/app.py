@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -61,9 +62,10 @@ log = logging.getLogger("connector_recovery.worker")
 TABLE_ROCKSDB = {
     "write_buffer_size": 16 << 20,
     "max_write_buffer_number": 2,
-    "block_cache_size": 64 << 20,
+    "block_cache_size": 8 << 20,
 }
 DECIDE_BATCH = 1000
+DECIDE_TURN_S = 0.05  # the longest a batch holds the event loop between two turns
 DECIDE_WITHIN_S = 0.01
 FIRST_START_HOLD_S = 30 * 60  # Faust's stall warnings wait this long (see faust.App below)
 
@@ -280,7 +282,13 @@ class WorkerApp:
         # the last event of each partition: where a dead letter of that partition came from
         last_events = {event.message.partition: event for event in events}
         repaired = self.processor.take_repairs(last_events, outputs)
+        turn = time.monotonic()
         for event in events:
+            if time.monotonic() - turn > DECIDE_TURN_S:
+                # A batch of thousands of InputBatch records (a new owner's heartbeat graces,
+                # a backlog) gives the loop a turn: heartbeats, pages, the clock.
+                await asyncio.sleep(0)
+                turn = time.monotonic()
             msg = event.message
             expected = self.recovery.next_offsets.get(msg.partition)
             if expected is not None and msg.offset > expected:

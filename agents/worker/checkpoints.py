@@ -4,7 +4,7 @@ table beside the states, where crash repair starts reading (agents/worker/recove
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from aiokafka.structs import TopicPartition
@@ -16,6 +16,47 @@ from streams.checkpoint import checkpoint_record
 from streams.models import GENESIS_HASH, AuditEvent
 
 CHECKPOINT_PREFIX = b"\x00audit-position:"
+
+
+# A chain head (sequence, head hash) as 40 bytes (8 of sequence, 32 of digest): a worker
+# holds one per connector it owns, 73 bytes each rather than ~200 as a tuple of an int and a
+# hex string. A head that does not fit (not a SHA-256 hex digest) stays a tuple.
+Head = bytes | tuple[int, str]
+
+
+def pack_head(sequence: int, head_hash: str) -> Head:
+    if 0 <= sequence < 1 << 64 and len(head_hash) == 64:
+        try:
+            return sequence.to_bytes(8, "big") + bytes.fromhex(head_hash)
+        except ValueError:
+            pass
+    return sequence, head_hash
+
+
+def unpack_head(head: Head) -> tuple[int, str]:
+    if isinstance(head, tuple):
+        return head
+    return int.from_bytes(head[:8], "big"), head[8:].hex()
+
+
+def head_sequence(head: Head) -> int:
+    return head[0] if isinstance(head, tuple) else int.from_bytes(head[:8], "big")
+
+
+class Heads(Mapping[str, tuple[int, str]]):
+    """A partition's packed heads, read as (sequence, head hash) (`heads_digest`)."""
+
+    def __init__(self, packed: dict[str, Head]) -> None:
+        self.packed = packed
+
+    def __getitem__(self, connector_id: str) -> tuple[int, str]:
+        return unpack_head(self.packed[connector_id])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.packed)
+
+    def __len__(self) -> int:
+        return len(self.packed)
 
 
 def checkpoint_key(partition: int) -> bytes:
@@ -33,7 +74,7 @@ class AuditCheckpoints:
     def __init__(self) -> None:
         # Per audit partition: the next audit offset, and the chain heads below it.
         self.positions: dict[int, int] = {}
-        self.heads: dict[int, dict[str, tuple[int, str]]] = {}
+        self.heads: dict[int, dict[str, Head]] = {}
         # What was last checkpointed, per partition (read back at assignment).
         self.checkpointed: dict[int, int] = {}
         self.previous: dict[int, str] = {}
@@ -44,7 +85,9 @@ class AuditCheckpoints:
         exactly the log below its position."""
         for (event, partition), offset in zip(events, offsets, strict=True):
             self.positions[partition] = max(self.positions.get(partition, 0), offset + 1)
-            self.heads.setdefault(partition, {})[event.connector_id] = (event.sequence, event.hash)
+            self.heads.setdefault(partition, {})[event.connector_id] = pack_head(
+                event.sequence, event.hash
+            )
 
     def due(self, owned: Iterable[int], now: int) -> list[dict[str, Any]]:
         """A checkpoint record per owned audit partition whose log grew since the last."""
@@ -57,7 +100,7 @@ class AuditCheckpoints:
                 checkpoint_record(
                     partition,
                     position,
-                    self.heads[partition],
+                    Heads(self.heads[partition]),
                     now,
                     self.previous.get(partition, GENESIS_HASH),
                 )

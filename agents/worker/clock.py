@@ -13,9 +13,12 @@ from collections.abc import Awaitable, Callable, Mapping
 
 
 class DeadlineIndex:
+    """Invariant: every connector with a deadline has a heap entry at or before it. One
+    dict and the heap, per connector of the fleet: a later deadline (a steady ping) pushes
+    nothing, an earlier one pushes an entry; a stale entry is re-pushed when it pops."""
+
     def __init__(self) -> None:
         self._deadline: dict[str, int] = {}
-        self._scheduled: dict[str, int] = {}
         self._heap: list[tuple[int, str]] = []
 
     def __len__(self) -> int:
@@ -25,37 +28,32 @@ class DeadlineIndex:
         if deadline is None:
             self._deadline.pop(connector_id, None)
             return
+        before = self._deadline.get(connector_id)
         self._deadline[connector_id] = deadline
-        scheduled = self._scheduled.get(connector_id)
-        if scheduled is None or deadline < scheduled:
-            self._scheduled[connector_id] = deadline
+        if before is None or deadline < before:
             heapq.heappush(self._heap, (deadline, connector_id))
 
     def forget(self) -> None:
         """Drop every connector, e.g. before the index is rebuilt after a rebalance."""
         self._deadline.clear()
-        self._scheduled.clear()
         self._heap.clear()
 
     def pop_due(self, now: int) -> list[str]:
         """Connectors whose deadline is at or before `now` (each once)."""
         due: list[str] = []
         heap = self._heap
+        deadlines = self._deadline
         while heap and heap[0][0] <= now:
             at, connector_id = heapq.heappop(heap)
-            if self._scheduled.get(connector_id) != at:
-                continue  # superseded by an earlier entry
-            del self._scheduled[connector_id]
-            deadline = self._deadline.get(connector_id)
+            deadline = deadlines.get(connector_id)
             if deadline is None:
-                continue
+                continue  # fired already, or unscheduled
             if deadline <= now:
                 due.append(connector_id)
                 # Until the tick is processed and re-indexes it, don't fire it again.
-                del self._deadline[connector_id]
-            else:
-                self._scheduled[connector_id] = deadline
-                heapq.heappush(heap, (deadline, connector_id))
+                del deadlines[connector_id]
+            elif at < deadline and (not heap or heap[0] != (deadline, connector_id)):
+                heapq.heappush(heap, (deadline, connector_id))  # moved later since pushed
         return due
 
 

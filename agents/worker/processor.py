@@ -11,6 +11,9 @@ Faust table (agents/worker/faust_context.py) and sends its outputs
 Kept in memory beside the store: liveness (last ping time, heartbeat deadline: it changes
 with every ping and is not written, agents/worker/statecodec.py), the deadline index the
 clock reads, and the audit events a crash left ahead of the table (agents/worker/repair.py).
+Parsed states are cached up to `STATES_CACHED` (as Kafka Streams caches in front of RocksDB):
+what the processor holds follows that bound and the fleet's liveness (a packed int per
+connector), not every state the worker has ever read.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import NamedTuple, Protocol, cast
 
-from agents.wire.partitioning import partition_of
 from agents.wire.records import Unpacked
 from agents.worker.clock import DeadlineIndex
 from agents.worker.repair import reconcile
@@ -63,7 +66,36 @@ COUNTERS = (
     "late_pings",
     "skipped_redeliveries",
     "repaired_dropped",
+    "states_evicted",
 )
+
+# Parsed states held (~1 KB each): every connector of a fleet of thousands pinging steadily
+# stays parsed; beyond it, the oldest read are dropped and read again from the store when
+# needed (a store read and a JSON parse, ~20 us).
+STATES_CACHED = 50_000
+_EVICT_TO = 7 / 8  # evicting in chunks: a scan from a dict's front per chunk, not per state
+
+Liveness = tuple[int | None, int | None]  # last ping time, heartbeat deadline
+_PACKABLE = 1 << 62
+_SHIFT = 63
+
+
+def _pack(live: Liveness) -> int | Liveness:
+    """(last, deadline) in one int (~40 bytes, not a 120-byte tuple of two ints): each as
+    value + 1, 0 for None. Outside [0, 2**62) (never a real time in ms) the tuple is kept."""
+    last, deadline = live
+    if (last is None or 0 <= last < _PACKABLE) and (deadline is None or 0 <= deadline < _PACKABLE):
+        return ((0 if last is None else last + 1) << _SHIFT) | (
+            0 if deadline is None else deadline + 1
+        )
+    return live
+
+
+def _unpack(packed: int | Liveness) -> Liveness:
+    if isinstance(packed, tuple):
+        return packed
+    last, deadline = packed >> _SHIFT, packed & ((1 << _SHIFT) - 1)
+    return (last - 1 if last else None), (deadline - 1 if deadline else None)
 
 
 class StateStore(Protocol):
@@ -154,24 +186,29 @@ class InputProcessor:
         store: StateStore,
         partitions: int,
         counters: dict[str, int] | None = None,
+        states_cached: int = STATES_CACHED,
     ) -> None:
         self.policy = policy
         self.store = store
         self.partitions = partitions
+        self.states_cached = states_cached
         self.deadlines = DeadlineIndex()
         # Liveness (last ping time, heartbeat deadline) is in memory only: in the parsed
-        # states below, and here for the connectors whose parsed state was dropped with a
-        # revoked partition, until they are read again or `keep_owned` forgets them.
-        self._dropped_liveness: dict[str, tuple[int | None, int | None]] = {}
+        # states below, and here (`_pack`ed) for the connectors whose parsed state was
+        # dropped (evicted, or with a revoked partition), until they are read again or
+        # `keep_owned` forgets them; per inputs partition, as the parsed states are.
+        self._liveness: dict[int, dict[bytes, int | Liveness]] = {}
         # Crash repair: per connector, audit events found after the table's audit position
         # (written by inputs whose state did not reach the table).
         self.logged_ahead: dict[str, list[AuditEvent]] = {}
         # Parsed states of owned partitions, as in the store plus the liveness: a steady
         # ping is then a dict lookup, no store read, no JSON and no copy. Filled on first
-        # read, on each write and by each steady ping (which changes only the liveness); a
-        # partition's part is dropped when it is revoked (`forget_partitions`), since
-        # another worker may write its store before it comes back.
+        # read, on each write and by each steady ping (which changes only the liveness); the
+        # oldest read are evicted beyond `states_cached` (`_evict`); a partition's part is
+        # dropped when it is revoked (`forget_partitions`), since another worker may write
+        # its store before it comes back.
         self._parsed: dict[int, dict[bytes, tuple[ConnectorState, int]]] = {}
+        self._cached = 0  # parsed states, counted on each miss and recounted by `_evict`
         # Crash repair of connectors no re-delivered input will reach: their stored state
         # with the events logged ahead of it folded in, to be written with the partition's
         # next batch (`take_repairs`); until then the processor reads them from `_parsed`.
@@ -348,17 +385,47 @@ class InputProcessor:
         return fixed.events, fixed.commands, fixed.state
 
     def _stored(self, key: bytes, connector_id: str, partition: int) -> tuple[ConnectorState, int]:
-        """A state not in the parsed-state cache (`apply` looked): read, parsed, cached."""
-        stored = self.store.get(key, partition)
-        if stored is None:
-            state, applied = ConnectorState.new(connector_id), -1
+        """A state not in the parsed-state cache (`apply` looked): read, parsed, cached. A
+        repaired state not yet written is read from `repairs`, not from the store."""
+        repaired = self.repairs.get(partition, {}).get(key)
+        if repaired is not None:
+            state, applied = repaired.state, repaired.applied
         else:
-            state, applied = load_state(stored)
-        live = self._dropped_liveness.pop(connector_id, None)
+            stored = self.store.get(key, partition)
+            if stored is None:
+                state, applied = ConnectorState.new(connector_id), -1
+            else:
+                state, applied = load_state(stored)
+        aside = self._liveness.get(partition)
+        live = None if aside is None else aside.pop(key, None)
         if live is not None:
-            state = state._replace(last_checked_at=live[0], heartbeat_deadline=live[1])
+            last, deadline = _unpack(live)
+            state = state._replace(last_checked_at=last, heartbeat_deadline=deadline)
         self._parsed.setdefault(partition, {})[key] = (state, applied)
+        self._cached += 1
+        if self._cached > self.states_cached:
+            self._evict()
         return state, applied
+
+    def _evict(self) -> None:
+        """The oldest read parsed states down to 7/8 of the bound, each partition its share;
+        their liveness kept aside (packed) for when they are read again."""
+        total = sum(len(parsed) for parsed in self._parsed.values())
+        excess = total - int(self.states_cached * _EVICT_TO)
+        if total <= self.states_cached or excess <= 0:
+            self._cached = total
+            return
+        evicted = 0
+        for partition, parsed in self._parsed.items():
+            share = -(-excess * len(parsed) // total)  # rounded up: the bound is met
+            liveness = self._liveness.setdefault(partition, {})
+            for key in list(islice(parsed, share)):
+                state = parsed.pop(key)[0]
+                evicted += 1
+                if state.last_checked_at is not None or state.heartbeat_deadline is not None:
+                    liveness[key] = _pack((state.last_checked_at, state.heartbeat_deadline))
+        self._cached = total - evicted
+        self.counters["states_evicted"] += evicted
 
     def repaired(self, partition: int, state: ConnectorState, applied: int) -> None:
         """A state the log was ahead of, folded forward at assignment: read from now on,
@@ -387,6 +454,11 @@ class InputProcessor:
             self.store.put(key, value, partition)
         for key, pending in outputs.states.items():
             self._parsed.setdefault(pending.partition, {})[key] = (pending.state, pending.applied)
+            aside = self._liveness.get(pending.partition)
+            if aside:
+                aside.pop(key, None)  # the state written holds the newer
+        if outputs.states:
+            self._evict()
 
     def schedule_outages(self, stored: dict[str, bytes]) -> None:
         """After an assignment: the deadlines of the owned outages (their paced releases),
@@ -399,26 +471,28 @@ class InputProcessor:
                 continue
             self.deadlines.schedule(outage_id, outage_deadline(state, self.policy))
 
-    def liveness_of(self, connector_id: str) -> tuple[int | None, int | None]:
+    def liveness_of(self, connector_id: str) -> Liveness:
         """(last ping time, heartbeat deadline) as this worker knows them."""
         key = connector_id.encode()
         for parsed in self._parsed.values():
             cached = parsed.get(key)
             if cached is not None:
                 return cached[0].last_checked_at, cached[0].heartbeat_deadline
-        return self._dropped_liveness.get(connector_id, (None, None))
+        for aside in self._liveness.values():
+            packed = aside.get(key)
+            if packed is not None:
+                return _unpack(packed)
+        return None, None
 
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         """Revoked: their stored states may change elsewhere before they come back; their
         connectors' liveness is kept aside in case they do (`keep_owned` decides)."""
         for partition in partitions:
             self.repairs.pop(partition, None)  # the new owner repairs them from the log
+            aside = self._liveness.setdefault(partition, {})
             for key, (state, _applied) in self._parsed.pop(partition, {}).items():
                 if state.last_checked_at is not None or state.heartbeat_deadline is not None:
-                    self._dropped_liveness[key.decode()] = (
-                        state.last_checked_at,
-                        state.heartbeat_deadline,
-                    )
+                    aside[key] = _pack((state.last_checked_at, state.heartbeat_deadline))
 
     def keep_owned(self, owned: set[int]) -> None:
         """After a rebalance: forget the liveness of connectors this worker no longer owns,
@@ -427,8 +501,4 @@ class InputProcessor:
         self.repairs = {p: pending for p, pending in self.repairs.items() if p in owned}
         for partition in set(self._parsed) - owned:
             self.forget_partitions([partition])
-        self._dropped_liveness = {
-            connector_id: live
-            for connector_id, live in self._dropped_liveness.items()
-            if partition_of(connector_id.encode(), self.partitions) in owned
-        }
+        self._liveness = {p: aside for p, aside in self._liveness.items() if p in owned}

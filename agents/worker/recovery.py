@@ -20,7 +20,7 @@ from agents.settings import Settings
 from agents.wire.codec import AvroCodecError, SchemaRegistry
 from agents.wire.partitioning import partition_of
 from agents.wire.records import decode_audit
-from agents.worker.checkpoints import AuditCheckpoints
+from agents.worker.checkpoints import AuditCheckpoints, head_sequence, pack_head
 from agents.worker.effects import Effects
 from agents.worker.graces import Graces
 from agents.worker.processor import InputProcessor
@@ -128,7 +128,7 @@ class RebalanceRecovery:
                             continue
                         connector_id = event.connector_id
                         head = heads.get(connector_id)
-                        if head is not None and event.sequence <= head[0]:
+                        if head is not None and event.sequence <= head_sequence(head):
                             skipped += 1
                         elif (
                             connector_id in stored
@@ -145,9 +145,8 @@ class RebalanceRecovery:
             self.processor.repaired(partition, state, -1)  # no input of it applied here
             record = state.record
             scan.connectors.setdefault(partition, set()).add(record.connector_id)  # watched
-            scan.heads.setdefault(partition, {})[record.connector_id] = (
-                record.sequence,
-                record.head_hash,
+            scan.heads.setdefault(partition, {})[record.connector_id] = pack_head(
+                record.sequence, record.head_hash
             )
         held = sum(len(events) for events in logged_ahead.values())
         if held or repaired:
@@ -240,7 +239,7 @@ class RebalanceRecovery:
         for connector_id, events in self.processor.logged_ahead.items():
             partition = partition_of(connector_id.encode(), self.settings.partitions)
             last = events[-1]
-            heads.setdefault(partition, {})[connector_id] = (last.sequence, last.hash)
+            heads.setdefault(partition, {})[connector_id] = pack_head(last.sequence, last.hash)
         self.checkpoints.heads = heads
 
     def expected_connectors(self, owned: set[int]) -> set[str]:

@@ -22,6 +22,7 @@ FORMAT = 3  # 3: the applied position is offset * BATCH_SLOTS + item index
 _RECORD_FIELDS = Record._fields
 _MEMORY_FIELDS = DetectorMemory._fields
 _NOTIFIED = _RECORD_FIELDS.index("notified")  # a frozenset: JSON has no sets
+_NONE_NOTIFIED: frozenset[str] = frozenset()  # one object, not 216 bytes per parsed state
 
 
 class StateFormatError(ValueError):
@@ -87,7 +88,8 @@ def load_state(data: bytes) -> tuple[ConnectorState, int]:
     # defaults: a table written by the previous version is read as it is.
     values = dict(zip(_RECORD_FIELDS, record, strict=False))
     values["phase"] = Phase(values["phase"])
-    values["notified"] = frozenset(values["notified"])
+    notified = values["notified"]
+    values["notified"] = frozenset(notified) if notified else _NONE_NOTIFIED  # most: none
     if values["attempt_mode"] is not None:
         values["attempt_mode"] = RecoveryMode(values["attempt_mode"])
     state = ConnectorState(

@@ -20,7 +20,7 @@ from faust.stores.rocksdb import Store as RocksDBStore
 
 from agents.kafka_internals import rocksdb_partition_items
 from agents.wire.partitioning import partition_of
-from agents.worker.checkpoints import partition_of_checkpoint_key
+from agents.worker.checkpoints import Head, pack_head, partition_of_checkpoint_key
 from agents.worker.statecodec import load_head
 from streams.grouping import is_outage_key
 
@@ -28,7 +28,7 @@ from streams.grouping import is_outage_key
 @dataclass
 class OwnedState:
     connectors: dict[int, set[str]] = field(default_factory=dict)  # per owned partition
-    heads: dict[int, dict[str, tuple[int, str]]] = field(default_factory=dict)
+    heads: dict[int, dict[str, Head]] = field(default_factory=dict)  # packed (checkpoints.py)
     checkpoints: dict[int, int] = field(default_factory=dict)  # next audit offset
     outages: dict[str, bytes] = field(default_factory=dict)  # stored states, a few per group
 
@@ -44,7 +44,7 @@ class OwnedState:
             self.connectors.setdefault(partition, set()).add(connector_id)
         sequence, head_hash = load_head(value)
         if sequence:
-            self.heads.setdefault(partition, {})[connector_id] = (sequence, head_hash)
+            self.heads.setdefault(partition, {})[connector_id] = pack_head(sequence, head_hash)
 
     def count(self) -> int:
         return sum(len(connectors) for connectors in self.connectors.values())

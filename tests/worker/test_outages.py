@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from agents.testing.driver import T0
 from agents.wire.records import Unpacked
+from agents.worker.checkpoints import Heads
 from agents.worker.processor import DictStore, Input, InputProcessor, Outputs
 from agents.worker.statecodec import dump_outage, load_head, load_outage, load_state
 from agents.worker.tablescan import OwnedState
@@ -130,7 +131,9 @@ def test_the_outage_state_is_in_the_table_and_the_scan_reads_its_head() -> None:
     scan = OwnedState()
     scan.add(0, KEY.encode(), stored)
     assert scan.connectors == {}  # no heartbeat grace for an outage
-    assert scan.heads == {0: {KEY: (1, state.record.head_hash)}}
+    assert {p: dict(Heads(h)) for p, h in scan.heads.items()} == {
+        0: {KEY: (1, state.record.head_hash)}
+    }
 
 
 def test_re_sent_and_re_delivered_signals_change_nothing() -> None:

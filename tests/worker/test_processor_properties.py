@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from agents.testing.driver import T0
 from agents.wire.records import Unpacked
-from agents.worker.processor import DictStore, Input, InputProcessor
+from agents.worker.processor import STATES_CACHED, DictStore, Input, InputProcessor
 from agents.worker.statecodec import load_state
 from streams.decider import decide
 from streams.models import (
@@ -88,14 +88,18 @@ def reference(
     return events, commands, states
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(step, max_size=80), st.lists(st.integers(1, 12), min_size=1))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(step, max_size=80),
+    st.lists(st.integers(1, 12), min_size=1),
+    st.sampled_from([1, 2, STATES_CACHED]),  # a bound below the fleet evicts as it goes
+)
 def test_outputs_over_random_batches_equal_the_reference_fold(
-    script: list[tuple[str, int, str]], batch_sizes: list[int]
+    script: list[tuple[str, int, str]], batch_sizes: list[int], states_cached: int
 ) -> None:
     inputs = inputs_of(script)
     store = DictStore()
-    processor = InputProcessor(POLICY_, store, partitions=1)
+    processor = InputProcessor(POLICY_, store, partitions=1, states_cached=states_cached)
     items = [
         Input(Unpacked(message, position, f"in/{position}", None, None), 0)
         for position, message in enumerate(inputs)
@@ -150,3 +154,20 @@ def test_a_repaired_connector_leaves_the_log_ahead_once_it_has_caught_up() -> No
     assert outputs.events == []  # already in the log
     assert outputs.states  # the state catches up with the log
     assert restarted.logged_ahead == {}
+
+
+def test_a_repaired_state_evicted_before_it_is_written_is_read_from_the_repairs() -> None:
+    """A repaired state lives in the processor alone until its partition's next batch
+    writes it: evicting its parsed copy must not make the next input read the store's."""
+    processor = InputProcessor(POLICY_, DictStore(), partitions=1, states_cached=1)
+    repaired = ConnectorState.new("A")._replace(
+        record=ConnectorState.new("A").record._replace(sequence=5, head_hash="ab" * 32)
+    )
+    processor.repaired(0, repaired, -1)
+    for position, connector in enumerate(["C", "D"]):  # misses past the bound: A is evicted
+        ping = HealthPing(connector_id=connector, status=HealthStatus.HEALTHY, checked_at=T0)
+        processor.process([Input(Unpacked(ping, position, f"in/{position}", None, None), 0)])
+    assert processor.counters["states_evicted"] >= 1
+    ping = HealthPing(connector_id="A", status=HealthStatus.HEALTHY, checked_at=T0)
+    outputs = processor.process([Input(Unpacked(ping, 9, "in/9", None, None), 0)])
+    assert outputs.states[b"A"].state.record.sequence == 5
