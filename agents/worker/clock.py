@@ -17,21 +17,29 @@ class DeadlineIndex:
     dict and the heap, per connector of the fleet: a later deadline (a steady ping) pushes
     nothing, an earlier one pushes an entry; a stale entry is re-pushed when it pops."""
 
-    def __init__(self) -> None:
+    def __init__(self, ids: Callable[[str], str] | None = None) -> None:
         self._deadline: dict[str, int] = {}
         self._heap: list[tuple[int, str]] = []
+        # a connector id as the process already holds it (`WorkerApp.held_id`): the index
+        # then holds no copy of its own
+        self._ids = ids
 
     def __len__(self) -> int:
         return len(self._deadline)
+
+    def held(self, connector_id: str) -> str:
+        """`connector_id` as the process holds it already, if it does."""
+        return connector_id if self._ids is None else self._ids(connector_id)
 
     def schedule(self, connector_id: str, deadline: int | None) -> None:
         if deadline is None:
             self._deadline.pop(connector_id, None)
             return
         before = self._deadline.get(connector_id)
-        self._deadline[connector_id] = deadline
         if before is None or deadline < before:
+            connector_id = self.held(connector_id)
             heapq.heappush(self._heap, (deadline, connector_id))
+        self._deadline[connector_id] = deadline  # a key present keeps its first object
 
     def forget(self) -> None:
         """Drop every connector, e.g. before the index is rebuilt after a rebalance."""

@@ -19,7 +19,7 @@ connector), not every state the worker has ever read.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import NamedTuple, Protocol, cast
@@ -72,7 +72,7 @@ COUNTERS = (
 # Parsed states held (~1 KB each): every connector of a fleet of thousands pinging steadily
 # stays parsed; beyond it, the oldest read are dropped and read again from the store when
 # needed (a store read and a JSON parse, ~20 us).
-STATES_CACHED = 50_000
+STATES_CACHED = 20_000
 _EVICT_TO = 7 / 8  # evicting in chunks: a scan from a dict's front per chunk, not per state
 
 Liveness = tuple[int | None, int | None]  # last ping time, heartbeat deadline
@@ -186,18 +186,20 @@ class InputProcessor:
         store: StateStore,
         partitions: int,
         counters: dict[str, int] | None = None,
+        *,
         states_cached: int = STATES_CACHED,
+        ids: Callable[[str], str] | None = None,
     ) -> None:
         self.policy = policy
         self.store = store
         self.partitions = partitions
         self.states_cached = states_cached
-        self.deadlines = DeadlineIndex()
+        self.deadlines = DeadlineIndex(ids)
         # Liveness (last ping time, heartbeat deadline) is in memory only: in the parsed
         # states below, and here (`_pack`ed) for the connectors whose parsed state was
         # dropped (evicted, or with a revoked partition), until they are read again or
         # `keep_owned` forgets them; per inputs partition, as the parsed states are.
-        self._liveness: dict[int, dict[bytes, int | Liveness]] = {}
+        self._liveness: dict[int, dict[str, int | Liveness]] = {}  # ids as held (`ids`)
         # Crash repair: per connector, audit events found after the table's audit position
         # (written by inputs whose state did not reach the table).
         self.logged_ahead: dict[str, list[AuditEvent]] = {}
@@ -397,7 +399,7 @@ class InputProcessor:
             else:
                 state, applied = load_state(stored)
         aside = self._liveness.get(partition)
-        live = None if aside is None else aside.pop(key, None)
+        live = None if aside is None else aside.pop(connector_id, None)
         if live is not None:
             last, deadline = _unpack(live)
             state = state._replace(last_checked_at=last, heartbeat_deadline=deadline)
@@ -422,8 +424,7 @@ class InputProcessor:
             for key in list(islice(parsed, share)):
                 state = parsed.pop(key)[0]
                 evicted += 1
-                if state.last_checked_at is not None or state.heartbeat_deadline is not None:
-                    liveness[key] = _pack((state.last_checked_at, state.heartbeat_deadline))
+                self._set_aside(liveness, state)
         self._cached = total - evicted
         self.counters["states_evicted"] += evicted
 
@@ -456,7 +457,7 @@ class InputProcessor:
             self._parsed.setdefault(pending.partition, {})[key] = (pending.state, pending.applied)
             aside = self._liveness.get(pending.partition)
             if aside:
-                aside.pop(key, None)  # the state written holds the newer
+                aside.pop(pending.state.record.connector_id, None)  # the state holds the newer
         if outputs.states:
             self._evict()
 
@@ -479,10 +480,16 @@ class InputProcessor:
             if cached is not None:
                 return cached[0].last_checked_at, cached[0].heartbeat_deadline
         for aside in self._liveness.values():
-            packed = aside.get(key)
+            packed = aside.get(connector_id)
             if packed is not None:
                 return _unpack(packed)
         return None, None
+
+    def _set_aside(self, aside: dict[str, int | Liveness], state: ConnectorState) -> None:
+        """The liveness of a state no longer parsed, kept (packed) until it is read again."""
+        if state.last_checked_at is not None or state.heartbeat_deadline is not None:
+            connector_id = self.deadlines.held(state.record.connector_id)
+            aside[connector_id] = _pack((state.last_checked_at, state.heartbeat_deadline))
 
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         """Revoked: their stored states may change elsewhere before they come back; their
@@ -490,9 +497,8 @@ class InputProcessor:
         for partition in partitions:
             self.repairs.pop(partition, None)  # the new owner repairs them from the log
             aside = self._liveness.setdefault(partition, {})
-            for key, (state, _applied) in self._parsed.pop(partition, {}).items():
-                if state.last_checked_at is not None or state.heartbeat_deadline is not None:
-                    aside[key] = _pack((state.last_checked_at, state.heartbeat_deadline))
+            for state, _applied in self._parsed.pop(partition, {}).values():
+                self._set_aside(aside, state)
 
     def keep_owned(self, owned: set[int]) -> None:
         """After a rebalance: forget the liveness of connectors this worker no longer owns,

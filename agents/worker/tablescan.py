@@ -12,7 +12,7 @@ key's partition from where it found it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,19 +25,25 @@ from agents.worker.statecodec import load_head
 from streams.grouping import is_outage_key
 
 
+def _as_is(connector_id: str) -> str:
+    return connector_id
+
+
 @dataclass
 class OwnedState:
     connectors: dict[int, set[str]] = field(default_factory=dict)  # per owned partition
     heads: dict[int, dict[str, Head]] = field(default_factory=dict)  # packed (checkpoints.py)
     checkpoints: dict[int, int] = field(default_factory=dict)  # next audit offset
     outages: dict[str, bytes] = field(default_factory=dict)  # stored states, a few per group
+    # a connector id as the process already holds it (one object per id: `WorkerApp.held_id`)
+    ids: Callable[[str], str] = _as_is
 
     def add(self, partition: int, key: bytes, value: bytes) -> None:
         checkpointed = partition_of_checkpoint_key(key)
         if checkpointed is not None:
             self.checkpoints[checkpointed] = int(value)
             return
-        connector_id = key.decode()
+        connector_id = self.ids(key.decode())
         if is_outage_key(connector_id):  # no heartbeat to grace; maybe releases to pace
             self.outages[connector_id] = value
         else:
@@ -50,9 +56,11 @@ class OwnedState:
         return sum(len(connectors) for connectors in self.connectors.values())
 
 
-def scan_owned(table: Any, owned: set[int], partitions: int) -> OwnedState:
+def scan_owned(
+    table: Any, owned: set[int], partitions: int, ids: Callable[[str], str] = _as_is
+) -> OwnedState:
     """`table`: the Faust table of connector states (bytes keys and values)."""
-    found = OwnedState()
+    found = OwnedState(ids=ids)
     store = table.data
     if isinstance(store, RocksDBStore):
         for partition in sorted(owned):
