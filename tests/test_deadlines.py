@@ -24,7 +24,7 @@ def test_a_deadline_moved_later_is_not_fired_early() -> None:
     index.schedule("A", 100)
     for later in range(101, 200):  # steady pings push the heartbeat deadline on
         index.schedule("A", later)
-    assert len(index._heap) == 1  # later deadlines cost no heap entry
+    assert len(index._buckets[0]) == 1  # later deadlines file nothing more
     assert index.pop_due(150) == []
     assert index.pop_due(199) == ["A"]
 
@@ -71,13 +71,13 @@ def test_lag_is_counted_in_records_so_one_batch_of_pings_behind_is_behind() -> N
     assert lagging_partitions({3: 5}, {}) == {3}
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     st.lists(
         st.tuples(
             st.sampled_from(["A", "B", "C"]),
-            st.one_of(st.none(), st.integers(0, 60)),  # None: unscheduled
-            st.integers(0, 8),  # the clock moves on this much, then pops
+            st.one_of(st.none(), st.integers(0, 4000)),  # ms ahead; None: unscheduled
+            st.integers(0, 1500),  # the clock moves on this much, then pops
         ),
         max_size=60,
     )
@@ -102,4 +102,6 @@ def test_pop_due_equals_a_scan_of_every_deadline(
         assert sorted(index.pop_due(now)) == due
         for connector_due in due:
             del current[connector_due]
-    assert len(index._heap) <= 3 * len(steps) + 3  # stale entries stay bounded
+    assert (
+        sum(map(len, index._buckets.values())) <= 2 * len(steps) + 3
+    )  # stale entries stay bounded

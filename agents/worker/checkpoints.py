@@ -4,7 +4,7 @@ table beside the states, where crash repair starts reading (agents/worker/recove
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from aiokafka.structs import TopicPartition
@@ -88,6 +88,14 @@ class AuditCheckpoints:
             self.heads.setdefault(partition, {})[event.connector_id] = pack_head(
                 event.sequence, event.hash
             )
+
+    def share_ids(self, held: Callable[[str], str]) -> None:
+        """The heads keyed on the ids as the process holds them elsewhere (`held`): one
+        object per id, not one per structure."""
+        for partition, heads in self.heads.items():
+            self.heads[partition] = {
+                held(connector_id): head for connector_id, head in heads.items()
+            }
 
     def due(self, owned: Iterable[int], now: int) -> list[dict[str, Any]]:
         """A checkpoint record per owned audit partition whose log grew since the last."""

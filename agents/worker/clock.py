@@ -1,9 +1,12 @@
 """In-memory index of the next deadline of each connector this worker owns.
 
-A lazy min-heap: an entry is pushed only when a connector's deadline moves *earlier* than
-what is scheduled; when a stale entry pops, the true deadline is re-pushed. So the common
-case (a healthy ping moving a heartbeat deadline later) costs one dict write, and a clock
-tick costs O(due · log n) — never a scan of every connector.
+Lazy buckets of a second each (a calendar queue): a connector is filed in a bucket only
+when its deadline moves into an *earlier* bucket than the one it was filed in; when a
+bucket comes due, an entry whose deadline has since moved later is filed again. So the
+common case (a healthy ping moving a heartbeat deadline later) costs one dict write, a
+clock tick costs O(due) plus the buckets it opens, never a scan of every connector, and a
+connector costs the index a dict entry and a list slot (a heap of (deadline, id) tuples
+cost 64 bytes more per connector: 20 MiB at 322k connectors).
 """
 
 from __future__ import annotations
@@ -11,15 +14,17 @@ from __future__ import annotations
 import heapq
 from collections.abc import Awaitable, Callable, Mapping
 
+BUCKET_MS = 1000
+
 
 class DeadlineIndex:
-    """Invariant: every connector with a deadline has a heap entry at or before it. One
-    dict and the heap, per connector of the fleet: a later deadline (a steady ping) pushes
-    nothing, an earlier one pushes an entry; a stale entry is re-pushed when it pops."""
+    """Invariant: every connector with a deadline is filed in a bucket at or before its
+    deadline's."""
 
     def __init__(self, ids: Callable[[str], str] | None = None) -> None:
         self._deadline: dict[str, int] = {}
-        self._heap: list[tuple[int, str]] = []
+        self._buckets: dict[int, list[str]] = {}  # bucket (deadline // BUCKET_MS) -> filed
+        self._heap: list[int] = []  # the buckets, soonest first
         # a connector id as the process already holds it (`WorkerApp.held_id`): the index
         # then holds no copy of its own
         self._ids = ids
@@ -36,33 +41,52 @@ class DeadlineIndex:
             self._deadline.pop(connector_id, None)
             return
         before = self._deadline.get(connector_id)
-        if before is None or deadline < before:
+        if before is None or deadline // BUCKET_MS < before // BUCKET_MS:
             connector_id = self.held(connector_id)
-            heapq.heappush(self._heap, (deadline, connector_id))
+            self._file(connector_id, deadline // BUCKET_MS)
         self._deadline[connector_id] = deadline  # a key present keeps its first object
+
+    def _file(self, connector_id: str, bucket: int) -> None:
+        filed = self._buckets.get(bucket)
+        if filed is None:
+            self._buckets[bucket] = [connector_id]
+            heapq.heappush(self._heap, bucket)
+        else:
+            filed.append(connector_id)
 
     def forget(self) -> None:
         """Drop every connector, e.g. before the index is rebuilt after a rebalance."""
         self._deadline.clear()
+        self._buckets.clear()
         self._heap.clear()
 
     def pop_due(self, now: int) -> list[str]:
-        """Connectors whose deadline is at or before `now` (each once)."""
-        due: list[str] = []
+        """Connectors whose deadline is at or before `now` (each once), soonest first."""
+        due: list[tuple[int, str]] = []
         heap = self._heap
         deadlines = self._deadline
-        while heap and heap[0][0] <= now:
-            at, connector_id = heapq.heappop(heap)
-            deadline = deadlines.get(connector_id)
-            if deadline is None:
-                continue  # fired already, or unscheduled
-            if deadline <= now:
-                due.append(connector_id)
-                # Until the tick is processed and re-indexes it, don't fire it again.
-                del deadlines[connector_id]
-            elif at < deadline and (not heap or heap[0] != (deadline, connector_id)):
-                heapq.heappush(heap, (deadline, connector_id))  # moved later since pushed
-        return due
+        now_bucket = now // BUCKET_MS
+        while heap and heap[0] <= now_bucket:
+            bucket = heapq.heappop(heap)
+            later_in_bucket = []
+            for connector_id in self._buckets.pop(bucket):
+                deadline = deadlines.get(connector_id)
+                if deadline is None:
+                    continue  # fired already, or unscheduled
+                if deadline <= now:
+                    due.append((deadline, connector_id))
+                    # Until the tick is processed and re-indexes it, don't fire it again.
+                    del deadlines[connector_id]
+                elif deadline // BUCKET_MS == bucket:
+                    later_in_bucket.append(connector_id)  # `now` is within this bucket
+                else:
+                    self._file(connector_id, deadline // BUCKET_MS)  # moved later since filed
+            if later_in_bucket:
+                self._buckets[bucket] = later_in_bucket
+                heapq.heappush(heap, bucket)
+                break  # the bucket of `now`: every later one is later than `now`
+        due.sort()
+        return [connector_id for _deadline, connector_id in due]
 
 
 # A partition more than this many inputs-topic records behind gets no ticks: its ticks would
