@@ -200,6 +200,10 @@ class FoldCollector(Collector):
         yield unacknowledged
         yield mttr
         yield _histogram(by_tenant)
+        yield from self._worker_figures()
+
+    def _worker_figures(self) -> Iterator[Metric]:
+        """A worker's own counters (zero in a process that has none)."""
         for name, help_text in (
             ("dead_letters", "Inputs sent to the dead-letter topic"),
             ("late_pings", "Pings older than the last applied check"),
@@ -215,6 +219,19 @@ class FoldCollector(Collector):
         )
         lag.add_metric([], self.counters.get("inputs_lag", 0))
         yield lag
+        if "loop_stalls" in self.counters:  # a worker's (agents/worker/looplag.py)
+            stalls = CounterMetricFamily(
+                "connector_event_loop_stalls",
+                "Turns of the worker's event loop later than 200 ms",
+            )
+            stalls.add_metric([], self.counters["loop_stalls"])
+            yield stalls
+            longest = GaugeMetricFamily(
+                "connector_event_loop_lag_max_seconds",
+                "The latest the worker's event loop has run a turn since start",
+            )
+            longest.add_metric([], self.counters["loop_lag_max_ms"] / 1000)
+            yield longest
 
 
 def _histogram(by_tenant: Mapping[str, TenantFigures]) -> Metric:

@@ -45,6 +45,7 @@ from agents.worker.deliveries import DeliveryLoop
 from agents.worker.effects import Effects, now_ms
 from agents.worker.faust_context import FaustTableStore, shorten_fetch_wait
 from agents.worker.gaps import read_gap
+from agents.worker.looplag import LoopLag
 from agents.worker.processor import Input, InputProcessor, Outputs
 from agents.worker.recovery import RebalanceRecovery
 from agents.worker.router_process import ROUTER_PRODUCER, RouterProcess
@@ -170,6 +171,7 @@ class WorkerApp:
         )
         # One follower of the audit topic feeds /status, /metrics and the admin page.
         self.follower = AuditFollower(s, s.worker_state_dir / "views")
+        self.loop_lag = LoopLag(self.counters)
         self.web = WebEndpoints(self.follower, self.counters, self.ready, self._inputs_lag)
         self.alerts = AlertResender(
             policy,
@@ -400,6 +402,9 @@ class WorkerApp:
         """Crash repair, checkpoints, the gap filler's offsets, and a heartbeat grace for
         every owned connector (recovery.py)."""
         shorten_fetch_wait(self.app)
+        # Faust starts app tasks only after its own recovery: measured from here, the lag
+        # covers the assignment's table scan too.
+        self.loop_lag.start()
         await self.recovery.run(self._owned_partitions(), self.table, now_ms())
         if self.processor.repairs:
             self.repairs_written.clear()

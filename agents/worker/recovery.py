@@ -63,7 +63,9 @@ class RebalanceRecovery:
     async def run(self, owned: set[int], table: Any, now: int) -> None:
         """`table`: the Faust table of connector states (tablescan.py reads it)."""
         began = time.monotonic()
-        scan = scan_owned(table, owned, self.settings.partitions, self.processor.deadlines.held)
+        scan = await scan_owned(
+            table, owned, self.settings.partitions, self.processor.deadlines.held
+        )
         scanned = time.monotonic()
         committed = await self.committed_inputs(owned)
         self.resume_offsets(owned, committed)

@@ -23,7 +23,7 @@ from agents.broker.client import reader
 from agents.settings import Settings
 from agents.wire.partitioning import partition_of
 from agents.worker.app import WorkerApp
-from agents.worker.checkpoints import CHECKPOINT_PREFIX, checkpoint_key
+from agents.worker.checkpoints import CHECKPOINT_PREFIX, checkpoint_key, head_sequence
 from agents.worker.restore import Restored, pre_restore
 from agents.worker.statecodec import dump_state
 from agents.worker.tablescan import OwnedState, scan_owned
@@ -164,12 +164,12 @@ def test_a_new_owner_scans_only_its_partitions_databases(pipeline: WorkerApp) ->
     run(append(settings, topic, states, {}))
     run(pre_restore(table, settings))
 
-    found = scan_owned(table, owned, settings.partitions)
+    found = run(scan_owned(table, owned, settings.partitions))
 
     assert found.connectors == expected.connectors
     assert found.count() == sum(partition_of(k, 4) in owned for k in KEYS)
     assert found.heads == expected.heads
-    assert all(sequence for heads in found.heads.values() for sequence, _ in heads.values())
+    assert all(head_sequence(head) for heads in found.heads.values() for head in heads.values())
     assert found.checkpoints == {0: 100, 2: 102}
 
 
