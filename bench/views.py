@@ -6,7 +6,9 @@ same topic in the same run (the auditor's streamed fold: the ceiling of a first 
 For each of `dashboard` and `worker`, started twice on the same data dir with a clean stop
 (SIGTERM) in between: seconds to `ready`, peak RSS (VmHWM), the longest answer to a page
 probed every 20 ms while it starts (the event loop held: folding must leave it free), ERROR
-lines logged; and for the page, the time to open a connector's timeline. Asserts the work:
+lines logged; and for the page, the time to open a connector's timeline; for the worker,
+its RSS once its start's heartbeat graces are applied (each reads a connector's state, after
+`ready`) and its event loop's lag (/metrics). Asserts the work:
 the views equal the replay (failures, recoveries, open incidents), the second start folds
 no more than the events written since and repairs nothing.
 """
@@ -42,6 +44,8 @@ READY_TIMEOUT_S = 3600
 # CR_BENCH_VIEWS_RUN: which of the two to start (each twice); both by default
 PROCESSES = tuple(os.environ.get("CR_BENCH_VIEWS_RUN", "dashboard,worker").split(","))
 PROBE_EVERY_S = 0.02
+SETTLE_TIMEOUT_S = 1800
+SETTLED_POLLS = 3
 
 
 def _free_port() -> int:
@@ -108,9 +112,10 @@ class Process:
                 log.write_text("\n".join(self.lines))
                 raise RuntimeError(f"not ready; its output is in {log}")
 
-    def rss_bytes(self) -> int:
+    def rss_bytes(self, current: bool = False) -> int:
+        """Peak RSS (VmHWM), or the current one."""
         status = Path(f"/proc/{self.process.pid}/status").read_text()
-        found = re.search(r"VmHWM:\s+(\d+) kB", status)
+        found = re.search(r"VmRSS:\s+(\d+) kB" if current else r"VmHWM:\s+(\d+) kB", status)
         return int(found.group(1)) * 1024 if found else 0
 
     def finish(self) -> dict[str, Any]:
@@ -153,14 +158,48 @@ def _dashboard(env: dict[str, str], policy: Path, connector: str, port: int) -> 
     return figures
 
 
+def _metric(page: str, name: str) -> float:
+    """A metric without labels from a /metrics page (0 if absent)."""
+    for line in page.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _settle(port: int) -> tuple[str, float]:
+    """/metrics once the worker is idle: every heartbeat grace of its start applied (the
+    inputs lag at 0 and the inputs counter still for SETTLED_POLLS polls); the seconds it
+    took after `ready`."""
+    began = time.monotonic()
+    still, last = 0, -1.0
+    while time.monotonic() - began < SETTLE_TIMEOUT_S:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as r:
+            page = r.read().decode()
+        inputs = _metric(page, "connector_inputs_total")
+        still = still + 1 if inputs == last and not _metric(page, "connector_inputs_lag") else 0
+        if still >= SETTLED_POLLS:
+            return page, time.monotonic() - began
+        last = inputs
+        time.sleep(1)
+    raise RuntimeError(f"the worker was still busy {SETTLE_TIMEOUT_S} s after ready")
+
+
 def _worker(env: dict[str, str], policy: Path, data_dir: Path) -> dict[str, Any]:
     port = _free_port()
     argv = ["worker", "--data-dir", str(data_dir), "--web-port", str(port), "--policy", str(policy)]
     run = Process(argv, env, f"http://127.0.0.1:{port}/healthz")
     run.wait_ready()
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as r:
-        metrics = r.read().decode()
+    # A worker's memory is its fleet's once the heartbeat graces of its start are applied
+    # (each reads a state): 'ready' comes before them.
+    metrics, settled_s = _settle(port)
+    settled_rss = run.rss_bytes(current=True)
     figures = run.finish()
+    figures.update(
+        settled_s=round(settled_s, 1),
+        settled_rss_mb=round(settled_rss / 2**20),
+        loop_stalls=int(_metric(metrics, "connector_event_loop_stalls_total")),
+        loop_lag_max_ms=round(_metric(metrics, "connector_event_loop_lag_max_seconds") * 1000),
+    )
     totals = {"failures": 0.0, "recovered": 0.0, "open_incidents": 0.0}
     for line in metrics.splitlines():
         for name, key in (
@@ -253,7 +292,11 @@ def main(_repeats: int) -> dict[str, Any]:
                 extra = (
                     f", timeline {figures['timeline_s'] * 1000:,.0f} ms"
                     if name == "dashboard"
-                    else f", repaired: {figures['repaired']}"
+                    else f", repaired: {figures['repaired']}; graces applied"
+                    f" {figures['settled_s']:,.0f} s after ready, RSS then"
+                    f" {figures['settled_rss_mb']:,} MiB; event loop: longest turn"
+                    f" {figures['loop_lag_max_ms']:,} ms late, {figures['loop_stalls']}"
+                    " turns over 200 ms"
                 )
                 for line in figures["errors"][:3]:
                     print(f"    {line[:300]}")

@@ -89,10 +89,11 @@ class AuditCheckpoints:
                 event.sequence, event.hash
             )
 
-    def share_ids(self, held: Callable[[str], str]) -> None:
-        """The heads keyed on the ids as the process holds them elsewhere (`held`): one
-        object per id, not one per structure."""
-        for partition, heads in self.heads.items():
+    def share_ids(self, held: Callable[[str], str], partition: int) -> None:
+        """A partition's heads keyed on the ids as the process holds them elsewhere
+        (`held`): one object per id, not one per structure."""
+        heads = self.heads.get(partition)
+        if heads:
             self.heads[partition] = {
                 held(connector_id): head for connector_id, head in heads.items()
             }
