@@ -135,7 +135,12 @@ class WorkerApp:
         )
         self.store = FaustTableStore(self.table, s.inputs_topic)
         self.processor = InputProcessor(
-            policy, self.store, s.partitions, self.counters, ids=self.held_id
+            policy,
+            self.store,
+            s.partitions,
+            self.counters,
+            states_cached=s.states_cached,
+            ids=self.held_id,
         )
         self.checkpoints = AuditCheckpoints()
         self.effects = Effects(

@@ -69,9 +69,9 @@ COUNTERS = (
     "states_evicted",
 )
 
-# Parsed states held (~1 KB each): every connector of a fleet of thousands pinging steadily
-# stays parsed; beyond it, the oldest read are dropped and read again from the store when
-# needed (a store read and a JSON parse, ~20 us).
+# Parsed states held (~1 KB each; the worker's is `Settings.states_cached`): every connector
+# of a fleet of thousands pinging steadily stays parsed; beyond it, the oldest read are
+# dropped and read again from the store when needed (a store read and a JSON parse, ~20 us).
 STATES_CACHED = 10_000
 _EVICT_TO = 7 / 8  # evicting in chunks: a scan from a dict's front per chunk, not per state
 
