@@ -208,6 +208,7 @@ class FoldCollector(Collector):
             ("dead_letters", "Inputs sent to the dead-letter topic"),
             ("late_pings", "Pings older than the last applied check"),
             ("inputs", "Decider inputs processed"),
+            ("states_evicted", "Parsed connector states dropped from the cache (CR_STATES_CACHED)"),
             ("alertmanager_posts", "Open incidents re-posted to Alertmanager (batches)"),
             ("alertmanager_post_failures", "Re-posts to Alertmanager that failed their retries"),
         ):

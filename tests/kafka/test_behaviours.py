@@ -2,7 +2,8 @@
 non-retryable failures, tenant notification (signed webhooks), notification failure and
 escalation, silence, and the recovery executors (webhook, Kafka Connect KIP-745).
 
-One worker (module scope) serves every test here; each test uses its own connectors."""
+One worker (module scope) serves every test here; each test uses its own connectors. It
+keeps two parsed states (`CR_STATES_CACHED`): each rule also proves the evicting cache."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 
 from agents.wire.partitioning import partition_of
 from streams.models import AuditEvent, EventType, RecoveryMode
-from tests.kafka.harness import Namespace, Worker, read_audit, wait_for
+from tests.kafka.harness import Namespace, Worker, read_audit, wait_for, web_get
 from tests.kafka.httpstub import HttpStub
 
 pytestmark = pytest.mark.kafka
@@ -67,7 +68,10 @@ platform_admin: {{webhook: "{stub.url}/platform"}}
 escalation:
   - {{after_s: 3, target: {{webhook: "{stub.url}/oncall"}}}}
 """)
-    worker = Worker(ns, policy=policy, env={"ACME_SECRET": SECRET}).start()
+    # Two parsed states cached: every rule here runs with states evicted and read back from
+    # the table, their liveness set aside and restored (the other suites keep all parsed).
+    env = {"ACME_SECRET": SECRET, "CR_STATES_CACHED": "2"}
+    worker = Worker(ns, policy=policy, env=env).start()
     yield ns, worker
     worker.kill()
 
@@ -311,3 +315,16 @@ def test_a_hanging_webhook_delays_no_other_connector(world: tuple[Namespace, Wor
     assert "timed out" in slow.attributes["detail"]
     assert slow_ms >= 15000
     wait_events(ns, "SLOW-1", has(EventType.INCIDENT_ESCALATED), "the escalation")
+
+
+def test_this_worker_reads_states_back_from_its_table(world: tuple[Namespace, Worker]) -> None:
+    """The module's premise: its policy's six expected connectors alone overflow the two
+    parsed states, so the rules here ran on states evicted and read back."""
+    _, worker = world
+    metrics = web_get(worker, "/metrics").decode()
+    evicted = next(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("connector_states_evicted_total ")
+    )
+    assert evicted > 0
