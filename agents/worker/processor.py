@@ -213,7 +213,7 @@ class InputProcessor:
         self._cached = 0  # parsed states, counted on each miss and recounted by `_evict`
         # Crash repair of connectors no re-delivered input will reach: their stored state
         # with the events logged ahead of it folded in, to be written with the partition's
-        # next batch (`take_repairs`); until then the processor reads them from `_parsed`.
+        # next batch (`repairs_chunk`); until then the processor reads them from here.
         self.repairs: dict[int, dict[bytes, PendingState]] = {}
         self.counters = {} if counters is None else counters
         for name in COUNTERS:
@@ -435,18 +435,19 @@ class InputProcessor:
         self._parsed.setdefault(partition, {})[key] = (state, applied)
         self.repairs.setdefault(partition, {})[key] = PendingState(state, applied, partition)
 
-    def take_repairs(self, partitions: Iterable[int], outputs: Outputs) -> set[int]:
-        """Into `outputs`, the repaired states of `partitions` not yet written; returns the
-        partitions they belong to (whose audit position is written with them)."""
-        taken = set()
-        for partition in partitions:
-            pending = self.repairs.pop(partition, None)
-            if not pending:
-                continue
-            taken.add(partition)
-            for key, repaired in pending.items():
-                outputs.states.setdefault(key, repaired)
-        return taken
+    def repairs_chunk(self, partition: int, size: int) -> Outputs | None:
+        """Up to `size` repaired states of `partition` not yet written, as outputs to
+        `write`; None once all are."""
+        pending = self.repairs.get(partition)
+        if not pending:
+            self.repairs.pop(partition, None)
+            return None
+        outputs = Outputs()
+        for key in list(islice(pending, size)):
+            outputs.states[key] = pending.pop(key)
+        if not pending:
+            del self.repairs[partition]
+        return outputs
 
     def write(self, outputs: Outputs) -> None:
         """The batch's new states into the store: call only once the broker holds its
