@@ -66,7 +66,8 @@ TABLE_ROCKSDB = {
     "block_cache_size": 8 << 20,
 }
 DECIDE_BATCH = 1000
-REPAIR_CHUNK = 2000  # repaired states written between two flushes of the changelog
+REPAIR_CHUNK = 500  # repaired states written between two flushes of the changelog
+WRITE_SLICE = 500  # a batch's state writes beyond this go in slices (`_write`)
 DECIDE_TURN_S = 0.05  # the longest a batch holds the event loop between two turns
 DECIDE_WITHIN_S = 0.01
 FIRST_START_HOLD_S = 30 * 60  # Faust's stall warnings wait this long (see faust.App below)
@@ -319,7 +320,7 @@ class WorkerApp:
             self._apply_record(msg.topic, msg.partition, msg.offset, event.value, outputs)
         await self._dead_letters(outputs, last_events)
         await self.effects.send_outputs(outputs, self.checkpoints)
-        self.processor.write(outputs)
+        await self._write(outputs)
         if not self.processor.repairs:
             self.repairs_written.set()
         for partition in outputs.audit_partitions() | repaired:
@@ -333,6 +334,15 @@ class WorkerApp:
             self.processor.apply(Input(item, partition), outputs)
         self.positions[partition] = offset
         self.recovery.next_offsets[partition] = offset + 1
+
+    async def _write(self, outputs: Outputs) -> None:
+        """The batch's state writes; a large batch's (a start's heartbeat graces change every
+        connector's state) in slices, the changelog flushed between, as repairs are."""
+        if len(outputs.states) + len(outputs.outages) <= WRITE_SLICE:
+            self.processor.write(outputs)
+            return
+        for _slice in self.processor.write_in_slices(outputs, WRITE_SLICE):
+            await self.app.producer.flush()
 
     async def _write_repairs(self, partitions: Iterable[int]) -> set[int]:
         """The states crash repair folded from the log (recovery.py) for `partitions`, in

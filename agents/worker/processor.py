@@ -19,7 +19,7 @@ connector), not every state the worker has ever read.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import NamedTuple, Protocol, cast
@@ -452,8 +452,16 @@ class InputProcessor:
     def write(self, outputs: Outputs) -> None:
         """The batch's new states into the store: call only once the broker holds its
         commands and events, so the table is never ahead of the log."""
-        for key, value, partition in outputs.state_writes():
+        for _slice in self.write_in_slices(outputs, len(outputs.states) + len(outputs.outages)):
+            pass
+
+    def write_in_slices(self, outputs: Outputs, size: int) -> Iterator[None]:
+        """`write`, pausing after every `size` writes (a start's graces change every
+        connector's state: 322,000 writes at once held the worker's loop for seconds)."""
+        for count, (key, value, partition) in enumerate(outputs.state_writes(), 1):
             self.store.put(key, value, partition)
+            if not count % size:
+                yield
         for key, pending in outputs.states.items():
             self._parsed.setdefault(pending.partition, {})[key] = (pending.state, pending.applied)
             aside = self._liveness.get(pending.partition)
