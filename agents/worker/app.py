@@ -172,6 +172,7 @@ class WorkerApp:
             effects=self.effects,
             raw_producer=self._raw_producer,
             crash=self.app.crash,
+            stopping=lambda: self.app.should_stop,
         )
         self.router = RouterProcess(
             s, loglevel, self.counters, stopping=lambda: self.app.should_stop

@@ -49,6 +49,7 @@ class RebalanceRecovery:
         effects: Effects,
         raw_producer: Callable[[], Awaitable[AIOKafkaProducer]],
         crash: Callable[[BaseException], Awaitable[None]],
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -57,6 +58,7 @@ class RebalanceRecovery:
         self.checkpoints = checkpoints
         self.effects = effects
         self.raw_producer = raw_producer
+        self.stopping = stopping  # a SIGTERM: a long read-ahead is left, not finished
         self.graces = Graces(settings, registry, raw_producer, crash)
         # The offset each owned inputs partition must deliver next (from the committed
         # offsets at assignment): an event past it means Faust skipped inputs (gaps.py).
@@ -122,6 +124,9 @@ class RebalanceRecovery:
                 consumer.seek(tp, positions[tp.partition])
             remaining = {tp for tp in tps if ends[tp] > positions[tp.partition]}
             while remaining:
+                if self.stopping():
+                    log.info("crash repair left unfinished: the worker is stopping")
+                    return  # nothing of it was written: the next start reads it again
                 batch = await consumer.getmany(*remaining, timeout_ms=1000)
                 for tp, records in batch.items():
                     heads = scan.heads.get(tp.partition, {})
