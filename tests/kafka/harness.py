@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.testing.kafka import (
     Namespace,
@@ -41,6 +42,7 @@ __all__ = [
     "Namespace",
     "Worker",
     "compare_with_reference",
+    "false_pages",
     "fleet_policy",
     "free_broker_port",
     "free_port",
@@ -49,6 +51,7 @@ __all__ = [
     "read_audit",
     "read_records",
     "reference_fold",
+    "routed",
     "run",
     "wait_caught_up",
     "wait_for",
@@ -319,4 +322,42 @@ def compare_with_reference(ns: Namespace, policy: Any) -> dict[str, int]:
         "conflicting_duplicates": conflicting,
         "benign_duplicates": copies - len(logged),
         "extra": extra,
+    }
+
+
+async def _routed(bootstrap: str, group: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return sum(meta.offset for tp, meta in committed.items() if tp.topic == topic)
+
+
+def routed(ns: Namespace) -> int:
+    """How many records of the health topic the worker's router has committed: how far the
+    worker is through a backlog (the router commits once its batches are forwarded)."""
+    result: int = run(_routed(ns.bootstrap, f"{ns.app_id}-router", ns.topics.health))
+    return result
+
+
+def false_pages(ns: Namespace, failed: set[str]) -> dict[str, Any]:
+    """Pages for connectors that never failed (not in `failed`): their audit events (a
+    healthy, pinging connector has none: no `failure.detected`, no incident) and the
+    notification requests naming them. Counts, and the first few connectors."""
+    events = read_audit(ns.bootstrap, ns.topics.audit, timeout_s=5)
+    paged = sorted({e.connector_id for e in events if e.connector_id not in failed})
+    codec = registry().codec("NotificationRequest")
+    notified = sorted(
+        {
+            str(connector)
+            for r in read_records(ns.bootstrap, ns.topics.notifications, timeout_s=5)
+            if (connector := codec.decode(r.value)["connector_id"]) not in failed
+        }
+    )
+    return {
+        "false_pages": len(paged),
+        "false_notifications": len(notified),
+        "paged_first": paged[:5] + notified[:5],
     }
