@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agents.policyfile import load_policy
 from streams.models import AuditEvent
 from streams.projections import Projection, totals
@@ -25,6 +27,8 @@ FULL = os.environ.get("CR_FAULTS_FULL") == "1"
 FLEET_CONNECTORS = 2_000
 BACKLOG_PINGS = 400_000
 BACKLOG_ROUNDS = BACKLOG_PINGS // FLEET_CONNECTORS  # one ping a second: 200 s of history
+# The full sizes run for minutes each; CI's keep the project's default bound (pyproject).
+TIMEOUT = pytest.mark.timeout(1800 if FULL else 300)
 RESULTS = Path(__file__).resolve().parents[2] / ".local" / "reliability"
 
 

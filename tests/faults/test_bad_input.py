@@ -7,6 +7,7 @@ the worker starts. CI: 2,000 good of 20 connectors, 10,000 bad, produced as it r
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import io
@@ -20,10 +21,18 @@ from typing import Any
 import fastavro
 import pytest
 
+from agents.broker.topics import ensure_topics
 from agents.wire.codec import crc64_avro, registry
 from agents.wire.records import unpack
 from schemas import SCHEMA_DIR
-from tests.faults.figures import BACKLOG_PINGS, FLEET_CONNECTORS, FULL, record, reference_figures
+from tests.faults.figures import (
+    BACKLOG_PINGS,
+    FLEET_CONNECTORS,
+    FULL,
+    TIMEOUT,
+    record,
+    reference_figures,
+)
 from tests.kafka.fleet import produce_records
 from tests.kafka.harness import (
     Namespace,
@@ -34,7 +43,7 @@ from tests.kafka.harness import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.faults, pytest.mark.kafka]
+pytestmark = [pytest.mark.faults, pytest.mark.kafka, TIMEOUT]
 
 # Full size: 400,000 good pings of 2,000 connectors (the fleet's backlog), 50,000 bad.
 BAD, GOOD = (50_000, BACKLOG_PINGS) if FULL else (10_000, 2_000)
@@ -143,6 +152,7 @@ def test_malformed_pings_go_to_the_dlq_and_good_ones_are_processed(
     bad_sent = sum(kinds.values())
     # In the full size the worker finds them all waiting; in CI it starts first, as ever.
     if FULL:
+        asyncio.run(ensure_topics(ns.settings()))
         produce_records(ns.bootstrap, ns.topics.health, items)
     worker = Worker(ns, policy=policy).start()
     try:

@@ -19,7 +19,7 @@ from agents.broker.topics import ensure_topics
 from agents.wire.codec import registry
 from agents.wire.records import decode_audit
 from streams.models import AuditEvent, EventType
-from tests.faults.figures import BACKLOG_ROUNDS, FLEET_CONNECTORS, FULL, record
+from tests.faults.figures import BACKLOG_ROUNDS, FLEET_CONNECTORS, FULL, TIMEOUT, record
 from tests.kafka.fleet import Fleet, produce_backlog
 from tests.kafka.harness import (
     Namespace,
@@ -28,12 +28,12 @@ from tests.kafka.harness import (
     free_port,
     produce_raw,
     read_records,
-    wait_caught_up,
     wait_for,
+    wait_processed,
 )
 from tests.kafka.httpstub import HttpStub
 
-pytestmark = [pytest.mark.faults, pytest.mark.kafka]
+pytestmark = [pytest.mark.faults, pytest.mark.kafka, TIMEOUT]
 
 NOTIFY_BOUND_S = 3 * 5.0 + 5.0  # three attempts of 5 s, their backoff, and slack
 RECOVERY_BOUND_S = 2 * 2.0 + 4.0  # two attempts of 2 s, their backoff, and slack
@@ -141,7 +141,7 @@ def test_dead_endpoints_escalate_in_bound_and_delay_no_detection(
     worker = Worker(ns, policy=policy_file).start(ready_timeout_s=180)
     try:
         if fleet:
-            wait_caught_up(ns, timeout_s=600)
+            wait_processed(ns, timeout_s=600)
         before = detection_latencies_ms(ns, "CALM", 10)
         now = time.time_ns() // 1_000_000
         failing = [

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -28,6 +28,7 @@ from agents.testing.kafka import (
     run,
     wait_caught_up,
     wait_for,
+    wait_processed,
 )
 from agents.wire.codec import registry
 from agents.wire.records import unpack
@@ -56,7 +57,9 @@ __all__ = [
     "wait_caught_up",
     "wait_for",
     "wait_for_audit",
+    "wait_processed",
     "web_get",
+    "wind_down",
 ]
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x1f]")
@@ -223,6 +226,24 @@ class Worker:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+class Stoppable(Protocol):
+    def stop(self) -> int: ...
+
+
+def wind_down(ns: Namespace, worker: Worker, fleet: Stoppable, timeout_s: float = 600) -> int:
+    """End a run with a live fleet so that every page in the audit log is a real one: the
+    worker processes what was written with the fleet still pinging, the fleet stops, the
+    worker drains the rest (seconds), then stops cleanly (exit 0 asserted) long before any
+    connector's heartbeat could be truly missed. The audit log changes no more after it.
+    Returns what the fleet sent."""
+    wait_processed(ns, timeout_s=timeout_s)
+    sent = fleet.stop()
+    wait_caught_up(ns, timeout_s=timeout_s)
+    code = worker.stop()
+    assert code == 0, f"worker {worker.name} exited {code}:\n" + worker.output()[-3000:]
+    return sent
 
 
 def web_get(worker: Worker, path: str) -> bytes:

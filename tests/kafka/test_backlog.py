@@ -25,7 +25,7 @@ import pytest
 from agents.broker.topics import ensure_topics
 from agents.policyfile import load_policy
 from streams.models import EventType
-from tests.faults.figures import BACKLOG_ROUNDS, FLEET_CONNECTORS, FULL, record
+from tests.faults.figures import BACKLOG_ROUNDS, FLEET_CONNECTORS, FULL, TIMEOUT, record
 from tests.kafka.fleet import Fleet, produce_backlog
 from tests.kafka.harness import (
     Namespace,
@@ -33,11 +33,11 @@ from tests.kafka.harness import (
     compare_with_reference,
     fleet_policy,
     read_audit,
-    wait_caught_up,
     wait_for,
+    wait_processed,
 )
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, TIMEOUT]
 
 CONNECTORS = [f"ERP-{i:04d}" for i in range(FLEET_CONNECTORS if FULL else 40)]
 ROUNDS = BACKLOG_ROUNDS if FULL else 500  # 400,000 or 20,000 pings
@@ -67,7 +67,7 @@ def test_a_worker_behind_on_its_inputs_does_not_page_for_a_pinging_fleet(
     try:
         worker.start(ready_timeout_s=120)
         drain_began = time.monotonic()
-        wait_caught_up(ns, timeout_s=600)  # the backlog, drained however fast
+        wait_processed(ns, timeout_s=600)  # the backlog, drained however fast
         drained_s = time.monotonic() - drain_began
         # The fleet's newer pings pile up unread while the worker's clock runs on: every
         # connector's last processed ping gets older than a heartbeat timeout, twice over.
@@ -76,10 +76,10 @@ def test_a_worker_behind_on_its_inputs_does_not_page_for_a_pinging_fleet(
             wait_for(lambda: fleet.rounds >= rounds + 3 * heartbeat_s, 120, "pings while frozen")
             frozen_s = time.monotonic() - frozen_from
         # Keep pinging a few heartbeat timeouts past the catch-up: ticks in flight land.
-        wait_caught_up(ns, timeout_s=300)
+        wait_processed(ns, timeout_s=300)
         rounds = fleet.rounds
         wait_for(lambda: fleet.rounds >= rounds + 2 * heartbeat_s, 60, "more fleet rounds")
-        wait_caught_up(ns, timeout_s=300)
+        wait_processed(ns, timeout_s=300)
         # The worker stops before the fleet does: after that, missed heartbeats are real.
         worker.stop()
     finally:
