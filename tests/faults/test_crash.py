@@ -13,6 +13,7 @@ import json
 import random
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,8 +109,11 @@ def test_sigkills_at_random_points_lose_nothing(
     pages = false_pages(ns, set(failing))
     report = ns.tmp / "report.json"
     built = ns.cli("report", "--quiet", "--out", str(report), timeout_s=300)
-    assert built.returncode == 0, built.stderr
+    assert report.exists(), built.stderr
     replayed = json.loads(report.read_text())["totals"]
+    findings = Counter(
+        f["kind"] for f in json.loads(report.read_text())["verification"]["findings"]
+    )
     drained_at_kill = [n for n in routed_at_kills if n >= stream]
     record(
         "R1-crash",
@@ -130,6 +134,7 @@ def test_sigkills_at_random_points_lose_nothing(
             "extra": figures["extra"],
             "failures": replayed["failure_count"],
             **pages,
+            "verify_findings": dict(findings),
             "mttr_mean_s": replayed["mttr_seconds"]["mean"],
             "mttr_equal_to_reference": replayed == figures["reference_totals"],
             "wall_s": round(time.monotonic() - began),
@@ -140,6 +145,7 @@ def test_sigkills_at_random_points_lose_nothing(
         assert drained_at_kill == [], "a kill landed after the backlog was drained: no test"
     assert figures["reference_events"] > CONNECTORS // 3
     assert (figures["lost"], figures["conflicting_duplicates"], figures["extra"]) == (0, 0, 0)
+    assert built.returncode == 0, f"report exited {built.returncode}: findings {findings}"
     assert (pages["false_pages"], pages["false_notifications"]) == (0, 0), pages
     assert replayed["failure_count"] == len(failing)
     assert replayed == figures["reference_totals"]
