@@ -366,9 +366,14 @@ def routed(ns: Namespace) -> int:
 def false_pages(ns: Namespace, failed: set[str]) -> dict[str, Any]:
     """Pages for connectors that never failed (not in `failed`): their audit events (a
     healthy, pinging connector has none: no `failure.detected`, no incident) and the
-    notification requests naming them. Counts, and the first few connectors."""
+    notification requests naming them. Counts, the first few connectors, and how many
+    outages (groups of failed connectors, with audit chains of their own) formed."""
     events = read_audit(ns.bootstrap, ns.topics.audit, timeout_s=5)
-    paged = sorted({e.connector_id for e in events if e.connector_id not in failed})
+    # An outage's own chain (docs/outages.md) is of the connectors that failed together.
+    paged = sorted(
+        {e.connector_id for e in events if e.connector_id not in failed}
+        - {e.connector_id for e in events if is_outage_key(e.connector_id)}
+    )
     codec = registry().codec("NotificationRequest")
     notified = sorted(
         {
@@ -378,6 +383,7 @@ def false_pages(ns: Namespace, failed: set[str]) -> dict[str, Any]:
         }
     )
     return {
+        "outages": len({e.connector_id for e in events if is_outage_key(e.connector_id)}),
         "false_pages": len(paged),
         "false_notifications": len(notified),
         "paged_first": paged[:5] + notified[:5],
