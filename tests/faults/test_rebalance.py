@@ -13,6 +13,7 @@ import math
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ CYCLES = 3 if FULL else 1
 CONNECTORS = FLEET_CONNECTORS if FULL else 24
 INTERVAL_S = 0.5 if FULL else 0.2  # the live fleet's: 4,000 pings/s at full size
 HEARTBEAT_MIN_S = 120
+HOLD_SESSION_S = 120  # the first worker's, when its router is held while two workers start
 
 
 def detections_and_resets(events: list[AuditEvent]) -> tuple[dict[str, int], int]:
@@ -92,7 +94,9 @@ def test_growing_to_three_workers_and_back_keeps_state_continuous(
         span_s = (time.time_ns() // 1_000_000 - backlog.first_at) / 1000
         heartbeat_s = max(HEARTBEAT_MIN_S, math.ceil(span_s + HEARTBEAT_MIN_S))
     policy = fleet_policy(tmp_path, heartbeat_s=heartbeat_s)
-    first = Worker(ns, "w1", policy=policy).start()
+    # A session outlasting the hold below (the first cycle's), so its router stays a member.
+    session = {"CR_SESSION_TIMEOUT_S": str(HOLD_SESSION_S)} if backlog else {}
+    first = Worker(ns, "w1", policy=policy, env=session).start(ready_timeout_s=180)
     workers.append(first)
     fleet = Fleet(
         ns.bootstrap, ns.topics.health, connectors, failing=windows, interval_s=INTERVAL_S
@@ -105,9 +109,14 @@ def test_growing_to_three_workers_and_back_keeps_state_continuous(
         wait_for(lambda b=base + start: fleet.rounds >= b, 120, "pings to flow")  # type: ignore[misc]  # mypy cannot type a lambda default (it binds the loop value)
         extra = [Worker(ns, f"w{2 + k}-{cycle}", policy=policy) for k in range(2)]
         workers.extend(extra)
-        with ThreadPoolExecutor(2) as starting:  # both join in one rebalance, or nearly
-            list(starting.map(Worker.start, extra))
-        routed_at_growth.append(routed(ns))
+        # With a backlog, the first worker's router is held (SIGSTOP) while the two start:
+        # the routers' group rebalances when it continues, with the rest of the backlog
+        # still to drain, however fast this machine drains and however slowly it starts
+        # workers. Without one, the growth lands among live pings.
+        with first.router_frozen() if backlog and cycle == 0 else nullcontext():
+            routed_at_growth.append(routed(ns))
+            with ThreadPoolExecutor(2) as starting:  # both join in one rebalance, or nearly
+                list(starting.map(Worker.start, extra))
         wait_for(lambda b=base: fleet.rounds >= b + 35, 180, "pings among three workers")  # type: ignore[misc]  # mypy cannot type a lambda default (it binds the loop value)
         for worker in extra:
             assert worker.stop() == 0  # a clean leave: its partitions move back
@@ -142,7 +151,8 @@ def test_growing_to_three_workers_and_back_keeps_state_continuous(
         },
     )
     if backlog:
-        assert routed_at_growth[0] < backlog.pings, "the backlog was drained before: no test"
+        left = backlog.pings - routed_at_growth[0]
+        assert left >= backlog.pings // 4, f"{left} pings of the backlog left: no test"
     assert detected == dict.fromkeys(failed, 1)
     assert resets == 0
     assert (figures["lost"], figures["conflicting_duplicates"], figures["extra"]) == (0, 0, 0)
