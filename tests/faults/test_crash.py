@@ -89,12 +89,13 @@ def test_sigkills_at_random_points_lose_nothing(
         )
         fleet = Fleet(ns.bootstrap, ns.topics.health, connectors, interval_s=1.0).start()
         stream = backlog.pings
-    else:
+        crashy.start(ready_timeout_s=180)
+    else:  # the worker first, then its fleet, as ever
+        crashy.start(ready_timeout_s=180)
         fleet = Fleet(
             ns.bootstrap, ns.topics.health, connectors, failing=failing, interval_s=0.1
         ).start()
         stream = LIVE_PINGS
-    crashy.start(ready_timeout_s=180)
     # Kills at random points of the stream: in the full size, of the backlog as the worker
     # routes it, so each lands while it is being drained (checked below); in CI, of the
     # live pings as the fleet sends them.

@@ -91,7 +91,6 @@ class Backlog:
     """What `produce_backlog` wrote: `pings` pings, stamped from `first_at` to `last_at`."""
 
     pings: int
-    unhealthy: int
     first_at: int
     last_round_at: int  # the first ping of the last round: its connector pings again first
     last_at: int
@@ -127,7 +126,6 @@ def produce_backlog(
     phases = [index * interval_ms // len(connectors) for index in range(len(connectors))]
     keys = [connector.encode() for connector in connectors]
     failing = failing or {}
-    unhealthy = sum(1 for c in connectors for r in failing.get(c, ()) if 0 <= r < rounds)
 
     def records() -> Iterable[tuple[bytes, bytes, int]]:
         encode = codec.encode
@@ -142,7 +140,6 @@ def produce_backlog(
     pings = produce_records(bootstrap, topic, records())
     return Backlog(
         pings=pings,
-        unhealthy=unhealthy,
         first_at=start,
         last_round_at=start + (rounds - 1) * interval_ms,
         last_at=start + (rounds - 1) * interval_ms + phases[-1],
