@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,14 @@ def record(test: str, figures: dict[str, Any]) -> None:
     (RESULTS / f"{test}.json").write_text(json.dumps(stamped, indent=2) + "\n")
 
 
-def reference_figures(ns: Namespace, policy_path: Path) -> dict[str, Any]:
-    """Lost / duplicated against the reference fold, and the reference's MTTR totals."""
+def reference_figures(
+    ns: Namespace, policy_path: Path, processed: Mapping[int, int] | None = None
+) -> dict[str, Any]:
+    """Lost / duplicated against the reference fold (of the inputs before `processed`, for
+    a stopped worker), and the reference's MTTR totals."""
     policy = load_policy(policy_path)
-    figures: dict[str, Any] = compare_with_reference(ns, policy)
-    expected: dict[str, list[AuditEvent]] = reference_fold(ns, policy)
+    figures: dict[str, Any] = compare_with_reference(ns, policy, processed)
+    expected: dict[str, list[AuditEvent]] = reference_fold(ns, policy, processed)
     projection = Projection()
     for events in expected.values():
         projection.apply_all(events)

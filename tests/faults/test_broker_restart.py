@@ -32,6 +32,7 @@ from tests.kafka.harness import (
     false_pages,
     fleet_policy,
     free_broker_port,
+    processed_inputs,
     routed,
     wait_for,
     wind_down,
@@ -112,7 +113,7 @@ def test_the_worker_resumes_by_itself_after_a_broker_restart(
         assert worker.process is not None
         assert worker.process.poll() is None, worker.output()[-3000:]  # never restarted
         sent = wind_down(ns, worker, fleet) + (backlog.pings if backlog else 0)
-        figures = reference_figures(ns, policy)
+        figures = reference_figures(ns, policy, processed_inputs(ns))
         pages = false_pages(ns, set(failing) | (set(history) if backlog else set()))
         after_backlog = [n for n in routed_at_restarts if backlog and n >= backlog.pings]
         record(

@@ -35,6 +35,7 @@ from tests.kafka.harness import (
     Worker,
     false_pages,
     fleet_policy,
+    processed_inputs,
     routed,
     wait_for,
     wind_down,
@@ -121,7 +122,7 @@ def test_sigkills_at_random_points_lose_nothing(
     # The longest silence of a connector in the stamped pings: the backlog's last round to
     # the live fleet's first (the time it took to produce the backlog), or the live interval.
     largest_gap_s = backlog.longest_silence_ms(fleet.first_at) / 1000 if backlog else 0.1
-    figures = reference_figures(ns, policy_file)
+    figures = reference_figures(ns, policy_file, processed_inputs(ns))
     pages = false_pages(ns, set(failing))
     replayed, findings, report_exit = replayed_report(ns)
     drained_at_kill = [n for n in routed_at_kills if n >= stream]

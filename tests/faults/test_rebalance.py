@@ -34,6 +34,7 @@ from tests.kafka.harness import (
     Worker,
     false_pages,
     fleet_policy,
+    processed_inputs,
     read_audit,
     routed,
     wait_for,
@@ -128,7 +129,7 @@ def test_growing_to_three_workers_and_back_keeps_state_continuous(
         fleet.stop()
     failed = windows | (history if backlog else {})
     detected, resets = detections_and_resets(read_audit(ns.bootstrap, ns.topics.audit, 0, 5))
-    figures = reference_figures(ns, policy)
+    figures = reference_figures(ns, policy, processed_inputs(ns))
     pages = false_pages(ns, set(failed))
     record(
         "R3-rebalance",

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -48,6 +48,7 @@ __all__ = [
     "free_broker_port",
     "free_port",
     "metric_samples",
+    "processed_inputs",
     "produce_raw",
     "read_audit",
     "read_records",
@@ -236,7 +237,8 @@ def wind_down(ns: Namespace, worker: Worker, fleet: Stoppable, timeout_s: float 
     """End a run with a live fleet so that every page in the audit log is a real one: the
     worker processes what was written with the fleet still pinging, the fleet stops, the
     worker drains the rest (seconds), then stops cleanly (exit 0 asserted) long before any
-    connector's heartbeat could be truly missed. The audit log changes no more after it.
+    connector's heartbeat could be truly missed. The audit log changes no more after it;
+    compare it with the reference fold of what the worker processed (`processed_inputs`).
     Returns what the fleet sent."""
     wait_processed(ns, timeout_s=timeout_s)
     sent = fleet.stop()
@@ -290,9 +292,14 @@ def produce_raw(bootstrap: str, topic: str, items: list[tuple[bytes | None, byte
     run(_produce(bootstrap, topic, items))
 
 
-def reference_fold(ns: Namespace, policy: Any) -> dict[str, list[AuditEvent]]:
+def reference_fold(
+    ns: Namespace, policy: Any, processed: Mapping[int, int] | None = None
+) -> dict[str, list[AuditEvent]]:
     """The events the core derives from the inputs topic as it is, each input once, in
-    partition order: what the audit log must hold, exactly."""
+    partition order: what the audit log must hold, exactly. `processed` (of a stopped
+    worker, `processed_inputs`): only the inputs before those offsets, per partition; a
+    tick the clock sent while the worker was being stopped is then left for its next
+    start, as the worker left it."""
 
     inputs_topic = f"{ns.app_id}-inputs"
     states: dict[str, ConnectorState] = {}
@@ -301,6 +308,8 @@ def reference_fold(ns: Namespace, policy: Any) -> dict[str, list[AuditEvent]]:
     records = read_records(ns.bootstrap, inputs_topic, timeout_s=5)
     reg = registry()
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        if processed is not None and record.offset >= processed.get(record.partition, 0):
+            continue
         for item in unpack(reg, record.value, inputs_topic, record.partition, record.offset):
             message = item.message
             assert message is not None, item.problem
@@ -320,9 +329,11 @@ def reference_fold(ns: Namespace, policy: Any) -> dict[str, list[AuditEvent]]:
     return expected
 
 
-def compare_with_reference(ns: Namespace, policy: Any) -> dict[str, int]:
+def compare_with_reference(
+    ns: Namespace, policy: Any, processed: Mapping[int, int] | None = None
+) -> dict[str, int]:
     """Figures: reference events, lost, conflicting duplicates, benign duplicates, extra."""
-    expected = reference_fold(ns, policy)
+    expected = reference_fold(ns, policy, processed)
     logged: dict[tuple[str, int], set[str]] = {}
     copies = 0
     for event in read_audit(ns.bootstrap, ns.topics.audit, timeout_s=5):
@@ -346,21 +357,29 @@ def compare_with_reference(ns: Namespace, policy: Any) -> dict[str, int]:
     }
 
 
-async def _routed(bootstrap: str, group: str, topic: str) -> int:
+async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(group)
     finally:
         await admin.close()
-    return sum(meta.offset for tp, meta in committed.items() if tp.topic == topic)
+    return {tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == topic}
+
+
+def processed_inputs(ns: Namespace) -> dict[int, int]:
+    """The offsets up to which a stopped worker processed the inputs topic, per partition
+    (its consumer group commits what it processed when it stops)."""
+    inputs = f"{ns.app_id}-inputs"
+    result: dict[int, int] = run(_committed(ns.bootstrap, ns.app_id, inputs))
+    return result
 
 
 def routed(ns: Namespace) -> int:
     """How many records of the health topic the worker's router has committed: how far the
     worker is through a backlog (the router commits once its batches are forwarded)."""
-    result: int = run(_routed(ns.bootstrap, f"{ns.app_id}-router", ns.topics.health))
-    return result
+    committed = run(_committed(ns.bootstrap, f"{ns.app_id}-router", ns.topics.health))
+    return sum(committed.values())
 
 
 def false_pages(ns: Namespace, failed: set[str]) -> dict[str, Any]:
