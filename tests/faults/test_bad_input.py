@@ -154,7 +154,8 @@ def test_malformed_pings_go_to_the_dlq_and_good_ones_are_processed(
     if FULL:
         asyncio.run(ensure_topics(ns.settings()))
         produce_records(ns.bootstrap, ns.topics.health, items)
-    worker = Worker(ns, policy=policy).start()
+    # With the full backlog waiting, "ready" can take minutes on a busy machine.
+    worker = Worker(ns, policy=policy).start(ready_timeout_s=300 if FULL else 90)
     try:
         pid = worker.process.pid if worker.process else None
         if not FULL:
