@@ -159,7 +159,9 @@ def read_audit(
     ]
 
 
-async def _lag(ns: Namespace, topics: list[str], detail: bool = False) -> Any:
+async def _offsets(ns: Namespace, topics: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """The end offsets of `topics` and the worker's committed offsets on them, by
+    'topic/partition' (a partition nobody committed on counts as committed at 0)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=ns.bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=ns.bootstrap, group_id=None)
     await admin.start()
@@ -177,21 +179,54 @@ async def _lag(ns: Namespace, topics: list[str], detail: bool = False) -> Any:
         if len(tps) < len(topics):
             raise RuntimeError(f"topics not found: {topics}")
         ends = await consumer.end_offsets(tps)
-        lags = {
-            f"{tp.topic}/{tp.partition}": max(
-                0, ends[tp] - (committed[tp].offset if tp in committed else 0)
-            )
-            for tp in tps
-        }
-        return lags if detail else sum(lags.values())
+        return (
+            {f"{tp.topic}/{tp.partition}": ends[tp] for tp in tps},
+            {
+                f"{tp.topic}/{tp.partition}": committed[tp].offset if tp in committed else 0
+                for tp in tps
+            },
+        )
     finally:
         await consumer.stop()
         await admin.close()
 
 
+async def _lag(ns: Namespace, topics: list[str], detail: bool = False) -> Any:
+    ends, committed = await _offsets(ns, topics)
+    lags = {key: max(0, end - committed[key]) for key, end in ends.items()}
+    return lags if detail else sum(lags.values())
+
+
+def _inputs_topics(ns: Namespace) -> tuple[list[str], str]:
+    """The external topics the router reads, and the inputs topic it writes."""
+    return [ns.topics.health, ns.topics.admin, ns.topics.recovery_results], f"{ns.app_id}-inputs"
+
+
+def wait_processed(ns: Namespace, timeout_s: float = 120) -> None:
+    """Until the worker has processed every input written before the call: its router has
+    committed the external topics up to their end offsets as they were, then its decider
+    the inputs topic up to its end offsets as they were then. Unlike `wait_caught_up`, it
+    returns while a fleet keeps pinging (a lag of exactly 0 may never be seen then)."""
+    external, inputs = _inputs_topics(ns)
+    deadline = time.monotonic() + timeout_s
+    for topics in (external, [inputs]):
+        targets, _ = run(_offsets(ns, topics))
+
+        def reached(want: dict[str, int] = targets, names: list[str] = topics) -> bool:
+            _, committed = run(_offsets(ns, names))
+            return all(committed[key] >= end for key, end in want.items())
+
+        left = max(1.0, deadline - time.monotonic())
+        try:
+            wait_for(reached, left, "the worker to process what was written", interval_s=0.5)
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}: lag {run(_lag(ns, topics, detail=True))}") from None
+
+
 def wait_caught_up(ns: Namespace, timeout_s: float = 120) -> None:
     """Until the worker's groups have committed every input: health, admin, results, inputs."""
-    topics = [ns.topics.health, ns.topics.admin, ns.topics.recovery_results, f"{ns.app_id}-inputs"]
+    external, inputs = _inputs_topics(ns)
+    topics = [*external, inputs]
     try:
         wait_for(
             lambda: run(_lag(ns, topics)) == 0,

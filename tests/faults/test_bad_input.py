@@ -1,8 +1,13 @@
 """R4: thousands of malformed pings interleaved with good ones: every bad one is on the
-dead-letter topic with a reason, every good one is processed, the worker never restarts."""
+dead-letter topic with a reason, every good one is processed, the worker never restarts,
+no connector whose pings are all healthy is paged.
+
+Full size: 400,000 good pings of 2,000 connectors and 50,000 bad ones, all waiting when
+the worker starts. CI: 2,000 good of 20 connectors, 10,000 bad, produced as it runs."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import io
@@ -16,22 +21,34 @@ from typing import Any
 import fastavro
 import pytest
 
+from agents.broker.topics import ensure_topics
 from agents.wire.codec import crc64_avro, registry
 from agents.wire.records import unpack
 from schemas import SCHEMA_DIR
-from tests.faults.figures import FULL, record, reference_figures
+from tests.faults.figures import (
+    BACKLOG_PINGS,
+    FLEET_CONNECTORS,
+    FULL,
+    TIMEOUT,
+    record,
+    reference_figures,
+)
+from tests.kafka.fleet import produce_records
 from tests.kafka.harness import (
     Namespace,
     Worker,
-    produce_raw,
+    false_pages,
     read_records,
     wait_caught_up,
     wait_for,
 )
 
-pytestmark = [pytest.mark.faults, pytest.mark.kafka]
+pytestmark = [pytest.mark.faults, pytest.mark.kafka, TIMEOUT]
 
-BAD, GOOD = (50_000, 10_000) if FULL else (10_000, 2_000)
+# Full size: 400,000 good pings of 2,000 connectors (the fleet's backlog), 50,000 bad.
+BAD, GOOD = (50_000, BACKLOG_PINGS) if FULL else (10_000, 2_000)
+CONNECTORS = FLEET_CONNECTORS if FULL else 20
+PATTERN = 20  # the connectors whose pings say they are down now and then
 POLICY = """
 defaults:
   failure_threshold: 2
@@ -94,36 +111,55 @@ def malformed(rng: random.Random, good: bytes, now: int) -> tuple[str, bytes | N
     return kind, None
 
 
+def interleaved(
+    rng: random.Random, connectors: list[str]
+) -> tuple[list[tuple[bytes | None, bytes | None, int]], Counter[str]]:
+    """GOOD pings of `connectors`, a ping a second each up to now, at a fleet's spread
+    phases, with BAD malformed records among them: (key, value, timestamp) records, and
+    how many of each kind of malformed one."""
+    codec = registry().codec("HealthPing")
+    rounds = GOOD // len(connectors)
+    start = time.time_ns() // 1_000_000 - rounds * 1000
+    items: list[tuple[bytes | None, bytes | None, int]] = []
+    kinds: Counter[str] = Counter()
+    ratio = BAD / GOOD
+    for round_ in range(rounds):
+        # every 7th round the pattern's connectors are down for two pings: detections
+        down = round_ % 7 in (3, 4)
+        for index, connector in enumerate(connectors):
+            at = start + round_ * 1000 + index * 1000 // len(connectors)
+            status = "UNHEALTHY" if down and index < PATTERN else "HEALTHY"
+            value = codec.encode(ping(connector, status, at))
+            items.append((connector.encode(), value, at))
+            for _ in range(int(ratio) + int(rng.random() < ratio % 1)):
+                kind, bad = malformed(rng, value, at)
+                kinds[kind] += 1
+                keys = [connector.encode(), rng.randbytes(4)] + ([None] if bad is not None else [])
+                items.append((rng.choice(keys), bad, at))
+    return items, kinds
+
+
 def test_malformed_pings_go_to_the_dlq_and_good_ones_are_processed(
     ns: Namespace, tmp_path: Path
 ) -> None:
+    began = time.monotonic()
     rng = random.Random(404)  # noqa: S311 - reproducible input, not a secret
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
-    worker = Worker(ns, policy=policy).start()
+    connectors = [f"GOOD-{i:04d}" for i in range(CONNECTORS)]
+    items, kinds = interleaved(rng, connectors)
+    good_sent = GOOD
+    bad_sent = sum(kinds.values())
+    # In the full size the worker finds them all waiting; in CI it starts first, as ever.
+    if FULL:
+        asyncio.run(ensure_topics(ns.settings()))
+        produce_records(ns.bootstrap, ns.topics.health, items)
+    # With the full backlog waiting, "ready" can take minutes on a busy machine.
+    worker = Worker(ns, policy=policy).start(ready_timeout_s=300 if FULL else 90)
     try:
         pid = worker.process.pid if worker.process else None
-        codec = registry().codec("HealthPing")
-        now = time.time_ns() // 1_000_000 - GOOD
-        connectors = [f"GOOD-{i:02d}" for i in range(20)]
-        items: list[tuple[bytes | None, bytes | None]] = []
-        kinds: Counter[str] = Counter()
-        good_sent = 0
-        ratio = BAD / GOOD
-        for index in range(GOOD):
-            connector = connectors[index % len(connectors)]
-            # every 7th round the connector is down for two pings: detections to check
-            status = "UNHEALTHY" if (index // len(connectors)) % 7 in (3, 4) else "HEALTHY"
-            value = codec.encode(ping(connector, status, now + index))
-            items.append((connector.encode(), value))
-            good_sent += 1
-            for _ in range(int(ratio) + int(rng.random() < ratio % 1)):
-                kind, bad = malformed(rng, value, now + index)
-                kinds[kind] += 1
-                keys = [connector.encode(), rng.randbytes(4)] + ([None] if bad is not None else [])
-                items.append((rng.choice(keys), bad))
-        bad_sent = sum(kinds.values())
-        produce_raw(ns.bootstrap, ns.topics.health, items)
+        if not FULL:
+            produce_records(ns.bootstrap, ns.topics.health, items)
 
         def all_dead_lettered() -> list[Any] | None:
             records = read_records(ns.bootstrap, ns.topics.dlq, bad_sent, 5)
@@ -143,6 +179,7 @@ def test_malformed_pings_go_to_the_dlq_and_good_ones_are_processed(
             dict(r.headers).get("reason", b"").decode().split(":")[0][:40] for r in dead
         )
         figures = reference_figures(ns, policy)
+        pages = false_pages(ns, set(connectors[:PATTERN]))
         assert worker.process is not None
         alive = worker.process.poll() is None
         record(
@@ -156,8 +193,12 @@ def test_malformed_pings_go_to_the_dlq_and_good_ones_are_processed(
                 "worker_restarts": 0
                 if alive and worker.process and worker.process.pid == pid
                 else 1,
+                "connectors": CONNECTORS,
+                "reference_events": figures["reference_events"],
                 "lost": figures["lost"],
+                **pages,
                 "kinds": dict(kinds),
+                "wall_s": round(time.monotonic() - began),
             },
         )
         print("reasons:", dict(reasons.most_common(12)))
@@ -167,5 +208,6 @@ def test_malformed_pings_go_to_the_dlq_and_good_ones_are_processed(
         assert alive
         assert figures["reference_events"] > 0
         assert (figures["lost"], figures["conflicting_duplicates"], figures["extra"]) == (0, 0, 0)
+        assert (pages["false_pages"], pages["false_notifications"]) == (0, 0), pages
     finally:
         worker.kill()

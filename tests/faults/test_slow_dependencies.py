@@ -1,30 +1,39 @@
 """R5: notification and recovery webhooks that hang, answer 500, or refuse connections.
 Escalation happens within the policy's bound, and detection for other connectors is not
-delayed (measured: detection latency of bystanders before and while the endpoints fail)."""
+delayed (measured: detection latency of bystanders before and while the endpoints fail).
+
+Full size: a fleet of 2,000 connectors pings throughout (a ping a second each), and the
+worker starts on its backlog of 400,000 pings, drained before the first measurement: the
+bystanders are detected amid the fleet's load, and none of the fleet is paged."""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from pathlib import Path
 
 import pytest
 
+from agents.broker.topics import ensure_topics
 from agents.wire.codec import registry
 from agents.wire.records import decode_audit
 from streams.models import AuditEvent, EventType
-from tests.faults.figures import record
+from tests.faults.figures import BACKLOG_ROUNDS, FLEET_CONNECTORS, FULL, TIMEOUT, record
+from tests.kafka.fleet import Fleet, produce_backlog
 from tests.kafka.harness import (
     Namespace,
     Worker,
+    false_pages,
     free_port,
     produce_raw,
     read_records,
     wait_for,
+    wait_processed,
 )
 from tests.kafka.httpstub import HttpStub
 
-pytestmark = [pytest.mark.faults, pytest.mark.kafka]
+pytestmark = [pytest.mark.faults, pytest.mark.kafka, TIMEOUT]
 
 NOTIFY_BOUND_S = 3 * 5.0 + 5.0  # three attempts of 5 s, their backoff, and slack
 RECOVERY_BOUND_S = 2 * 2.0 + 4.0  # two attempts of 2 s, their backoff, and slack
@@ -100,6 +109,11 @@ def detection_latencies_ms(ns: Namespace, prefix: str, count: int) -> list[int]:
     return wait_for(found, 60, f"{prefix} detections", interval_s=0.5)
 
 
+def is_bystander(event: AuditEvent) -> bool:
+    """An event of a connector whose every ping says it is down (detection latencies)."""
+    return event.connector_id.startswith(("CALM-", "BUSY-"))
+
+
 def seconds_between(
     events: list[tuple[int, AuditEvent]], connector: str, first: EventType, then: EventType
 ) -> float | None:
@@ -117,8 +131,17 @@ def test_dead_endpoints_escalate_in_bound_and_delay_no_detection(
     http_stub.statuses.update({"/err": 500, "/rec-500": 500})
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(policy(http_stub, refused))
-    worker = Worker(ns, policy=policy_file).start()
+    fleet, backlog = None, None
+    if FULL:  # a fleet's history waiting, drained before anything is measured; the fleet
+        # pings on meanwhile (healthy, their tenant has no webhook), 2,000 pings a second
+        connectors = [f"FLEET-{i:04d}" for i in range(FLEET_CONNECTORS)]
+        asyncio.run(ensure_topics(ns.settings()))
+        backlog = produce_backlog(ns.bootstrap, ns.topics.health, connectors, BACKLOG_ROUNDS)
+        fleet = Fleet(ns.bootstrap, ns.topics.health, connectors, interval_s=1.0).start()
+    worker = Worker(ns, policy=policy_file).start(ready_timeout_s=180)
     try:
+        if fleet:
+            wait_processed(ns, timeout_s=600)
         before = detection_latencies_ms(ns, "CALM", 10)
         now = time.time_ns() // 1_000_000
         failing = [
@@ -150,9 +173,15 @@ def test_dead_endpoints_escalate_in_bound_and_delay_no_detection(
             c: seconds_between(events, c, EventType.FAILURE_DETECTED, EventType.INCIDENT_OPENED)
             for c, _ in failing[3:]
         }
+        sick = {c for c, _ in failing} | {e.connector_id for _, e in events if is_bystander(e)}
+        pages = false_pages(ns, sick)
         record(
             "R5-slow-dependencies",
             {
+                "connectors": FLEET_CONNECTORS if fleet else 0,
+                "backlog": backlog.pings if backlog else 0,
+                "live_pings": fleet.sent if fleet else 0,
+                **pages,
                 "notification_escalated_after_s": notify,
                 "recovery_incident_after_s": recovery,
                 "bystander_detection_ms_before": {
@@ -174,5 +203,8 @@ def test_dead_endpoints_escalate_in_bound_and_delay_no_detection(
             if e.type is EventType.NOTIFICATION_FAILED and e.connector_id.startswith("NOTE-")
         ]
         assert {e.connector_id for e in failed} == {"NOTE-HANG", "NOTE-500", "NOTE-REFUSED"}
+        assert (pages["false_pages"], pages["false_notifications"]) == (0, 0), pages
     finally:
+        if fleet:
+            fleet.stop()
         worker.kill()

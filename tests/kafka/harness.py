@@ -12,12 +12,13 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.testing.kafka import (
     Namespace,
@@ -27,6 +28,7 @@ from agents.testing.kafka import (
     run,
     wait_caught_up,
     wait_for,
+    wait_processed,
 )
 from agents.wire.codec import registry
 from agents.wire.records import unpack
@@ -41,19 +43,24 @@ __all__ = [
     "Namespace",
     "Worker",
     "compare_with_reference",
+    "false_pages",
     "fleet_policy",
     "free_broker_port",
     "free_port",
     "metric_samples",
+    "processed_inputs",
     "produce_raw",
     "read_audit",
     "read_records",
     "reference_fold",
+    "routed",
     "run",
     "wait_caught_up",
     "wait_for",
     "wait_for_audit",
+    "wait_processed",
     "web_get",
+    "wind_down",
 ]
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x1f]")
@@ -222,6 +229,23 @@ class Worker:
             self.process.wait()
 
 
+class Stoppable(Protocol):
+    def stop(self) -> int: ...
+
+
+def wind_down(ns: Namespace, worker: Worker, fleet: Stoppable, timeout_s: float = 600) -> int:
+    """End a run with a live fleet so that every page in the audit log is a real one: the
+    fleet stops, the worker drains what is left (seconds: it kept up with the fleet), then
+    stops cleanly (exit 0 asserted) long before any connector's heartbeat could be truly
+    missed. The audit log changes no more after it; compare it with the reference fold of
+    what the worker processed (`processed_inputs`). Returns what the fleet sent."""
+    sent = fleet.stop()
+    wait_caught_up(ns, timeout_s=timeout_s)
+    code = worker.stop()
+    assert code == 0, f"worker {worker.name} exited {code}:\n" + worker.output()[-3000:]
+    return sent
+
+
 def web_get(worker: Worker, path: str) -> bytes:
     """A page of the worker's web server (`/status`, `/metrics`, `/healthz`, ...)."""
 
@@ -266,9 +290,14 @@ def produce_raw(bootstrap: str, topic: str, items: list[tuple[bytes | None, byte
     run(_produce(bootstrap, topic, items))
 
 
-def reference_fold(ns: Namespace, policy: Any) -> dict[str, list[AuditEvent]]:
+def reference_fold(
+    ns: Namespace, policy: Any, processed: Mapping[int, int] | None = None
+) -> dict[str, list[AuditEvent]]:
     """The events the core derives from the inputs topic as it is, each input once, in
-    partition order: what the audit log must hold, exactly."""
+    partition order: what the audit log must hold, exactly. `processed` (of a stopped
+    worker, `processed_inputs`): only the inputs before those offsets, per partition; a
+    tick the clock sent while the worker was being stopped is then left for its next
+    start, as the worker left it."""
 
     inputs_topic = f"{ns.app_id}-inputs"
     states: dict[str, ConnectorState] = {}
@@ -277,6 +306,8 @@ def reference_fold(ns: Namespace, policy: Any) -> dict[str, list[AuditEvent]]:
     records = read_records(ns.bootstrap, inputs_topic, timeout_s=5)
     reg = registry()
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        if processed is not None and record.offset >= processed.get(record.partition, 0):
+            continue
         for item in unpack(reg, record.value, inputs_topic, record.partition, record.offset):
             message = item.message
             assert message is not None, item.problem
@@ -296,9 +327,11 @@ def reference_fold(ns: Namespace, policy: Any) -> dict[str, list[AuditEvent]]:
     return expected
 
 
-def compare_with_reference(ns: Namespace, policy: Any) -> dict[str, int]:
+def compare_with_reference(
+    ns: Namespace, policy: Any, processed: Mapping[int, int] | None = None
+) -> dict[str, int]:
     """Figures: reference events, lost, conflicting duplicates, benign duplicates, extra."""
-    expected = reference_fold(ns, policy)
+    expected = reference_fold(ns, policy, processed)
     logged: dict[tuple[str, int], set[str]] = {}
     copies = 0
     for event in read_audit(ns.bootstrap, ns.topics.audit, timeout_s=5):
@@ -319,4 +352,56 @@ def compare_with_reference(ns: Namespace, policy: Any) -> dict[str, int]:
         "conflicting_duplicates": conflicting,
         "benign_duplicates": copies - len(logged),
         "extra": extra,
+    }
+
+
+async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == topic}
+
+
+def processed_inputs(ns: Namespace) -> dict[int, int]:
+    """The offsets up to which a stopped worker processed the inputs topic, per partition
+    (its consumer group commits what it processed when it stops)."""
+    inputs = f"{ns.app_id}-inputs"
+    result: dict[int, int] = run(_committed(ns.bootstrap, ns.app_id, inputs))
+    return result
+
+
+def routed(ns: Namespace) -> int:
+    """How many records of the health topic the worker's router has committed: how far the
+    worker is through a backlog (the router commits once its batches are forwarded)."""
+    committed = run(_committed(ns.bootstrap, f"{ns.app_id}-router", ns.topics.health))
+    return sum(committed.values())
+
+
+def false_pages(ns: Namespace, failed: set[str]) -> dict[str, Any]:
+    """Pages for connectors that never failed (not in `failed`): their audit events (a
+    healthy, pinging connector has none: no `failure.detected`, no incident) and the
+    notification requests naming them. Counts, the first few connectors, and how many
+    outages (groups of failed connectors, with audit chains of their own) formed."""
+    events = read_audit(ns.bootstrap, ns.topics.audit, timeout_s=5)
+    # An outage's own chain (docs/outages.md) is of the connectors that failed together.
+    paged = sorted(
+        {e.connector_id for e in events if e.connector_id not in failed}
+        - {e.connector_id for e in events if is_outage_key(e.connector_id)}
+    )
+    codec = registry().codec("NotificationRequest")
+    notified = sorted(
+        {
+            str(connector)
+            for r in read_records(ns.bootstrap, ns.topics.notifications, timeout_s=5)
+            if (connector := codec.decode(r.value)["connector_id"]) not in failed
+        }
+    )
+    return {
+        "outages": len({e.connector_id for e in events if is_outage_key(e.connector_id)}),
+        "false_pages": len(paged),
+        "false_notifications": len(notified),
+        "paged_first": paged[:5] + notified[:5],
     }
