@@ -2,9 +2,11 @@
 
 The table is a cache of the state of record (rebuildable from the audit log) plus the
 transient detector memory; its format is private to the worker, versioned by `FORMAT`.
-Liveness (last ping time, heartbeat deadline) is not in it: it changes with every ping,
-and writing it would turn every steady ping into a changelog record. The worker keeps it
-in memory; a new owner starts it from the heartbeat grace (a `Watch`).
+Liveness (last ping time, heartbeat deadline) is not written for its own sake: it changes
+with every ping, and writing it would turn every steady ping into a changelog record. The
+worker keeps it in memory; a new owner starts the deadline from the heartbeat grace (a
+`Watch`), and the last ping time from the one written with the state's last change (a
+bound below the true one: a ping older than it is late).
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ def dump_state(state: ConnectorState, applied_offset: int = -1) -> bytes:
     record: list[object] = list(state.record)
     record[_NOTIFIED] = sorted(state.record.notified)
     memory = list(state.memory)
-    envelope = [FORMAT, record, memory, applied_offset]
+    # The last applied ping's time as of this write (a bound the liveness only moves past):
+    # after a restart, a ping older than it (one the router forwards again) is late, not
+    # judged anew.
+    envelope = [FORMAT, record, memory, applied_offset, state.last_checked_at]
     try:
         return orjson.dumps(envelope)
     except orjson.JSONEncodeError:  # an integer beyond 64 bits (a flap window that wide)
@@ -74,10 +79,11 @@ def load_head(data: bytes) -> tuple[int, str]:
 
 
 def load_state(data: bytes) -> tuple[ConnectorState, int]:
-    """The state (without liveness) and the offset of the last input applied to it."""
+    """The state (its last ping time as of its write; no heartbeat deadline) and the offset
+    of the last input applied to it."""
     try:
         envelope = json.loads(data)
-        version, record, memory, applied = envelope
+        version, record, memory, applied, *liveness = envelope  # written without it before
     except (ValueError, TypeError) as error:
         raise StateFormatError(f"unreadable state: {error}") from None
     if version != FORMAT:
@@ -95,6 +101,7 @@ def load_state(data: bytes) -> tuple[ConnectorState, int]:
     state = ConnectorState(
         Record(**values),
         DetectorMemory(**dict(zip(_MEMORY_FIELDS, memory, strict=False))),
+        liveness[0] if liveness else None,
     )
     return state, int(applied)
 

@@ -18,6 +18,7 @@ from streams.models import (
     AuditEvent,
     Command,
     DeciderInput,
+    EventType,
     HealthPing,
     HealthStatus,
     Tick,
@@ -171,3 +172,27 @@ def test_a_repaired_state_evicted_before_it_is_written_is_read_from_the_repairs(
     ping = HealthPing(connector_id="A", status=HealthStatus.HEALTHY, checked_at=T0)
     outputs = processor.process([Input(Unpacked(ping, 9, "in/9", None, None), 0)])
     assert outputs.states[b"A"].state.record.sequence == 5
+
+
+def test_a_ping_older_than_the_stored_state_is_late_after_a_restart() -> None:
+    """A router forwards again, after a crash, pings the worker had applied: the new
+    process holds no liveness, and the stored state's last ping time is what makes such an
+    old unhealthy ping late instead of a second detection (R1 at fleet scale)."""
+    store = DictStore()
+    policy = parse_policy({})  # a failure is one unhealthy ping
+    before = InputProcessor(policy, store, partitions=1)
+    failing = HealthPing(
+        connector_id="A", status=HealthStatus.UNHEALTHY, failure="timeout", checked_at=T0
+    )
+    healthy = HealthPing(connector_id="A", status=HealthStatus.HEALTHY, checked_at=T0 + 10_000)
+    kinds = []
+    for position, ping in enumerate([failing, healthy]):
+        outputs = before.process([Input(Unpacked(ping, position, f"in/{position}", None, None), 0)])
+        before.write(outputs)
+        kinds += [event.type for _key, event, _partition in outputs.events]
+    assert EventType.FAILURE_DETECTED in kinds
+    after = InputProcessor(policy, store, partitions=1)  # a restart: no liveness in memory
+    again = Input(Unpacked(failing, 99, "in/99", None, None), 0)  # forwarded once more
+    outputs = after.process([again])
+    assert (outputs.events, outputs.commands) == ([], [])
+    assert after.counters["late_pings"] == 1
