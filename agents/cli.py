@@ -19,6 +19,7 @@ from agents.broker.client import (
     remember_connect_failures,
 )
 from agents.broker.producer import MissingTopic
+from agents.settings import SettingsError
 from streams.policy import PolicyError
 
 if TYPE_CHECKING:
@@ -707,6 +708,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     try:
         code: int = args.func(args)
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
     except KafkaConnectionError as error:
         print(f"error: {no_broker(error, _settings(args).bootstrap_servers)}", file=sys.stderr)
         return EXIT_ERROR

@@ -15,6 +15,26 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+class SettingsError(ValueError):
+    """A setting of the environment that cannot be used; the message names it."""
+
+
+def _env_int(name: str, default: int) -> int:
+    text = _env(name, str(default))
+    try:
+        return int(text)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {text!r}") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    text = _env(name, str(default))
+    try:
+        return float(text)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, not {text!r}") from None
+
+
 def state_home() -> Path:
     """The per-user state directory of the project (XDG Base Directory): worker data, the
     demo's files and, outside a source checkout, the local broker. Never the current
@@ -150,15 +170,15 @@ class Settings:
             bootstrap_servers=_env("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}"),
             app_id=_env("CR_APP_ID", "connector-recovery"),
             topics=Topics().with_prefix(prefix),
-            partitions=int(_env("CR_PARTITIONS", "4")),
+            partitions=_env_int("CR_PARTITIONS", 4),
             data_dir=Path(os.environ["CR_DATA_DIR"]) if os.environ.get("CR_DATA_DIR") else None,
-            web_port=int(_env("CR_WEB_PORT", "6066")),
+            web_port=_env_int("CR_WEB_PORT", 6066),
             store=_env("CR_STORE", "rocksdb://"),
             policy_path=Path(policy) if policy else None,
-            session_timeout_s=float(_env("CR_SESSION_TIMEOUT_S", "30")),
-            tick_interval_s=float(_env("CR_TICK_INTERVAL_S", "1.0")),
-            checkpoint_interval_s=float(_env("CR_CHECKPOINT_INTERVAL_S", "60")),
-            states_cached=int(_env("CR_STATES_CACHED", "10000")),
+            session_timeout_s=_env_float("CR_SESSION_TIMEOUT_S", 30),
+            tick_interval_s=_env_float("CR_TICK_INTERVAL_S", 1.0),
+            checkpoint_interval_s=_env_float("CR_CHECKPOINT_INTERVAL_S", 60),
+            states_cached=_env_int("CR_STATES_CACHED", 10000),
             security=KafkaSecurity.from_env(),
             cloudevents_source=os.environ.get("CR_CLOUDEVENTS_SOURCE") or None,
         )

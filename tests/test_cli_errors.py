@@ -159,3 +159,16 @@ def test_the_cli_says_its_version(tmp_path: Path) -> None:
     result = cli(tmp_path, "--version")
     assert result.returncode == 0
     assert result.stdout.startswith("connector-recovery ")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("CR_STATES_CACHED", "many", "CR_STATES_CACHED must be a whole number, not 'many'"),
+        ("CR_TICK_INTERVAL_S", "1s", "CR_TICK_INTERVAL_S must be a number of seconds, not '1s'"),
+    ],
+)
+def test_a_setting_that_is_not_a_number_is_one_line(
+    tmp_path: Path, name: str, value: str, says: str
+) -> None:
+    assert one_line_error(cli(tmp_path, "status", **{name: value})) == f"error: {says}"
