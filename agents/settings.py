@@ -27,12 +27,21 @@ def _env_int(name: str, default: int) -> int:
         raise SettingsError(f"{name} must be a whole number, not {text!r}") from None
 
 
-def _env_float(name: str, default: float) -> float:
+def _env_float(name: str, default: float, within: tuple[float, float] | None = None) -> float:
     text = _env(name, str(default))
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise SettingsError(f"{name} must be a number of seconds, not {text!r}") from None
+    if within is not None and not within[0] <= value <= within[1]:
+        low, high = within
+        raise SettingsError(f"{name} must be between {low:g} and {high:g} seconds, not {text}")
+    return value
+
+
+# A broker refuses a group member's session timeout outside group.min/max.session.timeout.ms
+# (6 s and 30 min by default): the worker would only learn it at its first join.
+SESSION_TIMEOUT_RANGE_S = (6.0, 1800.0)
 
 
 def state_home() -> Path:
@@ -151,6 +160,12 @@ class Settings:
         return f"{self.app_id}-{STATE_TABLE}-changelog"
 
     @property
+    def request_timeout_s(self) -> float:
+        """The group clients' request timeout: Faust's default (90 s), or above a longer
+        session timeout (a join waits up to a session for the other members)."""
+        return max(90.0, self.session_timeout_s + 30.0)
+
+    @property
     def router_group(self) -> str:
         """The consumer group of the router (agents/worker/router.py); the decider's is the
         app id."""
@@ -175,7 +190,7 @@ class Settings:
             web_port=_env_int("CR_WEB_PORT", 6066),
             store=_env("CR_STORE", "rocksdb://"),
             policy_path=Path(policy) if policy else None,
-            session_timeout_s=_env_float("CR_SESSION_TIMEOUT_S", 30),
+            session_timeout_s=_env_float("CR_SESSION_TIMEOUT_S", 30, SESSION_TIMEOUT_RANGE_S),
             tick_interval_s=_env_float("CR_TICK_INTERVAL_S", 1.0),
             checkpoint_interval_s=_env_float("CR_CHECKPOINT_INTERVAL_S", 60),
             states_cached=_env_int("CR_STATES_CACHED", 10000),

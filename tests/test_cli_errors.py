@@ -166,6 +166,11 @@ def test_the_cli_says_its_version(tmp_path: Path) -> None:
     [
         ("CR_STATES_CACHED", "many", "CR_STATES_CACHED must be a whole number, not 'many'"),
         ("CR_TICK_INTERVAL_S", "1s", "CR_TICK_INTERVAL_S must be a number of seconds, not '1s'"),
+        (
+            "CR_SESSION_TIMEOUT_S",
+            "3600",
+            "CR_SESSION_TIMEOUT_S must be between 6 and 1800 seconds, not 3600",
+        ),
     ],
 )
 def test_a_setting_that_is_not_a_number_is_one_line(

@@ -101,6 +101,8 @@ class WorkerApp:
             web_port=s.web_port,
             topic_partitions=s.partitions,
             broker_session_timeout=s.session_timeout_s,
+            # Faust refuses a session timeout above its request timeout (90 s by default).
+            broker_request_timeout=s.request_timeout_s,
             broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,

@@ -135,6 +135,7 @@ class Router:
             max_poll_records=BATCH_RECORDS,
             fetch_max_wait_ms=50,
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
+            request_timeout_ms=int(self.settings.request_timeout_s * 1000),
             heartbeat_interval_ms=int(min(3.0, self.settings.session_timeout_s / 3) * 1000),
         )
         await consumer.start()
