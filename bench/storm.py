@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -184,6 +185,7 @@ def main(_repeats: int) -> dict[str, Any]:
         raise RuntimeError(f"{len(detected)} of {CONNECTORS} connectors detected: {kinds}")
     if kinds.get(EventType.RECOVERY_STARTED.value) != CONNECTORS or requests != CONNECTORS:
         raise RuntimeError(f"not one recovery per connector: {kinds}, {requests} requests")
+    complaints = _complaints(ns.tmp / "worker.log")
     latencies = sorted(ts - produced_ms for ts in detected.values())
     seconds = latencies[-1] / 1000
     raw_topic = f"{ns.prefix}storm-raw"
@@ -196,8 +198,11 @@ def main(_repeats: int) -> dict[str, Any]:
     print(
         f"  {CONNECTORS:,} connectors fail at once: the last detected after {seconds:.2f} s "
         f"= {rate:,.0f} detections/s (p50 {p50:,.0f} ms, p99 {p99:,.0f} ms from produce); "
-        f"raw loop {raw_s:.2f} s = {raw_rate:,.0f}/s; ratio {rate / raw_rate:.2f}"
+        f"raw loop {raw_s:.2f} s = {raw_rate:,.0f}/s; ratio {rate / raw_rate:.2f}; "
+        f"the worker's log: {len(complaints)} WARNING/ERROR lines"
     )
+    for line in complaints[:5]:
+        print(f"    {line}")
     return {
         "connectors": CONNECTORS,
         "seconds": seconds,
@@ -207,4 +212,14 @@ def main(_repeats: int) -> dict[str, Any]:
         "raw_seconds": raw_s,
         "raw_per_s": raw_rate,
         "events": kinds,
+        "warnings_and_errors": len(complaints),
     }
+
+
+def _complaints(log: Path) -> list[str]:
+    """The worker's WARNING and ERROR lines: a storm is the worker's job, not a fault."""
+    return [
+        line.strip()
+        for line in log.read_text(errors="replace").splitlines()
+        if "[WARNING]" in line or "[ERROR]" in line or "[CRITICAL]" in line
+    ]

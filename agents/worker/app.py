@@ -43,7 +43,7 @@ from agents.worker.checkpoints import AuditCheckpoints, checkpoint_key
 from agents.worker.clock import Clock
 from agents.worker.deliveries import DeliveryLoop
 from agents.worker.effects import Effects, now_ms
-from agents.worker.faust_context import FaustTableStore, shorten_fetch_wait
+from agents.worker.faust_context import FaustTableStore, hold_changelog_writes, shorten_fetch_wait
 from agents.worker.gaps import read_gap
 from agents.worker.looplag import LoopLag
 from agents.worker.processor import Input, InputProcessor, Outputs
@@ -283,6 +283,8 @@ class WorkerApp:
         # Batches, not one event at a time: the outputs of a whole batch are awaited once,
         # and its table writes follow. `within` bounds the latency a batch adds when traffic
         # is light.
+        # room for a slice of state writes and the batch's checkpoints and outages
+        hold_changelog_writes(self.app, 2 * WRITE_SLICE)
         try:
             async for events in stream.take_events(DECIDE_BATCH, DECIDE_WITHIN_S):
                 await self.decide_batch(events)

@@ -82,3 +82,10 @@ def shorten_fetch_wait(app: Any, wait_ms: int = FETCH_MAX_WAIT_MS) -> bool:
         return False
     set_fetch_max_wait(fetcher, wait_ms)
     return True
+
+
+def hold_changelog_writes(app: Any, writes: int) -> None:
+    """Let Faust's changelog buffer hold a batch's table writes (`writes`) before its
+    conductor flushes it: past its default of 100 it logs a WARNING ("producer buffer full")
+    before every batch of a storm or a start's graces, which `_write` flushes itself."""
+    app.producer.buffer.max_messages = writes

@@ -228,7 +228,15 @@ class InputProcessor:
 
     def apply(self, one: Input, outputs: Outputs) -> None:
         """One input into `outputs` (a batch may grow by several calls, e.g. a gap's
-        records read directly before the record that revealed the gap)."""
+        records read directly before the record that revealed the gap).
+
+        An input the state already holds (re-delivered after a crash) is not decided again,
+        but its state is written again as it is: after a kill the local store can hold a
+        write its changelog never got (RocksDB took it, the changelog's send was still
+        buffered). Written again, the changelog has it before the input's offset is
+        committed past, so a store rebuilt from the changelog later does not go back to
+        before it (R1 at fleet scale: an outage rebuilt so lost the joins its re-delivered
+        signals had made, and the next signal's decision diverged from the log)."""
         item, partition = one
         message = item.message
         if message is None:  # only our own router writes here; keep going anyway
@@ -251,9 +259,9 @@ class InputProcessor:
                 state, applied = self._stored(key, connector_id, partition)
             else:
                 state, applied = cached
-        if item.position <= applied:
-            self.counters["skipped_redeliveries"] += 1
-            return  # crash repair case (b): the state already holds this input
+        if item.position <= applied:  # crash repair case (b): the state holds this input
+            self._redelivered(outputs, key, None if pending else (state, applied, partition))
+            return
         logged = self.logged_ahead.get(connector_id) if self.logged_ahead else None
         if pending is None and not logged and type(message) is HealthPing:
             decision = decide_ping(state, message, self.policy, item.source)
@@ -296,6 +304,15 @@ class InputProcessor:
         due = next_deadline(new_state.record, new_state.heartbeat_deadline)
         self.deadlines.schedule(connector_id, None if due is None else due[0])
 
+    def _redelivered(
+        self, outputs: Outputs, key: bytes, unwritten: tuple[ConnectorState, int, int] | None
+    ) -> None:
+        """An input the state holds (`apply`): its state, if not yet in the batch's writes
+        (`unwritten`: state, applied, partition), written again as it is."""
+        if unwritten is not None:
+            outputs.states[key] = _tuple_new(PendingState, unwritten)
+        self.counters["skipped_redeliveries"] += 1
+
     def _apply_outage(self, one: Input, message: WorkerInput, outputs: Outputs) -> None:
         """An input of an outage's key (streams/outages.py): a member signal or the outcome
         of one of its pages is judged, an admin command refused (outages take none yet),
@@ -313,6 +330,8 @@ class InputProcessor:
             else:
                 state, applied = load_outage(stored)
         if item.position <= applied:
+            if pending is None:
+                outputs.outages[key] = PendingOutage(state, applied, partition)  # see `apply`
             self.counters["skipped_redeliveries"] += 1
             return
         decision = decide_outage_input(state, message, self.policy, item.source)

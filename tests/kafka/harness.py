@@ -333,9 +333,11 @@ def compare_with_reference(
     """Figures: reference events, lost, conflicting duplicates, benign duplicates, extra."""
     expected = reference_fold(ns, policy, processed)
     logged: dict[tuple[str, int], set[str]] = {}
+    logged_events: dict[tuple[str, int], list[AuditEvent]] = {}
     copies = 0
     for event in read_audit(ns.bootstrap, ns.topics.audit, timeout_s=5):
         logged.setdefault((event.connector_id, event.sequence), set()).add(event.hash)
+        logged_events.setdefault((event.connector_id, event.sequence), []).append(event)
         copies += 1
     reference = {(e.connector_id, e.sequence): e.hash for evs in expected.values() for e in evs}
     missing = [key for key, digest in reference.items() if digest not in logged.get(key, set())]
@@ -343,6 +345,7 @@ def compare_with_reference(
     if missing:
         print("lost (first 10):", sorted(missing)[:10])
         print("extra (first 10):", sorted(k for k in logged if k not in reference)[:10])
+        _print_first_divergences(expected, logged_events, missing)
     conflicting = sum(1 for hashes in logged.values() if len(hashes) > 1)
     extra = sum(1 for key in logged if key not in reference)
     return {
@@ -353,6 +356,36 @@ def compare_with_reference(
         "benign_duplicates": copies - len(logged),
         "extra": extra,
     }
+
+
+def _print_first_divergences(
+    expected: Mapping[str, list[AuditEvent]],
+    logged: Mapping[tuple[str, int], list[AuditEvent]],
+    missing: list[tuple[str, int]],
+    chains: int = 3,
+) -> None:
+    """Where each of the first chains with a loss first parts from the reference: the
+    reference's event there and what the log holds, with the inputs that made them."""
+
+    def brief(event: AuditEvent) -> str:
+        attributes = {k: v for k, v in event.attributes.items() if k != "source"}
+        return (
+            f"{event.type.value} at {event.occurred_at} from {event.attributes.get('source')}"
+            f" {str(attributes)[:300]}"
+        )
+
+    first: dict[str, int] = {}
+    for connector_id, sequence in missing:
+        first[connector_id] = min(sequence, first.get(connector_id, sequence))
+    for connector_id, sequence in sorted(first.items())[:chains]:
+        wanted = next(e for e in expected[connector_id] if e.sequence == sequence)
+        print(f"{connector_id} parts at sequence {sequence}:")
+        print("  reference:", brief(wanted))
+        held = logged.get((connector_id, sequence), [])
+        for event in held:
+            print("  logged:   ", brief(event))
+        if not held:
+            print("  logged:    nothing")
 
 
 async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:

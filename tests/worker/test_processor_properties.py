@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from agents.testing.driver import T0
 from agents.wire.records import Unpacked
 from agents.worker.processor import STATES_CACHED, DictStore, Input, InputProcessor
-from agents.worker.statecodec import load_state
+from agents.worker.statecodec import load_outage, load_state
 from streams.decider import decide
 from streams.models import (
     AdminAction,
@@ -21,6 +21,8 @@ from streams.models import (
     EventType,
     HealthPing,
     HealthStatus,
+    MemberChange,
+    OutageSignal,
     Tick,
     Watch,
 )
@@ -126,8 +128,10 @@ def test_outputs_over_random_batches_equal_the_reference_fold(
         assert processor.liveness_of(connector) == (state.last_checked_at, state.heartbeat_deadline)
 
 
-def test_a_redelivered_input_is_skipped() -> None:
-    """Crash repair case (b): the stored state already holds the input's position."""
+def test_a_redelivered_input_is_skipped_and_its_state_written_again() -> None:
+    """Crash repair case (b): the stored state already holds the input's position. Nothing
+    is decided again, but the state is written again as it is: after a kill the local
+    store can hold a write its changelog never got, and only a write puts it there."""
     store = DictStore()
     processor = InputProcessor(POLICY_, store, partitions=1)
     ping = HealthPing(connector_id="A", status=HealthStatus.UNHEALTHY, checked_at=T0)
@@ -135,9 +139,59 @@ def test_a_redelivered_input_is_skipped() -> None:
     first = processor.process(batch)
     processor.write(first)
     assert first.states  # the unhealthy ping changed the stored state
-    again = processor.process(batch)
-    assert (again.events, again.commands, again.states) == ([], [], {})
-    assert processor.counters["skipped_redeliveries"] == 1
+    written = store.get(b"A", 0)
+    restarted = InputProcessor(POLICY_, store, partitions=1)
+    again = restarted.process(batch)
+    assert (again.events, again.commands) == ([], [])
+    assert restarted.counters["skipped_redeliveries"] == 1
+    assert [(key, value) for key, value, _partition in again.state_writes()] == [(b"A", written)]
+
+
+def test_an_outage_restored_from_a_changelog_behind_its_store_keeps_its_members() -> None:
+    """R1 at fleet scale: a worker killed after its store took an outage's new state and
+    before the changelog got it; restarted on that store, it skips the re-delivered signal;
+    restarted once more with its store wiped, it is back to what the changelog holds, and
+    the signal's offset committed past: the member it joined was lost, and the next
+    signal's decision diverged from the log. Written again on the skip, it is kept."""
+    policy = parse_policy({"outages": {"min_connectors": 2, "window_s": 60}})
+    local, changelog = DictStore(), DictStore()
+    key, outage = b"outage:tenant:t/failure:timeout", "outage:tenant:t/failure:timeout"
+
+    def signal(member: str, position: int) -> Input:
+        message = OutageSignal(
+            connector_id=outage,
+            group="tenant:t/failure:timeout",
+            member_id=member,
+            incident_id=f"{member}:1",
+            change=MemberChange.FAILED,
+            tenant_id="t",
+            failure="timeout",
+            at=T0 + position,
+        )
+        return Input(Unpacked(message, position, f"in/{position}", None, None), 0)
+
+    first = InputProcessor(policy, local, partitions=1)
+    opened = first.process([signal("A", 1), signal("B", 2)])
+    first.write(opened)
+    opening = local.get(key, 0)
+    assert opening is not None
+    changelog.put(key, opening, 0)  # the changelog had the opening
+    joined = first.process([signal("C", 3)])
+    first.write(joined)  # the store took C's join; the changelog never did (killed)
+    assert [e.type for _k, e, _p in joined.events] == [EventType.OUTAGE_JOINED]
+    restarted = InputProcessor(policy, local, partitions=1)
+    again = restarted.process([signal("C", 3)])  # re-delivered: skipped
+    assert again.events == []
+    for written_key, value, partition in again.state_writes():
+        changelog.put(written_key, value, partition)  # what its changelog now holds
+    wiped = InputProcessor(policy, changelog, partitions=1)  # store rebuilt from it
+    after = wiped.process([signal("D", 4)])  # C's offset is committed past
+    stored = changelog.get(key, 0)
+    assert stored is not None
+    state = load_outage(stored)[0]
+    assert set(state.record.members) >= {"A:1", "B:1", "C:1"}
+    assert [e.type for _k, e, _p in after.events] == [EventType.OUTAGE_JOINED]
+    assert after.events[0][1].sequence == joined.events[0][1].sequence + 1
 
 
 def test_a_repaired_connector_leaves_the_log_ahead_once_it_has_caught_up() -> None:
