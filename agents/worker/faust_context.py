@@ -85,7 +85,12 @@ def shorten_fetch_wait(app: Any, wait_ms: int = FETCH_MAX_WAIT_MS) -> bool:
 
 
 def hold_changelog_writes(app: Any, writes: int) -> None:
-    """Let Faust's changelog buffer hold a batch's table writes (`writes`) before its
-    conductor flushes it: past its default of 100 it logs a WARNING ("producer buffer full")
-    before every batch of a storm or a start's graces, which `_write` flushes itself."""
+    """Let Faust's changelog buffer hold `writes` table writes before its conductor flushes
+    it (and logs "producer buffer full" at WARNING, faust-streaming #173)."""
     app.producer.buffer.max_messages = writes
+
+
+def changelog_backlog(app: Any) -> int:
+    """Table writes Faust holds for its changelog, not yet handed to its producer."""
+    size: int = app.producer.buffer.size
+    return size
