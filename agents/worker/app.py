@@ -46,7 +46,7 @@ from agents.worker.effects import Effects, now_ms
 from agents.worker.faust_context import (
     FaustTableStore,
     changelog_backlog,
-    hold_changelog_writes,
+    quiet_changelog_backpressure,
     shorten_fetch_wait,
 )
 from agents.worker.gaps import read_gap
@@ -73,10 +73,7 @@ TABLE_ROCKSDB = {
 DECIDE_BATCH = 1000
 REPAIR_CHUNK = 500  # repaired states written between two flushes of the changelog
 WRITE_SLICE = 2_000  # a batch's state writes beyond this go in slices (`_write`)
-# Faust's changelog buffer past which its conductor flushes and logs a WARNING per batch
-# (faust-streaming #173: 100 by default; a storm's batches come in above 1,400): a storm
-# is this worker's job, not a fault, and `_write` bounds a batch's share.
-CHANGELOG_BUFFER = 10_000
+CHANGELOG_FLUSH_AT = 5_000  # table writes Faust holds unsent past which `_write` flushes
 DECIDE_TURN_S = 0.05  # the longest a batch holds the event loop between two turns
 DECIDE_WITHIN_S = 0.01
 FIRST_START_HOLD_S = 30 * 60  # Faust's stall warnings wait this long (see faust.App below)
@@ -214,6 +211,7 @@ class WorkerApp:
     def _register(self) -> None:
         """Agents, pages, timers and signals of the Faust app."""
         s = self.settings
+        quiet_changelog_backpressure()
         self.app.task(self._run_router)
         self.app.agent(self.inputs_topic, name="decide")(self._decide_stream)
         for deliveries in self.deliveries:
@@ -292,7 +290,6 @@ class WorkerApp:
         # Batches, not one event at a time: the outputs of a whole batch are awaited once,
         # and its table writes follow. `within` bounds the latency a batch adds when traffic
         # is light.
-        hold_changelog_writes(self.app, CHANGELOG_BUFFER)
         try:
             async for events in stream.take_events(DECIDE_BATCH, DECIDE_WITHIN_S):
                 await self.decide_batch(events)
@@ -351,13 +348,13 @@ class WorkerApp:
     async def _write(self, outputs: Outputs) -> None:
         """The batch's state writes; a large batch's (a start's heartbeat graces change every
         connector's state) in slices, the loop given a turn between them, and the changelog
-        flushed once Faust holds half its buffer (flushing after every slice halved a storm
-        of 10,000: it waits for the broker)."""
+        flushed once Faust holds `CHANGELOG_FLUSH_AT` writes unsent (flushing after every
+        slice halved a storm of 10,000: it waits for the broker)."""
         if len(outputs.states) + len(outputs.outages) <= WRITE_SLICE:
             self.processor.write(outputs)
             return
         for _slice in self.processor.write_in_slices(outputs, WRITE_SLICE):
-            if changelog_backlog(self.app) > CHANGELOG_BUFFER // 2:
+            if changelog_backlog(self.app) > CHANGELOG_FLUSH_AT:
                 await self.app.producer.flush()
             else:
                 await asyncio.sleep(0)

@@ -27,6 +27,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from agents.broker.client import client_options, start_client
@@ -104,8 +105,18 @@ class DeliveryLoop:
                 offset, task = queue.popleft()
                 task.result()  # a failed delivery stops the loop
                 done[tp] = offset + 1
-        if done:
+        if not done:
+            return
+        try:
             await consumer.commit(done)
+        except CommitFailedError:
+            # The group rebalanced under the commit (a worker joined or left): the new owner
+            # of each partition delivers from the last commit again, and a delivery is
+            # idempotent (notifications by dedup key, actions by request id).
+            log.info(
+                "a commit of %s lost to a rebalance: their new owners deliver from the last",
+                ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(done)),
+            )
 
     async def legacy_offsets(self) -> dict[TopicPartition, int]:
         """Where the worker's own group (the Faust agents before) had got to."""

@@ -10,6 +10,7 @@ partition, all Faust reads of the event, so the store needs no event of the batc
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,10 +85,21 @@ def shorten_fetch_wait(app: Any, wait_ms: int = FETCH_MAX_WAIT_MS) -> bool:
     return True
 
 
-def hold_changelog_writes(app: Any, writes: int) -> None:
-    """Let Faust's changelog buffer hold `writes` table writes before its conductor flushes
-    it (and logs "producer buffer full" at WARNING, faust-streaming #173)."""
-    app.producer.buffer.max_messages = writes
+class _BackpressureIsNotAWarning(logging.Filter):
+    """Faust logs "producer buffer full" at WARNING whenever more than 100 table writes
+    wait for its changelog, and then flushes them (faust-streaming #173): its own
+    backpressure, which every storm and every start's graces meet. Kept, as INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and record.getMessage().startswith(
+            "producer buffer full"
+        ):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_changelog_backpressure() -> None:
+    logging.getLogger("faust.transport.producer").addFilter(_BackpressureIsNotAWarning())
 
 
 def changelog_backlog(app: Any) -> int:

@@ -5,14 +5,21 @@ the variable is restored after; the table store acts for its own event per parti
 from __future__ import annotations
 
 import inspect
+import logging
 import uuid
 from types import SimpleNamespace
 from typing import Any
 
 import faust
+import pytest
 from faust.streams import current_event
 
-from agents.worker.faust_context import FaustTableStore, acting_for, shorten_fetch_wait
+from agents.worker.faust_context import (
+    FaustTableStore,
+    acting_for,
+    quiet_changelog_backpressure,
+    shorten_fetch_wait,
+)
 
 
 class Event:
@@ -101,3 +108,17 @@ def test_faust_still_hard_codes_the_wait_it_shortens() -> None:
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread  # noqa: PLC0415 - a changed library fails this test, not the collection
 
     assert "fetch_max_wait_ms=1500" in inspect.getsource(AIOKafkaConsumerThread)
+
+
+def test_fausts_changelog_backpressure_is_logged_as_info_not_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    quiet_changelog_backpressure()
+    producer_log = logging.getLogger("faust.transport.producer")
+    with caplog.at_level(logging.INFO, logger="faust.transport.producer"):
+        producer_log.warning("producer buffer full size 1469")
+        producer_log.warning("something else")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "producer buffer full size 1469"),
+        ("WARNING", "something else"),
+    ]
