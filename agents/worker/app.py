@@ -72,7 +72,7 @@ TABLE_ROCKSDB = {
 }
 DECIDE_BATCH = 1000
 REPAIR_CHUNK = 500  # repaired states written between two flushes of the changelog
-WRITE_SLICE = 2_000  # a batch's state writes beyond this go in slices (`_write`)
+WRITE_SLICE = 5_000  # a batch's state writes beyond this go in slices (`_write`)
 CHANGELOG_FLUSH_AT = 5_000  # table writes Faust holds unsent past which `_write` flushes
 DECIDE_TURN_S = 0.05  # the longest a batch holds the event loop between two turns
 DECIDE_WITHIN_S = 0.01
