@@ -119,7 +119,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     Dashboard(settings, policy, pipeline.follower).mount(pipeline.web_app)
     # Restores the state table in bulk before Faust replays its changelog (P5).
     worker = RestoringWorker(
-        pipeline.app, settings, loglevel=args.loglevel, quiet=True, redirect_stdouts=False
+        pipeline.app,
+        settings,
+        # The views' snapshot is restored while Faust starts, not after its assignment.
+        before_start=pipeline.follower.begin,
+        loglevel=args.loglevel,
+        quiet=True,
+        redirect_stdouts=False,
     )
     # Faust's terminal spinner sets the root logger to DEBUG so it can spin on every record:
     # every debug call in aiokafka and Faust then builds a LogRecord (~9% of a busy worker's

@@ -95,6 +95,10 @@ class AuditFollower:
         self.cluster: str | None = None  # the Kafka cluster's id, once known
         self._snapshot_events = 0  # the view's event count at the last snapshot written
         self._consumer: AIOKafkaConsumer | None = None
+        # Set once the view is what the snapshot holds (or known to start empty): from then
+        # on `view.records` holds the connector ids the worker's indexes share.
+        self.restored = asyncio.Event()
+        self._restoring: asyncio.Task[dict[TopicPartition, int]] | None = None
 
     @property
     def index(self) -> TimelineIndex:
@@ -122,15 +126,38 @@ class AuditFollower:
             consumer, self._consumer = self._consumer, None
             await consumer.stop()
 
-    async def run(self) -> None:
-        """Until cancelled; the views are snapshotted when it is."""
-        consumer = await self.connect()
+    def begin(self) -> asyncio.Task[dict[TopicPartition, int]]:
+        """Start restoring the snapshot in the background, if nothing started it yet: a
+        worker does so before Faust starts, so the restore overlaps Faust's own start and
+        its group join instead of following them; `run` goes on from it."""
+        if self._restoring is None:
+            self._restoring = asyncio.ensure_future(self._connect_and_restore())
+        return self._restoring
+
+    async def _connect_and_restore(self) -> dict[TopicPartition, int]:
+        """The end offsets the restored view is to catch up with."""
         try:
+            consumer = await self.connect()
             tps = await self._wait_for_topic(consumer)
             self.cluster = await self._cluster()
             starts = await consumer.beginning_offsets(tps)
-            ends = await consumer.end_offsets(tps)
+            ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
             await self._restore(tps, starts, ends)
+            return ends
+        finally:
+            self.restored.set()  # a failed restore holds nobody up: `run` raises its error
+
+    async def run(self) -> None:
+        """Until cancelled; the views are snapshotted when it is."""
+        restoring = self.begin()
+        try:
+            try:
+                ends = await restoring
+            except BaseException:
+                self._restoring = None  # a later `run` tries again
+                raise
+            consumer = await self.connect()
+            tps = sorted(ends, key=lambda tp: tp.partition)
             consumer.assign(tps)
             for tp in tps:
                 consumer.seek(tp, self.offsets[tp.partition])
@@ -143,9 +170,9 @@ class AuditFollower:
                 if self.caught_up.is_set() and self._snapshot_due():
                     await self.snapshot()
             finally:
-                self.index.flush()
-                self._consumer = None
-                await consumer.stop()
+                if self._index is not None:
+                    self._index.flush()
+                await self.disconnect()
 
     async def _follow(
         self,

@@ -95,6 +95,7 @@ class WorkerApp:
         self._producer: AIOKafkaProducer | None = None
         self._producer_lock = asyncio.Lock()  # binds to the worker's loop on first use
         self.positions: dict[int, int] = {}  # last inputs offset processed, per partition
+        self._heads_unshared = False  # chain heads keyed on ids the views do not share
         s = settings
         self.app = faust.App(
             s.app_id,
@@ -312,11 +313,6 @@ class WorkerApp:
         repaired = await self._write_repairs(last_events)
         turn = time.monotonic()
         for event in events:
-            if time.monotonic() - turn > DECIDE_TURN_S:
-                # A batch of thousands of InputBatch records (a new owner's heartbeat graces,
-                # a backlog) gives the loop a turn: heartbeats, pages, the clock.
-                await asyncio.sleep(0)
-                turn = time.monotonic()
             msg = event.message
             expected = self.recovery.next_offsets.get(msg.partition)
             if expected is not None and msg.offset > expected:
@@ -327,7 +323,16 @@ class WorkerApp:
                         msg.topic, msg.partition, record.offset, record.value, outputs
                     )
                     self.counters["gap_inputs"] += 1
-            self._apply_record(msg.topic, msg.partition, msg.offset, event.value, outputs)
+            partition = msg.partition
+            for item in unpack(self.registry, event.value, msg.topic, partition, msg.offset):
+                if time.monotonic() - turn > DECIDE_TURN_S:
+                    # A batch of thousands of inputs (a new owner's heartbeat graces, 500 to
+                    # a record, each reading a state; a backlog) gives the loop a turn:
+                    # heartbeats, pages, the clock.
+                    await asyncio.sleep(0)
+                    turn = time.monotonic()
+                self.processor.apply(Input(item, partition), outputs)
+            self._applied(partition, msg.offset)
         await self._dead_letters(outputs, last_events)
         await self.effects.send_outputs(outputs, self.checkpoints)
         await self._write(outputs)
@@ -342,6 +347,9 @@ class WorkerApp:
     ) -> None:
         for item in unpack(self.registry, value, topic, partition, offset):
             self.processor.apply(Input(item, partition), outputs)
+        self._applied(partition, offset)
+
+    def _applied(self, partition: int, offset: int) -> None:
         self.positions[partition] = offset
         self.recovery.next_offsets[partition] = offset + 1
 
@@ -449,6 +457,14 @@ class WorkerApp:
         # Faust starts app tasks only after its own recovery: measured from here, the lag
         # covers the assignment's table scan too.
         self.loop_lag.start()
+        # The scan keys its indexes on the views' connector ids (`held_id`): with the
+        # snapshot restored first, it holds no ids of its own (begun before Faust started,
+        # by `RestoringWorker`; a first start's fold of the whole log is not waited for).
+        self.follower.begin()
+        await self.follower.restored.wait()
+        follower = self.follower
+        if not (follower.progress.restored_events or follower.caught_up.is_set()):
+            self._heads_unshared = True  # a first start: the views fold the log later
         await self.recovery.run(self._owned_partitions(), self.table, now_ms())
         if self.processor.repairs:
             self.repairs_written.clear()
@@ -462,11 +478,12 @@ class WorkerApp:
         # What crash repair folded from the log is written with each partition's first
         # batch (the graces bring one): a worker stopped right after 'ready' keeps it.
         await self.repairs_written.wait()
-        # A first assignment's table scan ran before the views were restored (Faust starts
-        # app tasks after its own recovery): its chain heads are keyed on ids of their own.
-        for partition in list(self.checkpoints.heads):
-            self.checkpoints.share_ids(self.held_id, partition)
-            await asyncio.sleep(0)  # ~40 ms a partition of 80,000 connectors
+        # A scan that ran before the views held the fleet (a first start, no snapshot) keyed
+        # its chain heads on ids of its own.
+        if self._heads_unshared:
+            for partition in list(self.checkpoints.heads):
+                self.checkpoints.share_ids(self.held_id, partition)
+                await asyncio.sleep(0)  # ~40-200 ms a partition of 80,000 connectors
         heap.settle()  # before 'ready': the first pings meet no pass over a fresh heap
         # One plain line on stdout that scripts and tests wait for.
         print("ready", flush=True)

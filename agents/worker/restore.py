@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,12 +188,20 @@ class RestoringWorker(faust.Worker):
     """A Faust worker that pre-restores every table of its app once, after logging is set
     up and before the app (and with it the consumer and the stores) starts."""
 
-    def __init__(self, app: faust.App, settings: Settings, **options: Any) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        before_start: Callable[[], object] = lambda: None,
+        **options: Any,
+    ) -> None:
         super().__init__(app, **options)
         self.settings = settings
+        self.before_start = before_start  # started on the worker's loop before the app
 
     async def on_execute(self) -> None:
         await super().on_execute()
+        self.before_start()
         for table in self.app.tables.values():
             began = time.monotonic()
             try:

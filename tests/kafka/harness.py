@@ -113,12 +113,14 @@ class Worker:
         default_data_dir: bool = False,
         data_dir: Path | None = None,
         own_process_group: bool = False,
+        loglevel: str = "warning",
     ) -> None:
         """`default_data_dir`: no --data-dir and no CR_DATA_DIR, as a user who sets none.
         `own_process_group`: the worker and its router in a process group of their own, as
         a service manager runs them; `stop(whole_group=True)` then signals both."""
         self.ns = ns
         self.own_process_group = own_process_group
+        self.loglevel = loglevel
         self.extra_env = env or {}
         self.name = name
         self.cwd = cwd
@@ -136,7 +138,7 @@ class Worker:
             "agents.cli",
             "worker",
             "--loglevel",
-            "warning",
+            self.loglevel,
             "--web-port",
             str(self.web_port),
         ]

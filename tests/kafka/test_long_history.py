@@ -67,7 +67,7 @@ async def publish(ns: Namespace, events: list[AuditEvent]) -> None:
 
 
 # The process's own figures, not the views': they start again with each process.
-PROCESS_METRICS = ("connector_event_loop_", "connector_states_evicted")
+PROCESS_METRICS = ("connector_event_loop_", "connector_states_evicted", "connector_inputs")
 
 
 def views(worker: Worker) -> tuple[dict[str, Any], dict[str, float]]:
@@ -101,12 +101,18 @@ def test_a_second_start_repeats_nothing_the_first_folded_or_repaired(
     assert list((ns.tmp / "w-data").glob("*/views/views.snapshot"))
 
     began = time.monotonic()
-    second = Worker(ns, name="w", policy=policy).start()
+    second = Worker(ns, name="w", policy=policy, loglevel="info").start()
     workers.append(second)
     ready_s = time.monotonic() - began
     assert "crash repair" not in second.output(), second.output()
     assert "no usable snapshot" not in second.output()
     assert ready_s <= 15, ready_s
+    # The views are restored while Faust starts, before the assignment's table scan, which
+    # keys the worker's indexes on their connector ids.
+    lines = second.output().splitlines()
+    restored = next(i for i, line in enumerate(lines) if "audit views: restored" in line)
+    assigned = next(i for i, line in enumerate(lines) if "assigned:" in line)
+    assert restored < assigned, "\n".join(lines[restored : assigned + 1] or lines[assigned:])
     again_status, again_metrics = views(second)
     assert again_status == status
     assert {k: v for k, v in again_metrics.items() if k in metrics and v != metrics[k]} == {}
