@@ -201,7 +201,6 @@ class RestoringWorker(faust.Worker):
 
     async def on_execute(self) -> None:
         await super().on_execute()
-        self.before_start()
         for table in self.app.tables.values():
             began = time.monotonic()
             try:
@@ -218,3 +217,4 @@ class RestoringWorker(faust.Worker):
                 time.monotonic() - began,
                 ", ".join(f"{r.partition}: {r.start}..{r.end}" for r in restored),
             )
+        self.before_start()
