@@ -222,6 +222,7 @@ class WorkerApp:
         self.web.register(self.app)
         self.app.timer(s.tick_interval_s, name="clock")(self._clock)
         self.app.timer(s.checkpoint_interval_s, name="checkpoint")(self._checkpoint)
+        self.app.timer(heap.GIVE_BACK_EVERY_S, name="give_back")(self._give_back)
         self.app.task(self._announce_ready)
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
@@ -393,6 +394,9 @@ class WorkerApp:
         records = self.checkpoints.due(self._owned_partitions(), now_ms())
         for record in await self.effects.send_checkpoints(records):
             self.checkpoints.sent(record)
+
+    async def _give_back(self) -> None:
+        heap.give_back()
 
     # -- time ---------------------------------------------------------------------------------
     async def _clock(self) -> None:
