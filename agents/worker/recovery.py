@@ -6,6 +6,7 @@ offsets, and every owned connector has a heartbeat grace on its way."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ from streams.state import ConnectorState
 log = logging.getLogger("connector_recovery.worker")
 
 FOLD_AHEAD_SLICE = 1_000  # audit events read ahead between two turns of the event loop
+FREEZE_EVERY = 100_000  # audit events read ahead between two freezes of the heap
 
 
 class RebalanceRecovery:
@@ -113,7 +115,7 @@ class RebalanceRecovery:
         self.processor.logged_ahead = logged_ahead
         if not owned:
             return
-        skipped = 0
+        skipped = read = 0
         consumer = reader(self.settings, fetch_max_bytes=8 << 20)
         await consumer.start()
         try:
@@ -134,6 +136,13 @@ class RebalanceRecovery:
                     for row, record in enumerate(records, 1):
                         if not row % FOLD_AHEAD_SLICE:
                             await asyncio.sleep(0)  # a fetch is ~20,000 events: ~0.8 s
+                        read += 1
+                        if not read % FREEZE_EVERY:
+                            # The states rebuilt from a long history the table never saw grow
+                            # to one per connector; each of the collector's full passes would
+                            # walk all of them (seconds of a held loop at 322,000): they are
+                            # long-lived, out of those passes.
+                            gc.freeze()
                         positions[tp.partition] = record.offset + 1
                         event = self._decode_audit(tp.partition, record)
                         if event is None:
