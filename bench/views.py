@@ -289,6 +289,7 @@ def main(_repeats: int) -> dict[str, Any]:
                 else:
                     figures = _worker(env, policy, folder / "worker-data")
                 rows[f"{name} {start}"] = figures
+                (folder / f"{name}-{start}.log").write_text("\n".join(figures["log"]) + "\n")
                 extra = (
                     f", timeline {figures['timeline_s'] * 1000:,.0f} ms"
                     if name == "dashboard"
@@ -326,6 +327,7 @@ def main(_repeats: int) -> dict[str, Any]:
             raise RuntimeError("the second start of the worker repaired the table again")
         for row in rows.values():
             del row["log"]
+        print(f"  their logs: {folder}/")
         return {
             "events": EVENTS,
             "replay": replay,

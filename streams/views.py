@@ -23,8 +23,8 @@ connector) is not part of the fleet: it is kept aside, for its chain head only.
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -226,6 +226,11 @@ class OpenEpisode(NamedTuple):
         return self.opened_at is not None and self.resolved_at is None
 
 
+def closing_order(episode: OpenEpisode) -> tuple[int, int, str]:
+    """Which closed incidents are the latest: resolved last, then opened last, then by id."""
+    return (episode.resolved_at or 0, episode.opened_at or 0, episode.incident_id)
+
+
 def base_state(record: Record) -> DisplayState:
     """A connector's display state, silence aside (it depends on the time of asking)."""
     if record.phase is Phase.RETIRED:
@@ -316,7 +321,9 @@ class FleetView:
         self.rejected_only: dict[str, Record] = {}  # not in the fleet; their chain heads
         self.episodes: dict[str, OpenEpisode] = {}
         self.tenants: dict[str, TenantFigures] = {}
-        self.closed: dict[str, deque[OpenEpisode]] = {}  # per tenant key, newest last
+        # per tenant key, in `closing_order`, the latest last: the same whatever order the
+        # partitions' events were folded in (two workers, a fold and a snapshot's restore)
+        self.closed: dict[str, list[OpenEpisode]] = {}
         self.chain_problems: dict[str, str] = {}
         self.outage_chains: dict[str, Record] = {}  # outages' chain heads, not connectors
         self.outages: dict[str, Outage] = {}  # open ones
@@ -471,10 +478,10 @@ class FleetView:
             return
         del self.episodes[incident_id]
         if episode.opened_at is not None:
-            recent = self.closed.setdefault(tenant_key(episode.tenant_id), deque())
-            recent.append(episode)
+            recent = self.closed.setdefault(tenant_key(episode.tenant_id), [])
+            bisect.insort(recent, episode, key=closing_order)
             if len(recent) > RECENT_CLOSED:
-                recent.popleft()
+                del recent[0]
 
     def _tenant(self, tenant_id: str | None) -> TenantFigures:
         key = tenant_key(tenant_id)
@@ -637,7 +644,7 @@ class FleetView:
         }
         view.tenants = {key: TenantFigures.from_wire(f) for key, f in snapshot["tenants"].items()}
         view.closed = {
-            key: deque(episode_from_wire(e, episodes) for e in recent)
+            key: sorted((episode_from_wire(e, episodes) for e in recent), key=closing_order)
             for key, recent in snapshot["closed"].items()
         }
         view.chain_problems = dict(snapshot["chain_problems"])
@@ -698,10 +705,15 @@ class FleetView:
             raise ValueError(f"a snapshot part {kind!r}")
 
     def as_data(self) -> dict[str, Any]:
-        """Everything the view holds, as comparable data (tests)."""
+        """Everything the view holds, as comparable data (tests): maps as sorted lists,
+        whatever order their keys were met in."""
         parts = self.parts()
+        held = self.snapshot()
         return {
-            **self.snapshot(),
+            **held,
+            "rejected_only": sorted(held["rejected_only"]),
+            "outage_chains": sorted(held["outage_chains"]),
+            "outages": sorted(held["outages"]),
             "records": sorted(record_to_wire(r) for r in parts.records),
             "episodes": sorted(list(e) for e in parts.episodes),
             "since": sorted(parts.since),

@@ -20,6 +20,7 @@ read from the topic when asked for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -58,6 +59,7 @@ SNAPSHOT_EVERY_S = 60.0
 FETCH_MAX_BYTES = 8 << 20
 FREEZE_EVERY = 100_000  # records folded between two freezes of the heap
 PROGRESS_EVERY_S = 10.0
+REPORT_EVERY_S = 0.5  # how often a child folding the views tells its parent how far it is
 
 
 @dataclass
@@ -84,6 +86,7 @@ class AuditFollower:
         self.settings = settings
         self.view = FleetView()
         self.on_event = on_event
+        self.on_view: Callable[[], None] | None = None  # called when `view` is replaced whole
         self.caught_up = asyncio.Event()
         self.progress = FollowProgress()
         self.problem: str | None = None  # what keeps the views from following, if anything
@@ -99,6 +102,8 @@ class AuditFollower:
         # on `view.records` holds the connector ids the worker's indexes share.
         self.restored = asyncio.Event()
         self._restoring: asyncio.Task[dict[TopicPartition, int]] | None = None
+        self._index_stale = False  # its entries are of a view no longer held
+        self._folding_in_child = False  # the child holds the snapshot and the index
 
     @property
     def index(self) -> TimelineIndex:
@@ -106,6 +111,13 @@ class AuditFollower:
         if self._index is None:
             self._index = TimelineIndex(self._index_path)
         return self._index
+
+    def timeline_positions(self, connector_id: str, limit: int) -> list[tuple[int, int, int]]:
+        """(sequence, partition, offset) of the connector's newest `limit` events, newest
+        first; none while a child process folds the views (it holds the index)."""
+        if self._folding_in_child or self._index_stale:
+            return []
+        return self.index.newest(connector_id, limit)
 
     @property
     def topic(self) -> str:
@@ -121,7 +133,13 @@ class AuditFollower:
         return self._consumer
 
     async def disconnect(self) -> None:
-        """Close a consumer `connect` opened when `run` never ran."""
+        """Close a consumer `connect` opened when `run` never ran (and stop a restore or
+        a child's fold `begin` started)."""
+        restoring = self._restoring
+        if restoring is not None and not restoring.done():
+            restoring.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await restoring
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await consumer.stop()
@@ -131,8 +149,15 @@ class AuditFollower:
         worker does so before Faust starts, so the restore overlaps Faust's own start and
         its group join instead of following them; `run` goes on from it."""
         if self._restoring is None:
-            self._restoring = asyncio.ensure_future(self._connect_and_restore())
+            self._restoring = asyncio.ensure_future(self._start())
         return self._restoring
+
+    async def _start(self) -> dict[TopicPartition, int]:
+        """The end offsets to catch up with from the view restored (or folded elsewhere)."""
+        ends = await self._connect_and_restore()
+        if self._worth_a_process(ends):
+            ends = await self._fold_in_child(ends)
+        return ends
 
     async def _connect_and_restore(self) -> dict[TopicPartition, int]:
         """The end offsets the restored view is to catch up with."""
@@ -156,6 +181,9 @@ class AuditFollower:
             except BaseException:
                 self._restoring = None  # a later `run` tries again
                 raise
+            if self._index_stale:
+                self.index.clear()
+                self._index_stale = False
             consumer = await self.connect()
             tps = sorted(ends, key=lambda tp: tp.partition)
             consumer.assign(tps)
@@ -180,44 +208,123 @@ class AuditFollower:
         behind: set[TopicPartition],
         ends: dict[TopicPartition, int],
     ) -> None:
-        if not behind:
-            await self._announce_caught_up()
-        began = last_said = last_snapshot = time.monotonic()
-        frozen_at = 0
+        await self._catch_up(consumer, behind, ends)
+        await self._announce_caught_up()
+        last_snapshot = time.monotonic()
         while True:
-            batch = await consumer.getmany(timeout_ms=TAIL_WAIT_MS, max_records=FOLD_SLICE)
-            for tp, records in batch.items():
-                for record in records:
-                    self._fold(tp.partition, record.offset, record.value)
-                self.progress.read += len(records)
+            await self._fold_slice(consumer)
+            now = time.monotonic()
+            if self._snapshot_due() and now - last_snapshot >= SNAPSHOT_EVERY_S:
+                last_snapshot = now
+                await self.snapshot()
+
+    async def _catch_up(
+        self,
+        consumer: AIOKafkaConsumer,
+        behind: set[TopicPartition],
+        ends: dict[TopicPartition, int],
+        report: Callable[[FollowProgress], None] | None = None,
+    ) -> None:
+        """Fold until every partition in `behind` reaches its end in `ends`, with a progress
+        line every PROGRESS_EVERY_S (and `report`ed every REPORT_EVERY_S)."""
+        began = last_said = last_reported = time.monotonic()
+        frozen_at = 0
+        while behind:
+            await self._fold_slice(consumer)
             if self.progress.read - frozen_at >= FREEZE_EVERY:
                 # The view grows with the fleet while a long history is folded; each of the
                 # collector's full passes would walk all of it (a second's stall at 300k
                 # connectors): what is alive now is long-lived, out of those passes.
                 frozen_at = self.progress.read
                 gc.freeze()
-            await asyncio.sleep(0)  # a slice at most: the loop runs between two
+            for tp in list(behind):
+                if self.offsets[tp.partition] >= ends[tp]:
+                    behind.discard(tp)
             now = time.monotonic()
-            if behind:
-                for tp in list(behind):
-                    if self.offsets[tp.partition] >= ends[tp]:
-                        behind.discard(tp)
-                if not behind:
-                    await self._announce_caught_up()
-                    last_snapshot = time.monotonic()
-                elif now - last_said >= PROGRESS_EVERY_S:
-                    last_said = now
-                    rate = self.progress.read / (now - began)
-                    log.warning(
-                        "audit views: %s of %s events folded (%s/s); the views are incomplete"
-                        " until then",
-                        f"{self.progress.read:,}",
-                        f"{self.progress.total:,}",
-                        f"{rate:,.0f}",
-                    )
-            elif self._snapshot_due() and now - last_snapshot >= SNAPSHOT_EVERY_S:
-                last_snapshot = now
+            if report is not None and now - last_reported >= REPORT_EVERY_S:
+                last_reported = now
+                report(self.progress)
+            if behind and now - last_said >= PROGRESS_EVERY_S:
+                last_said = now
+                rate = self.progress.read / (now - began)
+                log.warning(
+                    "audit views: %s of %s events folded (%s/s); the views are incomplete"
+                    " until then",
+                    f"{self.progress.read:,}",
+                    f"{self.progress.total:,}",
+                    f"{rate:,.0f}",
+                )
+
+    async def _fold_slice(self, consumer: AIOKafkaConsumer) -> None:
+        """One fetch of at most FOLD_SLICE records folded, then a turn of the event loop."""
+        batch = await consumer.getmany(timeout_ms=TAIL_WAIT_MS, max_records=FOLD_SLICE)
+        for tp, records in batch.items():
+            for record in records:
+                self._fold(tp.partition, record.offset, record.value)
+            self.progress.read += len(records)
+        await asyncio.sleep(0)  # a slice at most: the loop runs between two
+
+    def _worth_a_process(self, ends: dict[TopicPartition, int]) -> bool:
+        threshold = self.settings.views_fold_in_child_from
+        behind = sum(end - self.offsets[tp.partition] for tp, end in ends.items())
+        return 0 < threshold <= behind
+
+    async def _fold_in_child(self, ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """A long way to the topic's end (a first start on a long history, a snapshot far
+        behind) folded by a process of its own (agents/audit/child_fold.py), which writes
+        the snapshot this process then restores: the fold gets a core of its own, and this
+        process's event loop (the worker's decisions, the page) is never held by it. The
+        end offsets to catch up with from there; if the child fails, this process folds."""
+        from agents.audit import child_fold  # noqa: PLC0415 - the first fold of a long history alone needs it
+
+        if self._index is not None:  # the child opens it (RocksDB: one process at a time)
+            self._index.close()
+            self._index = None
+        self.progress.total = sum(end - self.offsets[tp.partition] for tp, end in ends.items())
+        self._folding_in_child = True
+        try:
+            code = await child_fold.fold_in_child(
+                self.settings, self.snapshots.path.parent, self.progress
+            )
+        finally:
+            self._folding_in_child = False
+        if code != 0:
+            log.warning(
+                "audit views: the fold's own process exited with code %s (its lines above say"
+                " why); folding here instead",
+                code,
+            )
+            return ends
+        self.progress = FollowProgress()
+        ends = await self._connect_and_restore()
+        if self.on_view is not None:
+            self.on_view()
+        return ends
+
+    async def fold_to_end(self, report: Callable[[FollowProgress], None]) -> None:
+        """The child's work (child_fold.py): the views from the snapshot, if any, to the
+        topic's end as it is now, snapshotted; `report` hears the progress."""
+        ends = await self._connect_and_restore()
+        try:
+            if self._index_stale:
+                self.index.clear()
+                self._index_stale = False
+            consumer = await self.connect()
+            tps = sorted(ends, key=lambda tp: tp.partition)
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, self.offsets[tp.partition])
+            self.progress.total = sum(ends[tp] - self.offsets[tp.partition] for tp in tps)
+            await self._catch_up(
+                consumer, {tp for tp in tps if ends[tp] > self.offsets[tp.partition]}, ends, report
+            )
+            report(self.progress)
+            if self._snapshot_due():
                 await self.snapshot()
+        finally:
+            if self._index is not None:
+                self._index.close()
+            await self.disconnect()
 
     async def _restore(
         self,
@@ -238,6 +345,7 @@ class AuditFollower:
         if restored is not None and why is None:
             self.view = restored.view
             self.offsets = {tp.partition: restored.offsets[tp.partition] for tp in tps}
+            self._index_stale = False  # written with the snapshot, up to its offsets
             self._snapshot_events = restored.view.events
             self.progress.restored_events = restored.view.events
             log.info(
@@ -249,7 +357,7 @@ class AuditFollower:
             return
         self.view = FleetView()
         self.offsets = {tp.partition: starts[tp] for tp in tps}
-        self.index.clear()
+        self._index_stale = True  # cleared by whoever folds: this process or its child
         if restored is not None or "there is none" not in (why or ""):
             self.snapshots.discard()
         total = sum(ends[tp] - starts[tp] for tp in tps)

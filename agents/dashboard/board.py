@@ -83,9 +83,11 @@ class Board:
         self.settings = settings
         self.follower = follower
         follower.on_event = self.on_event
+        follower.on_view = self.on_view
         self.timelines = timelines if timelines is not None else Timelines(settings, follower)
         # Change counters per tenant key: a tenant admin's page is woken by their tenant only.
         self.versions: dict[str, int] = {}
+        self._views_replaced = 0  # every tenant's page changes when the view is replaced whole
         self._changed = asyncio.Event()
         self.broker = BrokerFigures(settings)
 
@@ -99,6 +101,10 @@ class Board:
         self.versions[key] = self.versions.get(key, 0) + 1
         self.notify()
 
+    def on_view(self) -> None:
+        self._views_replaced += 1
+        self.notify()
+
     def notify(self) -> None:
         """Wake everyone waiting in `wait_for_change`."""
         self._changed.set()
@@ -106,8 +112,8 @@ class Board:
 
     def version(self, scope: Scope) -> int:
         if scope.tenant is not None:
-            return self.versions.get(scope.tenant, 0)
-        return sum(self.versions.values())
+            return self._views_replaced + self.versions.get(scope.tenant, 0)
+        return self._views_replaced + sum(self.versions.values())
 
     async def wait_for_change(self, timeout_s: float) -> bool:
         """True if something changed (or `notify` was called) within the timeout."""
@@ -339,7 +345,7 @@ class Timelines:
         self._codec = registry()
 
     async def newest(self, connector_id: str, limit: int) -> list[tuple[str, AuditEvent]]:
-        where = self.follower.index.newest(connector_id, limit)
+        where = self.follower.timeline_positions(connector_id, limit)
         if not where:
             return []
         async with self._lock:

@@ -1,0 +1,143 @@
+"""A long fold of the audit topic into the live views, in a process of its own.
+
+A first start on a long history (no snapshot yet) folds every event of the topic: 10
+million take minutes of a core. In the process that follows the topic, that fold shares the
+event loop with whatever else runs there (a worker's crash repair, its decisions and
+heartbeats, the admin page's answers) and makes both slower. So when a start has at least
+`Settings.views_fold_in_child_from` events to fold (`CR_VIEWS_FOLD_IN_CHILD_FROM`, 200,000
+by default; 0: never), the follower (follow.py) starts this child, which folds from the
+snapshot, if any, to the topic's end as it was when it began, writes the snapshot and the
+timeline index, and exits; the follower then restores that snapshot, as a restart does,
+and folds the tail.
+
+Across the process boundary, as lines over the child's stdin/stdout:
+
+- the parent's first line is the settings and the views' folder (pickled: the child is this
+  same code); it writes nothing more;
+- the child answers with its progress (`{"read", "total", "undecodable"}`), twice a second;
+- the child exits when its stdin closes (the parent stops or died, even by SIGKILL),
+  without a snapshot: the next start folds again;
+- exit 0: the snapshot is written; else the parent folds itself, from where it is.
+
+The child ignores SIGINT and SIGTERM (a signal to the process group reaches it too): only
+its parent decides when it stops. It logs to the inherited stderr, into its parent's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import pickle
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agents.settings import Settings
+
+if TYPE_CHECKING:
+    from agents.audit.follow import FollowProgress
+
+log = logging.getLogger("connector_recovery.views")
+
+STOP_TIMEOUT_S = 5.0  # a child told to stop exits at its next slice: well within this
+
+
+async def fold_in_child(settings: Settings, views_dir: Path, progress: FollowProgress) -> int:
+    """Run the child to its end: its exit code. `progress` follows the child's reports."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agents.audit.child_fold",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdin is not None  # noqa: S101 - PIPE above
+    assert process.stdout is not None  # noqa: S101 - PIPE above
+    handshake = {
+        "settings": settings,
+        "views_dir": views_dir,
+        "loglevel": log.getEffectiveLevel(),
+    }
+    process.stdin.write(base64.b64encode(pickle.dumps(handshake)) + b"\n")
+    log.info("audit views: folding in a process of their own (pid %d)", process.pid)
+    try:
+        while line := await process.stdout.readline():
+            reported = json.loads(line)
+            progress.read = reported["read"]
+            progress.total = reported["total"]
+            progress.undecodable = reported["undecodable"]
+        return await process.wait()
+    finally:
+        await _stop(process)
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is not None:
+        return
+    if process.stdin is not None:
+        process.stdin.close()  # the child's cue to stop
+    try:
+        await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
+# -- the child ---------------------------------------------------------------------------------
+
+
+def _report(progress: FollowProgress) -> None:
+    line = {"read": progress.read, "total": progress.total, "undecodable": progress.undecodable}
+    sys.stdout.buffer.write(json.dumps(line).encode() + b"\n")
+    sys.stdout.buffer.flush()
+
+
+async def _serve() -> int:
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    first = await stdin.readline()
+    if not first:
+        return 0  # the parent was gone before it said anything
+    handshake = pickle.loads(base64.b64decode(first))  # noqa: S301 - our own parent, over a pipe only it holds
+    logging.basicConfig(
+        level=handshake["loglevel"],
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+    )
+    # Imported here: the parent's side needs none of the fold's code.
+    from agents.audit.follow import AuditFollower  # noqa: PLC0415 - the child alone folds
+
+    follower = AuditFollower(handshake["settings"], handshake["views_dir"])
+    folding = asyncio.create_task(follower.fold_to_end(_report))
+    parent_gone = asyncio.create_task(stdin.read())  # the parent writes nothing more: EOF
+    try:
+        await asyncio.wait({folding, parent_gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not folding.done():
+            return 0  # told to stop: no snapshot of half a fold
+        folding.result()  # raises what stopped it
+        return 0
+    except Exception:
+        log.exception("audit views: the fold's own process stopped")
+        return 1
+    finally:
+        for task in (folding, parent_gone):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        return asyncio.run(_serve())
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
