@@ -124,9 +124,19 @@ class Process:
         rss = self.rss_bytes()
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(120)
+        child = next(
+            (
+                found
+                for line in self.lines
+                if (found := re.search(r"of their own in [\d.]+s \(its peak RSS (\d+)", line))
+            ),
+            None,
+        )
         return {
             "ready_s": round(self.ready_s, 1),
             "peak_rss_mb": round(rss / 2**20),
+            # the first fold's own process (agents/audit/child_fold.py), if one ran
+            "fold_process_peak_rss_mb": int(child.group(1)) if child else None,
             "longest_probe_ms": round(self.probe.longest_s * 1000),
             "errors": [line for line in self.lines if "[ERROR]" in line or "ERROR " in line],
             "exit": code,
@@ -301,6 +311,8 @@ def main(_repeats: int) -> dict[str, Any]:
                 )
                 for line in figures["errors"][:3]:
                     print(f"    {line[:300]}")
+                if figures["fold_process_peak_rss_mb"] is not None:
+                    extra += f", fold's own process: {figures['fold_process_peak_rss_mb']} MiB"
                 print(
                     f"  {name:9} {start:6} start: ready {figures['ready_s']:7,.1f} s, "
                     f"peak RSS {figures['peak_rss_mb']:5,} MiB, longest page answer "

@@ -31,8 +31,10 @@ import contextlib
 import json
 import logging
 import pickle
+import re
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,15 +66,27 @@ async def fold_in_child(settings: Settings, views_dir: Path, progress: FollowPro
     }
     process.stdin.write(base64.b64encode(pickle.dumps(handshake)) + b"\n")
     log.info("audit views: folding in a process of their own (pid %d)", process.pid)
+    began = time.monotonic()
+    peak_rss_kb = 0
     try:
         while line := await process.stdout.readline():
             reported = json.loads(line)
             progress.read = reported["read"]
             progress.total = reported["total"]
             progress.undecodable = reported["undecodable"]
-        return await process.wait()
+            peak_rss_kb = reported["peak_rss_kb"]
+        code = await process.wait()
     finally:
         await _stop(process)
+    if code == 0:
+        log.info(
+            "audit views: %s events folded in a process of their own in %.1fs (its peak RSS"
+            " %d MiB)",
+            f"{progress.read:,}",
+            time.monotonic() - began,
+            peak_rss_kb // 1024,
+        )
+    return code
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
@@ -90,8 +104,18 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 # -- the child ---------------------------------------------------------------------------------
 
 
+def _peak_rss_kb() -> int:
+    found = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    return int(found.group(1)) if found else 0
+
+
 def _report(progress: FollowProgress) -> None:
-    line = {"read": progress.read, "total": progress.total, "undecodable": progress.undecodable}
+    line = {
+        "read": progress.read,
+        "total": progress.total,
+        "undecodable": progress.undecodable,
+        "peak_rss_kb": _peak_rss_kb(),
+    }
     sys.stdout.buffer.write(json.dumps(line).encode() + b"\n")
     sys.stdout.buffer.flush()
 
@@ -112,6 +136,7 @@ async def _serve() -> int:
     from agents.audit.follow import AuditFollower  # noqa: PLC0415 - the child alone folds
 
     follower = AuditFollower(handshake["settings"], handshake["views_dir"])
+    follower.said_why = True  # the parent did: why there is no snapshot, how many to fold
     folding = asyncio.create_task(follower.fold_to_end(_report))
     parent_gone = asyncio.create_task(stdin.read())  # the parent writes nothing more: EOF
     try:

@@ -104,6 +104,7 @@ class AuditFollower:
         self._restoring: asyncio.Task[dict[TopicPartition, int]] | None = None
         self._index_stale = False  # its entries are of a view no longer held
         self._folding_in_child = False  # the child holds the snapshot and the index
+        self.said_why = False  # whether the fold from the beginning is explained already
 
     @property
     def index(self) -> TimelineIndex:
@@ -361,7 +362,7 @@ class AuditFollower:
         if restored is not None or "there is none" not in (why or ""):
             self.snapshots.discard()
         total = sum(ends[tp] - starts[tp] for tp in tps)
-        if total > FOLD_SLICE * 20:
+        if total > FOLD_SLICE * 20 and not self.said_why:
             log.warning(
                 "audit views: no usable snapshot (%s): folding all %s events of %s once",
                 why,
