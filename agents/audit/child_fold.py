@@ -78,8 +78,8 @@ async def fold_in_child(settings: Settings, views_dir: Path, progress: FollowPro
         code = await process.wait()
     finally:
         await _stop(process)
-    if code == 0:
-        log.info(
+    if code == 0:  # as loud as the lines that said the views are incomplete until then
+        log.warning(
             "audit views: %s events folded in a process of their own in %.1fs (its peak RSS"
             " %d MiB)",
             f"{progress.read:,}",

@@ -486,8 +486,7 @@ class WorkerApp:
         # its chain heads on ids of its own.
         if self._heads_unshared:
             for partition in list(self.checkpoints.heads):
-                self.checkpoints.share_ids(self.held_id, partition)
-                await asyncio.sleep(0)  # ~40-200 ms a partition of 80,000 connectors
+                await self.checkpoints.share_ids(self.held_id, partition)
         heap.settle()  # before 'ready': the first pings meet no pass over a fresh heap
         # One plain line on stdout that scripts and tests wait for.
         print("ready", flush=True)

@@ -37,6 +37,7 @@ log = logging.getLogger("connector_recovery.worker")
 
 FOLD_AHEAD_SLICE = 500  # audit events read ahead between two turns of the event loop
 FREEZE_EVERY = 100_000  # audit events read ahead between two freezes of the heap
+HANDED_OVER_SLICE = 5_000  # repaired states handed to the processor between two turns
 
 
 class RebalanceRecovery:
@@ -165,14 +166,7 @@ class RebalanceRecovery:
                 remaining = {tp for tp in remaining if positions[tp.partition] < ends[tp]}
         finally:
             await consumer.stop()
-        gc.freeze()  # the last of the states rebuilt: long-lived too
-        for state, partition in repaired.values():
-            self.processor.repaired(partition, state, -1)  # no input of it applied here
-            record = state.record
-            scan.connectors.setdefault(partition, set()).add(record.connector_id)  # watched
-            scan.heads.setdefault(partition, {})[record.connector_id] = pack_head(
-                record.sequence, record.head_hash
-            )
+        await self._hand_over(repaired, scan)
         held = sum(len(events) for events in logged_ahead.values())
         if held or repaired:
             log.warning(
@@ -183,6 +177,22 @@ class RebalanceRecovery:
                 held,
                 len(logged_ahead),
                 skipped,
+            )
+
+    async def _hand_over(
+        self, repaired: dict[str, tuple[ConnectorState, int]], scan: OwnedState
+    ) -> None:
+        """The states rebuilt from the log to the processor (written with each partition's
+        next batch), their connectors watched, their chain heads known."""
+        gc.freeze()  # the last of the states rebuilt: long-lived too
+        for row, (state, partition) in enumerate(repaired.values(), 1):
+            if not row % HANDED_OVER_SLICE:
+                await asyncio.sleep(0)  # 322,000 states held the loop for ~1.5 s
+            self.processor.repaired(partition, state, -1)  # no input of it applied here
+            record = state.record
+            scan.connectors.setdefault(partition, set()).add(record.connector_id)  # watched
+            scan.heads.setdefault(partition, {})[record.connector_id] = pack_head(
+                record.sequence, record.head_hash
             )
 
     @staticmethod
