@@ -26,18 +26,16 @@ its parent decides when it stops. It logs to the inherited stderr, into its pare
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
-import pickle
 import re
-import signal
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agents.children import child_main, parent_pipe, spawn, stop
 from agents.settings import Settings
 
 if TYPE_CHECKING:
@@ -50,21 +48,13 @@ STOP_TIMEOUT_S = 5.0  # a child told to stop exits at its next slice: well withi
 
 async def fold_in_child(settings: Settings, views_dir: Path, progress: FollowProgress) -> int:
     """Run the child to its end: its exit code. `progress` follows the child's reports."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agents.audit.child_fold",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdin is not None  # noqa: S101 - PIPE above
-    assert process.stdout is not None  # noqa: S101 - PIPE above
     handshake = {
         "settings": settings,
         "views_dir": views_dir,
         "loglevel": log.getEffectiveLevel(),
     }
-    process.stdin.write(base64.b64encode(pickle.dumps(handshake)) + b"\n")
+    process = await spawn("agents.audit.child_fold", handshake)
+    assert process.stdout is not None  # noqa: S101 - piped by spawn
     log.info("audit views: folding in a process of their own (pid %d)", process.pid)
     began = time.monotonic()
     peak_rss_kb = 0
@@ -77,7 +67,7 @@ async def fold_in_child(settings: Settings, views_dir: Path, progress: FollowPro
             peak_rss_kb = reported["peak_rss_kb"]
         code = await process.wait()
     finally:
-        await _stop(process)
+        await stop(process, STOP_TIMEOUT_S)
     if code == 0:  # as loud as the lines that said the views are incomplete until then
         log.warning(
             "audit views: %s events folded in a process of their own in %.1fs (its peak RSS"
@@ -87,18 +77,6 @@ async def fold_in_child(settings: Settings, views_dir: Path, progress: FollowPro
             peak_rss_kb // 1024,
         )
     return code
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is not None:
-        return
-    if process.stdin is not None:
-        process.stdin.close()  # the child's cue to stop
-    try:
-        await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
 
 
 # -- the child ---------------------------------------------------------------------------------
@@ -121,13 +99,9 @@ def _report(progress: FollowProgress) -> None:
 
 
 async def _serve() -> int:
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    first = await stdin.readline()
-    if not first:
+    stdin, handshake = await parent_pipe()
+    if handshake is None:
         return 0  # the parent was gone before it said anything
-    handshake = pickle.loads(base64.b64decode(first))  # noqa: S301 - our own parent, over a pipe only it holds
     logging.basicConfig(
         level=handshake["loglevel"],
         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
@@ -156,12 +130,7 @@ async def _serve() -> int:
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        return asyncio.run(_serve())
-    except KeyboardInterrupt:
-        return 0
+    return child_main(_serve)
 
 
 if __name__ == "__main__":

@@ -182,18 +182,8 @@ class AuditFollower:
             except BaseException:
                 self._restoring = None  # a later `run` tries again
                 raise
-            if self._index_stale:
-                self.index.clear()
-                self._index_stale = False
-            consumer = await self.connect()
-            tps = sorted(ends, key=lambda tp: tp.partition)
-            consumer.assign(tps)
-            for tp in tps:
-                consumer.seek(tp, self.offsets[tp.partition])
-            self.progress.total = sum(ends[tp] - self.offsets[tp.partition] for tp in tps)
-            await self._follow(
-                consumer, {tp for tp in tps if ends[tp] > self.offsets[tp.partition]}, ends
-            )
+            consumer, behind = await self._from_offsets(ends)
+            await self._follow(consumer, behind, ends)
         finally:
             try:
                 if self.caught_up.is_set() and self._snapshot_due():
@@ -202,6 +192,22 @@ class AuditFollower:
                 if self._index is not None:
                     self._index.flush()
                 await self.disconnect()
+
+    async def _from_offsets(
+        self, ends: dict[TopicPartition, int]
+    ) -> tuple[AIOKafkaConsumer, set[TopicPartition]]:
+        """The consumer at the view's offsets (the index cleared if it is of another view),
+        and the partitions behind their `ends`."""
+        if self._index_stale:
+            self.index.clear()
+            self._index_stale = False
+        consumer = await self.connect()
+        tps = sorted(ends, key=lambda tp: tp.partition)
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, self.offsets[tp.partition])
+        self.progress.total = sum(ends[tp] - self.offsets[tp.partition] for tp in tps)
+        return consumer, {tp for tp in tps if ends[tp] > self.offsets[tp.partition]}
 
     async def _follow(
         self,
@@ -307,18 +313,8 @@ class AuditFollower:
         topic's end as it is now, snapshotted; `report` hears the progress."""
         ends = await self._connect_and_restore()
         try:
-            if self._index_stale:
-                self.index.clear()
-                self._index_stale = False
-            consumer = await self.connect()
-            tps = sorted(ends, key=lambda tp: tp.partition)
-            consumer.assign(tps)
-            for tp in tps:
-                consumer.seek(tp, self.offsets[tp.partition])
-            self.progress.total = sum(ends[tp] - self.offsets[tp.partition] for tp in tps)
-            await self._catch_up(
-                consumer, {tp for tp in tps if ends[tp] > self.offsets[tp.partition]}, ends, report
-            )
+            consumer, behind = await self._from_offsets(ends)
+            await self._catch_up(consumer, behind, ends, report)
             report(self.progress)
             if self._snapshot_due():
                 await self.snapshot()

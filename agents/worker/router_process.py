@@ -26,18 +26,16 @@ The child logs to the inherited stderr, into the worker's log.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
-import pickle
-import signal
 import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from agents.children import child_main, parent_pipe, spawn, stop
 from agents.settings import Settings
 
 log = logging.getLogger("connector_recovery.router")
@@ -97,26 +95,18 @@ class RouterProcess:
 
     async def _run_once(self) -> int:
         """One child, from start to exit: its exit code."""
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agents.worker.router_process",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
+        handshake = {"settings": self.settings, "loglevel": self.loglevel}
+        process = await spawn("agents.worker.router_process", handshake)
         self._process = process
         self._reported = {}
-        assert process.stdin is not None  # noqa: S101 - PIPE above
-        assert process.stdout is not None  # noqa: S101 - PIPE above
-        handshake = {"settings": self.settings, "loglevel": self.loglevel}
-        process.stdin.write(base64.b64encode(pickle.dumps(handshake)) + b"\n")
+        assert process.stdout is not None  # noqa: S101 - piped by spawn
         try:
             while line := await process.stdout.readline():
                 self._answers.put_nowait(json.loads(line))
             return await process.wait()
         finally:
             self._process = None
-            await _stop(process)
+            await stop(process, STOP_TIMEOUT_S)
 
     async def front(self, now: int) -> int | None:
         """The inputs front (router.py `Router.front`), or None when the child cannot say
@@ -143,29 +133,13 @@ class RouterProcess:
         self._reported = dict(reported)
 
 
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is not None:
-        return
-    if process.stdin is not None:
-        process.stdin.close()  # the child's cue to stop
-    try:
-        await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-
-
 # -- the child ---------------------------------------------------------------------------------
 
 
 async def _serve() -> int:
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    first = await stdin.readline()
-    if not first:
+    stdin, handshake = await parent_pipe()
+    if handshake is None:
         return 0  # the worker was gone before it said anything
-    handshake = pickle.loads(base64.b64decode(first))  # noqa: S301 - our own parent, over a pipe only it holds
     settings: Settings = handshake["settings"]
     logging.basicConfig(
         level=handshake["loglevel"].upper(),
@@ -214,12 +188,7 @@ async def _serve() -> int:
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        return asyncio.run(_serve())
-    except KeyboardInterrupt:
-        return 0
+    return child_main(_serve)
 
 
 if __name__ == "__main__":
