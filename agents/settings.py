@@ -131,6 +131,10 @@ class Settings:
     # parsed connector states a worker keeps (~1 KB each; agents/worker/processor.py): a
     # fleet larger than this reads each ping's state from the table (~20 us more a ping)
     states_cached: int = 10_000
+    # new states a batch of inputs decides before it sends their events and writes them
+    # (agents/worker/app.py, `decide_batch`): a start's heartbeat graces decide one per
+    # connector, and 322,000 held at once were ~300 MB and the collector's passes over them
+    states_unsent: int = 5_000
     # audit events to fold at start from which the live views fold them in a process of
     # their own (agents/audit/child_fold.py); 0: never
     views_fold_in_child_from: int = 200_000
@@ -197,6 +201,7 @@ class Settings:
             tick_interval_s=_env_float("CR_TICK_INTERVAL_S", 1.0),
             checkpoint_interval_s=_env_float("CR_CHECKPOINT_INTERVAL_S", 60),
             states_cached=_env_int("CR_STATES_CACHED", 10000),
+            states_unsent=_env_int("CR_STATES_UNSENT", 5_000),
             views_fold_in_child_from=_env_int("CR_VIEWS_FOLD_IN_CHILD_FROM", 200_000),
             security=KafkaSecurity.from_env(),
             cloudevents_source=os.environ.get("CR_CLOUDEVENTS_SOURCE") or None,

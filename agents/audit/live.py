@@ -220,6 +220,12 @@ class FoldCollector(Collector):
         )
         lag.add_metric([], self.counters.get("inputs_lag", 0))
         yield lag
+        unsent = GaugeMetricFamily(
+            "connector_states_unsent_max",
+            "The most new states a batch of inputs has held before writing them (CR_STATES_UNSENT)",
+        )
+        unsent.add_metric([], self.counters.get("states_unsent_max", 0))
+        yield unsent
         if "loop_stalls" in self.counters:  # a worker's (agents/worker/looplag.py)
             stalls = CounterMetricFamily(
                 "connector_event_loop_stalls",

@@ -448,10 +448,11 @@ class InputProcessor:
         self.counters["states_evicted"] += evicted
 
     def repaired(self, partition: int, state: ConnectorState, applied: int) -> None:
-        """A state the log was ahead of, folded forward at assignment: read from now on,
-        written with the partition's next batch."""
+        """A state the log was ahead of, folded forward at assignment: read from now on
+        (`_stored` looks in `repairs` first), written with the partition's next batch. Not
+        parsed-cached: a first start repairs every connector, and the cache's first eviction
+        would walk them all."""
         key = state.record.connector_id.encode()
-        self._parsed.setdefault(partition, {})[key] = (state, applied)
         self.repairs.setdefault(partition, {})[key] = PendingState(state, applied, partition)
 
     def repairs_chunk(self, partition: int, size: int) -> Outputs | None:
