@@ -67,7 +67,12 @@ async def publish(ns: Namespace, events: list[AuditEvent]) -> None:
 
 
 # The process's own figures, not the views': they start again with each process.
-PROCESS_METRICS = ("connector_event_loop_", "connector_states_evicted", "connector_inputs")
+PROCESS_METRICS = (
+    "connector_event_loop_",
+    "connector_states_evicted",
+    "connector_states_unsent",
+    "connector_inputs",
+)
 
 
 def views(worker: Worker) -> tuple[dict[str, Any], dict[str, float]]:
