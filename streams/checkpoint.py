@@ -14,28 +14,59 @@ from typing import Any
 from streams.models import GENESIS_HASH
 
 
+class HeadsDigest:
+    """`heads_digest` a slice of lines at a time (`update`), so a caller can let other work
+    run between slices: a partition of a 300,000-connector fleet is ~80,000 lines, ~55 ms
+    in one piece. The heads must not change until `hexdigest`; digest a copy."""
+
+    def __init__(self, heads: Mapping[str, tuple[int, str]]) -> None:
+        self._heads = heads
+        self._order = sorted(heads)
+        self._hashed = 0
+        self._sha = hashlib.sha256()
+
+    @property
+    def done(self) -> bool:
+        return self._hashed == len(self._order)
+
+    def update(self, lines: int) -> None:
+        """Hash the next `lines` lines (fewer at the end)."""
+        heads = self._heads
+        for connector in self._order[self._hashed : self._hashed + lines]:
+            sequence, head = heads[connector]
+            self._sha.update(f"{connector}\t{sequence}\t{head}\n".encode())
+        self._hashed = min(self._hashed + lines, len(self._order))
+
+    def hexdigest(self) -> str:
+        if not self.done:
+            raise ValueError(f"{len(self._order) - self._hashed} heads not digested yet")
+        return self._sha.hexdigest()
+
+
 def heads_digest(heads: Mapping[str, tuple[int, str]]) -> str:
     """The SHA-256 of a line per chain, `connector<TAB>sequence<TAB>head hash`, sorted by
     connector; hashed a line at a time (a partition of a large fleet is tens of MB of lines)."""
-    digest = hashlib.sha256()
-    for connector in sorted(heads):
-        sequence, head = heads[connector]
-        digest.update(f"{connector}\t{sequence}\t{head}\n".encode())
+    digest = HeadsDigest(heads)
+    digest.update(len(heads))
     return digest.hexdigest()
 
 
 def checkpoint_record(
     partition: int,
     end_offset: int,
-    heads: Mapping[str, tuple[int, str]],
+    connectors: int,
+    heads_sha256: str,
+    *,
     written_at: int,
     prev_hash: str = GENESIS_HASH,
 ) -> dict[str, Any]:
+    """`heads_sha256`: the `heads_digest` of the partition's `connectors` chain heads below
+    `end_offset`."""
     body: dict[str, Any] = {
         "partition": partition,
         "end_offset": end_offset,
-        "connectors": len(heads),
-        "heads_sha256": heads_digest(heads),
+        "connectors": connectors,
+        "heads_sha256": heads_sha256,
         "written_at": written_at,
         "prev_hash": prev_hash,
     }

@@ -409,7 +409,7 @@ class WorkerApp:
 
     # -- checkpoints --------------------------------------------------------------------------
     async def _checkpoint(self) -> None:
-        records = self.checkpoints.due(self._owned_partitions(), now_ms())
+        records = await self.checkpoints.due(self._owned_partitions(), now_ms())
         for record in await self.effects.send_checkpoints(records):
             self.checkpoints.sent(record)
 

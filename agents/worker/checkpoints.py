@@ -13,11 +13,12 @@ from aiokafka.structs import TopicPartition
 from agents.broker.client import reader
 from agents.settings import Settings
 from agents.wire.codec import SingleObjectCodec
-from streams.checkpoint import checkpoint_record
+from streams.checkpoint import HeadsDigest, checkpoint_record
 from streams.models import GENESIS_HASH, AuditEvent
 
 CHECKPOINT_PREFIX = b"\x00audit-position:"
 SHARE_IDS_SLICE = 10_000  # chain heads re-keyed between two turns of the event loop
+DIGEST_SLICE = 10_000  # chain heads digested between two turns (~7 ms)
 
 
 # A chain head (sequence, head hash) as 40 bytes (8 of sequence, 32 of digest): a worker
@@ -106,20 +107,31 @@ class AuditCheckpoints:
                 # An equal key keeps its first object: the entry is taken out, then put back.
                 heads[held(connector_id)] = heads.pop(connector_id)
 
-    def due(self, owned: Iterable[int], now: int) -> list[dict[str, Any]]:
-        """A checkpoint record per owned audit partition whose log grew since the last."""
+    async def due(self, owned: Iterable[int], now: int) -> list[dict[str, Any]]:
+        """A checkpoint record per owned audit partition whose log grew since the last.
+        Each partition's position and heads are copied in one turn of the loop (together
+        they describe the log below the position); the copy is digested in slices, with
+        the loop's turns between them (a worker owning 300,000 chains held the loop ~430 ms
+        digesting them in one piece)."""
         records = []
         for partition in sorted(owned):
             position = self.positions.get(partition, 0)
             if position == self.checkpointed.get(partition) or partition not in self.heads:
                 continue
+            heads = Heads(dict(self.heads[partition]))
+            digest = HeadsDigest(heads)
+            digest.update(DIGEST_SLICE)
+            while not digest.done:
+                await asyncio.sleep(0)
+                digest.update(DIGEST_SLICE)
             records.append(
                 checkpoint_record(
                     partition,
                     position,
-                    Heads(self.heads[partition]),
-                    now,
-                    self.previous.get(partition, GENESIS_HASH),
+                    len(heads),
+                    digest.hexdigest(),
+                    written_at=now,
+                    prev_hash=self.previous.get(partition, GENESIS_HASH),
                 )
             )
         return records

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.chain import HASHED_FIELDS, SeenHashes, canonical_bytes, reference_canonical_bytes
+from streams.checkpoint import HeadsDigest, heads_digest
 from streams.models import EventType, RecoveryMode
 
 # Any text that can be UTF-8 encoded (lone surrogates cannot, in either encoder).
@@ -63,3 +66,25 @@ def test_seen_hashes_remember_like_a_dict(writes: list[tuple[int, str]]) -> None
         expected[sequence] = hash_hex
     for sequence in {s for s, _ in writes} | {0, 1, 2, 5_000, 30_000}:
         assert seen.get(sequence) == expected.get(sequence)
+
+
+def test_heads_digest_is_the_sha256_of_sorted_lines_however_it_is_sliced() -> None:
+    heads = {f"C-{index:03d}": (index + 1, f"{index:064x}") for index in reversed(range(25))}
+    lines = "".join(f"C-{i:03d}\t{i + 1}\t{i:064x}\n" for i in range(25))
+    expected = hashlib.sha256(lines.encode()).hexdigest()
+    assert heads_digest(heads) == expected
+    for lines_per_slice in (1, 7, 25, 100):
+        digest = HeadsDigest(heads)
+        slices = 0
+        while not digest.done:
+            digest.update(lines_per_slice)
+            slices += 1
+        assert slices == -(-25 // lines_per_slice)
+        assert digest.hexdigest() == expected
+
+
+def test_a_heads_digest_is_not_read_before_every_head_is_hashed() -> None:
+    digest = HeadsDigest({"A": (1, "0" * 64), "B": (1, "1" * 64)})
+    digest.update(1)
+    with pytest.raises(ValueError, match="1 heads not digested"):
+        digest.hexdigest()
