@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import pickle
+import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 
@@ -64,3 +66,9 @@ def child_main(serve: Callable[[], Coroutine[Any, Any, int]]) -> int:
         return asyncio.run(serve())
     except KeyboardInterrupt:
         return 0
+
+
+def peak_rss_kb() -> int:
+    """This process's peak resident memory (a child reports it to its parent's log)."""
+    found = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    return int(found.group(1)) if found else 0

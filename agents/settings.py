@@ -138,6 +138,9 @@ class Settings:
     # audit events to fold at start from which the live views fold them in a process of
     # their own (agents/audit/child_fold.py); 0: never
     views_fold_in_child_from: int = 200_000
+    # audit events ahead of the state table at an assignment from which crash repair reads
+    # them in a process of its own (agents/worker/repair_process.py); 0: never
+    repair_in_child_from: int = 200_000
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     cloudevents_source: str | None = None  # None: derived from app_id (`event_source`)
     # The id of the Kafka cluster the worker runs on (`agents.broker.topics.cluster_id`),
@@ -203,6 +206,7 @@ class Settings:
             states_cached=_env_int("CR_STATES_CACHED", 10000),
             states_unsent=_env_int("CR_STATES_UNSENT", 5_000),
             views_fold_in_child_from=_env_int("CR_VIEWS_FOLD_IN_CHILD_FROM", 200_000),
+            repair_in_child_from=_env_int("CR_REPAIR_IN_CHILD_FROM", 200_000),
             security=KafkaSecurity.from_env(),
             cloudevents_source=os.environ.get("CR_CLOUDEVENTS_SOURCE") or None,
         )

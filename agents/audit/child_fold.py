@@ -29,13 +29,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agents.children import child_main, parent_pipe, spawn, stop
+from agents.children import child_main, parent_pipe, peak_rss_kb, spawn, stop
 from agents.settings import Settings
 
 if TYPE_CHECKING:
@@ -82,17 +81,12 @@ async def fold_in_child(settings: Settings, views_dir: Path, progress: FollowPro
 # -- the child ---------------------------------------------------------------------------------
 
 
-def _peak_rss_kb() -> int:
-    found = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
-    return int(found.group(1)) if found else 0
-
-
 def _report(progress: FollowProgress) -> None:
     line = {
         "read": progress.read,
         "total": progress.total,
         "undecodable": progress.undecodable,
-        "peak_rss_kb": _peak_rss_kb(),
+        "peak_rss_kb": peak_rss_kb(),
     }
     sys.stdout.buffer.write(json.dumps(line).encode() + b"\n")
     sys.stdout.buffer.flush()

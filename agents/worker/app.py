@@ -343,7 +343,7 @@ class WorkerApp:
                 outputs, repaired = Outputs(), set()
                 turn = time.monotonic()
         await self._send_and_write(outputs, last_events, repaired)
-        if not self.processor.repairs:
+        if not self.processor.repairs_pending:
             self.repairs_written.set()
 
     async def _send_and_write(
@@ -469,7 +469,7 @@ class WorkerApp:
         _sender, revoked = args
         inputs = self.settings.inputs_topic
         self.processor.forget_partitions(tp.partition for tp in revoked if tp.topic == inputs)
-        if not self.processor.repairs:  # the new owners repair theirs
+        if not self.processor.repairs_pending:  # the new owners repair theirs
             self.repairs_written.set()
 
     async def _on_rebalance_complete(self, *_signal: Any, **_details: Any) -> None:
@@ -492,7 +492,7 @@ class WorkerApp:
         # chain heads) is long-lived: out of the collector's full passes before the graces'
         # decisions begin (at 322,000 repaired connectors, passes of 0.5-1.5 s between them).
         heap.settle()
-        if self.processor.repairs:
+        if self.processor.repairs_pending:
             self.repairs_written.clear()
         else:
             self.repairs_written.set()

@@ -27,6 +27,7 @@ from typing import NamedTuple, Protocol, cast
 from agents.wire.records import Unpacked
 from agents.worker.clock import DeadlineIndex
 from agents.worker.repair import reconcile
+from agents.worker.repairfile import RepairFile
 from agents.worker.statecodec import (
     StateFormatError,
     dump_outage,
@@ -166,6 +167,8 @@ class Outputs:
     # an admin's `recover` of an outage, fanned out to its members (docs/outages.md)
     member_commands: list[AdminCommand] = field(default_factory=list)
     outages: dict[bytes, PendingOutage] = field(default_factory=dict)
+    # (key, stored bytes, partition): states crash repair folded in a process of its own
+    stored: list[tuple[bytes, bytes, int]] = field(default_factory=list)
 
     def audit_partitions(self) -> set[int]:
         """Partitions whose audit position moves (and must be written beside the states)."""
@@ -173,6 +176,7 @@ class Outputs:
 
     def state_writes(self) -> Iterable[tuple[bytes, bytes, int]]:
         """(key, stored bytes, partition): the whole new value, never a mutation in place."""
+        yield from self.stored
         for key, pending in self.states.items():
             yield key, dump_state(pending.state, pending.applied), pending.partition
         for key, outage in self.outages.items():
@@ -215,6 +219,8 @@ class InputProcessor:
         # with the events logged ahead of it folded in, to be written with the partition's
         # next batch (`repairs_chunk`); until then the processor reads them from here.
         self.repairs: dict[int, dict[bytes, PendingState]] = {}
+        # The same, folded in a process of its own (repair_process.py): on disk until written.
+        self.repair_files: dict[int, RepairFile] = {}
         self.counters = {} if counters is None else counters
         for name in COUNTERS:
             self.counters.setdefault(name, 0)
@@ -409,10 +415,13 @@ class InputProcessor:
         """A state not in the parsed-state cache (`apply` looked): read, parsed, cached. A
         repaired state not yet written is read from `repairs`, not from the store."""
         repaired = self.repairs.get(partition, {}).get(key)
+        repair_file = self.repair_files.get(partition)
         if repaired is not None:
             state, applied = repaired.state, repaired.applied
         else:
-            stored = self.store.get(key, partition)
+            stored = None if repair_file is None else repair_file.get(key)
+            if stored is None:
+                stored = self.store.get(key, partition)
             if stored is None:
                 state, applied = ConnectorState.new(connector_id), -1
             else:
@@ -461,7 +470,7 @@ class InputProcessor:
         pending = self.repairs.get(partition)
         if not pending:
             self.repairs.pop(partition, None)
-            return None
+            return self._repair_file_chunk(partition, size)
         outputs = Outputs()
         for key in list(islice(pending, size)):
             outputs.states[key] = pending.pop(key)
@@ -469,10 +478,32 @@ class InputProcessor:
             del self.repairs[partition]
         return outputs
 
+    def _repair_file_chunk(self, partition: int, size: int) -> Outputs | None:
+        repair_file = self.repair_files.get(partition)
+        if repair_file is None:
+            return None
+        outputs = Outputs(stored=[(k, v, partition) for k, v in repair_file.chunk(size)])
+        if not repair_file.remaining:
+            del self.repair_files[partition]
+        return outputs if outputs.stored else None
+
+    @property
+    def repairs_pending(self) -> bool:
+        return bool(self.repairs or self.repair_files)
+
+    def drop_repairs(self) -> None:
+        """What an assignment repaired and did not write yet: the next assignment's crash
+        repair reads the log from the table's positions again, and finds it again."""
+        self.repairs = {}
+        for repair_file in self.repair_files.values():
+            repair_file.close()
+        self.repair_files = {}
+
     def write(self, outputs: Outputs) -> None:
         """The batch's new states into the store: call only once the broker holds its
         commands and events, so the table is never ahead of the log."""
-        for _slice in self.write_in_slices(outputs, len(outputs.states) + len(outputs.outages)):
+        writes = len(outputs.states) + len(outputs.outages) + len(outputs.stored)
+        for _slice in self.write_in_slices(outputs, writes):
             pass
 
     def write_in_slices(self, outputs: Outputs, size: int) -> Iterator[None]:
@@ -525,6 +556,9 @@ class InputProcessor:
         connectors' liveness is kept aside in case they do (`keep_owned` decides)."""
         for partition in partitions:
             self.repairs.pop(partition, None)  # the new owner repairs them from the log
+            repair_file = self.repair_files.pop(partition, None)
+            if repair_file is not None:
+                repair_file.close()
             aside = self._liveness.setdefault(partition, {})
             for state, _applied in self._parsed.pop(partition, {}).values():
                 self._set_aside(aside, state)
@@ -534,6 +568,8 @@ class InputProcessor:
         and the deadline index (rebuilt by the heartbeat graces)."""
         self.deadlines.forget()
         self.repairs = {p: pending for p, pending in self.repairs.items() if p in owned}
+        for partition in set(self.repair_files) - owned:
+            self.repair_files.pop(partition).close()
         for partition in set(self._parsed) - owned:
             self.forget_partitions([partition])
         self._liveness = {p: aside for p, aside in self._liveness.items() if p in owned}

@@ -15,28 +15,23 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
-from pydantic import ValidationError
 
 from agents.broker.client import client_options, reader
 from agents.settings import Settings
-from agents.wire.codec import AvroCodecError, SchemaRegistry
+from agents.wire.codec import SchemaRegistry
 from agents.wire.partitioning import partition_of
-from agents.wire.records import decode_audit
-from agents.worker.checkpoints import AuditCheckpoints, head_sequence, pack_head
+from agents.worker.checkpoints import AuditCheckpoints, pack_head
 from agents.worker.effects import Effects
 from agents.worker.graces import Graces
+from agents.worker.logahead import LogAhead, audit_ends, read_ahead
 from agents.worker.processor import InputProcessor
+from agents.worker.repair_process import FoundAhead, repair_in_child
 from agents.worker.tablescan import OwnedState, scan_owned
-from streams.evolve import evolve
-from streams.grouping import is_outage_key
-from streams.models import AuditEvent
 from streams.policy import Policy
 from streams.state import ConnectorState
 
 log = logging.getLogger("connector_recovery.worker")
 
-FOLD_AHEAD_SLICE = 500  # audit events read ahead between two turns of the event loop
-FREEZE_EVERY = 100_000  # audit events read ahead between two freezes of the heap
 HANDED_OVER_SLICE = 5_000  # repaired states handed to the processor between two turns
 
 
@@ -98,82 +93,66 @@ class RebalanceRecovery:
 
     async def read_log_ahead(self, owned: set[int], scan: OwnedState) -> None:
         """Crash repair: the audit events written after each owned partition's recorded
-        position, by inputs whose state did not reach the table. An event the table's state
-        already holds (its sequence at or below the stored head) is skipped. The events of a
-        connector the table holds a state for are kept, for its next input to be reconciled
-        with (repair.py): a crash's few, whose detector memory only that input's re-judging
-        restores; so are an outage's, and any made by an input the worker will apply again
-        (its `source` at or past its inputs partition's next offset). The events of a
-        connector the table has never seen (a history it did not write: another cluster's
-        table, a rebuilt changelog) are folded into a new state now
-        (`InputProcessor.repaired`), written with the partition's next batch. So what is
-        held follows the connectors, not the length of a history, and what a start repairs
-        is written, not repeated by the next start."""
-        logged_ahead: dict[str, list[AuditEvent]] = {}
-        repaired: dict[str, tuple[ConnectorState, int]] = {}  # state, partition
+        position, by inputs whose state did not reach the table, sorted as `LogAhead` says
+        (logahead.py): kept for the next input of a connector the table holds, or folded
+        into a new state for one it has never seen, written with the partition's next
+        batch. So what is held follows the connectors, not the length of a history, and
+        what a start repairs is written, not repeated by the next start. A long read runs
+        in a process of its own (repair_process.py)."""
         positions = {p: scan.checkpoints.get(p, 0) for p in owned}
         self.checkpoints.positions = positions
-        self.processor.logged_ahead = logged_ahead
+        self.processor.drop_repairs()
+        ahead = LogAhead(
+            heads=scan.heads,
+            stored=scan.connectors,
+            inputs_topic=self.settings.inputs_topic,
+            next_offsets=self.next_offsets,
+        )
+        self.processor.logged_ahead = ahead.logged_ahead
         if not owned:
             return
-        skipped = read = 0
-        consumer = reader(self.settings, fetch_max_bytes=8 << 20)
-        await consumer.start()
-        try:
-            tps = [TopicPartition(self.settings.topics.audit, p) for p in sorted(owned)]
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            for tp in tps:
-                consumer.seek(tp, positions[tp.partition])
-            remaining = {tp for tp in tps if ends[tp] > positions[tp.partition]}
-            while remaining:
-                if self.stopping():
-                    log.info("crash repair left unfinished: the worker is stopping")
-                    return  # nothing of it was written: the next start reads it again
-                # A slice at a time: aiokafka unpacks what `getmany` returns in one piece (a
-                # whole fetch, ~20,000 events, held the loop for ~0.8 s).
-                batch = await consumer.getmany(
-                    *remaining, timeout_ms=1000, max_records=FOLD_AHEAD_SLICE
-                )
-                await asyncio.sleep(0)
-                for tp, records in batch.items():
-                    heads = scan.heads.get(tp.partition, {})
-                    stored = scan.connectors.get(tp.partition, set())
-                    for record in records:
-                        read += 1
-                        if not read % FREEZE_EVERY:
-                            # The states rebuilt from a long history the table never saw grow
-                            # to one per connector; each of the collector's full passes would
-                            # walk all of them (seconds of a held loop at 322,000): they are
-                            # long-lived, out of those passes.
-                            gc.freeze()
-                        positions[tp.partition] = record.offset + 1
-                        event = self._decode_audit(tp.partition, record)
-                        if event is None:
-                            continue
-                        connector_id = event.connector_id
-                        head = heads.get(connector_id)
-                        if head is not None and event.sequence <= head_sequence(head):
-                            skipped += 1
-                        elif (
-                            connector_id in stored
-                            or is_outage_key(connector_id)
-                            or self._made_by_input_in_flight(event)
-                        ):
-                            logged_ahead.setdefault(connector_id, []).append(event)
-                        else:
-                            self._fold_ahead(repaired, event, tp.partition)
-                remaining = {tp for tp in remaining if positions[tp.partition] < ends[tp]}
-        finally:
-            await consumer.stop()
-        await self._hand_over(repaired, scan)
+        ends = await audit_ends(self.settings, owned)
+        events = sum(max(0, ends[p] - positions[p]) for p in owned)
+        in_child_from = self.settings.repair_in_child_from
+        if in_child_from and events >= in_child_from:
+            folder = self.settings.worker_state_dir / "repairs"
+            found = await repair_in_child(
+                self.settings, folder, positions, ends, ahead, stopping=self.stopping
+            )
+            if found is not None:
+                self._take_found(found, scan)
+                self._said(sum(f.remaining for f in found.files.values()), found.skipped)
+                return
+            if self.stopping():
+                log.info("crash repair left unfinished: the worker is stopping")
+                return
+        read = await read_ahead(
+            self.settings, self.registry, positions, ends, ahead, stopping=self.stopping
+        )
+        if read is None:
+            log.info("crash repair left unfinished: the worker is stopping")
+            return  # nothing of it was written: the next start reads it again
+        await self._hand_over(ahead.repaired, scan)
+        self._said(len(ahead.repaired), ahead.skipped)
+
+    def _take_found(self, found: FoundAhead, scan: OwnedState) -> None:
+        """What the child found, as `_hand_over` hands what the worker folds itself."""
+        self.checkpoints.positions.update(found.positions)
+        self.processor.logged_ahead.update(found.logged_ahead)
+        self.processor.repair_files = found.files
+        for partition, heads in found.heads.items():
+            scan.heads.setdefault(partition, {}).update(heads)
+            scan.connectors.setdefault(partition, set()).update(heads)  # watched
+
+    def _said(self, repaired: int, skipped: int) -> None:
+        logged_ahead = self.processor.logged_ahead
         held = sum(len(events) for events in logged_ahead.values())
         if held or repaired:
             log.warning(
                 "crash repair: the audit log is ahead of the state table: %d connectors"
                 " folded forward from it, %d events kept for %d re-delivered inputs' connectors"
                 " (%d events the table already held)",
-                len(repaired),
+                repaired,
                 held,
                 len(logged_ahead),
                 skipped,
@@ -194,41 +173,6 @@ class RebalanceRecovery:
             scan.heads.setdefault(partition, {})[record.connector_id] = pack_head(
                 record.sequence, record.head_hash
             )
-
-    @staticmethod
-    def _fold_ahead(
-        repaired: dict[str, tuple[ConnectorState, int]], event: AuditEvent, partition: int
-    ) -> None:
-        """`event` into the state rebuilt for its connector, which the table never held."""
-        connector_id = event.connector_id
-        known = repaired.get(connector_id)
-        state = known[0] if known is not None else ConnectorState.new(connector_id)
-        repaired[connector_id] = (state._replace(record=evolve(state.record, event)), partition)
-
-    def _decode_audit(self, partition: int, record: Any) -> AuditEvent | None:
-        try:
-            return decode_audit(self.registry, record.value)
-        except (AvroCodecError, ValidationError, ValueError) as error:
-            # Not ours (a stray producer): `verify` reports it; the worker must not stop.
-            log.error("undecodable audit record at %s/%s: %s", partition, record.offset, error)
-            return None
-
-    def _made_by_input_in_flight(self, event: AuditEvent) -> bool:
-        """Whether the input that made `event` will be applied again: it is at or past its
-        inputs partition's next offset (`attributes.source`: topic/partition/offset#item)."""
-        source = event.attributes.get("source")
-        if not source:
-            return False
-        record, _, _item = source.partition("#")
-        topic, _, offset = record.rpartition("/")
-        topic, _, partition = topic.rpartition("/")
-        if topic != self.settings.inputs_topic:
-            return False
-        try:
-            start = self.next_offsets.get(int(partition))
-            return start is not None and int(offset) >= start
-        except ValueError:
-            return False
 
     def resume_offsets(self, owned: set[int], committed: dict[int, int]) -> None:
         """Kept for partitions this process owned before: Faust acks the events it skips as

@@ -1,7 +1,8 @@
 """A worker on an audit topic with a history its state table has never seen (another
 cluster's table lost, a table rebuilt from an empty changelog): the first start folds the
 history into its views and repairs its table from the log; a clean stop keeps both, so the
-second start repeats neither, and the views equal a replay each time."""
+second start repeats neither, and the views equal a replay each time. The repair reads the
+log in the worker or, as a long one does, in a process of its own."""
 
 from __future__ import annotations
 
@@ -81,8 +82,9 @@ def views(worker: Worker) -> tuple[dict[str, Any], dict[str, float]]:
     return status, {k: v for k, v in samples.items() if not k.startswith(PROCESS_METRICS)}
 
 
+@pytest.mark.parametrize("repair_in", ["worker", "child"])
 def test_a_second_start_repeats_nothing_the_first_folded_or_repaired(
-    ns: Namespace, tmp_path: Path, workers: list[Worker]
+    ns: Namespace, tmp_path: Path, workers: list[Worker], repair_in: str
 ) -> None:
     events = history()
     run(publish(ns, events))
@@ -94,10 +96,16 @@ def test_a_second_start_repeats_nothing_the_first_folded_or_repaired(
 
     # The first start's fold of the whole history runs in a process of its own (at any
     # length here; by default from 200,000 events), beside the crash repair.
-    into_child = {"CR_VIEWS_FOLD_IN_CHILD_FROM": "1"}
+    # So does the crash repair's read of it, when asked to.
+    into_child = {
+        "CR_VIEWS_FOLD_IN_CHILD_FROM": "1",
+        "CR_REPAIR_IN_CHILD_FROM": "1" if repair_in == "child" else "0",
+    }
     first = Worker(ns, name="w", policy=policy, env=into_child, loglevel="info").start()
     workers.append(first)
-    assert "crash repair" in first.output()
+    assert f"{CONNECTORS} connectors folded forward" in first.output()
+    read_in_child = "read in a process of its own" in first.output()
+    assert read_in_child == (repair_in == "child"), first.output()
     assert "folding in a process of their own" in first.output()
     assert "audit views: restored" in first.output()  # the child's snapshot
     status, metrics = views(first)
@@ -109,6 +117,7 @@ def test_a_second_start_repeats_nothing_the_first_folded_or_repaired(
     assert failures == replayed["failure_count"]
     assert first.stop() == 0
     assert list((ns.tmp / "w-data").glob("*/views/views.snapshot"))
+    assert not list((ns.tmp / "w-data").glob("*/repairs/*")), "repaired states left unwritten"
 
     began = time.monotonic()
     second = Worker(ns, name="w", policy=policy, loglevel="info").start()
