@@ -124,19 +124,15 @@ class Process:
         rss = self.rss_bytes()
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(120)
-        child = next(
-            (
-                found
-                for line in self.lines
-                if (found := re.search(r"of their own in [\d.]+s \(its peak RSS (\d+)", line))
-            ),
-            None,
-        )
+        child = _found_in(self.lines, r"of their own in [\d.]+s \(its peak RSS (\d+)")
+        repair = _found_in(self.lines, r"crash repair: read in .* \(its peak RSS (\d+)")
         return {
             "ready_s": round(self.ready_s, 1),
             "peak_rss_mb": round(rss / 2**20),
             # the first fold's own process (agents/audit/child_fold.py), if one ran
             "fold_process_peak_rss_mb": int(child.group(1)) if child else None,
+            # crash repair's own process (agents/worker/repair_process.py), if one ran
+            "repair_process_peak_rss_mb": int(repair.group(1)) if repair else None,
             "longest_probe_ms": round(self.probe.longest_s * 1000),
             "errors": [line for line in self.lines if "[ERROR]" in line or "ERROR " in line],
             "exit": code,
@@ -166,6 +162,28 @@ def _dashboard(env: dict[str, str], policy: Path, connector: str, port: int) -> 
         connectors_total=state["connectors_total"],
     )
     return figures
+
+
+def _described(name: str, figures: dict[str, Any]) -> str:
+    """What the start line says beside the figures every start has."""
+    if name == "dashboard":
+        extra = f", timeline {figures['timeline_s'] * 1000:,.0f} ms"
+    else:
+        extra = (
+            f", repaired: {figures['repaired']}; graces applied"
+            f" {figures['settled_s']:,.0f} s after ready, RSS then"
+            f" {figures['settled_rss_mb']:,} MiB; event loop: longest turn"
+            f" {figures['loop_lag_max_ms']:,} ms late, {figures['loop_stalls']}"
+            " turns over 200 ms"
+        )
+    for key, process in (("fold", "fold's"), ("repair", "repair's")):
+        if figures[f"{key}_process_peak_rss_mb"] is not None:
+            extra += f", {process} own process: {figures[f'{key}_process_peak_rss_mb']} MiB"
+    return extra
+
+
+def _found_in(lines: list[str], pattern: str) -> re.Match[str] | None:
+    return next((found for line in lines if (found := re.search(pattern, line))), None)
 
 
 def _metric(page: str, name: str) -> float:
@@ -300,19 +318,9 @@ def main(_repeats: int) -> dict[str, Any]:
                     figures = _worker(env, policy, folder / "worker-data")
                 rows[f"{name} {start}"] = figures
                 (folder / f"{name}-{start}.log").write_text("\n".join(figures["log"]) + "\n")
-                extra = (
-                    f", timeline {figures['timeline_s'] * 1000:,.0f} ms"
-                    if name == "dashboard"
-                    else f", repaired: {figures['repaired']}; graces applied"
-                    f" {figures['settled_s']:,.0f} s after ready, RSS then"
-                    f" {figures['settled_rss_mb']:,} MiB; event loop: longest turn"
-                    f" {figures['loop_lag_max_ms']:,} ms late, {figures['loop_stalls']}"
-                    " turns over 200 ms"
-                )
                 for line in figures["errors"][:3]:
                     print(f"    {line[:300]}")
-                if figures["fold_process_peak_rss_mb"] is not None:
-                    extra += f", fold's own process: {figures['fold_process_peak_rss_mb']} MiB"
+                extra = _described(name, figures)
                 print(
                     f"  {name:9} {start:6} start: ready {figures['ready_s']:7,.1f} s, "
                     f"peak RSS {figures['peak_rss_mb']:5,} MiB, longest page answer "
