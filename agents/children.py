@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import pickle
 import re
 import signal
@@ -72,3 +73,11 @@ def peak_rss_kb() -> int:
     """This process's peak resident memory (a child reports it to its parent's log)."""
     found = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
     return int(found.group(1)) if found else 0
+
+
+async def cancel_all(*tasks: asyncio.Task[Any]) -> None:
+    """A child's own tasks cancelled and awaited as it exits, whatever each ended with."""
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

@@ -26,7 +26,6 @@ its parent decides when it stops. It logs to the inherited stderr, into its pare
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sys
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agents.children import child_main, parent_pipe, peak_rss_kb, spawn, stop
+from agents.children import cancel_all, child_main, parent_pipe, peak_rss_kb, spawn, stop
 from agents.settings import Settings
 
 if TYPE_CHECKING:
@@ -117,10 +116,7 @@ async def _serve() -> int:
         log.exception("audit views: the fold's own process stopped")
         return 1
     finally:
-        for task in (folding, parent_gone):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(folding, parent_gone)
 
 
 def main() -> int:

@@ -22,7 +22,6 @@ written. Else the worker reads the log ahead itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import pickle
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.children import child_main, parent_pipe, peak_rss_kb, spawn, stop
+from agents.children import cancel_all, child_main, parent_pipe, peak_rss_kb, spawn, stop
 from agents.settings import Settings
 from agents.worker.checkpoints import Head, pack_head
 from agents.worker.logahead import LogAhead
@@ -253,10 +252,7 @@ async def _serve() -> int:
         log.exception("crash repair: its own process stopped")
         return 1
     finally:
-        for task in (reporting, parent_gone):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(reporting, parent_gone)
 
 
 def main() -> int:
