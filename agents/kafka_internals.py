@@ -41,6 +41,7 @@ PRIVATE_NAMES = (
     PrivateName("aiokafka.client", "AIOKafkaClient", "_metadata_update"),
     PrivateName("faust.stores.rocksdb", "Store", "_db_for_partition"),
     PrivateName("faust.stores.rocksdb", "Store", "_visible_items"),
+    PrivateName("faust.stores.rocksdb", "Store", "_dbs", "__init__"),
 )
 
 
@@ -81,6 +82,23 @@ def rocksdb_partition_get(store: Any, partition: int, key: bytes) -> bytes | Non
     where Faust's own reads find no event to take the partition from."""
     value: bytes | None = store._db_for_partition(partition).get(key)
     return value
+
+
+def rocksdb_memtable_bytes(store: Any) -> dict[int, int]:
+    """Bytes in the memtables of each partition database a Faust RocksDB store has open:
+    Faust offers no view of its databases."""
+    return {
+        partition: int(db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0)
+        for partition, db in store._dbs.items()
+    }
+
+
+def rocksdb_flush(store: Any, partition: int) -> None:
+    """Flush one partition database's memtables to disk, in RocksDB's own thread (no
+    wait): Faust flushes only when it closes a database."""
+    db = store._dbs.get(partition)
+    if db is not None:  # closed by a rebalance since its size was read
+        db.flush(wait=False)
 
 
 # -- aiokafka ---------------------------------------------------------------------------------

@@ -11,6 +11,11 @@ its RSS once its start's heartbeat graces are applied (each reads a connector's 
 `ready`) and its event loop's lag (/metrics). Asserts the work:
 the views equal the replay (failures, recoveries, open incidents), the second start folds
 no more than the events written since and repairs nothing.
+
+The topic holds whole copies of the template (`CR_BENCH_VIEWS_EVENTS` rounded up: 10,000,000
+is 10,014,000): a copy cut short leaves some connectors mid-recovery, whose retries the
+worker then runs on (an incident opened, its notices sent: events the replay before it
+never saw), as it should.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any
 from agents.broker.jvm import HOME
 from agents.dashboard.auth import TOKEN_COOKIE, token_digest
 from agents.settings import Settings, Topics
+from agents.worker.writebuffers import CHECK_EVERY_S, FLUSH_FROM_BYTES
 from bench.env import env_int
 from bench.memory import _template, delete_topics, peak_rss, produce_topic
 from bench.replay import bootstrap
@@ -46,6 +52,7 @@ PROCESSES = tuple(os.environ.get("CR_BENCH_VIEWS_RUN", "dashboard,worker").split
 PROBE_EVERY_S = 0.02
 SETTLE_TIMEOUT_S = 1800
 SETTLED_POLLS = 3
+PARTITIONS = Settings.from_env().partitions  # the worker's: it runs in this environment
 
 
 def _free_port() -> int:
@@ -172,7 +179,9 @@ def _described(name: str, figures: dict[str, Any]) -> str:
         extra = (
             f", repaired: {figures['repaired']}; graces applied"
             f" {figures['settled_s']:,.0f} s after ready, RSS then"
-            f" {figures['settled_rss_mb']:,} MiB; event loop: longest turn"
+            f" {figures['settled_rss_mb']:,} MiB, {figures['flushed_rss_mb']:,} MiB once its"
+            f" write buffers were flushed ({figures['flushed_s']:,.0f} s later);"
+            " event loop: longest turn"
             f" {figures['loop_lag_max_ms']:,} ms late, {figures['loop_stalls']}"
             " turns over 200 ms"
         )
@@ -212,6 +221,21 @@ def _settle(port: int) -> tuple[str, float]:
     raise RuntimeError(f"the worker was still busy {SETTLE_TIMEOUT_S} s after ready")
 
 
+def _write_buffers_flushed(port: int) -> float:
+    """Seconds until the state table's idle write buffers are flushed (each partition's
+    below writebuffers.FLUSH_FROM_BYTES) and the check after has given the heap's freed
+    pages back: the worker's memory as it stays while its fleet is quiet."""
+    began = time.monotonic()
+    while time.monotonic() - began < SETTLE_TIMEOUT_S:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as r:
+            held = _metric(r.read().decode(), "connector_table_write_buffer_bytes")
+        if held < PARTITIONS * FLUSH_FROM_BYTES:
+            time.sleep(2 * CHECK_EVERY_S)  # the give-back comes at the check after a flush
+            return time.monotonic() - began
+        time.sleep(1)
+    raise RuntimeError(f"the worker's write buffers were not flushed {SETTLE_TIMEOUT_S} s on")
+
+
 def _worker(env: dict[str, str], policy: Path, data_dir: Path) -> dict[str, Any]:
     port = _free_port()
     argv = ["worker", "--data-dir", str(data_dir), "--web-port", str(port), "--policy", str(policy)]
@@ -221,10 +245,14 @@ def _worker(env: dict[str, str], policy: Path, data_dir: Path) -> dict[str, Any]
     # (each reads a state): 'ready' comes before them.
     metrics, settled_s = _settle(port)
     settled_rss = run.rss_bytes(current=True)
+    flushed_s = _write_buffers_flushed(port)
+    flushed_rss = run.rss_bytes(current=True)
     figures = run.finish()
     figures.update(
         settled_s=round(settled_s, 1),
         settled_rss_mb=round(settled_rss / 2**20),
+        flushed_s=round(flushed_s, 1),
+        flushed_rss_mb=round(flushed_rss / 2**20),
         loop_stalls=int(_metric(metrics, "connector_event_loop_stalls_total")),
         loop_lag_max_ms=round(_metric(metrics, "connector_event_loop_lag_max_seconds") * 1000),
     )
@@ -242,7 +270,7 @@ def _worker(env: dict[str, str], policy: Path, data_dir: Path) -> dict[str, Any]
     return figures
 
 
-def _replay(env: dict[str, str], tag: str, reused: bool) -> dict[str, Any]:
+def _replay(env: dict[str, str], tag: str, reused: bool, events: int) -> dict[str, Any]:
     """A `replay` of the topic: seconds, peak RSS and its totals. A topic is never written
     again once made, so its replay is kept beside the jars and reused when
     CR_BENCH_VIEWS_TAG names it again (a replay of 10M events takes 13 minutes)."""
@@ -270,7 +298,7 @@ def _replay(env: dict[str, str], tag: str, reused: bool) -> dict[str, Any]:
         replay_file.write_text(json.dumps(replay))
         print(
             f"  replay: {replay_s:,.1f} s, peak RSS {replay_rss / 2**20:,.0f} MiB, "
-            f"{EVENTS / replay_s:,.0f} events/s"
+            f"{events / replay_s:,.0f} events/s"
         )
     return replay
 
@@ -285,11 +313,12 @@ def main(_repeats: int) -> dict[str, Any]:
         app_id=f"bench-views-{tag}",
         topics=Topics().with_prefix(f"bench-views-{tag}."),
     )
+    template = _template()
+    events = -(-EVENTS // len(template)) * len(template)
     if not reused:
-        template = _template()
         began = time.perf_counter()
-        asyncio.run(produce_topic(settings, template, EVENTS))
-        print(f"  wrote {EVENTS:,} audit events in {time.perf_counter() - began:,.0f} s")
+        asyncio.run(produce_topic(settings, template, events))
+        print(f"  wrote {events:,} audit events in {time.perf_counter() - began:,.0f} s")
     folder = Path(tempfile.mkdtemp(prefix="bench-views-"))
     policy = folder / "policy.yaml"
     policy.write_text(
@@ -305,7 +334,7 @@ def main(_repeats: int) -> dict[str, Any]:
         "PYTHONUNBUFFERED": "1",
     }
     try:
-        replay = _replay(env, tag, bool(reused))
+        replay = _replay(env, tag, bool(reused), events)
         replayed = replay["totals"]
         connector = "BENCH-00000-0"
         page_port = _free_port()  # one port for both starts, as a user runs it
@@ -337,12 +366,16 @@ def main(_repeats: int) -> dict[str, Any]:
                 shown = rows[f"worker {start}"]["totals"]
                 if shown != expected:
                     raise RuntimeError(
-                        f"the worker's views {shown} are not the replay's {expected}"
+                        f"the worker's views at its {start} start {shown} are not the"
+                        f" replay's {expected}"
                     )
             if "dashboard" in PROCESSES:
                 fleet = rows[f"dashboard {start}"]["fleet"]
                 if fleet["open_incidents"] != expected["open_incidents"]:
-                    raise RuntimeError(f"the page's {fleet} are not the replay's {expected}")
+                    raise RuntimeError(
+                        f"the page's views at its {start} start {fleet} are not the"
+                        f" replay's {expected}"
+                    )
         if "worker" in PROCESSES and rows["worker second"]["repaired"]:
             raise RuntimeError("the second start of the worker repaired the table again")
         if "worker" in PROCESSES and not rows["worker first"]["repaired"]:
@@ -358,7 +391,7 @@ def main(_repeats: int) -> dict[str, Any]:
             del row["log"]
         print(f"  their logs: {folder}/")
         return {
-            "events": EVENTS,
+            "events": events,
             "replay": replay,
             "runs": rows,
         }

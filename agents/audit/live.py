@@ -226,6 +226,19 @@ class FoldCollector(Collector):
         )
         unsent.add_metric([], self.counters.get("states_unsent_max", 0))
         yield unsent
+        if "write_buffer_bytes" in self.counters:  # a worker's (agents/worker/writebuffers.py)
+            held = GaugeMetricFamily(
+                "connector_table_write_buffer_bytes",
+                "Bytes in the state table's RocksDB memtables (flushed once their writes stop)",
+            )
+            held.add_metric([], self.counters["write_buffer_bytes"])
+            yield held
+            flushes = CounterMetricFamily(
+                "connector_table_write_buffer_flushes",
+                "Partitions of the state table whose memtables were flushed once idle",
+            )
+            flushes.add_metric([], self.counters.get("write_buffer_flushes", 0))
+            yield flushes
         if "loop_stalls" in self.counters:  # a worker's (agents/worker/looplag.py)
             stalls = CounterMetricFamily(
                 "connector_event_loop_stalls",

@@ -29,15 +29,17 @@ from urllib.parse import urlencode
 
 import faust
 from aiokafka import AIOKafkaProducer
+from faust.stores.rocksdb import Store as RocksDBStore
 
 from agents.audit.follow import AuditFollower
 from agents.broker.client import faust_credentials
 from agents.broker.producer import open_producer
+from agents.kafka_internals import rocksdb_flush, rocksdb_memtable_bytes
 from agents.settings import STATE_TABLE, Settings
 from agents.wire.codec import registry
 from agents.wire.partitioning import partition_of
 from agents.wire.records import unpack
-from agents.worker import heap
+from agents.worker import heap, writebuffers
 from agents.worker.alertmanager import AlertLinks, AlertResender
 from agents.worker.checkpoints import AuditCheckpoints, checkpoint_key
 from agents.worker.clock import Clock
@@ -55,6 +57,7 @@ from agents.worker.processor import Input, InputProcessor, Outputs
 from agents.worker.recovery import RebalanceRecovery
 from agents.worker.router_process import ROUTER_PRODUCER, RouterProcess
 from agents.worker.web import WebEndpoints
+from agents.worker.writebuffers import IdleWriteBuffers
 from streams.models import Tick
 from streams.policy import Policy
 from streams.projections import tenant_key
@@ -66,7 +69,7 @@ log = logging.getLogger("connector_recovery.worker")
 # defaults (three 64 MiB memtables, a 2 GiB block cache, per database) let a worker's memory
 # grow with the partitions, not with what it holds; a state is ~35 B on disk (P5).
 TABLE_ROCKSDB = {
-    "write_buffer_size": 16 << 20,
+    "write_buffer_size": 16 << 20,  # flushed once idle: writebuffers.py
     "max_write_buffer_number": 2,
     "block_cache_size": 8 << 20,
 }
@@ -95,6 +98,7 @@ class WorkerApp:
         self._producer: AIOKafkaProducer | None = None
         self._producer_lock = asyncio.Lock()  # binds to the worker's loop on first use
         self.positions: dict[int, int] = {}  # last inputs offset processed, per partition
+        self.write_buffers = IdleWriteBuffers()
         self._heads_unshared = False  # chain heads keyed on ids the views do not share
         s = settings
         self.app = faust.App(
@@ -223,6 +227,9 @@ class WorkerApp:
         self.app.timer(s.tick_interval_s, name="clock")(self._clock)
         self.app.timer(s.checkpoint_interval_s, name="checkpoint")(self._checkpoint)
         self.app.timer(heap.GIVE_BACK_EVERY_S, name="give_back")(self._give_back)
+        self.app.timer(writebuffers.CHECK_EVERY_S, name="write_buffers")(
+            self._flush_idle_write_buffers
+        )
         self.app.task(self._announce_ready)
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
@@ -415,6 +422,20 @@ class WorkerApp:
 
     async def _give_back(self) -> None:
         heap.give_back()
+
+    async def _flush_idle_write_buffers(self) -> None:
+        store = self.table.data
+        if not isinstance(store, RocksDBStore):
+            return
+        if self.write_buffers.flushed:  # the memtables the last check flushed are freed
+            heap.give_back()
+        held = rocksdb_memtable_bytes(store)
+        for partition in self.write_buffers.due(held):
+            rocksdb_flush(store, partition)
+        self.counters["write_buffer_bytes"] = sum(held.values())
+        self.counters["write_buffer_flushes"] = (
+            self.counters.get("write_buffer_flushes", 0) + self.write_buffers.flushed
+        )
 
     # -- time ---------------------------------------------------------------------------------
     async def _clock(self) -> None:

@@ -120,7 +120,7 @@ async def repair_in_child(
         log.warning("crash repair: its process stopped (exit %d); the worker reads instead", code)
         return None
     found, heads = await _read_found(folder)
-    log.info(
+    log.warning(  # as loud as the line that says what the repair folded forward
         "crash repair: read in a process of its own in %.1fs (its peak RSS %d MiB)",
         time.monotonic() - began,
         peak_rss // 1024,
