@@ -57,7 +57,6 @@ from agents.worker.processor import Input, InputProcessor, Outputs
 from agents.worker.recovery import RebalanceRecovery
 from agents.worker.router_process import ROUTER_PRODUCER, RouterProcess
 from agents.worker.web import WebEndpoints
-from agents.worker.writebuffers import IdleWriteBuffers
 from streams.models import Tick
 from streams.policy import Policy
 from streams.projections import tenant_key
@@ -98,7 +97,7 @@ class WorkerApp:
         self._producer: AIOKafkaProducer | None = None
         self._producer_lock = asyncio.Lock()  # binds to the worker's loop on first use
         self.positions: dict[int, int] = {}  # last inputs offset processed, per partition
-        self.write_buffers = IdleWriteBuffers()
+        self.write_buffers = writebuffers.IdleWriteBuffers()
         self._heads_unshared = False  # chain heads keyed on ids the views do not share
         s = settings
         self.app = faust.App(
