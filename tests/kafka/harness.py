@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -330,34 +331,61 @@ def reference_fold(
 
 
 def compare_with_reference(
-    ns: Namespace, policy: Any, processed: Mapping[int, int] | None = None
+    ns: Namespace,
+    policy: Any,
+    processed: Mapping[int, int] | None = None,
+    settle_s: float = 60,
 ) -> dict[str, int]:
-    """Figures: reference events, lost, conflicting duplicates, benign duplicates, extra."""
-    expected = reference_fold(ns, policy, processed)
-    logged: dict[tuple[str, int], set[str]] = {}
-    logged_events: dict[tuple[str, int], list[AuditEvent]] = {}
-    copies = 0
+    """Figures: reference events, lost, conflicting duplicates, benign duplicates, extra.
+
+    With `processed` the worker is stopped: one comparison. Without it the worker runs on,
+    and its clock's ticks (a retry due, an attempt timed out) keep adding inputs and their
+    events, so one pass can catch an input before its events, or events whose input came
+    after the inputs were read. The log is then read before the inputs (every logged
+    event's input is in what is read after it) and the pair is read again, once the worker
+    has caught up, until it agrees or `settle_s` passes. A real loss or extra event stays
+    in every pass: the log is immutable and the fold of the same inputs is the same."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        logged_events = _logged_by_position(ns)
+        expected = reference_fold(ns, policy, processed)
+        figures, missing = _compare(expected, logged_events)
+        settled = not (figures["lost"] or figures["conflicting_duplicates"] or figures["extra"])
+        if processed is not None or settled or time.monotonic() > deadline:
+            break
+        wait_caught_up(ns)
+    if missing:
+        reference = {(e.connector_id, e.sequence) for evs in expected.values() for e in evs}
+        print("lost (first 10):", sorted(missing)[:10])
+        print("extra (first 10):", sorted(k for k in logged_events if k not in reference)[:10])
+        _print_first_divergences(expected, logged_events, missing)
+    return figures
+
+
+def _logged_by_position(ns: Namespace) -> dict[tuple[str, int], list[AuditEvent]]:
+    logged: dict[tuple[str, int], list[AuditEvent]] = {}
     for event in read_audit(ns.bootstrap, ns.topics.audit, timeout_s=5):
-        logged.setdefault((event.connector_id, event.sequence), set()).add(event.hash)
-        logged_events.setdefault((event.connector_id, event.sequence), []).append(event)
-        copies += 1
+        logged.setdefault((event.connector_id, event.sequence), []).append(event)
+    return logged
+
+
+def _compare(
+    expected: Mapping[str, list[AuditEvent]],
+    logged_events: Mapping[tuple[str, int], list[AuditEvent]],
+) -> tuple[dict[str, int], list[tuple[str, int]]]:
+    logged = {key: {e.hash for e in events} for key, events in logged_events.items()}
     reference = {(e.connector_id, e.sequence): e.hash for evs in expected.values() for e in evs}
     missing = [key for key, digest in reference.items() if digest not in logged.get(key, set())]
-    lost = len(missing)
-    if missing:
-        print("lost (first 10):", sorted(missing)[:10])
-        print("extra (first 10):", sorted(k for k in logged if k not in reference)[:10])
-        _print_first_divergences(expected, logged_events, missing)
-    conflicting = sum(1 for hashes in logged.values() if len(hashes) > 1)
-    extra = sum(1 for key in logged if key not in reference)
-    return {
+    copies = sum(len(events) for events in logged_events.values())
+    figures = {
         "reference_events": len(reference),
         "audit_records": copies,
-        "lost": lost,
-        "conflicting_duplicates": conflicting,
+        "lost": len(missing),
+        "conflicting_duplicates": sum(1 for hashes in logged.values() if len(hashes) > 1),
         "benign_duplicates": copies - len(logged),
-        "extra": extra,
+        "extra": sum(1 for key in logged if key not in reference),
     }
+    return figures, missing
 
 
 def _print_first_divergences(
