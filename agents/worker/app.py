@@ -41,7 +41,7 @@ from agents.wire.partitioning import partition_of
 from agents.wire.records import unpack
 from agents.worker import heap, writebuffers
 from agents.worker.alertmanager import AlertLinks, AlertResender
-from agents.worker.checkpoints import AuditCheckpoints, checkpoint_key
+from agents.worker.checkpoints import SHARE_IDS_SLICE, AuditCheckpoints, checkpoint_key
 from agents.worker.clock import Clock
 from agents.worker.deliveries import DeliveryLoop
 from agents.worker.effects import Effects, now_ms
@@ -98,7 +98,7 @@ class WorkerApp:
         self._producer_lock = asyncio.Lock()  # binds to the worker's loop on first use
         self.positions: dict[int, int] = {}  # last inputs offset processed, per partition
         self.write_buffers = writebuffers.IdleWriteBuffers()
-        self._heads_unshared = False  # chain heads keyed on ids the views do not share
+        self._ids_unshared = False  # indexes keyed on ids the views do not share
         s = settings
         self.app = faust.App(
             s.app_id,
@@ -506,7 +506,7 @@ class WorkerApp:
         await self.follower.restored.wait()
         follower = self.follower
         if not (follower.progress.restored_events or follower.caught_up.is_set()):
-            self._heads_unshared = True  # a first start: the views fold the log later
+            self._ids_unshared = True  # a first start: the views fold the log later
         await self.recovery.run(self._owned_partitions(), self.table, now_ms())
         # What the assignment built (the table's scan, a first start's repaired states, the
         # chain heads) is long-lived: out of the collector's full passes before the graces'
@@ -524,11 +524,13 @@ class WorkerApp:
         # What crash repair folded from the log is written with each partition's first
         # batch (the graces bring one): a worker stopped right after 'ready' keeps it.
         await self.repairs_written.wait()
-        # A scan that ran before the views held the fleet (a first start, no snapshot) keyed
-        # its chain heads on ids of its own.
-        if self._heads_unshared:
+        # A scan and graces before the views held the fleet (a first start, no snapshot) keyed
+        # the chain heads, deadlines and liveness on ids of their own.
+        if self._ids_unshared:
             for partition in list(self.checkpoints.heads):
                 await self.checkpoints.share_ids(self.held_id, partition)
+            for _slice in self.processor.share_ids(SHARE_IDS_SLICE):
+                await asyncio.sleep(0)
         heap.settle()  # before 'ready': the first pings meet no pass over a fresh heap
         # One plain line on stdout that scripts and tests wait for.
         print("ready", flush=True)

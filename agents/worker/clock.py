@@ -12,7 +12,7 @@ cost 64 bytes more per connector: 20 MiB at 322k connectors).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 
 BUCKET_MS = 1000
 
@@ -53,6 +53,27 @@ class DeadlineIndex:
             heapq.heappush(self._heap, bucket)
         else:
             filed.append(connector_id)
+
+    def share_ids(self, slice_rows: int) -> Iterator[None]:
+        """Every connector keyed and filed on its id as the process holds it (`held`): a
+        first start decides its heartbeat graces before the views hold the fleet, so the
+        index held ids of its own (322,000 strings at 10M events: BENCHMARKS.md, P6).
+        Yields after every `slice_rows` rows, for the caller to give the loop a turn; an
+        entry changed between two yields is kept as it is then."""
+        deadlines = self._deadline
+        for row, connector_id in enumerate(list(deadlines), 1):
+            if not row % slice_rows:
+                yield
+            deadline = deadlines.pop(connector_id, None)
+            if deadline is not None:  # an equal key keeps its first object: out, then in
+                deadlines[self.held(connector_id)] = deadline
+        row = 0
+        for filed in list(self._buckets.values()):
+            for position, connector_id in enumerate(filed):
+                filed[position] = self.held(connector_id)
+                row += 1
+                if not row % slice_rows:
+                    yield
 
     def forget(self) -> None:
         """Drop every connector, e.g. before the index is rebuilt after a rebalance."""

@@ -563,6 +563,22 @@ class InputProcessor:
             for state, _applied in self._parsed.pop(partition, {}).values():
                 self._set_aside(aside, state)
 
+    def share_ids(self, slice_rows: int) -> Iterator[None]:
+        """The deadline index and the liveness set aside keyed on the ids as the process
+        holds them (`DeadlineIndex.held`), once it holds them: a first start's graces are
+        decided before the views hold the fleet. Yields after every `slice_rows` rows."""
+        yield from self.deadlines.share_ids(slice_rows)
+        held = self.deadlines.held
+        row = 0
+        for aside in list(self._liveness.values()):
+            for connector_id in list(aside):
+                row += 1
+                if not row % slice_rows:
+                    yield
+                live = aside.pop(connector_id, None)
+                if live is not None:
+                    aside[held(connector_id)] = live
+
     def keep_owned(self, owned: set[int]) -> None:
         """After a rebalance: forget the liveness of connectors this worker no longer owns,
         and the deadline index (rebuilt by the heartbeat graces)."""
