@@ -570,14 +570,17 @@ class InputProcessor:
         yield from self.deadlines.share_ids(slice_rows)
         held = self.deadlines.held
         row = 0
-        for aside in list(self._liveness.values()):
-            for connector_id in list(aside):
+        for partition in list(self._liveness):
+            for connector_id in list(self._liveness.get(partition, ())):
                 row += 1
                 if not row % slice_rows:
                     yield
+                aside = self._liveness.get(partition, {})
                 live = aside.pop(connector_id, None)
                 if live is not None:
                     aside[held(connector_id)] = live
+            if partition in self._liveness:  # compacted, as the deadlines are
+                self._liveness[partition] = dict(self._liveness[partition])
 
     def keep_owned(self, owned: set[int]) -> None:
         """After a rebalance: forget the liveness of connectors this worker no longer owns,

@@ -55,7 +55,7 @@ def test_deadlines_and_liveness_are_re_keyed_on_the_views_ids_in_slices() -> Non
         c for filed in deadlines._buckets.values() for c in filed
     ]
     assert all(connector is views[connector] for connector in index_ids)
-    assert all(connector is views[connector] for connector in aside)
+    assert all(connector is views[connector] for connector in processor._liveness[0])
     assert {c: processor.liveness_of(c) for c in own} == liveness_before
     assert deadlines._deadline == {**due_before, own[-1]: moved_deadline}
     assert sorted(deadlines.pop_due(max(due_before.values()))) == sorted(own[:-1])
