@@ -278,7 +278,11 @@ def _mttr(port: int) -> str:
         for line in lines
         if line.startswith("connector_time_to_recover_seconds_count")
     ]
-    return f"{sum(values) / sum(counts):.1f}s over {sum(counts):.0f}" if sum(counts) else "-"
+    return (
+        f"{sum(values) / sum(counts):.1f}s over {sum(counts):.0f} recoveries"
+        if sum(counts)
+        else "-"
+    )
 
 
 def _status(port: int) -> dict[str, Any]:
