@@ -41,7 +41,7 @@ from agents.wire.partitioning import partition_of
 from agents.wire.records import unpack
 from agents.worker import heap, writebuffers
 from agents.worker.alertmanager import AlertLinks, AlertResender
-from agents.worker.checkpoints import SHARE_IDS_SLICE, AuditCheckpoints, checkpoint_key
+from agents.worker.checkpoints import AuditCheckpoints, checkpoint_key
 from agents.worker.clock import Clock
 from agents.worker.deliveries import DeliveryLoop
 from agents.worker.effects import Effects, now_ms
@@ -52,6 +52,7 @@ from agents.worker.faust_context import (
     shorten_fetch_wait,
 )
 from agents.worker.gaps import read_gap
+from agents.worker.heldids import SHARE_IDS_SLICE
 from agents.worker.looplag import LoopLag
 from agents.worker.processor import Input, InputProcessor, Outputs
 from agents.worker.recovery import RebalanceRecovery

@@ -13,11 +13,11 @@ from aiokafka.structs import TopicPartition
 from agents.broker.client import reader
 from agents.settings import Settings
 from agents.wire.codec import SingleObjectCodec
+from agents.worker.heldids import SHARE_IDS_SLICE, rekey
 from streams.checkpoint import HeadsDigest, checkpoint_record
 from streams.models import GENESIS_HASH, AuditEvent
 
 CHECKPOINT_PREFIX = b"\x00audit-position:"
-SHARE_IDS_SLICE = 10_000  # chain heads re-keyed between two turns of the event loop
 DIGEST_SLICE = 10_000  # chain heads digested between two turns (~7 ms)
 
 
@@ -94,18 +94,16 @@ class AuditCheckpoints:
 
     async def share_ids(self, held: Callable[[str], str], partition: int) -> None:
         """A partition's heads keyed on the ids as the process holds them elsewhere
-        (`held`): one object per id, not one per structure. In place and in slices, with
-        the loop's turns between them (a partition of 80,000 took up to ~200 ms), so a
-        head the decider moves meanwhile is kept."""
+        (`held`): one object per id, not one per structure. In slices, with the loop's
+        turns between them (a partition of 80,000 took up to ~200 ms), so a head the
+        decider moves meanwhile is kept."""
         heads = self.heads.get(partition)
         if not heads:
             return
-        for row, connector_id in enumerate(list(heads), 1):
-            if not row % SHARE_IDS_SLICE:
-                await asyncio.sleep(0)
-            if connector_id in heads:
-                # An equal key keeps its first object: the entry is taken out, then put back.
-                heads[held(connector_id)] = heads.pop(connector_id)
+        for _slice in rekey(heads, held, SHARE_IDS_SLICE):
+            await asyncio.sleep(0)
+        if self.heads.get(partition) is heads:
+            self.heads[partition] = dict(heads)
 
     async def due(self, owned: Iterable[int], now: int) -> list[dict[str, Any]]:
         """A checkpoint record per owned audit partition whose log grew since the last.

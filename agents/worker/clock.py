@@ -14,6 +14,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 
+from agents.worker.heldids import rekey
+
 BUCKET_MS = 1000
 
 
@@ -60,15 +62,8 @@ class DeadlineIndex:
         index held ids of its own (322,000 strings at 10M events: BENCHMARKS.md, P6).
         Yields after every `slice_rows` rows, for the caller to give the loop a turn; an
         entry changed between two yields is kept as it is then."""
-        deadlines = self._deadline
-        for row, connector_id in enumerate(list(deadlines), 1):
-            if not row % slice_rows:
-                yield
-            deadline = deadlines.pop(connector_id, None)
-            if deadline is not None:  # an equal key keeps its first object: out, then in
-                deadlines[self.held(connector_id)] = deadline
-        # Each key put in again took a new slot: the table doubled (~10 MiB at 322,000).
-        self._deadline = dict(deadlines)
+        yield from rekey(self._deadline, self.held, slice_rows)
+        self._deadline = dict(self._deadline)
         row = 0
         for filed in list(self._buckets.values()):
             for position, connector_id in enumerate(filed):

@@ -26,6 +26,7 @@ from typing import NamedTuple, Protocol, cast
 
 from agents.wire.records import Unpacked
 from agents.worker.clock import DeadlineIndex
+from agents.worker.heldids import rekey
 from agents.worker.repair import reconcile
 from agents.worker.repairfile import RepairFile
 from agents.worker.statecodec import (
@@ -568,19 +569,10 @@ class InputProcessor:
         holds them (`DeadlineIndex.held`), once it holds them: a first start's graces are
         decided before the views hold the fleet. Yields after every `slice_rows` rows."""
         yield from self.deadlines.share_ids(slice_rows)
-        held = self.deadlines.held
-        row = 0
-        for partition in list(self._liveness):
-            for connector_id in list(self._liveness.get(partition, ())):
-                row += 1
-                if not row % slice_rows:
-                    yield
-                aside = self._liveness.get(partition, {})
-                live = aside.pop(connector_id, None)
-                if live is not None:
-                    aside[held(connector_id)] = live
-            if partition in self._liveness:  # compacted, as the deadlines are
-                self._liveness[partition] = dict(self._liveness[partition])
+        for partition, aside in list(self._liveness.items()):
+            yield from rekey(aside, self.deadlines.held, slice_rows)
+            if self._liveness.get(partition) is aside:
+                self._liveness[partition] = dict(aside)
 
     def keep_owned(self, owned: set[int]) -> None:
         """After a rebalance: forget the liveness of connectors this worker no longer owns,

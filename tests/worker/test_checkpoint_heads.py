@@ -7,12 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from agents.worker.checkpoints import (
-    DIGEST_SLICE,
-    SHARE_IDS_SLICE,
-    AuditCheckpoints,
-    pack_head,
-)
+from agents.worker.checkpoints import DIGEST_SLICE, AuditCheckpoints, pack_head
+from agents.worker.heldids import SHARE_IDS_SLICE
 from streams.checkpoint import heads_digest
 
 CONNECTORS = SHARE_IDS_SLICE * 2 + 1
