@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from streams.chain import event_hash
@@ -266,11 +266,13 @@ def record_from_wire(
     values: Iterable[Any],
     strings: dict[str, str] | None = None,
     names: tuple[str, ...] = Record._fields,
+    ids: Mapping[str, str] | None = None,
 ) -> Record:
     """`strings`: one object per distinct text of the fields many connectors share (tenant,
     failure, outage group, actor), so a restored fleet holds each once. `names`: the fields
     the values are of (a snapshot's, written by the version that wrote it): a field added
-    since takes its default, one removed since is dropped."""
+    since takes its default, one removed since is dropped. `ids`: connector ids the process
+    holds already, the record's id taken from it when it is there (one object per id)."""
     if names == Record._fields:
         fields = list(values)
         if len(fields) != len(names):
@@ -292,6 +294,9 @@ def record_from_wire(
             text = fields[index]
             if text is not None:
                 fields[index] = strings.setdefault(text, text)
+    if ids:
+        connector_id = fields[_CONNECTOR_ID]
+        fields[_CONNECTOR_ID] = ids.get(connector_id, connector_id)
     return Record._make(fields)
 
 
@@ -309,6 +314,7 @@ _RECORD_DEFAULTS = tuple((name, Record._field_defaults.get(name)) for name in Re
 
 
 _NOTIFIED = Record._fields.index("notified")
+_CONNECTOR_ID = Record._fields.index("connector_id")
 
 
 class FleetView:
@@ -660,15 +666,22 @@ class FleetView:
         }
         return view
 
-    def add(self, kind: str, wire: list[Any], strings: dict[str, str] | None = None) -> None:
+    def add(
+        self,
+        kind: str,
+        wire: list[Any],
+        strings: dict[str, str] | None = None,
+        ids: Mapping[str, str] | None = None,
+    ) -> None:
         """One chunk of a part (`Parts.wire_chunks`) of a snapshot being restored. The
         episodes and since-times share the records' strings (the ids, and `strings`' texts,
-        one table for the whole restore): a connector's id is held once, not four times."""
+        one table for the whole restore): a connector's id is held once, not four times.
+        `ids`: connector ids the process holds already (`record_from_wire`)."""
         if strings is None:
             strings = {}
         if kind == "records":
             for values in wire:
-                record = self._held(record_from_wire(values, strings, self._record_names))
+                record = self._held(record_from_wire(values, strings, self._record_names, ids))
                 self.records[record.connector_id] = record
                 self._count(record, +1)
         elif kind == "episodes":

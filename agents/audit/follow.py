@@ -24,7 +24,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +87,9 @@ class AuditFollower:
         self.view = FleetView()
         self.on_event = on_event
         self.on_view: Callable[[], None] | None = None  # called when `view` is replaced whole
+        # Connector ids the process holds already (a worker's first start: its indexes were
+        # keyed before the views held the fleet): a snapshot restored shares them.
+        self.known_ids: Mapping[str, str] | None = None
         self.caught_up = asyncio.Event()
         self.progress = FollowProgress()
         self.problem: str | None = None  # what keeps the views from following, if anything
@@ -333,7 +336,7 @@ class AuditFollower:
         at the beginning of every partition."""
         began = time.monotonic()
         try:
-            restored = await self.snapshots.load()
+            restored = await self.snapshots.load(self.known_ids)
             why = None if restored is not None else "there is none yet"
         except SnapshotError as error:
             restored, why = None, str(error)

@@ -18,6 +18,7 @@ import gc
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,12 @@ class SnapshotFile:
         os.replace(temporary, self.path)
         return written
 
-    async def load(self) -> Restored | None:
+    async def load(self, ids: Mapping[str, str] | None = None) -> Restored | None:
         """The snapshot, or None if there is none; SnapshotError if it cannot be used. Read
         a line at a time, the view built as it goes and the digest checked at the end: the
-        file is never held whole (a million connectors' snapshot is hundreds of MB)."""
+        file is never held whole (a million connectors' snapshot is hundreds of MB). `ids`:
+        connector ids the process holds already, which the view's records then share (the
+        strings a chunk parsed are freed with it, and their memory reused by the next)."""
         try:
             file = self.path.open("rb")
         except FileNotFoundError:
@@ -109,7 +112,7 @@ class SnapshotFile:
                         break
                     digest.update(line)
                     kind, values = orjson.loads(line)
-                    view.add(kind, values, strings)
+                    view.add(kind, values, strings, ids)
                     gc.freeze()  # the view is long-lived: out of the collector's full passes
                     await asyncio.sleep(0)
                 if orjson.loads(line).get("sha256") != digest.hexdigest() or file.read(1):

@@ -52,7 +52,7 @@ from agents.worker.faust_context import (
     shorten_fetch_wait,
 )
 from agents.worker.gaps import read_gap
-from agents.worker.heldids import SHARE_IDS_SLICE
+from agents.worker.heldids import SHARE_IDS_SLICE, HeldIds
 from agents.worker.looplag import LoopLag
 from agents.worker.processor import Input, InputProcessor, Outputs
 from agents.worker.recovery import RebalanceRecovery
@@ -99,7 +99,9 @@ class WorkerApp:
         self._producer_lock = asyncio.Lock()  # binds to the worker's loop on first use
         self.positions: dict[int, int] = {}  # last inputs offset processed, per partition
         self.write_buffers = writebuffers.IdleWriteBuffers()
-        self._ids_unshared = False  # indexes keyed on ids the views do not share
+        # The worker's indexes (deadlines, chain heads) keyed on the ids the views hold: at
+        # 322k connectors, 20 MiB per copy not held.
+        self.held_id = HeldIds(lambda: self.follower.view.records)
         s = settings
         self.app = faust.App(
             s.app_id,
@@ -286,13 +288,6 @@ class WorkerApp:
             if self._producer is None:
                 self._producer = await open_producer(self.settings, **ROUTER_PRODUCER)
             return self._producer
-
-    def held_id(self, connector_id: str) -> str:
-        """The connector's id as the live views hold it, if they do: the worker's indexes
-        (deadlines, chain heads) then share that object (at 322k connectors, 20 MiB per
-        copy not held)."""
-        record = self.follower.view.records.get(connector_id)
-        return connector_id if record is None else record.connector_id
 
     # -- deciding -----------------------------------------------------------------------------
     async def _decide_stream(self, stream: Any) -> None:
@@ -506,8 +501,9 @@ class WorkerApp:
         self.follower.begin()
         await self.follower.restored.wait()
         follower = self.follower
-        if not (follower.progress.restored_events or follower.caught_up.is_set()):
-            self._ids_unshared = True  # a first start: the views fold the log later
+        first_start = not (follower.progress.restored_events or follower.caught_up.is_set())
+        if first_start and self.held_id.first is None:  # the views fold the log later
+            self.held_id.first = follower.known_ids = {}
         await self.recovery.run(self._owned_partitions(), self.table, now_ms())
         # What the assignment built (the table's scan, a first start's repaired states, the
         # chain heads) is long-lived: out of the collector's full passes before the graces'
@@ -525,13 +521,15 @@ class WorkerApp:
         # What crash repair folded from the log is written with each partition's first
         # batch (the graces bring one): a worker stopped right after 'ready' keeps it.
         await self.repairs_written.wait()
-        # A scan and graces before the views held the fleet (a first start, no snapshot) keyed
-        # the chain heads, deadlines and liveness on ids of their own.
-        if self._ids_unshared:
+        # A first start keyed the chain heads, deadlines and liveness on the first ids it met,
+        # before the views held the fleet. The views' snapshot shares them; views folded here
+        # (a short history, or the fold's own process failed) do not: re-keyed on theirs.
+        if self.held_id.first is not None:
             for partition in list(self.checkpoints.heads):
                 await self.checkpoints.share_ids(self.held_id, partition)
             for _slice in self.processor.share_ids(SHARE_IDS_SLICE):
                 await asyncio.sleep(0)
+            self.held_id.first = self.follower.known_ids = None
         heap.settle()  # before 'ready': the first pings meet no pass over a fresh heap
         # One plain line on stdout that scripts and tests wait for.
         print("ready", flush=True)

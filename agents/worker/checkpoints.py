@@ -13,7 +13,7 @@ from aiokafka.structs import TopicPartition
 from agents.broker.client import reader
 from agents.settings import Settings
 from agents.wire.codec import SingleObjectCodec
-from agents.worker.heldids import SHARE_IDS_SLICE, rekey
+from agents.worker.heldids import rekey_between_turns
 from streams.checkpoint import HeadsDigest, checkpoint_record
 from streams.models import GENESIS_HASH, AuditEvent
 
@@ -100,9 +100,8 @@ class AuditCheckpoints:
         heads = self.heads.get(partition)
         if not heads:
             return
-        for _slice in rekey(heads, held, SHARE_IDS_SLICE):
-            await asyncio.sleep(0)
-        if self.heads.get(partition) is heads:
+        moved = await rekey_between_turns(heads, held)
+        if moved and self.heads.get(partition) is heads:
             self.heads[partition] = dict(heads)
 
     async def due(self, owned: Iterable[int], now: int) -> list[dict[str, Any]]:

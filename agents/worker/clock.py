@@ -62,8 +62,8 @@ class DeadlineIndex:
         index held ids of its own (322,000 strings at 10M events: BENCHMARKS.md, P6).
         Yields after every `slice_rows` rows, for the caller to give the loop a turn; an
         entry changed between two yields is kept as it is then."""
-        yield from rekey(self._deadline, self.held, slice_rows)
-        self._deadline = dict(self._deadline)
+        if (yield from rekey(self._deadline, self.held, slice_rows)):
+            self._deadline = dict(self._deadline)
         row = 0
         for filed in list(self._buckets.values()):
             for position, connector_id in enumerate(filed):

@@ -570,8 +570,8 @@ class InputProcessor:
         decided before the views hold the fleet. Yields after every `slice_rows` rows."""
         yield from self.deadlines.share_ids(slice_rows)
         for partition, aside in list(self._liveness.items()):
-            yield from rekey(aside, self.deadlines.held, slice_rows)
-            if self._liveness.get(partition) is aside:
+            moved = yield from rekey(aside, self.deadlines.held, slice_rows)
+            if moved and self._liveness.get(partition) is aside:
                 self._liveness[partition] = dict(aside)
 
     def keep_owned(self, owned: set[int]) -> None:
