@@ -10,23 +10,29 @@ from unittest.mock import patch
 import pytest
 
 from agents.audit.snapshots import SnapshotError, SnapshotFile
+from streams.models import AuditEvent
 from tests.core.test_properties import play
 from tests.core.test_views import differences, folded
+
+
+def failed_fleet(connectors: int, tenant_id: str | None = "acme") -> list[AuditEvent]:
+    """The logs of `connectors` connectors (F-0, F-1, …) that each failed, opening an
+    episode, and were notified."""
+    return [
+        event
+        for index in range(connectors)
+        for event in play(
+            [("ping", False, True, 5)] * 4 + [("notify", True), ("tick", 30)],
+            connector_id=f"F-{index}",
+            tenant_id=tenant_id,
+        ).events
+    ]
 
 
 def test_a_snapshot_file_gives_back_the_view(tmp_path: Path) -> None:
     """Through the file the follower writes (agents/audit/snapshots.py): more records than
     one line holds, a digest that catches a changed byte."""
-    events = [
-        event
-        for index in range(5)
-        for event in play(
-            [("ping", False, True, 5)] * 4 + [("notify", True), ("tick", 30)],
-            connector_id=f"F-{index}",
-            tenant_id="acme",
-        ).events
-    ]
-    view = folded(events)
+    view = folded(failed_fleet(5))
     assert len(view.records) == len(view.episodes) == 5  # failed, each with its episode
     file = SnapshotFile(tmp_path / "views.snapshot")
     with patch("agents.audit.snapshots.RECORDS_PER_LINE", 2):

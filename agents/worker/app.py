@@ -525,8 +525,7 @@ class WorkerApp:
         # before the views held the fleet. The views' snapshot shares them; views folded here
         # (a short history, or the fold's own process failed) do not: re-keyed on theirs.
         if self.held_id.first is not None:
-            for partition in list(self.checkpoints.heads):
-                await self.checkpoints.share_ids(self.held_id, partition)
+            await self.checkpoints.share_ids(self.held_id)
             for _slice in self.processor.share_ids(SHARE_IDS_SLICE):
                 await asyncio.sleep(0)
             self.held_id.first = self.follower.known_ids = None

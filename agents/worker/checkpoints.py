@@ -92,17 +92,16 @@ class AuditCheckpoints:
                 event.sequence, event.hash
             )
 
-    async def share_ids(self, held: Callable[[str], str], partition: int) -> None:
-        """A partition's heads keyed on the ids as the process holds them elsewhere
+    async def share_ids(self, held: Callable[[str], str]) -> None:
+        """Every partition's heads keyed on the ids as the process holds them elsewhere
         (`held`): one object per id, not one per structure. In slices, with the loop's
         turns between them (a partition of 80,000 took up to ~200 ms), so a head the
         decider moves meanwhile is kept."""
-        heads = self.heads.get(partition)
-        if not heads:
-            return
-        moved = await rekey_between_turns(heads, held)
-        if moved and self.heads.get(partition) is heads:
-            self.heads[partition] = dict(heads)
+        for partition in list(self.heads):
+            heads = self.heads[partition]
+            moved = await rekey_between_turns(heads, held)
+            if moved and self.heads.get(partition) is heads:
+                self.heads[partition] = dict(heads)
 
     async def due(self, owned: Iterable[int], now: int) -> list[dict[str, Any]]:
         """A checkpoint record per owned audit partition whose log grew since the last.

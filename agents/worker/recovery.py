@@ -74,8 +74,7 @@ class RebalanceRecovery:
         self.resume_offsets(owned, committed)
         await self.read_log_ahead(owned, scan)
         self.rebuild_heads(scan)
-        for partition in list(self.checkpoints.heads):  # one object per id (heldids.py)
-            await self.checkpoints.share_ids(self.processor.deadlines.held, partition)
+        await self.checkpoints.share_ids(self.processor.deadlines.held)  # heldids.py
         await self.checkpoints.read_last(self.settings, self.effects.checkpoint_codec)
         connectors = scan.connectors
         for expected in self.expected_connectors(owned):

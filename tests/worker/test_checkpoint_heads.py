@@ -32,7 +32,7 @@ def test_heads_are_re_keyed_in_slices_and_keep_what_moved_meanwhile() -> None:
     async def run() -> None:
         deciding = asyncio.create_task(decider())
         await asyncio.sleep(0)
-        await checkpoints.share_ids(views.__getitem__, 0)
+        await checkpoints.share_ids(views.__getitem__)
         deciding.cancel()
 
     asyncio.run(run())

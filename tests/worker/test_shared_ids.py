@@ -23,8 +23,8 @@ from agents.worker.processor import DictStore, Input, InputProcessor
 from streams.models import HealthPing, HealthStatus
 from streams.policy import parse_policy
 from streams.views import FleetView
-from tests.core.test_properties import play
 from tests.core.test_views import differences, folded
+from tests.test_view_snapshots import failed_fleet
 
 CONNECTORS = 50
 R = TypeVar("R")
@@ -77,14 +77,7 @@ def test_deadlines_and_liveness_are_re_keyed_on_the_views_ids_in_slices() -> Non
 
 
 def test_a_first_starts_ids_are_the_ones_the_views_snapshot_restores(tmp_path: Path) -> None:
-    events = [
-        event
-        for index in range(5)
-        for event in play(
-            [("ping", False, True, 5)] * 4 + [("notify", True), ("tick", 30)],
-            connector_id=f"F-{index}",
-        ).events
-    ]
+    events = failed_fleet(5, tenant_id=None)
     fleet = folded(events)
     file = SnapshotFile(tmp_path / "views.snapshot")
     with patch("agents.audit.snapshots.RECORDS_PER_LINE", 2):
