@@ -263,13 +263,29 @@ def port_holder(port: int) -> str | None:
         if not process.name.isdigit():
             continue
         try:
-            links = {os.readlink(fd) for fd in (process / "fd").iterdir()}
-            if links & sockets:
-                command = (process / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                return f"pid {process.name} ({command.strip()[:120]})"
+            descriptors = list((process / "fd").iterdir())
         except OSError:  # gone, or another user's: not ours to read
             continue
+        if not sockets & _links(descriptors):
+            continue
+        try:
+            command = (process / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # gone since
+            continue
+        return f"pid {process.name} ({command.strip()[:120]})"
     return "another process (pid not visible to this user)"
+
+
+def _links(descriptors: list[Path]) -> set[str]:
+    """What a process's open descriptors point to; one it closed meanwhile (a busy broker
+    opens and closes segment files all the time) is skipped, not the whole process."""
+    links = set()
+    for descriptor in descriptors:
+        try:
+            links.add(os.readlink(descriptor))
+        except OSError:
+            continue
+    return links
 
 
 def _connects(port: int) -> bool:
