@@ -75,9 +75,12 @@ TABLE_ROCKSDB = {
 }
 DECIDE_BATCH = 1000
 REPAIR_CHUNK = 500  # repaired states written between two flushes of the changelog
-WRITE_SLICE = 1_000  # a batch's state writes go in slices of this many (~50 ms; `_write`)
 CHANGELOG_FLUSH_AT = 5_000  # table writes Faust holds unsent past which `_write` flushes
-DECIDE_TURN_S = 0.05  # the longest a batch holds the event loop between two turns
+# The longest the decider holds the event loop between two turns, deciding or writing. Its
+# turns queue behind each other's and the views' (a late wake-up is their sum), so a first
+# start's graces at 50 ms each still stalled the loop past 200 ms in a slow window (P6).
+TURN_S = 0.02
+WRITES_BETWEEN_CLOCK_READS = 100
 DECIDE_WITHIN_S = 0.01
 FIRST_START_HOLD_S = 30 * 60  # Faust's stall warnings wait this long (see faust.App below)
 
@@ -328,7 +331,7 @@ class WorkerApp:
                     self.counters["gap_inputs"] += 1
             partition = msg.partition
             for item in unpack(self.registry, event.value, msg.topic, partition, msg.offset):
-                if time.monotonic() - turn > DECIDE_TURN_S:
+                if time.monotonic() - turn > TURN_S:
                     # A batch of thousands of inputs (a new owner's heartbeat graces, 500 to
                     # a record, each reading a state; a backlog) gives the loop a turn:
                     # heartbeats, pages, the clock.
@@ -375,14 +378,18 @@ class WorkerApp:
         self.recovery.next_offsets[partition] = offset + 1
 
     async def _write(self, outputs: Outputs) -> None:
-        """The batch's state writes in slices, the loop given a turn between them, and the
-        changelog flushed once Faust holds `CHANGELOG_FLUSH_AT` writes unsent (flushing
-        after every slice halved a storm of 10,000: it waits for the broker)."""
-        for _slice in self.processor.write_in_slices(outputs, WRITE_SLICE):
+        """The batch's state writes, the loop given a turn every `TURN_S`, and the changelog
+        flushed once Faust holds `CHANGELOG_FLUSH_AT` writes unsent (flushing at every turn
+        halved a storm of 10,000: it waits for the broker)."""
+        turn = time.monotonic()
+        for _slice in self.processor.write_in_slices(outputs, WRITES_BETWEEN_CLOCK_READS):
+            if time.monotonic() - turn <= TURN_S:
+                continue
             if changelog_backlog(self.app) > CHANGELOG_FLUSH_AT:
                 await self.app.producer.flush()
             else:
                 await asyncio.sleep(0)
+            turn = time.monotonic()
         # Batches one after another (a start's graces, in parts of `states_unsent`) would
         # leave Faust a changelog record per write unsent: 97,000 peaked 450 MB higher.
         if changelog_backlog(self.app) > CHANGELOG_FLUSH_AT:

@@ -508,17 +508,20 @@ class InputProcessor:
             pass
 
     def write_in_slices(self, outputs: Outputs, size: int) -> Iterator[None]:
-        """`write`, pausing after every `size` writes (a start's graces change every
-        connector's state: 322,000 writes at once held the worker's loop for seconds)."""
+        """`write`, pausing after every `size` writes and cache updates (a start's graces
+        change every connector's state: 322,000 writes at once held the worker's loop for
+        seconds)."""
         for count, (key, value, partition) in enumerate(outputs.state_writes(), 1):
             self.store.put(key, value, partition)
             if not count % size:
                 yield
-        for key, pending in outputs.states.items():
+        for count, (key, pending) in enumerate(outputs.states.items(), 1):
             self._parsed.setdefault(pending.partition, {})[key] = (pending.state, pending.applied)
             aside = self._liveness.get(pending.partition)
             if aside:
                 aside.pop(pending.state.record.connector_id, None)  # the state holds the newer
+            if not count % size:
+                yield
         if outputs.states:
             self._evict()
 
