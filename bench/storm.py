@@ -27,7 +27,7 @@ from aiokafka.structs import TopicPartition
 
 from agents.broker.topics import ensure_topics
 from agents.settings import Settings
-from agents.testing.kafka import wait_caught_up
+from agents.testing.kafka import read_records, wait_caught_up
 from agents.wire.codec import registry
 from agents.wire.records import decode_audit
 from bench.env import env_int
@@ -115,32 +115,13 @@ async def _detections(
     return detected, kinds, first_started
 
 
-async def _first_requests(settings: Settings) -> tuple[Counter[str], int]:
+def _first_requests(settings: Settings) -> tuple[Counter[str], int]:
     """The recovery requests of first attempts, per connector, and all requests so far."""
-    topic = settings.topics.recovery_requests
-    ends = await end_offsets(settings.bootstrap_servers, topic)
     codec = registry().codec("RecoveryRequest")
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
-    )
-    await consumer.start()
-    first: Counter[str] = Counter()
-    total = 0
-    try:
-        consumer.assign(list(ends))
-        await consumer.seek_to_beginning(*ends)
-        for tp, end in ends.items():
-            while await consumer.position(tp) < end:
-                for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
-                    if record.offset >= end:
-                        break
-                    total += 1
-                    request = codec.decode(record.value)
-                    if request["attempt"] == 1:
-                        first[request["connector_id"]] += 1
-        return first, total
-    finally:
-        await consumer.stop()
+    records = read_records(settings.bootstrap_servers, settings.topics.recovery_requests, 0, 60)
+    requests = [codec.decode(record.value) for record in records]
+    first = Counter(r["connector_id"] for r in requests if r["attempt"] == 1)
+    return first, len(requests)
 
 
 async def _raw_loop(settings: Settings, topic: str, expected: int) -> float:
@@ -202,7 +183,7 @@ def main(_repeats: int) -> dict[str, Any]:
         produced = asyncio.run(_produce(settings, settings.topics.health, storm))
         produced_ms = time.time_ns() // 1_000_000 - round((time.perf_counter() - produced) * 1000)
         detected, kinds, first_started = asyncio.run(_detections(settings, since, CONNECTORS, 600))
-        first_requests, requests = asyncio.run(_first_requests(settings))
+        first_requests, requests = _first_requests(settings)
     if len(detected) != CONNECTORS or set(detected) != set(connectors):
         raise RuntimeError(f"{len(detected)} of {CONNECTORS} connectors detected: {kinds}")
     for what, counted in (("recovery.started", first_started), ("request", first_requests)):
