@@ -118,7 +118,9 @@ async def _detections(
 def _first_requests(settings: Settings) -> tuple[Counter[str], int]:
     """The recovery requests of first attempts, per connector, and all requests so far."""
     codec = registry().codec("RecoveryRequest")
-    records = read_records(settings.bootstrap_servers, settings.topics.recovery_requests, 0, 60)
+    records = read_records(
+        settings.bootstrap_servers, settings.topics.recovery_requests, timeout_s=60
+    )
     requests = [codec.decode(record.value) for record in records]
     first = Counter(r["connector_id"] for r in requests if r["attempt"] == 1)
     return first, len(requests)
